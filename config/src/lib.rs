@@ -1,0 +1,23 @@
+//! Strait's configuration core: the Istio and Kubernetes resource types, loading
+//! them from files with positions, validation, translation into an immutable
+//! `Snapshot` for one proxy, and request routing over that snapshot.
+//!
+//! The flow, shared by every role and source:
+//! files -> `Bundle` -> `validate` -> `translate(scope)` -> `Snapshot`.
+//! This crate does no I/O besides reading the configuration files.
+
+pub mod bundle;
+pub mod diag;
+pub mod hosts;
+pub mod registry;
+pub mod resources;
+pub mod router;
+pub mod snapshot;
+pub mod translate;
+pub mod validate;
+pub mod yaml;
+
+pub use bundle::{load_dir, Bundle, Loaded};
+pub use diag::{Code, Diagnostic, Severity};
+pub use snapshot::Snapshot;
+pub use translate::{translate, Role, Scope};

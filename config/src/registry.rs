@@ -1,0 +1,250 @@
+//! The service registry of a bundle: which endpoints serve a host and port,
+//! from ServiceEntry (+ WorkloadEntry) or Service + EndpointSlice, and the
+//! subsets DestinationRules define for each host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::bundle::Bundle;
+use crate::hosts::fqdn;
+use crate::resources::networking::{Labels, Subset};
+use crate::resources::Spec;
+use crate::snapshot::Endpoint;
+
+/// A port of a service.
+#[derive(Debug, Clone)]
+struct PortDef {
+    number: u16,
+    name: String,
+    target: Option<u16>,
+}
+
+/// An endpoint before its port is chosen.
+#[derive(Debug, Clone)]
+struct EndpointDef {
+    address: String,
+    /// Port name -> port on the endpoint.
+    ports: BTreeMap<String, u16>,
+    labels: Labels,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ServiceDef {
+    ports: Vec<PortDef>,
+    endpoints: Vec<EndpointDef>,
+}
+
+/// Why a destination could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// No ServiceEntry or Service has this host.
+    #[error("no ServiceEntry or Service defines host {0}")]
+    HostNotFound(String),
+    /// The service has no such port, or several and none was chosen.
+    #[error("host {host} has no port {port}")]
+    PortNotFound {
+        /// Host.
+        host: String,
+        /// The port asked for (0 = not given while the service has several).
+        port: u16,
+    },
+}
+
+/// Hosts, their ports, endpoints and subsets.
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: HashMap<String, ServiceDef>,
+    subsets: HashMap<String, Vec<Subset>>,
+}
+
+fn port_u16(n: Option<i64>) -> Option<u16> {
+    n.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0)
+}
+
+impl Registry {
+    /// Builds the registry of `bundle`.
+    pub fn new(bundle: &Bundle) -> Registry {
+        let mut reg = Registry::default();
+        let workload_entries: Vec<_> = bundle
+            .of(|s| match s {
+                Spec::WorkloadEntry(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        for (entry, se) in bundle.of(|s| match s {
+            Spec::ServiceEntry(s) => Some(s),
+            _ => None,
+        }) {
+            let ns = &entry.resource.namespace;
+            let ports: Vec<PortDef> = se
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(PortDef {
+                        number: port_u16(p.number)?,
+                        name: p.name.clone().unwrap_or_default(),
+                        target: port_u16(p.target_port),
+                    })
+                })
+                .collect();
+            let mut endpoints: Vec<EndpointDef> = se
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    Some(EndpointDef {
+                        address: e.address.clone()?,
+                        ports: ports_map(&e.ports),
+                        labels: e.labels.clone(),
+                    })
+                })
+                .collect();
+            if let Some(sel) = &se.workload_selector {
+                for (we_entry, we) in &workload_entries {
+                    let mut labels = we_entry.resource.metadata.labels.clone();
+                    labels.extend(we.labels.clone());
+                    if we_entry.resource.namespace == *ns && selects(&sel.labels, &labels) {
+                        if let Some(address) = we.address.clone() {
+                            endpoints.push(EndpointDef {
+                                address,
+                                ports: ports_map(&we.ports),
+                                labels,
+                            });
+                        }
+                    }
+                }
+            }
+            for host in &se.hosts {
+                let def = reg.services.entry(fqdn(host, ns)).or_default();
+                def.ports.extend(ports.iter().cloned());
+                def.endpoints.extend(endpoints.iter().cloned());
+            }
+        }
+        let slices: Vec<_> = bundle
+            .of(|s| match s {
+                Spec::EndpointSlice(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        for (entry, svc) in bundle.of(|s| match s {
+            Spec::Service(s) => Some(s),
+            _ => None,
+        }) {
+            let ns = &entry.resource.namespace;
+            let name = &entry.resource.name;
+            let mut def = ServiceDef::default();
+            for p in &svc.ports {
+                let Some(number) = port_u16(p.port) else { continue };
+                let target = p
+                    .target_port
+                    .as_ref()
+                    .and_then(|t| t.as_i64())
+                    .and_then(|t| port_u16(Some(t)));
+                def.ports.push(PortDef {
+                    number,
+                    name: p.name.clone().unwrap_or_default(),
+                    target,
+                });
+            }
+            for (slice_entry, slice) in &slices {
+                let r = &slice_entry.resource;
+                if r.namespace != *ns || r.metadata.labels.get("kubernetes.io/service-name") != Some(name) {
+                    continue;
+                }
+                let ports: BTreeMap<String, u16> = slice
+                    .ports
+                    .iter()
+                    .filter_map(|p| Some((p.name.clone().unwrap_or_default(), port_u16(p.port)?)))
+                    .collect();
+                for ep in &slice.endpoints {
+                    if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                        continue;
+                    }
+                    for address in &ep.addresses {
+                        def.endpoints.push(EndpointDef {
+                            address: address.clone(),
+                            ports: ports.clone(),
+                            labels: Labels::new(),
+                        });
+                    }
+                }
+            }
+            reg.services.insert(format!("{name}.{ns}.svc.cluster.local"), def);
+        }
+        for (entry, dr) in bundle.of(|s| match s {
+            Spec::DestinationRule(d) => Some(d),
+            _ => None,
+        }) {
+            let host = fqdn(&dr.host, &entry.resource.namespace);
+            reg.subsets.entry(host).or_default().extend(dr.subsets.iter().cloned());
+        }
+        reg
+    }
+
+    /// Whether some ServiceEntry or Service defines `host`.
+    pub fn has_host(&self, host: &str) -> bool {
+        self.services.contains_key(host)
+    }
+
+    /// Whether a DestinationRule defines `subset` for `host`.
+    pub fn has_subset(&self, host: &str, subset: &str) -> bool {
+        self.subsets
+            .get(host)
+            .is_some_and(|s| s.iter().any(|s| s.name == subset))
+    }
+
+    /// The service port and endpoints (optionally of a subset) for a destination.
+    pub fn resolve(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        subset: Option<&str>,
+    ) -> Result<(u16, Vec<Endpoint>), ResolveError> {
+        let def = self
+            .services
+            .get(host)
+            .ok_or_else(|| ResolveError::HostNotFound(host.to_string()))?;
+        let port_def = match port {
+            Some(p) => def.ports.iter().find(|d| d.number == p),
+            None if def.ports.len() == 1 => def.ports.first(),
+            None => None,
+        }
+        .ok_or(ResolveError::PortNotFound {
+            host: host.to_string(),
+            port: port.unwrap_or(0),
+        })?;
+        let subset_labels = subset
+            .and_then(|name| self.subsets.get(host)?.iter().find(|s| s.name == name))
+            .map(|s| &s.labels);
+        let endpoints = def
+            .endpoints
+            .iter()
+            .filter(|e| subset_labels.is_none_or(|l| selects(l, &e.labels)))
+            .filter_map(|e| {
+                let ip: IpAddr = e.address.parse().ok()?;
+                let target = e
+                    .ports
+                    .get(&port_def.name)
+                    .copied()
+                    .or(port_def.target)
+                    .unwrap_or(port_def.number);
+                Some(Endpoint {
+                    address: SocketAddr::new(ip, target),
+                    labels: e.labels.clone(),
+                })
+            })
+            .collect();
+        Ok((port_def.number, endpoints))
+    }
+}
+
+fn ports_map(ports: &BTreeMap<String, i64>) -> BTreeMap<String, u16> {
+    ports
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), port_u16(Some(*v))?)))
+        .collect()
+}
+
+/// Whether every selector label is present with the same value.
+pub fn selects(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,649 @@
+//! Translation: a validated bundle and the scope of one proxy (its role and
+//! labels) become that proxy's `Snapshot`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue};
+use regex::{Regex, RegexBuilder};
+
+use crate::bundle::{Bundle, Entry};
+use crate::diag::{has_errors, Code, Diagnostic, Severity};
+use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
+use crate::registry::{selects, Registry, ResolveError};
+use crate::resources::networking::{
+    GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, Labels, Server, StringMatch,
+    VirtualServiceSpec,
+};
+use crate::resources::Spec;
+use crate::snapshot::{
+    Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, Listener,
+    Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch, TlsServer, VirtualHost,
+    WeightedCluster,
+};
+
+/// The role a proxy plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Edge (ingress) or egress gateway: listeners from Gateway servers.
+    Gateway,
+}
+
+/// Who the snapshot is for.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Role.
+    pub role: Role,
+    /// The proxy's workload labels (Gateway `selector`s are matched against them).
+    pub labels: Labels,
+    /// The proxy's namespace (where Secrets are looked up after the Gateway's own).
+    pub namespace: String,
+}
+
+/// Builds the snapshot for `scope`. Errors reject the bundle; warnings are returned
+/// beside the snapshot.
+pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapshot, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut t = Translator {
+        bundle,
+        scope,
+        registry: Registry::new(bundle),
+        diags: Vec::new(),
+        listeners: Vec::new(),
+        clusters: Vec::new(),
+        cluster_index: HashMap::new(),
+        certificates: Vec::new(),
+        cert_index: HashMap::new(),
+    };
+    match scope.role {
+        Role::Gateway => t.gateways(),
+    }
+    if has_errors(&t.diags) {
+        return Err(t.diags);
+    }
+    let snapshot = Snapshot {
+        version,
+        sources: bundle.files.clone(),
+        listeners: t.listeners,
+        clusters: t.clusters,
+        certificates: t.certificates,
+    };
+    Ok((snapshot, t.diags))
+}
+
+struct Translator<'a> {
+    bundle: &'a Bundle,
+    scope: &'a Scope,
+    registry: Registry,
+    diags: Vec<Diagnostic>,
+    listeners: Vec<Listener>,
+    clusters: Vec<Cluster>,
+    cluster_index: HashMap<String, usize>,
+    certificates: Vec<Certificate>,
+    cert_index: HashMap<String, usize>,
+}
+
+impl<'a> Translator<'a> {
+    fn gateways(&mut self) {
+        let gateways: Vec<(&Entry, &GatewaySpec)> = self
+            .bundle
+            .of(|s| match s {
+                Spec::Gateway(g) => Some(g),
+                _ => None,
+            })
+            .filter(|(_, g)| selects(&g.selector, &self.scope.labels))
+            .collect();
+        let services: Vec<(&Entry, &VirtualServiceSpec)> = self
+            .bundle
+            .of(|s| match s {
+                Spec::VirtualService(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        for (gw_entry, gw) in gateways {
+            for (si, server) in gw.servers.iter().enumerate() {
+                self.server(gw_entry, si, server, &services);
+            }
+        }
+        self.listeners.sort_by_key(|l| l.port);
+    }
+
+    fn server(&mut self, gw_entry: &Entry, si: usize, server: &Server, services: &[(&Entry, &VirtualServiceSpec)]) {
+        let field = format!("spec.servers[{si}]");
+        let Some(port) = server
+            .port
+            .as_ref()
+            .and_then(|p| p.number)
+            .and_then(|n| u16::try_from(n).ok())
+        else {
+            return; // reported by validation
+        };
+        let proto = server
+            .port
+            .as_ref()
+            .and_then(|p| p.protocol.as_deref())
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let protocol = match proto.as_str() {
+            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Protocol::Http,
+            "HTTPS" => Protocol::Https,
+            other => {
+                self.diags.push(gw_entry.diag(
+                    Severity::Warning,
+                    Code::NotEnforced,
+                    &format!("{field}.port.protocol"),
+                    format!("{other} servers are not served by this version of Strait; server skipped"),
+                ));
+                return;
+            }
+        };
+        let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref()).unwrap_or("SIMPLE");
+        if protocol == Protocol::Https && mode != "SIMPLE" {
+            self.diags.push(gw_entry.diag(
+                Severity::Warning,
+                Code::NotEnforced,
+                &format!("{field}.tls.mode"),
+                format!("tls.mode {mode} is not served by this version of Strait (SIMPLE is); server skipped"),
+            ));
+            return;
+        }
+        let li = match self.listeners.iter().position(|l| l.port == port) {
+            Some(i) if self.listeners[i].protocol != protocol => {
+                self.diags.push(gw_entry.diag(
+                    Severity::Error,
+                    Code::Conflict,
+                    &format!("{field}.port"),
+                    format!("port {port} is declared both as HTTP and HTTPS"),
+                ));
+                return;
+            }
+            Some(i) => i,
+            None => {
+                self.listeners.push(Listener {
+                    port,
+                    protocol,
+                    tls_servers: Vec::new(),
+                    sni: Default::default(),
+                    virtual_hosts: Vec::new(),
+                    hosts: Default::default(),
+                });
+                self.listeners.len() - 1
+            }
+        };
+        let gw_ns = gw_entry.resource.namespace.as_str();
+        let source = format!("Gateway {gw_ns}/{} servers[{si}]", gw_entry.resource.name);
+        let tls_server = if protocol == Protocol::Https {
+            let Some(cert) = self.certificate(gw_entry, &field, server) else {
+                return;
+            };
+            let hosts: Vec<String> = server
+                .hosts
+                .iter()
+                .map(|h| server_host(h, gw_ns).1.to_ascii_lowercase())
+                .collect();
+            let listener = &mut self.listeners[li];
+            let index = listener.tls_servers.len();
+            for h in &hosts {
+                listener.sni.insert(h, index);
+            }
+            listener.tls_servers.push(TlsServer {
+                hosts,
+                certificate: cert,
+                source: source.clone(),
+            });
+            Some(index)
+        } else {
+            None
+        };
+        let https_redirect = protocol == Protocol::Http && server.tls.as_ref().is_some_and(|t| t.https_redirect);
+
+        for (vs_entry, vs) in services {
+            let vs_ns = vs_entry.resource.namespace.as_str();
+            let bound = vs
+                .gateways
+                .iter()
+                .filter_map(|g| gateway_ref(g, vs_ns))
+                .any(|(ns, name)| ns == gw_ns && name == gw_entry.resource.name);
+            if !bound {
+                continue;
+            }
+            let mut domains = Vec::new();
+            for vs_host in &vs.hosts {
+                for s_host in &server.hosts {
+                    let (allowed_ns, s_host) = server_host(s_host, gw_ns);
+                    if allowed_ns.is_some_and(|ns| ns != vs_ns) {
+                        continue;
+                    }
+                    if let Some(d) = intersect(&fqdn(vs_host, vs_ns), s_host) {
+                        if !domains.contains(&d) {
+                            domains.push(d);
+                        }
+                    }
+                }
+            }
+            if domains.is_empty() {
+                continue;
+            }
+            let routes = self.routes(vs_entry, vs, gw_ns, &gw_entry.resource.name, port);
+            for domain in domains {
+                let listener = &mut self.listeners[li];
+                let vi = match listener.virtual_hosts.iter().position(|v| v.domain == domain) {
+                    Some(i) => i,
+                    None => {
+                        listener.hosts.insert(&domain, listener.virtual_hosts.len());
+                        listener.virtual_hosts.push(VirtualHost {
+                            domain,
+                            tls_server,
+                            https_redirect,
+                            routes: Vec::new(),
+                        });
+                        listener.virtual_hosts.len() - 1
+                    }
+                };
+                listener.virtual_hosts[vi].routes.extend(routes.iter().cloned());
+            }
+        }
+    }
+
+    fn certificate(&mut self, gw_entry: &Entry, field: &str, server: &Server) -> Option<usize> {
+        let tls = server.tls.as_ref()?;
+        let (key, source) = if let Some(name) = tls
+            .credential_name
+            .as_deref()
+            .or(tls.credential_names.first().map(String::as_str))
+        {
+            let (cert_pem, key_pem, secret_ns) = self.secret(&gw_entry.resource.namespace, name).or_else(|| {
+                // As in Istio, a missing Secret takes down only this server, not the config.
+                self.diags.push(gw_entry.diag(
+                    Severity::Warning,
+                    Code::ReferenceNotFound,
+                    &format!("{field}.tls.credentialName"),
+                    format!(
+                        "no kubernetes.io/tls Secret {name} in namespace {} or {}; server skipped",
+                        gw_entry.resource.namespace, self.scope.namespace
+                    ),
+                ));
+                None
+            })?;
+            (
+                format!("secret {secret_ns}/{name}"),
+                CertificateSource::Inline { cert_pem, key_pem },
+            )
+        } else {
+            let (cert, key) = (tls.server_certificate.clone()?, tls.private_key.clone()?);
+            (format!("file {cert}"), CertificateSource::Files { cert, key })
+        };
+        if let Some(i) = self.cert_index.get(&key) {
+            return Some(*i);
+        }
+        self.certificates.push(Certificate {
+            name: key.clone(),
+            source,
+        });
+        self.cert_index.insert(key, self.certificates.len() - 1);
+        Some(self.certificates.len() - 1)
+    }
+
+    /// PEM certificate and key of a TLS Secret, looked up in `ns` then in the proxy's namespace.
+    fn secret(&self, ns: &str, name: &str) -> Option<(Vec<u8>, Vec<u8>, String)> {
+        [ns, self.scope.namespace.as_str()].iter().find_map(|ns| {
+            let (entry, body) = self
+                .bundle
+                .of(|s| match s {
+                    Spec::Secret(b) => Some(b),
+                    _ => None,
+                })
+                .find(|(e, _)| e.resource.namespace == *ns && e.resource.name == name)?;
+            Some((
+                secret_value(body, "tls.crt")?,
+                secret_value(body, "tls.key")?,
+                entry.resource.namespace.clone(),
+            ))
+        })
+    }
+
+    fn routes(&mut self, entry: &Entry, vs: &VirtualServiceSpec, gw_ns: &str, gw_name: &str, port: u16) -> Vec<Route> {
+        let vs_ns = entry.resource.namespace.as_str();
+        let mut routes = Vec::new();
+        for (ri, rule) in vs.http.iter().enumerate() {
+            let field = format!("spec.http[{ri}]");
+            let mut matches = Vec::new();
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let for_this_gateway = m.gateways.is_empty()
+                    || m.gateways
+                        .iter()
+                        .filter_map(|g| gateway_ref(g, vs_ns))
+                        .any(|(ns, n)| ns == gw_ns && n == gw_name);
+                if !for_this_gateway {
+                    continue;
+                }
+                if let Some(c) = self.request_match(entry, &format!("{field}.match[{mi}]"), m) {
+                    matches.push(c);
+                }
+            }
+            if !rule.matches.is_empty() && matches.is_empty() {
+                continue;
+            }
+            let Some(action) = self.action(entry, &field, rule, vs_ns, port) else {
+                continue;
+            };
+            let (request_headers, response_headers) =
+                self.header_ops(entry, &format!("{field}.headers"), rule.headers.as_ref());
+            routes.push(Route {
+                name: rule.name.clone(),
+                source: format!("VirtualService {vs_ns}/{} http[{ri}]", entry.resource.name),
+                matches,
+                action,
+                request_headers,
+                response_headers,
+            });
+        }
+        routes
+    }
+
+    fn request_match(&mut self, entry: &Entry, field: &str, m: &HttpMatchRequest) -> Option<RequestMatch> {
+        let claim_keys = m
+            .headers
+            .keys()
+            .chain(m.without_headers.keys())
+            .any(|k| k.starts_with("@request.auth.claims"));
+        if claim_keys {
+            // Without JWT validation no request carries validated claims, so, as in
+            // Istio for an unauthenticated request, this block matches nothing.
+            self.diags.push(entry.diag(
+                Severity::Warning,
+                Code::NotEnforced,
+                &format!("{field}.headers"),
+                "@request.auth.claims matches need RequestAuthentication support, which this version of Strait lacks; this match never applies",
+            ));
+            return None;
+        }
+        Some(RequestMatch {
+            uri: self.str_match(entry, &format!("{field}.uri"), m.uri.as_ref(), m.ignore_uri_case),
+            ignore_uri_case: m.ignore_uri_case,
+            scheme: self.str_match(entry, &format!("{field}.scheme"), m.scheme.as_ref(), false),
+            method: self.str_match(entry, &format!("{field}.method"), m.method.as_ref(), false),
+            authority: self.str_match(entry, &format!("{field}.authority"), m.authority.as_ref(), false),
+            headers: self.header_matches(entry, &format!("{field}.headers"), &m.headers),
+            without_headers: self.header_matches(entry, &format!("{field}.withoutHeaders"), &m.without_headers),
+            query_params: m
+                .query_params
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.clone(),
+                        self.str_match(entry, &format!("{field}.queryParams.{k}"), Some(v), false)?,
+                    ))
+                })
+                .collect(),
+            port: m.port.and_then(|p| u16::try_from(p).ok()),
+        })
+    }
+
+    fn header_matches(
+        &mut self,
+        entry: &Entry,
+        field: &str,
+        map: &std::collections::BTreeMap<String, StringMatch>,
+    ) -> Vec<HeaderMatch> {
+        map.iter()
+            .filter_map(|(k, v)| {
+                let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?;
+                Some(HeaderMatch {
+                    name,
+                    matcher: self.str_match(entry, &format!("{field}.{k}"), Some(v), false)?,
+                })
+            })
+            .collect()
+    }
+
+    fn str_match(
+        &mut self,
+        entry: &Entry,
+        field: &str,
+        m: Option<&StringMatch>,
+        ignore_case: bool,
+    ) -> Option<StrMatch> {
+        let m = m?;
+        Some(match (&m.exact, &m.prefix, &m.regex) {
+            (Some(e), _, _) => StrMatch::Exact(e.clone()),
+            (_, Some(p), _) => StrMatch::Prefix(p.clone()),
+            (_, _, Some(r)) => StrMatch::Regex(self.regex(entry, &format!("{field}.regex"), r, ignore_case)?),
+            _ => StrMatch::Present,
+        })
+    }
+
+    fn regex(&mut self, entry: &Entry, field: &str, re: &str, ignore_case: bool) -> Option<Regex> {
+        match compile_full_match(re, ignore_case) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.diags
+                    .push(entry.diag(Severity::Error, Code::InvalidRegex, field, e));
+                None
+            }
+        }
+    }
+
+    fn action(&mut self, entry: &Entry, field: &str, rule: &HttpRoute, vs_ns: &str, port: u16) -> Option<Action> {
+        if let Some(r) = &rule.redirect {
+            let derive = r.derive_port.as_deref() == Some("FROM_REQUEST_PORT");
+            return Some(Action::Redirect(Redirect {
+                uri: r.uri.clone(),
+                authority: r.authority.clone(),
+                scheme: r.scheme.clone(),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                port_from_request: derive,
+                code: r.redirect_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(301),
+            }));
+        }
+        if let Some(d) = &rule.direct_response {
+            let body = d.body.as_ref().map_or(Ok(Vec::new()), |b| match (&b.string, &b.bytes) {
+                (Some(s), _) => Ok(s.clone().into_bytes()),
+                (_, Some(b64)) => base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| e.to_string()),
+                _ => Ok(Vec::new()),
+            });
+            return match body {
+                Ok(body) => Some(Action::DirectResponse(DirectResponse {
+                    status: d.status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+                    body: Arc::from(body),
+                })),
+                Err(e) => {
+                    self.diags.push(entry.diag(
+                        Severity::Error,
+                        Code::InvalidValue,
+                        &format!("{field}.directResponse.body.bytes"),
+                        format!("invalid base64: {e}"),
+                    ));
+                    None
+                }
+            };
+        }
+        for unsupported in [
+            ("timeout", rule.timeout.is_some()),
+            ("retries", rule.retries.is_some()),
+            ("fault", rule.fault.is_some()),
+            ("mirror", rule.mirror.is_some() || !rule.mirrors.is_empty()),
+            ("corsPolicy", rule.cors_policy.is_some()),
+        ] {
+            if unsupported.1 {
+                self.diags.push(entry.diag(
+                    Severity::Warning,
+                    Code::NotEnforced,
+                    &format!("{field}.{}", unsupported.0),
+                    format!(
+                        "{} is accepted but not enforced by this version of Strait",
+                        unsupported.0
+                    ),
+                ));
+            }
+        }
+        let single = rule.route.len() == 1;
+        let mut destinations = Vec::new();
+        for (di, d) in rule.route.iter().enumerate() {
+            let dfield = format!("{field}.route[{di}]");
+            let Some(dest) = &d.destination else { continue };
+            let weight = d
+                .weight
+                .map_or(if single { 100 } else { 0 }, |w| u32::try_from(w).unwrap_or(0));
+            if weight == 0 && !single {
+                continue;
+            }
+            let cluster = self.cluster(
+                entry,
+                &format!("{dfield}.destination"),
+                &fqdn(&dest.host, vs_ns),
+                dest.port.as_ref().and_then(|p| p.number),
+                dest.subset.as_deref(),
+                port,
+            );
+            let (request_headers, response_headers) =
+                self.header_ops(entry, &format!("{dfield}.headers"), d.headers.as_ref());
+            destinations.push(WeightedCluster {
+                cluster,
+                weight,
+                request_headers,
+                response_headers,
+            });
+        }
+        let rewrite = rule.rewrite.as_ref().map(|r| Rewrite {
+            uri: r.uri.clone(),
+            uri_regex: r.uri_regex_rewrite.as_ref().and_then(|rr| {
+                let pattern = self.regex(
+                    entry,
+                    &format!("{field}.rewrite.uriRegexRewrite.match"),
+                    rr.pattern.as_deref().unwrap_or(""),
+                    false,
+                )?;
+                Some(RegexRewrite {
+                    pattern,
+                    replacement: re2_replacement(rr.rewrite.as_deref().unwrap_or("")),
+                })
+            }),
+            authority: r.authority.clone(),
+        });
+        let total_weight = destinations.iter().map(|d| d.weight).sum();
+        Some(Action::Forward(Forward {
+            destinations,
+            total_weight,
+            rewrite,
+        }))
+    }
+
+    fn cluster(
+        &mut self,
+        entry: &Entry,
+        field: &str,
+        host: &str,
+        port: Option<i64>,
+        subset: Option<&str>,
+        listener_port: u16,
+    ) -> usize {
+        let port = port.and_then(|p| u16::try_from(p).ok());
+        let (port, endpoints) = match self.registry.resolve(host, port, subset) {
+            Ok(r) => r,
+            Err(e) => {
+                let severity = match e {
+                    ResolveError::HostNotFound(_) => Severity::Warning,
+                    ResolveError::PortNotFound { .. } => Severity::Error,
+                };
+                self.diags.push(entry.diag(
+                    severity,
+                    Code::ReferenceNotFound,
+                    &format!("{field}.host"),
+                    format!("{e}; requests to it get 503"),
+                ));
+                (port.unwrap_or(listener_port), Vec::new())
+            }
+        };
+        let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or(""));
+        if let Some(i) = self.cluster_index.get(&name) {
+            return *i;
+        }
+        self.clusters.push(Cluster {
+            name: name.clone(),
+            host: host.to_string(),
+            port,
+            subset: subset.map(str::to_string),
+            endpoints,
+            next: Default::default(),
+        });
+        self.cluster_index.insert(name, self.clusters.len() - 1);
+        self.clusters.len() - 1
+    }
+
+    fn header_ops(&mut self, entry: &Entry, field: &str, headers: Option<&Headers>) -> (HeaderOps, HeaderOps) {
+        let Some(h) = headers else { return Default::default() };
+        (
+            self.ops(entry, &format!("{field}.request"), h.request.as_ref()),
+            self.ops(entry, &format!("{field}.response"), h.response.as_ref()),
+        )
+    }
+
+    fn ops(&mut self, entry: &Entry, field: &str, ops: Option<&HeaderOperations>) -> HeaderOps {
+        let Some(ops) = ops else { return HeaderOps::default() };
+        let mut out = HeaderOps::default();
+        let mut pair = |kind: &str, k: &str, v: &str| -> Option<(HeaderName, HeaderValue)> {
+            match (
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                (Ok(n), Ok(v)) => Some((n, v)),
+                _ => {
+                    self.diags.push(entry.diag(
+                        Severity::Error,
+                        Code::InvalidValue,
+                        &format!("{field}.{kind}.{k}"),
+                        "not a valid header name or value",
+                    ));
+                    None
+                }
+            }
+        };
+        out.set = ops.set.iter().filter_map(|(k, v)| pair("set", k, v)).collect();
+        out.add = ops.add.iter().filter_map(|(k, v)| pair("add", k, v)).collect();
+        out.remove = ops
+            .remove
+            .iter()
+            .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
+            .collect();
+        out
+    }
+}
+
+/// The value of a Secret key from `stringData` or base64 `data`.
+pub fn secret_value(body: &crate::resources::kube::SecretBody, key: &str) -> Option<Vec<u8>> {
+    if let Some(v) = body.string_data.get(key) {
+        return Some(v.clone().into_bytes());
+    }
+    let v = body.data.get(key)?;
+    let compact: String = v.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(compact).ok()
+}
+
+/// Compiles an RE2-style regex that must match the whole value, as Envoy's safe_regex does.
+pub fn compile_full_match(re: &str, ignore_case: bool) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{re})$"))
+        .case_insensitive(ignore_case)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("invalid regex {re:?}: {}", e.to_string().lines().last().unwrap_or("")))
+}
+
+/// RE2/Envoy substitutions use `\1`; the regex crate uses `${1}`.
+fn re2_replacement(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
