@@ -1,0 +1,52 @@
+//! The listener application: Pingora's HTTP proxy, with a request-header timeout
+//! on HTTP/1 connections (Pingora would wait 60 s per read).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+
+use crate::proxy::Gateway;
+
+/// Serves one listener.
+pub struct EdgeApp {
+    /// The proxy.
+    pub proxy: Arc<HttpProxy<Gateway>>,
+    /// Seconds a client may stay silent while sending request headers, and idle
+    /// between requests, before the connection is closed.
+    pub header_timeout_secs: u64,
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let mut session = ServerSession::new_http1(stream);
+        // Pingora applies the keep-alive timeout to every read of a request's headers,
+        // so a client that stalls mid-headers is closed after it.
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(self.header_timeout_secs)
+        });
+        let mut result = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.proxy.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(self.proxy.as_ref()).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! `strait-gateway`: the edge (and egress) gateway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use strait_config::{Role, Scope, Severity};
+use strait_gateway::proxy::Limits;
+use strait_gateway::server::{build, Options, StartError};
+
+/// Strait edge/egress gateway: serves Istio Gateway and VirtualService resources.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Folder of YAML/JSON resources to serve; watched for changes.
+    #[arg(long, env = "STRAIT_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Controller address to receive configuration from (not available yet).
+    #[arg(long, env = "STRAIT_CONTROLLER")]
+    controller: Option<String>,
+    /// Gateway port to listening port, e.g. `80=8080,443=8443`.
+    #[arg(long, env = "STRAIT_PORT_MAP", value_delimiter = ',')]
+    port_map: Vec<String>,
+    /// This gateway's labels, matched by Gateway `selector`s.
+    #[arg(
+        long,
+        env = "STRAIT_LABELS",
+        value_delimiter = ',',
+        default_value = "istio=ingressgateway"
+    )]
+    labels: Vec<String>,
+    /// This gateway's namespace (TLS Secrets are looked up here after the Gateway's own).
+    #[arg(long, env = "STRAIT_NAMESPACE", default_value = "istio-system")]
+    namespace: String,
+    /// Address the listeners bind to.
+    #[arg(long, env = "STRAIT_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Admin port (`/ready`, `/config_dump`); 0 disables.
+    #[arg(long, env = "STRAIT_ADMIN_PORT", default_value_t = 15000)]
+    admin_port: u16,
+    /// Health port (`/healthz/ready`); 0 disables.
+    #[arg(long, env = "STRAIT_HEALTH_PORT", default_value_t = 15021)]
+    health_port: u16,
+    /// Longest wait for in-flight requests after SIGTERM, in seconds.
+    #[arg(long, env = "STRAIT_DRAIN_SECONDS", default_value_t = 10)]
+    drain_seconds: u64,
+    /// Seconds a client may stay silent while sending request headers.
+    #[arg(long, env = "STRAIT_REQUEST_HEADER_TIMEOUT", default_value_t = 10)]
+    request_header_timeout: u64,
+    /// Most request headers accepted (431 beyond).
+    #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS", default_value_t = 100)]
+    max_request_headers: usize,
+    /// Most KiB of request headers accepted (431 beyond).
+    #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS_KB", default_value_t = 60)]
+    max_request_headers_kb: usize,
+    /// Worker threads per listener (default: one per core).
+    #[arg(long, env = "STRAIT_THREADS")]
+    threads: Option<usize>,
+    /// Validate the configuration, print diagnostics and exit (1 on errors).
+    #[arg(long)]
+    check: bool,
+}
+
+fn parse_map(items: &[String]) -> anyhow::Result<HashMap<u16, u16>> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (a, b) = s
+                .split_once('=')
+                .with_context(|| format!("--port-map entry {s:?} is not FROM=TO"))?;
+            Ok((
+                a.trim().parse().with_context(|| format!("bad port {a:?}"))?,
+                b.trim().parse().with_context(|| format!("bad port {b:?}"))?,
+            ))
+        })
+        .collect()
+}
+
+fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .with_context(|| format!("--labels entry {s:?} is not KEY=VALUE"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strait-gateway: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    if cli.controller.is_some() {
+        bail!("--controller: controller mode is not built yet; use --config-dir");
+    }
+    let Some(config_dir) = cli.config_dir.clone() else {
+        bail!("--config-dir is required");
+    };
+    let scope = Scope {
+        role: Role::Gateway,
+        labels: parse_labels(&cli.labels)?,
+        namespace: cli.namespace.clone(),
+    };
+    if cli.check {
+        let diags = strait_gateway::state::check(&config_dir, &scope);
+        for d in &diags {
+            println!("{d}");
+        }
+        let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+        let warnings = diags.iter().filter(|d| d.severity == Severity::Warning).count();
+        println!("{}: {errors} errors, {warnings} warnings", config_dir.display());
+        return Ok(if errors > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let opts = Options {
+        config_dir,
+        scope,
+        port_map: parse_map(&cli.port_map)?,
+        bind: cli.bind_address,
+        admin_port: cli.admin_port,
+        health_port: cli.health_port,
+        drain: Duration::from_secs(cli.drain_seconds),
+        header_timeout_secs: cli.request_header_timeout.max(1),
+        threads: cli
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        limits: Limits {
+            max_headers: cli.max_request_headers,
+            max_header_bytes: cli.max_request_headers_kb * 1024,
+            ..Limits::default()
+        },
+    };
+    match build(&opts) {
+        Ok((server, _shared)) => server.run_forever(),
+        Err(StartError::Config { dir, diagnostics }) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            bail!("the configuration in {} is invalid; nothing started", dir.display())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,12 @@
+//! Strait's engine on Pingora: listeners built from a snapshot, the proxy phases,
+//! certificates, admin endpoints and reloads. The edge/egress gateway binary and
+//! (later) the sidecar run this same engine with different scopes.
+
+pub mod admin;
+pub mod app;
+pub mod certs;
+pub mod echo;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod state;

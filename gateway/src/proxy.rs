@@ -1,0 +1,468 @@
+//! The proxy: one `ProxyHttp` implementation per listener port. Requests are
+//! matched against the snapshot loaded once in `new_ctx`; everything the phases
+//! need was compiled before that snapshot was swapped in.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use strait_config::router::{strip_port, RequestView, Routed};
+use strait_config::snapshot::{Action, HeaderOps, Listener, Redirect, Route, WeightedCluster};
+
+use crate::certs::TlsInfo;
+use crate::state::{InflightGuard, Runtime, Shared};
+
+/// Request limits enforced before routing.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most request headers accepted (431 beyond).
+    pub max_headers: usize,
+    /// Most bytes of request headers accepted, names and values (431 beyond).
+    pub max_header_bytes: usize,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_headers: 100,
+            max_header_bytes: 60 * 1024,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The proxy for one listener.
+pub struct Gateway {
+    /// Shared engine state.
+    pub shared: Arc<Shared>,
+    /// The Gateway port this listener serves (before `--port-map`).
+    pub port: u16,
+    /// Whether the listener terminates TLS.
+    pub tls: bool,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    runtime: Arc<Runtime>,
+    _inflight: InflightGuard,
+    listener: usize,
+    /// (virtual host, route) indexes once matched.
+    route: Option<(usize, usize)>,
+    /// Index of the chosen destination of a Forward action.
+    destination: Option<usize>,
+    prefix_len: Option<usize>,
+}
+
+impl RequestCtx {
+    fn listener(&self) -> Option<&Listener> {
+        self.runtime.snapshot.listeners.get(self.listener)
+    }
+
+    fn route(&self) -> Option<&Route> {
+        let (v, r) = self.route?;
+        self.listener()?.virtual_hosts.get(v)?.routes.get(r)
+    }
+
+    fn destination(&self) -> Option<&WeightedCluster> {
+        match &self.route()?.action {
+            Action::Forward(f) => f.destinations.get(self.destination?),
+            _ => None,
+        }
+    }
+}
+
+fn authority(req: &RequestHeader) -> &str {
+    req.headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+fn path_and_query(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+fn header_bytes(req: &RequestHeader) -> usize {
+    req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+}
+
+/// Writes a complete response from the proxy itself.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    extra: &[(HeaderName, HeaderValue)],
+    ops: Option<&HeaderOps>,
+    body: Bytes,
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    if !body.is_empty() {
+        resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+    }
+    for (k, v) in extra {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    if let Some(ops) = ops {
+        apply_response_ops(&mut resp, ops)?;
+    }
+    let empty = body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(true)
+}
+
+fn apply_request_ops(req: &mut RequestHeader, ops: &HeaderOps) -> Result<()> {
+    for (k, v) in &ops.set {
+        req.insert_header(k.clone(), v.clone())?;
+    }
+    for (k, v) in &ops.add {
+        req.append_header(k.clone(), v.clone())?;
+    }
+    for k in &ops.remove {
+        req.remove_header(k);
+    }
+    Ok(())
+}
+
+fn apply_response_ops(resp: &mut ResponseHeader, ops: &HeaderOps) -> Result<()> {
+    for (k, v) in &ops.set {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    for (k, v) in &ops.add {
+        resp.append_header(k.clone(), v.clone())?;
+    }
+    for k in &ops.remove {
+        resp.remove_header(k);
+    }
+    Ok(())
+}
+
+/// The Location of a redirect, as Envoy builds it from Istio's HTTPRedirect.
+fn location(r: &Redirect, scheme: &str, authority: &str, listener_port: u16, path: &str) -> String {
+    let new_scheme = r.scheme.as_deref().unwrap_or(scheme);
+    let host = r.authority.as_deref().map_or_else(|| strip_port(authority), strip_port);
+    let port = if let Some(p) = r.port {
+        Some(p)
+    } else if r.port_from_request {
+        authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .or(Some(listener_port))
+    } else if let Some(a) = r.authority.as_deref().filter(|a| a.contains(':') && !a.ends_with(']')) {
+        a.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+    } else if r.scheme.is_none() {
+        authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+    } else {
+        None
+    };
+    let port = port.filter(|p| !matches!((new_scheme, p), ("http", 80) | ("https", 443)));
+    let (orig_path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+    let new_path = match (&r.uri, query) {
+        (Some(u), _) if u.contains('?') => u.clone(),
+        (Some(u), Some(q)) => format!("{u}?{q}"),
+        (Some(u), None) => u.clone(),
+        (None, Some(q)) => format!("{orig_path}?{q}"),
+        (None, None) => orig_path.to_string(),
+    };
+    match port {
+        Some(p) => format!("{new_scheme}://{host}:{p}{new_path}"),
+        None => format!("{new_scheme}://{host}{new_path}"),
+    }
+}
+
+fn request_id() -> String {
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    // A version-4 UUID, as Envoy generates.
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let runtime = self.shared.current();
+        let listener = runtime
+            .snapshot
+            .listeners
+            .iter()
+            .position(|l| l.port == self.port)
+            .unwrap_or(usize::MAX);
+        RequestCtx {
+            runtime,
+            _inflight: InflightGuard::new(&self.shared),
+            listener,
+            route: None,
+            destination: None,
+            prefix_len: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if req.headers.len() > self.limits.max_headers || header_bytes(req) > self.limits.max_header_bytes {
+            session.set_keepalive(None);
+            return respond(
+                session,
+                431,
+                &[],
+                None,
+                Bytes::from_static(b"request header fields too large"),
+            )
+            .await;
+        }
+        let runtime = ctx.runtime.clone();
+        let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
+            return respond(session, 404, &[], None, Bytes::new()).await;
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let req = session.req_header();
+        let view = RequestView {
+            method: req.method.as_str(),
+            path: path_and_query(req),
+            authority: authority(req),
+            scheme,
+            headers: &req.headers,
+        };
+        let routed = listener.route(&view);
+        let m = match routed {
+            Routed::Matched(m) => m,
+            Routed::NoHost | Routed::NoRoute(_) => return respond(session, 404, &[], None, Bytes::new()).await,
+        };
+        if self.tls {
+            if let Some(vhost_server) = m.vhost.tls_server {
+                let sni = session
+                    .digest()
+                    .and_then(|d| d.ssl_digest.as_ref())
+                    .and_then(|d| d.extension.get::<TlsInfo>())
+                    .and_then(|i| i.sni.as_deref())
+                    .and_then(|sni| listener.sni.lookup(sni));
+                let cert_of = |i: usize| listener.tls_servers.get(i).map(|s| s.certificate);
+                if let Some(sni_server) = sni {
+                    if cert_of(sni_server) != cert_of(vhost_server) {
+                        // The connection's certificate does not cover this Host (RFC 9110 15.5.20).
+                        return respond(session, 421, &[], None, Bytes::from_static(b"misdirected request")).await;
+                    }
+                }
+            }
+        }
+        let vi = listener.virtual_hosts.iter().position(|v| std::ptr::eq(v, m.vhost));
+        let ri = m.vhost.routes.iter().position(|r| std::ptr::eq(r, m.route));
+        ctx.route = vi.zip(ri);
+        ctx.prefix_len = m.prefix_len;
+        if !self.tls && m.vhost.https_redirect {
+            let to = format!("https://{}{}", strip_port(view.authority), view.path);
+            let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
+            return respond(session, 301, &[(header::LOCATION, loc)], None, Bytes::new()).await;
+        }
+        match &m.route.action {
+            Action::Redirect(r) => {
+                let to = location(r, scheme, view.authority, self.port, view.path);
+                let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
+                respond(
+                    session,
+                    r.code,
+                    &[(header::LOCATION, loc)],
+                    Some(&m.route.response_headers),
+                    Bytes::new(),
+                )
+                .await
+            }
+            Action::DirectResponse(d) => {
+                respond(
+                    session,
+                    d.status,
+                    &[],
+                    Some(&m.route.response_headers),
+                    Bytes::copy_from_slice(&d.body),
+                )
+                .await
+            }
+            Action::Forward(f) => {
+                let Some(dest) = f.pick() else {
+                    return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
+                };
+                let has_endpoints = runtime
+                    .snapshot
+                    .clusters
+                    .get(dest.cluster)
+                    .is_some_and(|c| !c.endpoints.is_empty());
+                if !has_endpoints {
+                    return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
+                }
+                ctx.destination = f.destinations.iter().position(|d| std::ptr::eq(d, dest));
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let endpoint = ctx
+            .destination()
+            .and_then(|d| ctx.runtime.snapshot.clusters.get(d.cluster))
+            .and_then(|c| c.pick())
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no endpoint"))?;
+        let mut peer = HttpPeer::new(endpoint.address, false, String::new());
+        peer.options.connection_timeout = Some(self.limits.connect_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if upstream.headers.get(header::HOST).is_none() {
+            if let Some(a) = upstream.uri.authority().map(|a| a.as_str().to_string()) {
+                upstream.insert_header(header::HOST, a)?;
+            }
+        }
+        if let Some(route) = ctx.route() {
+            if let Action::Forward(f) = &route.action {
+                if let Some(rw) = &f.rewrite {
+                    let pq = path_and_query(upstream);
+                    let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
+                    let new_path = if let Some(uri) = &rw.uri {
+                        match ctx.prefix_len {
+                            Some(n) => format!("{uri}{}", path.get(n..).unwrap_or("")),
+                            None => uri.clone(),
+                        }
+                    } else if let Some(rr) = &rw.uri_regex {
+                        rr.pattern.replace_all(path, rr.replacement.as_str()).into_owned()
+                    } else {
+                        path.to_string()
+                    };
+                    if rw.uri.is_some() || rw.uri_regex.is_some() {
+                        let full = match query {
+                            Some(q) => format!("{new_path}?{q}"),
+                            None => new_path,
+                        };
+                        let uri = full.parse::<http::Uri>().map_err(|_| {
+                            Error::explain(ErrorType::InvalidHTTPHeader, "rewritten path is not a valid URI")
+                        })?;
+                        upstream.set_uri(uri);
+                    }
+                    if let Some(a) = &rw.authority {
+                        upstream.insert_header(header::HOST, a.as_str())?;
+                    }
+                }
+            }
+            apply_request_ops(upstream, &route.request_headers)?;
+        }
+        if let Some(d) = ctx.destination() {
+            apply_request_ops(upstream, &d.request_headers)?;
+        }
+        let client_ip: Option<IpAddr> = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if let Some(ip) = client_ip {
+            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        if upstream.headers.get("x-request-id").is_none() {
+            upstream.insert_header("x-request-id", request_id())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route() {
+            apply_response_ops(resp, &route.response_headers)?;
+        }
+        if let Some(d) = ctx.destination() {
+            apply_response_ops(resp, &d.response_headers)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect() -> Redirect {
+        Redirect {
+            uri: None,
+            authority: None,
+            scheme: None,
+            port: None,
+            port_from_request: false,
+            code: 301,
+        }
+    }
+
+    #[test]
+    fn redirect_locations() {
+        let r = Redirect {
+            uri: Some("/new".into()),
+            ..redirect()
+        };
+        assert_eq!(
+            location(&r, "http", "app.example.com", 80, "/old?x=1"),
+            "http://app.example.com/new?x=1"
+        );
+        let r = Redirect {
+            scheme: Some("https".into()),
+            ..redirect()
+        };
+        assert_eq!(
+            location(&r, "http", "app.example.com:8080", 80, "/a"),
+            "https://app.example.com/a"
+        );
+        let r = Redirect {
+            authority: Some("other.example.com".into()),
+            port: Some(8443),
+            scheme: Some("https".into()),
+            ..redirect()
+        };
+        assert_eq!(
+            location(&r, "http", "app.example.com", 80, "/a"),
+            "https://other.example.com:8443/a"
+        );
+        let r = Redirect {
+            port_from_request: true,
+            ..redirect()
+        };
+        assert_eq!(
+            location(&r, "http", "app.example.com:8080", 80, "/a"),
+            "http://app.example.com:8080/a"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(id, request_id());
+    }
+}

@@ -1,0 +1,155 @@
+//! Assembles the Pingora server for the gateway role: one listener per Gateway
+//! port, the admin and health endpoints, the folder watcher and the drain.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use strait_config::snapshot::Protocol;
+use strait_config::{Diagnostic, Scope};
+
+use crate::admin::{AdminApp, Endpoints};
+use crate::app::EdgeApp;
+use crate::certs::{HandshakeInfo, SniResolver};
+use crate::proxy::{Gateway, Limits};
+use crate::reload::{Drain, Watcher};
+use crate::state::Shared;
+
+/// How to run the gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Config folder.
+    pub config_dir: PathBuf,
+    /// Who this proxy is.
+    pub scope: Scope,
+    /// Gateway port -> port actually bound.
+    pub port_map: HashMap<u16, u16>,
+    /// Address listeners bind to.
+    pub bind: IpAddr,
+    /// Admin port (0 = off).
+    pub admin_port: u16,
+    /// Health port (0 = off).
+    pub health_port: u16,
+    /// Longest wait for in-flight requests on SIGTERM.
+    pub drain: Duration,
+    /// Request header (and keep-alive idle) timeout, whole seconds.
+    pub header_timeout_secs: u64,
+    /// Worker threads per listener.
+    pub threads: usize,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The initial configuration is invalid.
+    #[error("the configuration in {dir} is invalid")]
+    Config {
+        /// The folder.
+        dir: PathBuf,
+        /// What is wrong.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// Pingora refused a listener's settings.
+    #[error("listener on port {port}: {message}")]
+    Listener {
+        /// Port.
+        port: u16,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Loads the configuration and builds the server; `run_forever` it to serve.
+pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
+    let shared = Shared::start(&opts.config_dir, opts.scope.clone()).map_err(|diagnostics| StartError::Config {
+        dir: opts.config_dir.clone(),
+        diagnostics,
+    })?;
+    let conf = ServerConf {
+        threads: opts.threads.max(1),
+        // Pingora's SIGTERM grace period is a fixed sleep; `Drain` exits earlier once idle.
+        grace_period_seconds: Some(opts.drain.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    for listener in &shared.current().snapshot.listeners {
+        let port = listener.port;
+        let bound = opts.port_map.get(&port).copied().unwrap_or(port);
+        let addr = SocketAddr::new(opts.bind, bound).to_string();
+        let tls = listener.protocol == Protocol::Https;
+        let gateway = Gateway {
+            shared: shared.clone(),
+            port,
+            tls,
+            limits: opts.limits,
+        };
+        let app = EdgeApp {
+            proxy: Arc::new(pingora::proxy::http_proxy(&conf, gateway)),
+            header_timeout_secs: opts.header_timeout_secs,
+        };
+        let mut service = Service::new(format!("listener {port}"), app);
+        if tls {
+            let mut settings =
+                TlsSettings::with_callbacks(Box::new(HandshakeInfo)).map_err(|e| StartError::Listener {
+                    port,
+                    message: e.to_string(),
+                })?;
+            settings.set_cert_resolver(Arc::new(SniResolver {
+                shared: shared.clone(),
+                port,
+            }));
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr, None, settings);
+        } else {
+            service.add_tcp(&addr);
+        }
+        log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
+        server.add_service(service);
+    }
+    for (port, endpoints) in [
+        (opts.admin_port, Endpoints::Admin),
+        (opts.health_port, Endpoints::Health),
+    ] {
+        if port == 0 {
+            continue;
+        }
+        let app = AdminApp {
+            shared: shared.clone(),
+            endpoints,
+        };
+        let mut service = Service::new(
+            format!("{endpoints:?} :{port}"),
+            pingora::apps::http_app::HttpServer::new_app(app),
+        );
+        service.add_tcp(&SocketAddr::new(opts.bind, port).to_string());
+        server.add_service(service);
+    }
+    server.add_service(background_service(
+        "config watcher",
+        Watcher {
+            shared: shared.clone(),
+            debounce: Duration::from_millis(100),
+        },
+    ));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            shared: shared.clone(),
+            max: opts.drain,
+        },
+    ));
+    Ok((server, shared))
+}

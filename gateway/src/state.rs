@@ -1,0 +1,194 @@
+//! The engine's state: the current compiled configuration (snapshot plus the
+//! certificates built from it), swapped atomically as one unit, and the
+//! counters beside it that survive swaps.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use strait_config::diag::has_errors;
+use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
+
+use crate::certs::{compile_certificates, CompiledCert};
+
+/// A snapshot with everything compiled from it; what requests read.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The routing configuration.
+    pub snapshot: Snapshot,
+    /// Server certificates, by `Snapshot::certificates` index.
+    pub certs: Vec<CompiledCert>,
+    /// Warnings and notes of the accepted configuration.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The outcome of the last configuration attempt, for `/config_dump`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LastAttempt {
+    /// Whether it was accepted.
+    pub accepted: bool,
+    /// Its diagnostics.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// State shared by all listeners, the admin server and the watcher.
+#[derive(Debug)]
+pub struct Shared {
+    current: ArcSwap<Runtime>,
+    /// Where the configuration comes from.
+    pub config_dir: PathBuf,
+    /// Who this proxy is.
+    pub scope: Scope,
+    next_version: AtomicU64,
+    /// Rejected configurations since start.
+    pub rejections: AtomicU64,
+    /// The last attempt's outcome.
+    pub last_attempt: Mutex<LastAttempt>,
+    /// Requests being processed (for draining).
+    pub inflight: AtomicUsize,
+    /// Set once SIGTERM arrived: readiness turns false.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// Loads the first configuration; fails with its diagnostics if it is not valid.
+    pub fn start(config_dir: &Path, scope: Scope) -> Result<Arc<Shared>, Vec<Diagnostic>> {
+        let runtime = build(config_dir, &scope, 1)?;
+        Ok(Arc::new(Shared {
+            current: ArcSwap::from_pointee(runtime),
+            config_dir: config_dir.to_path_buf(),
+            scope,
+            next_version: AtomicU64::new(2),
+            rejections: AtomicU64::new(0),
+            last_attempt: Mutex::new(LastAttempt {
+                accepted: true,
+                diagnostics: Vec::new(),
+            }),
+            inflight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The configuration new requests use.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Rebuilds from the folder and swaps if valid; otherwise keeps the running
+    /// configuration and returns the diagnostics.
+    pub fn reload(&self) -> Result<u64, Vec<Diagnostic>> {
+        self.commit(self.prepare())
+    }
+
+    /// Builds the next configuration from the folder without applying it.
+    pub fn prepare(&self) -> Result<Runtime, Vec<Diagnostic>> {
+        build(&self.config_dir, &self.scope, self.next_version.load(Ordering::Relaxed))
+    }
+
+    /// Swaps in a prepared configuration, or records its rejection.
+    pub fn commit(&self, prepared: Result<Runtime, Vec<Diagnostic>>) -> Result<u64, Vec<Diagnostic>> {
+        let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
+        match prepared {
+            Ok(runtime) => {
+                let version = runtime.snapshot.version;
+                *last = LastAttempt {
+                    accepted: true,
+                    diagnostics: runtime.warnings.clone(),
+                };
+                self.next_version.store(version + 1, Ordering::Relaxed);
+                self.current.store(Arc::new(runtime));
+                Ok(version)
+            }
+            Err(diags) => {
+                self.rejections.fetch_add(1, Ordering::Relaxed);
+                *last = LastAttempt {
+                    accepted: false,
+                    diagnostics: diags.clone(),
+                };
+                Err(diags)
+            }
+        }
+    }
+}
+
+/// The whole config flow: files -> bundle -> validate -> translate -> compile.
+/// On success the runtime carries the warnings; on failure every diagnostic is returned.
+pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Diagnostic>> {
+    let loaded = load_dir(dir).map_err(|e| vec![folder_diag(dir, &e.to_string())])?;
+    log::debug!(
+        "building version {version} from {} resources in {:?}",
+        loaded.bundle.entries.len(),
+        loaded.bundle.files
+    );
+    let mut diags = loaded.diagnostics;
+    diags.extend(strait_config::validate::validate(&loaded.bundle));
+    if has_errors(&diags) {
+        return Err(sorted(diags));
+    }
+    let (snapshot, warnings) = match translate(&loaded.bundle, scope, version) {
+        Ok(t) => t,
+        Err(t) => {
+            diags.extend(t);
+            return Err(sorted(diags));
+        }
+    };
+    diags.extend(warnings);
+    match compile_certificates(&snapshot) {
+        Ok(certs) => Ok(Runtime {
+            snapshot,
+            certs,
+            warnings: sorted(diags),
+        }),
+        Err(c) => {
+            diags.extend(c);
+            Err(sorted(diags))
+        }
+    }
+}
+
+/// What `--check` prints: every diagnostic of a full build.
+pub fn check(dir: &Path, scope: &Scope) -> Vec<Diagnostic> {
+    match build(dir, scope, 0) {
+        Ok(runtime) => runtime.warnings,
+        Err(diags) => diags,
+    }
+}
+
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by(|a, b| {
+        (&a.file, a.position.line, a.position.column).cmp(&(&b.file, b.position.line, b.position.column))
+    });
+    diags.dedup();
+    diags
+}
+
+fn folder_diag(dir: &Path, message: &str) -> Diagnostic {
+    Diagnostic {
+        severity: strait_config::Severity::Error,
+        code: strait_config::Code::Io,
+        file: dir.display().to_string(),
+        position: Default::default(),
+        resource: None,
+        field: None,
+        message: message.to_string(),
+    }
+}
+
+/// Counts a request as in flight until dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<Shared>);
+
+impl InflightGuard {
+    /// Starts counting.
+    pub fn new(shared: &Arc<Shared>) -> InflightGuard {
+        shared.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(shared.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
