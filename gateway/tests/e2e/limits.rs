@@ -1,0 +1,53 @@
+//! Edge limits: too many or too large request headers get 431; a client that
+//! stalls while sending headers is disconnected.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const CONFIG: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ok}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - directResponse: {status: 200, body: {string: ok}}\n";
+
+fn request(headers: usize, value_len: usize) -> Vec<u8> {
+    let mut r = String::from("GET / HTTP/1.1\r\nHost: app.example.com\r\n");
+    let value = "v".repeat(value_len);
+    for i in 1..headers {
+        r.push_str(&format!("x-h{i}: {value}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+#[test]
+fn header_limits_and_slow_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ok.yaml"), CONFIG).expect("write");
+    let gw = Gateway::start(dir.path(), &["--request-header-timeout", "1"]);
+
+    assert_eq!(raw_status(gw.http, &request(100, 10)), Some(200), "100 headers pass");
+    assert_eq!(raw_status(gw.http, &request(101, 10)), Some(431), "101 headers");
+    // 60 headers of 1,040 bytes: ~61 KiB.
+    assert_eq!(raw_status(gw.http, &request(61, 1040)), Some(431), "61 KiB of headers");
+    assert_eq!(
+        raw_status(gw.http, &request(50, 1000)),
+        Some(200),
+        "~50 KB of headers pass"
+    );
+
+    // Headers that never finish: the gateway closes the connection.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\nx-slow: ")
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "connection closed without a response");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed by the header timeout, not the test's"
+    );
+    // The gateway still serves others.
+    assert_eq!(raw_status(gw.http, &request(2, 1)), Some(200));
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
+
+mod actions;
+mod check;
+mod limits;
+mod reload;
+mod routing;
+mod shutdown;
+mod sni;
+mod support;
