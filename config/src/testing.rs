@@ -1,0 +1,20 @@
+//! A generated routing table for benchmarks and allocation tests: `hosts` virtual
+//! hosts (`svc{i}.example.com`) with `routes` rules each.
+
+/// YAML for a Gateway on port 80 and one VirtualService per host.
+pub fn large_config(hosts: usize, routes: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: backend}\nspec:\n  hosts: [backend.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: 127.0.0.1}]\n",
+    );
+    for h in 0..hosts {
+        y.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs{h}}}\nspec:\n  hosts: [svc{h}.example.com]\n  gateways: [gw]\n  http:\n"
+        ));
+        for r in 0..routes {
+            y.push_str(&format!(
+                "  - name: r{r}\n    match:\n    - uri: {{prefix: /r{r}/}}\n      headers: {{x-tenant: {{regex: \"t[0-9]+\"}}}}\n    - uri: {{exact: /exact{r}}}\n    route: [{{destination: {{host: backend}}}}]\n"
+            ));
+        }
+    }
+    y
+}

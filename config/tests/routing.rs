@@ -1,0 +1,465 @@
+//! Table tests of translation and matching from YAML, with Istio's semantics.
+
+use std::collections::BTreeMap;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use strait_config::bundle::{load_text, Loaded};
+use strait_config::router::{RequestView, Routed};
+use strait_config::snapshot::{Action, Snapshot};
+use strait_config::validate::validate;
+use strait_config::{translate, Diagnostic, Role, Scope};
+
+const GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 8080, name: http-alt, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.0.0.1, ports: {http: 8001}, labels: {version: v1}}
+  - {address: 10.0.0.2, ports: {http: 8002}, labels: {version: v2}}
+"#;
+
+fn scope() -> Scope {
+    Scope {
+        role: Role::Gateway,
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        namespace: "istio-system".into(),
+    }
+}
+
+/// Loads, validates and translates; panics on errors.
+fn snapshot(yaml: &str) -> (Snapshot, Vec<Diagnostic>) {
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "test.yaml", yaml);
+    let mut diags = loaded.diagnostics.clone();
+    diags.extend(validate(&loaded.bundle));
+    assert!(!diags.iter().any(Diagnostic::is_error), "{diags:#?}");
+    match translate(&loaded.bundle, &scope(), 1) {
+        Ok((s, w)) => {
+            diags.extend(w);
+            (s, diags)
+        }
+        Err(e) => panic!("{e:#?}"),
+    }
+}
+
+fn with_routes(routes: &str) -> String {
+    format!("{GATEWAY}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: default}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n{routes}")
+}
+
+/// A request: (port, method, authority, path, headers).
+type Req<'a> = (u16, &'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// The name of the route chosen, "no-host" or "no-route".
+fn route_name(s: &Snapshot, (port, method, authority, path, headers): Req<'_>) -> String {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    let Some(listener) = s.listener(port) else {
+        return "no-listener".into();
+    };
+    let view = RequestView {
+        method,
+        path,
+        authority,
+        scheme: "http",
+        headers: &map,
+    };
+    match listener.route(&view) {
+        Routed::NoHost => "no-host".into(),
+        Routed::NoRoute(_) => "no-route".into(),
+        Routed::Matched(m) => m.route.name.clone().unwrap_or_default(),
+    }
+}
+
+fn check(routes: &str, cases: &[(Req<'_>, &str)]) {
+    let (s, _) = snapshot(&with_routes(routes));
+    for (req, want) in cases {
+        assert_eq!(route_name(&s, *req), *want, "request {req:?}");
+    }
+}
+
+const H: &str = "app.example.com";
+
+#[test]
+fn uri_matching() {
+    check(
+        r#"
+  - name: exact
+    match: [{uri: {exact: /exact}}]
+    route: [{destination: {host: backend}}]
+  - name: regex
+    match: [{uri: {regex: "/r/[0-9]+"}}]
+    route: [{destination: {host: backend}}]
+  - name: nocase
+    match: [{uri: {prefix: /Case}, ignoreUriCase: true}]
+    route: [{destination: {host: backend}}]
+  - name: prefix
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: backend}}]
+"#,
+        &[
+            ((80, "GET", H, "/exact", &[]), "exact"),
+            ((80, "GET", H, "/exact?q=1", &[]), "exact"),
+            ((80, "GET", H, "/exact/", &[]), "no-route"),
+            ((80, "GET", H, "/r/123", &[]), "regex"),
+            // RE2 semantics: the regex must match the whole path.
+            ((80, "GET", H, "/r/123/x", &[]), "no-route"),
+            ((80, "GET", H, "/CASE/x", &[]), "nocase"),
+            ((80, "GET", H, "/case", &[]), "nocase"),
+            // uri.prefix is a plain string prefix, not a path segment.
+            ((80, "GET", H, "/apiary", &[]), "prefix"),
+            ((80, "GET", H, "/api/v1", &[]), "prefix"),
+            ((80, "GET", H, "/API", &[]), "no-route"),
+        ],
+    );
+}
+
+#[test]
+fn first_match_wins_and_matches_are_ored_fields_anded() {
+    check(
+        r#"
+  - name: both
+    match:
+    - uri: {prefix: /a}
+      headers: {x-user: {exact: alice}}
+    - uri: {prefix: /b}
+    route: [{destination: {host: backend}}]
+  - name: a-any
+    match: [{uri: {prefix: /a}}]
+    route: [{destination: {host: backend}}]
+  - name: catch-all
+    route: [{destination: {host: backend}}]
+  - name: never
+    match: [{uri: {prefix: /}}]
+    route: [{destination: {host: backend}}]
+"#,
+        &[
+            ((80, "GET", H, "/a", &[("x-user", "alice")]), "both"),
+            ((80, "GET", H, "/a", &[("x-user", "bob")]), "a-any"),
+            ((80, "GET", H, "/b", &[]), "both"),
+            ((80, "GET", H, "/c", &[]), "catch-all"),
+        ],
+    );
+}
+
+#[test]
+fn header_query_method_authority_and_port_matching() {
+    check(
+        r#"
+  - name: present
+    match: [{headers: {x-debug: {}}}]
+    route: [{destination: {host: backend}}]
+  - name: without
+    match: [{uri: {prefix: /w}, withoutHeaders: {x-block: {}}}]
+    route: [{destination: {host: backend}}]
+  - name: header-prefix-regex
+    match: [{headers: {x-p: {prefix: ab}, x-r: {regex: "v[0-9]"}}}]
+    route: [{destination: {host: backend}}]
+  - name: query
+    match: [{queryParams: {mode: {exact: fast}, id: {regex: "[0-9]+"}}}]
+    route: [{destination: {host: backend}}]
+  - name: method
+    match: [{method: {exact: POST}}]
+    route: [{destination: {host: backend}}]
+  - name: authority
+    match: [{authority: {prefix: app.example.com:8080}}]
+    route: [{destination: {host: backend}}]
+  - name: port
+    match: [{port: 8080}]
+    route: [{destination: {host: backend}}]
+"#,
+        &[
+            // An empty StringMatch means "present", whatever the value.
+            ((80, "GET", H, "/", &[("x-debug", "")]), "present"),
+            ((80, "GET", H, "/w", &[]), "without"),
+            ((80, "GET", H, "/w", &[("x-block", "1")]), "no-route"),
+            (
+                (80, "GET", H, "/", &[("x-p", "abc"), ("x-r", "v2")]),
+                "header-prefix-regex",
+            ),
+            ((80, "GET", H, "/", &[("x-p", "abc"), ("x-r", "v22")]), "no-route"),
+            ((80, "GET", H, "/?id=42&mode=fast", &[]), "query"),
+            ((80, "GET", H, "/?id=x&mode=fast", &[]), "no-route"),
+            ((80, "GET", H, "/?mode=fast", &[]), "no-route"),
+            ((80, "POST", H, "/", &[]), "method"),
+            ((8080, "GET", "app.example.com:8080", "/", &[]), "authority"),
+            ((8080, "GET", H, "/", &[]), "port"),
+        ],
+    );
+}
+
+#[test]
+fn hosts_exact_wildcard_and_case() {
+    let yaml = format!(
+        "{GATEWAY}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: wild}}\nspec:\n  hosts: [\"*.example.com\"]\n  gateways: [gw]\n  http:\n  - name: wild\n    route: [{{destination: {{host: backend}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: exact}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - name: exact\n    route: [{{destination: {{host: backend}}}}]\n"
+    );
+    let (s, _) = snapshot(&yaml);
+    for (authority, want) in [
+        ("app.example.com", "exact"),
+        ("APP.Example.com:80", "exact"),
+        ("app.example.com.", "exact"),
+        ("api.example.com", "wild"),
+        ("a.b.example.com", "wild"),
+        ("example.com", "no-host"),
+        ("example.org", "no-host"),
+    ] {
+        assert_eq!(route_name(&s, (80, "GET", authority, "/", &[])), want, "{authority}");
+    }
+}
+
+#[test]
+fn binding_by_gateways_selector_namespace_and_match_gateways() {
+    let yaml = format!(
+        r#"{GATEWAY}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: other, namespace: edge}}
+spec:
+  selector: {{istio: egressgateway}}
+  servers:
+  - port: {{number: 9090, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: restricted, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 7070, name: http, protocol: HTTP}}
+    hosts: ["shop/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: mesh-only, namespace: default}}
+spec:
+  hosts: [mesh.example.com]
+  http:
+  - name: mesh
+    route: [{{destination: {{host: backend}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: both, namespace: default}}
+spec:
+  hosts: [app.example.com]
+  gateways: [default/gw, edge/other, restricted]
+  http:
+  - name: only-other
+    match: [{{gateways: [edge/other]}}]
+    route: [{{destination: {{host: backend}}}}]
+  - name: everywhere
+    route: [{{destination: {{host: backend}}}}]
+"#
+    );
+    let (s, _) = snapshot(&yaml);
+    // The egress gateway's Gateway selects other labels: no listener here.
+    assert_eq!(route_name(&s, (9090, "GET", H, "/", &[])), "no-listener");
+    // A VirtualService without gateways binds to the mesh only.
+    assert_eq!(route_name(&s, (80, "GET", "mesh.example.com", "/", &[])), "no-host");
+    // match.gateways restricts a rule to the gateways it lists.
+    assert_eq!(route_name(&s, (80, "GET", H, "/", &[])), "everywhere");
+    // `shop/*` admits VirtualServices from namespace shop only.
+    assert_eq!(route_name(&s, (7070, "GET", H, "/", &[])), "no-host");
+}
+
+#[test]
+fn destinations_subsets_and_relative_weights() {
+    let yaml = format!(
+        r#"{}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend, namespace: default}}
+spec:
+  host: backend.default.svc.cluster.local
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"#,
+        with_routes(
+            r#"  - name: split
+    route:
+    - {destination: {host: backend, subset: v1}, weight: 1}
+    - {destination: {host: backend, subset: v2}, weight: 3}
+    - {destination: {host: backend}, weight: 0}
+"#
+        )
+    );
+    let (s, _) = snapshot(&yaml);
+    let vhost = &s.listener(80).expect("listener").virtual_hosts[0];
+    let Action::Forward(f) = &vhost.routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.total_weight, 4, "weights are relative; weight 0 is dropped");
+    assert_eq!(f.destinations.len(), 2);
+    let c1 = &s.clusters[f.destinations[0].cluster];
+    assert_eq!(c1.name, "outbound|80|v1|backend.default.svc.cluster.local");
+    assert_eq!(
+        c1.endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+        ["10.0.0.1:8001"]
+    );
+    let c2 = &s.clusters[f.destinations[1].cluster];
+    assert_eq!(
+        c2.endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+        ["10.0.0.2:8002"]
+    );
+    let mut v2 = 0;
+    for _ in 0..4000 {
+        if f.pick().map(|d| d.cluster) == Some(f.destinations[1].cluster) {
+            v2 += 1;
+        }
+    }
+    assert!((2800..=3200).contains(&v2), "v2 got {v2} of 4000 at weight 3/4");
+}
+
+#[test]
+fn short_names_resolve_in_the_resource_namespace_and_services_use_endpointslices() {
+    let yaml = format!(
+        r#"{GATEWAY}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: shop}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [default/gw]
+  http:
+  - name: cart
+    route: [{{destination: {{host: cart, port: {{number: 8080}}}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: cart, namespace: shop}}
+spec:
+  ports:
+  - {{name: http, port: 8080, targetPort: http-web}}
+  - {{name: grpc, port: 9090, targetPort: 9091}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: cart-abc
+  namespace: shop
+  labels: {{kubernetes.io/service-name: cart}}
+addressType: IPv4
+ports:
+- {{name: http, port: 3000}}
+- {{name: grpc, port: 9091}}
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {{ready: true}}
+- addresses: [10.1.0.2]
+  conditions: {{ready: false}}
+- addresses: [10.1.0.3]
+"#
+    );
+    let (s, _) = snapshot(&yaml);
+    let c = &s.clusters[0];
+    assert_eq!(c.name, "outbound|8080||cart.shop.svc.cluster.local");
+    let addrs: Vec<String> = c.endpoints.iter().map(|e| e.address.to_string()).collect();
+    assert_eq!(
+        addrs,
+        ["10.1.0.1:3000", "10.1.0.3:3000"],
+        "not-ready endpoints are left out"
+    );
+    let picks: Vec<String> = (0..4).filter_map(|_| c.pick()).map(|e| e.address.to_string()).collect();
+    assert_eq!(
+        picks,
+        ["10.1.0.1:3000", "10.1.0.3:3000", "10.1.0.1:3000", "10.1.0.3:3000"],
+        "round robin"
+    );
+}
+
+#[test]
+fn unknown_destination_is_a_warning_and_routes_get_no_endpoints() {
+    let (s, diags) = snapshot(&with_routes(
+        "  - name: nowhere\n    route: [{destination: {host: missing}}]\n",
+    ));
+    assert!(
+        diags.iter().any(|d| d
+            .message
+            .contains("no ServiceEntry or Service defines host missing.default.svc.cluster.local")),
+        "{diags:?}"
+    );
+    assert!(s.clusters[0].endpoints.is_empty());
+}
+
+#[test]
+fn virtualservices_sharing_a_host_are_merged_in_order_with_a_warning() {
+    let yaml = format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: second}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - name: second\n    route: [{{destination: {{host: backend}}}}]\n",
+        with_routes("  - name: first\n    match: [{uri: {prefix: /first}}]\n    route: [{destination: {host: backend}}]\n")
+    );
+    let (s, diags) = snapshot(&yaml);
+    assert_eq!(route_name(&s, (80, "GET", H, "/first", &[])), "first");
+    assert_eq!(route_name(&s, (80, "GET", H, "/other", &[])), "second");
+    assert!(
+        diags.iter().any(|d| d.code == strait_config::Code::DuplicateHost),
+        "{diags:?}"
+    );
+}
+
+#[test]
+fn https_servers_build_an_sni_table_and_http_servers_can_redirect() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /certs/a.crt, privateKey: /certs/a.key}
+  - port: {number: 443, name: wild, protocol: HTTPS}
+    hosts: ["*.example.com"]
+    tls: {mode: SIMPLE, serverCertificate: /certs/w.crt, privateKey: /certs/w.key}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com"]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: ["*.example.com"]
+  gateways: [gw]
+  http:
+  - directResponse: {status: 204}
+"#;
+    let (s, _) = snapshot(yaml);
+    let l = s.listener(443).expect("https listener");
+    assert_eq!(s.certificates.len(), 2);
+    assert_eq!(
+        l.sni.lookup("a.example.com").map(|i| l.tls_servers[i].certificate),
+        Some(0)
+    );
+    assert_eq!(
+        l.sni.lookup("b.example.com").map(|i| l.tls_servers[i].certificate),
+        Some(1)
+    );
+    assert_eq!(
+        l.virtual_hosts.iter().map(|v| v.domain.as_str()).collect::<Vec<_>>(),
+        ["a.example.com", "*.example.com"]
+    );
+    let http = s.listener(80).expect("http listener");
+    assert!(http.virtual_hosts.iter().all(|v| v.https_redirect));
+}

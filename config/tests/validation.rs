@@ -1,0 +1,111 @@
+//! Table tests of validation: each invalid snippet gives one error with the
+//! expected code and field path.
+
+use strait_config::bundle::{load_text, Loaded};
+use strait_config::validate::validate;
+use strait_config::{Code, Diagnostic};
+
+fn diagnostics(yaml: &str) -> Vec<Diagnostic> {
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "t.yaml", yaml);
+    let mut d = loaded.diagnostics.clone();
+    d.extend(validate(&loaded.bundle));
+    d
+}
+
+const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\n";
+
+fn vs(http: &str) -> String {
+    format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n{http}")
+}
+
+#[test]
+fn each_invalid_snippet_gives_the_expected_error() {
+    let dest = "    route: [{destination: {host: backend}}]\n";
+    let cases: Vec<(String, Code, &str)> = vec![
+        (vs(&format!("  - match: [{{uri: {{exact: /a, prefix: /a}}}}]\n{dest}")), Code::Conflict, "spec.http[0].match[0].uri"),
+        (vs(&format!("  - match: [{{headers: {{X-User: {{exact: a}}}}}}]\n{dest}")), Code::InvalidValue, "spec.http[0].match[0].headers.X-User"),
+        (vs(&format!("  - match: [{{queryParams: {{q: {{regex: \"[\"}}}}}}]\n{dest}")), Code::InvalidRegex, "spec.http[0].match[0].queryParams.q.regex"),
+        (vs("  - redirect: {uri: /x, redirectCode: 200}\n"), Code::InvalidValue, "spec.http[0].redirect.redirectCode"),
+        (vs("  - directResponse: {status: 99}\n"), Code::InvalidValue, "spec.http[0].directResponse.status"),
+        (vs("  - directResponse: {status: 200}\n    redirect: {uri: /x}\n"), Code::Conflict, "spec.http[0]"),
+        (vs("  - route: [{destination: {host: \"\"}}]\n"), Code::Required, "spec.http[0].route[0].destination.host"),
+        (vs("  - name: nothing\n"), Code::Required, "spec.http[0]"),
+        (
+            format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: m}}\nspec:\n  hosts: [\"*\"]\n  http:\n{dest}").replace("http:\n    route", "http:\n  - route"),
+            Code::InvalidValue,
+            "spec.hosts[0]",
+        ),
+        (
+            format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: d}}\nspec:\n  hosts: [a.example.com, A.example.com]\n  gateways: [gw]\n  http:\n  - {}", &dest[4..]),
+            Code::DuplicateHost,
+            "spec.hosts[1]",
+        ),
+        (format!("{GW}{GW}"), Code::DuplicateResource, "metadata.name"),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE}\n".into(),
+            Code::Required,
+            "spec.servers[0].tls",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 70000, name: http, protocol: HTTP}\n    hosts: [a.example.com]\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].port.number",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: SMTP}\n    hosts: [a.example.com]\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].port.protocol",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"bad host!\"]\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].hosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: b\n  subsets:\n  - {name: v1}\n  - {name: v1}\n".into(),
+            Code::Conflict,
+            "spec.subsets[1].name",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [s.example.com]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: not-an-ip}]\n".into(),
+            Code::InvalidValue,
+            "spec.endpoints[0].address",
+        ),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\ndata: {tls.crt: '%%%', tls.key: LS0tLS1CRUdJTiBYLS0tLS0K}\n".into(),
+            Code::InvalidValue,
+            "data.tls.crt",
+        ),
+    ];
+    for (yaml, code, field) in cases {
+        let diags = diagnostics(&yaml);
+        let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(errors.len(), 1, "{yaml}\n{errors:#?}");
+        assert_eq!(
+            (errors[0].code, errors[0].field.as_deref()),
+            (code, Some(field)),
+            "{yaml}"
+        );
+    }
+}
+
+#[test]
+fn valid_istio_yaml_draws_no_warnings() {
+    let yaml = vs(r#"  - name: full
+    match:
+    - uri: {prefix: /}
+      ignoreUriCase: true
+      headers: {x-a: {exact: b}}
+      queryParams: {q: {exact: "1"}}
+    rewrite: {uri: /x, authority: y}
+    headers:
+      request: {set: {a: b}, add: {c: d}, remove: [e]}
+    route:
+    - destination: {host: backend, port: {number: 80}}
+      weight: 100
+      headers: {response: {set: {f: g}}}
+"#);
+    let diags = diagnostics(&yaml);
+    assert!(diags.is_empty(), "{diags:#?}");
+}
