@@ -13,6 +13,7 @@ pub mod registry;
 pub mod resources;
 pub mod router;
 pub mod snapshot;
+pub mod testing;
 pub mod translate;
 pub mod validate;
 pub mod yaml;

@@ -87,6 +87,7 @@ impl Listener {
         let Some(vhost) = self.virtual_host(req.authority) else {
             return Routed::NoHost;
         };
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
         for route in &vhost.routes {
             if route.matches.is_empty() {
                 return Routed::Matched(RouteMatch {
@@ -96,7 +97,7 @@ impl Listener {
                 });
             }
             for m in &route.matches {
-                if let Some(prefix_len) = matches(m, self.port, req) {
+                if let Some(prefix_len) = matches(m, self.port, req, path, query) {
                     return Routed::Matched(RouteMatch {
                         vhost,
                         route,
@@ -109,12 +110,11 @@ impl Listener {
     }
 }
 
-/// `Some(prefix length)` when `m` accepts the request.
-fn matches(m: &RequestMatch, port: u16, req: &RequestView<'_>) -> Option<Option<usize>> {
+/// `Some(prefix length)` when `m` accepts the request; `path` is without its `query`.
+fn matches(m: &RequestMatch, port: u16, req: &RequestView<'_>, path: &str, query: &str) -> Option<Option<usize>> {
     if m.port.is_some_and(|p| p != port) {
         return None;
     }
-    let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
     let mut prefix_len = None;
     if let Some(uri) = &m.uri {
         if !uri_matches(uri, path, m.ignore_uri_case) {
@@ -142,7 +142,6 @@ fn matches(m: &RequestMatch, port: u16, req: &RequestView<'_>) -> Option<Option<
         return None;
     }
     if !m.query_params.is_empty() {
-        let query = req.path.split_once('?').map_or("", |(_, q)| q);
         for (name, sm) in &m.query_params {
             let value = query.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));

@@ -41,7 +41,7 @@ pub struct Server {
     pub name: Option<String>,
 }
 
-/// A port with protocol.
+/// A port with protocol (Gateway servers and ServiceEntries).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Port {
@@ -51,7 +51,7 @@ pub struct Port {
     pub protocol: Option<String>,
     /// Port name.
     pub name: Option<String>,
-    /// Target port (deprecated in Istio).
+    /// Port on the endpoints (ServiceEntry); deprecated on Gateway servers.
     pub target_port: Option<i64>,
 }
 
@@ -361,19 +361,8 @@ pub struct ServiceEntrySpec {
     pub subject_alt_names: Vec<String>,
 }
 
-/// A ServiceEntry port.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ServicePort {
-    /// Number.
-    pub number: Option<i64>,
-    /// Protocol.
-    pub protocol: Option<String>,
-    /// Name.
-    pub name: Option<String>,
-    /// Port on the endpoints.
-    pub target_port: Option<i64>,
-}
+/// A ServiceEntry port: the same fields as a Gateway server's.
+pub type ServicePort = Port;
 
 /// Selects workloads by labels.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
