@@ -156,17 +156,30 @@ async fn https_serves_http2_and_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_is_404_and_admin_reports_the_config() {
     let demo = Demo::start().await;
-    assert_eq!(raw_get(demo.gw.health, "/healthz/ready"), Some((200, "LIVE\n".to_string())));
+    assert_eq!(
+        raw_get(demo.gw.health, "/healthz/ready"),
+        Some((200, "LIVE\n".to_string()))
+    );
     assert_eq!(raw_get(demo.gw.admin, "/ready").map(|r| r.0), Some(200));
-    assert_eq!(raw_get(demo.gw.health, "/config_dump").map(|r| r.0), Some(404), "health port serves readiness only");
+    assert_eq!(
+        raw_get(demo.gw.health, "/config_dump").map(|r| r.0),
+        Some(404),
+        "health port serves readiness only"
+    );
     let dump = demo.gw.config_dump();
     assert_eq!(dump["version"], 1);
     assert_eq!(dump["sources"].as_array().map(Vec::len), Some(5));
     let listeners = dump["snapshot"]["listeners"].as_array().expect("listeners");
-    assert_eq!(listeners.iter().map(|l| l["port"].as_u64()).collect::<Vec<_>>(), [Some(80), Some(443)]);
+    assert_eq!(
+        listeners.iter().map(|l| l["port"].as_u64()).collect::<Vec<_>>(),
+        [Some(80), Some(443)]
+    );
     let dumped = dump.to_string();
     assert!(!dumped.contains("PRIVATE KEY"), "config_dump never shows private keys");
-    assert!(dumped.contains("outbound|80|v2|backend.default.svc.cluster.local"), "clusters named as in Istio");
+    assert!(
+        dumped.contains("outbound|80|v2|backend.default.svc.cluster.local"),
+        "clusters named as in Istio"
+    );
     let c = client(&[("other.example.com", demo.gw.http)], &[]);
     let resp = c
         .get(format!("http://other.example.com:{}/", demo.gw.http))
