@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::ErrorSource;
 use strait_config::router::{strip_port, RequestView, Routed};
 use strait_config::snapshot::{Action, HeaderOps, Listener, Redirect, Route, WeightedCluster};
 
@@ -387,6 +389,46 @@ impl ProxyHttp for Gateway {
             upstream.insert_header("x-request-id", request_id())?;
         }
         Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let (code, body): (u16, &'static [u8]) = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => (*code, b""),
+            // Envoy's answers, which Istio users script against: 503 when the upstream
+            // could not be reached or reset before its headers, 504 on timeouts.
+            (
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                ErrorSource::Upstream,
+            ) => (504, b"upstream request timeout"),
+            (
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError,
+                _,
+            ) => (
+                503,
+                b"upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            (_, ErrorSource::Upstream) => (
+                503,
+                b"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            ),
+            (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => {
+                (0, b"")
+            }
+            (_, ErrorSource::Downstream) => (400, b""),
+            _ => (500, b""),
+        };
+        if code > 0 {
+            if let Err(err) = session.respond_error_with_body(code, Bytes::from_static(body)).await {
+                log::debug!("could not send {code} downstream: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn response_filter(

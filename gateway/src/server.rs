@@ -68,6 +68,17 @@ pub enum StartError {
     },
 }
 
+/// HTTP/2 settings: Pingora's bounded defaults, with the header list sized so that
+/// our own limits (431) apply first; HPACK counts 32 bytes per header beyond name
+/// and value.
+fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    let list = limits.max_header_bytes + 32 * (limits.max_headers + 1);
+    o.max_header_list_size(u32::try_from(list).unwrap_or(u32::MAX));
+    o.max_concurrent_streams(100);
+    o
+}
+
 /// Loads the configuration and builds the server; `run_forever` it to serve.
 pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
     let shared = Shared::start(&opts.config_dir, opts.scope.clone()).map_err(|diagnostics| StartError::Config {

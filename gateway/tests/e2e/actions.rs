@@ -121,3 +121,34 @@ async fn rewrites_headers_redirects_and_direct_responses() {
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://legacy.example.com/path?a=b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_or_missing_backends_get_503() {
+    let [closed] = free_ports::<1>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = CONFIG.replace("  - match: [{uri: {prefix: /old/}}]", "  - match: [{uri: {prefix: /ghost}}]\n    route: [{destination: {host: ghost.example.com}}]\n  - match: [{uri: {prefix: /old/}}]");
+    std::fs::write(dir.path().join("app.yaml"), config).expect("write");
+    std::fs::write(dir.path().join("backend.yaml"), backend_entry(&[("v1", closed)])).expect("write");
+    let gw = Gateway::start(dir.path(), &[]);
+    let c = client(&[("app.example.com", gw.http)], &[]);
+    let resp = c
+        .get(format!("http://app.example.com:{}/other", gw.http))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503, "connection refused by the only endpoint");
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    );
+    let resp = c
+        .get(format!("http://app.example.com:{}/ghost", gw.http))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503, "a host no ServiceEntry or Service defines");
+    assert_eq!(resp.text().await.expect("body"), "no healthy upstream");
+    assert!(gw.config_dump()["warnings"]
+        .to_string()
+        .contains("no ServiceEntry or Service defines host ghost.example.com"));
+}

@@ -139,6 +139,16 @@ async fn https_serves_http2_and_http1() {
     let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(body["name"], "v2");
     assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+    // The header limits hold over HTTP/2 as well.
+    let mut req = demo.client().get(&url);
+    for i in 0..101 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let resp = req.send().await.expect("h2 request");
+    assert_eq!(
+        (resp.version(), resp.status().as_u16()),
+        (reqwest::Version::HTTP_2, 431)
+    );
     let h1 = reqwest::Client::builder()
         .no_proxy()
         .http1_only()

@@ -17,6 +17,9 @@ spec:
   - port: {number: 443, name: https-b, protocol: HTTPS}
     hosts: [b.example.com]
     tls: {mode: SIMPLE, credentialName: b-tls}
+  - port: {number: 443, name: https-files, protocol: HTTPS}
+    hosts: [files.example.com]
+    tls: {mode: SIMPLE, serverCertificate: CERT_FILE, privateKey: KEY_FILE}
   - port: {number: 443, name: https-wild, protocol: HTTPS}
     hosts: ["*.wild.example.com"]
     tls: {mode: SIMPLE, credentialName: wild-tls}
@@ -25,7 +28,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: all, namespace: default}
 spec:
-  hosts: [a.example.com, b.example.com, "*.wild.example.com"]
+  hosts: [a.example.com, b.example.com, files.example.com, "*.wild.example.com"]
   gateways: [gw]
   http:
   - route:
@@ -49,15 +52,23 @@ async fn each_sni_gets_its_certificate_and_mismatch_is_421() {
     let a = TestCert::new(&["a.example.com"]);
     let b = TestCert::new(&["b.example.com"]);
     let w = TestCert::new(&["*.wild.example.com"]);
+    let f = TestCert::new(&["files.example.com"]);
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert_file, key_file) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    std::fs::write(&cert_file, &f.cert_pem).expect("write");
+    std::fs::write(&key_file, &f.key_pem).expect("write");
     let dir = tempfile::tempdir().expect("tempdir");
+    let config = CONFIG
+        .replace("CERT_FILE", &cert_file.display().to_string())
+        .replace("KEY_FILE", &key_file.display().to_string());
     let files = [
-        ("gw.yaml", CONFIG.to_string()),
+        ("gw.yaml", config),
         ("backend.yaml", backend_entry(&[("v1", backend.addr.port())])),
         (
             "secrets.yaml",
             [
                 a.secret_yaml("a-tls", "default"),
-                b.secret_yaml("b-tls", "default"),
+                b.secret_yaml_base64("b-tls", "default"),
                 w.secret_yaml("wild-tls", "default"),
             ]
             .join("---\n"),

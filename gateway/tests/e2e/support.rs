@@ -41,6 +41,17 @@ impl TestCert {
         }
     }
 
+    /// The same Secret with base64 `data` instead of `stringData`.
+    pub fn secret_yaml_base64(&self, name: &str, namespace: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+            b64(&self.cert_pem),
+            b64(&self.key_pem)
+        )
+    }
+
     /// A kubernetes.io/tls Secret holding this certificate.
     pub fn secret_yaml(&self, name: &str, namespace: &str) -> String {
         let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
