@@ -107,8 +107,10 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             tls,
             limits: opts.limits,
         };
+        let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
+        proxy.h2_options = Some(h2_options(&opts.limits));
         let app = EdgeApp {
-            proxy: Arc::new(pingora::proxy::http_proxy(&conf, gateway)),
+            proxy: Arc::new(proxy),
             header_timeout_secs: opts.header_timeout_secs,
         };
         let mut service = Service::new(format!("listener {port}"), app);
