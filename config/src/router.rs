@@ -36,8 +36,12 @@ pub enum Routed<'a> {
 pub struct RouteMatch<'a> {
     /// The virtual host.
     pub vhost: &'a VirtualHost,
+    /// Its index in `Listener::virtual_hosts`.
+    pub vhost_index: usize,
     /// The route.
     pub route: &'a Route,
+    /// Its index in `VirtualHost::routes`.
+    pub route_index: usize,
     /// Length of the matched `uri.prefix`, for prefix rewrites; `None` for other matches.
     pub prefix_len: Option<usize>,
 }
@@ -78,31 +82,41 @@ pub fn strip_port(authority: &str) -> &str {
 impl Listener {
     /// The virtual host for an authority.
     pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        with_host(authority, |h| self.hosts.lookup(h)).and_then(|i| self.virtual_hosts.get(i))
+        self.virtual_host_index(authority)
+            .and_then(|i| self.virtual_hosts.get(i))
+    }
+
+    /// The index of the virtual host for an authority.
+    pub fn virtual_host_index(&self, authority: &str) -> Option<usize> {
+        with_host(authority, |h| self.hosts.lookup(h)).filter(|i| *i < self.virtual_hosts.len())
     }
 
     /// Routes a request: first virtual host by Host, then the first route whose
     /// matches accept the request.
     pub fn route<'a>(&'a self, req: &RequestView<'_>) -> Routed<'a> {
-        let Some(vhost) = self.virtual_host(req.authority) else {
+        let Some((vhost_index, vhost)) = self
+            .virtual_host_index(req.authority)
+            .map(|i| (i, &self.virtual_hosts[i]))
+        else {
             return Routed::NoHost;
         };
         let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
-        for route in &vhost.routes {
-            if route.matches.is_empty() {
-                return Routed::Matched(RouteMatch {
+        for (route_index, route) in vhost.routes.iter().enumerate() {
+            let found = |prefix_len| {
+                Routed::Matched(RouteMatch {
                     vhost,
+                    vhost_index,
                     route,
-                    prefix_len: None,
-                });
+                    route_index,
+                    prefix_len,
+                })
+            };
+            if route.matches.is_empty() {
+                return found(None);
             }
             for m in &route.matches {
                 if let Some(prefix_len) = matches(m, self.port, req, path, query) {
-                    return Routed::Matched(RouteMatch {
-                        vhost,
-                        route,
-                        prefix_len,
-                    });
+                    return found(prefix_len);
                 }
             }
         }

@@ -276,17 +276,23 @@ pub struct Forward {
 impl Forward {
     /// Picks a destination by weight with a thread-local random number (no locks).
     pub fn pick(&self) -> Option<&WeightedCluster> {
-        if self.destinations.len() <= 1 || self.total_weight == 0 {
-            return self.destinations.first();
+        self.pick_index().and_then(|i| self.destinations.get(i))
+    }
+
+    /// The index of a destination picked by weight.
+    pub fn pick_index(&self) -> Option<usize> {
+        let last = self.destinations.len().checked_sub(1)?;
+        if last == 0 || self.total_weight == 0 {
+            return Some(0);
         }
         let mut n = fastrand::u32(0..self.total_weight);
-        for d in &self.destinations {
+        for (i, d) in self.destinations.iter().enumerate() {
             if n < d.weight {
-                return Some(d);
+                return Some(i);
             }
             n -= d.weight;
         }
-        self.destinations.last()
+        Some(last)
     }
 }
 

@@ -269,9 +269,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        let vi = listener.virtual_hosts.iter().position(|v| std::ptr::eq(v, m.vhost));
-        let ri = m.vhost.routes.iter().position(|r| std::ptr::eq(r, m.route));
-        ctx.route = vi.zip(ri);
+        ctx.route = Some((m.vhost_index, m.route_index));
         ctx.prefix_len = m.prefix_len;
         if !self.tls && m.vhost.https_redirect {
             let to = format!("https://{}{}", strip_port(view.authority), view.path);
@@ -302,18 +300,14 @@ impl ProxyHttp for Gateway {
                 .await
             }
             Action::Forward(f) => {
-                let Some(dest) = f.pick() else {
-                    return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
-                };
-                let has_endpoints = runtime
-                    .snapshot
-                    .clusters
-                    .get(dest.cluster)
+                let picked = f.pick_index().and_then(|i| Some((i, f.destinations.get(i)?)));
+                let has_endpoints = picked
+                    .and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster))
                     .is_some_and(|c| !c.endpoints.is_empty());
                 if !has_endpoints {
                     return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
                 }
-                ctx.destination = f.destinations.iter().position(|d| std::ptr::eq(d, dest));
+                ctx.destination = picked.map(|(i, _)| i);
                 Ok(false)
             }
         }
