@@ -111,14 +111,18 @@ async fn serve(stream: TcpStream, peer: SocketAddr, builder: Arc<auto::Builder<T
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("echo: set_nodelay for {peer} failed: {e}");
     }
-    let service = service_fn(move |req| handle(req, Arc::clone(&shared)));
+    let service = service_fn(move |req| handle(req, peer, Arc::clone(&shared)));
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
         log::debug!("echo: connection from {peer} ended with error: {e}");
     }
 }
 
 /// Builds the echo response for one request.
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body_bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes().len(),
@@ -181,6 +185,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         "protocol": protocol(parts.version),
         "headers": headers,
         "body_bytes": body_bytes,
+        "peer": peer.to_string(),
     });
     Ok(json_response(status, &shared, body))
 }

@@ -130,6 +130,25 @@ async fn upstream_sees_forwarding_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let demo = Demo::start().await;
+    let c = demo.client();
+    let mut peers = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, body) = get_json(&c, &demo.url("/api/v2/keepalive"), &[]).await;
+        assert_eq!(status, 200);
+        peers.insert(body["peer"].as_str().unwrap_or("?").to_string());
+    }
+    // Sequential requests reuse pooled connections: a fresh one each time would
+    // show 20 source ports.
+    assert!(
+        peers.len() <= 2,
+        "20 requests used {} upstream connections: {peers:?}",
+        peers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_http2_and_http1() {
     let demo = Demo::start().await;
     let url = format!("https://app.example.com:{}/api/v2/secure", demo.gw.https);
