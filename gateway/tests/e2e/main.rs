@@ -2,6 +2,7 @@
 
 mod actions;
 mod check;
+mod k6;
 mod limits;
 mod reload;
 mod routing;

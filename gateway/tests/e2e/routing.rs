@@ -7,15 +7,15 @@ use crate::support::*;
 
 /// The example folder with its ServiceEntry pointed at live echo backends and a
 /// certificate for app.example.com.
-struct Demo {
+pub struct Demo {
     _backends: Vec<strait_gateway::echo::EchoServer>,
     _dir: tempfile::TempDir,
-    gw: Gateway,
+    pub gw: Gateway,
     cert: TestCert,
 }
 
 impl Demo {
-    async fn start() -> Demo {
+    pub async fn start() -> Demo {
         let stable = echo("stable", "v1").await;
         let canary = echo("canary", "v1-canary").await;
         let v2 = echo("v2", "v2").await;
