@@ -10,7 +10,11 @@ use strait_config::{translate, Role, Scope};
 
 fn bench(c: &mut Criterion) {
     let mut loaded = Loaded::default();
-    load_text(&mut loaded, "big.yaml", &strait_config::testing::large_config(1000, 10));
+    load_text(
+        &mut loaded,
+        "big.yaml",
+        &strait_config::testing::large_config(1000, 10, 8080),
+    );
     let scope = Scope {
         role: Role::Gateway,
         labels: BTreeMap::from([("istio".into(), "ingressgateway".into())]),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::diag::{Code, Diagnostic, ResourceRef, Severity};
 use crate::resources::{kind_info, Body, ObjectMeta, Resource, Spec};
-use crate::yaml::{parse_documents, Position, SpanIndex};
+use crate::yaml::{for_each_document, Position, SpanIndex};
 
 /// Where a resource came from.
 #[derive(Debug, Clone)]
@@ -141,24 +141,19 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Parses one file's text into `loaded`.
 pub fn load_text(loaded: &mut Loaded, file: &str, text: &str) {
-    let docs = match parse_documents(text) {
-        Ok(d) => d,
-        Err(e) => {
-            loaded
-                .diagnostics
-                .push(file_diag(file, Code::Syntax, e.position, e.message));
-            return;
-        }
-    };
-    let file: Arc<str> = Arc::from(file);
-    for doc in docs {
+    let name: Arc<str> = Arc::from(file);
+    let Loaded { bundle, diagnostics } = loaded;
+    let parsed = for_each_document(text, |doc| {
         let origin = Origin {
-            file: file.clone(),
+            file: name.clone(),
             spans: Arc::new(doc.spans),
         };
-        if let Some(entry) = typed_entry(doc.value, origin, &mut loaded.diagnostics) {
-            loaded.bundle.entries.push(entry);
+        if let Some(entry) = typed_entry(doc.value, origin, diagnostics) {
+            bundle.entries.push(entry);
         }
+    });
+    if let Err(e) = parsed {
+        diagnostics.push(file_diag(file, Code::Syntax, e.position, e.message));
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
@@ -244,7 +245,9 @@ pub enum StrMatch {
     /// Starts with (plain string).
     Prefix(String),
     /// Whole-value regex.
-    Regex(#[serde(serialize_with = "ser_regex")] Regex),
+    /// Shared: identical patterns compile once, and a clone of a `Regex` would carry
+    /// its own cache pool (about 2 KiB).
+    Regex(#[serde(serialize_with = "ser_regex")] Arc<Regex>),
     /// Any value, as long as present.
     Present,
 }
@@ -328,7 +331,7 @@ pub struct Rewrite {
 pub struct RegexRewrite {
     /// Pattern.
     #[serde(serialize_with = "ser_regex")]
-    pub pattern: Regex,
+    pub pattern: Arc<Regex>,
     /// Replacement in `regex` crate syntax (`${1}`).
     pub replacement: String,
 }
@@ -425,7 +428,7 @@ pub struct Endpoint {
     pub labels: Labels,
 }
 
-fn ser_regex<S: Serializer>(r: &Regex, s: S) -> Result<S::Ok, S::Error> {
+fn ser_regex<S: Serializer>(r: &Arc<Regex>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(r.as_str())
 }
 

@@ -1,11 +1,15 @@
 //! A generated routing table for benchmarks and allocation tests: `hosts` virtual
-//! hosts (`svc{i}.example.com`) with `routes` rules each.
+//! hosts (`svc{i}.example.com`) with `routes` rules each, all sent to one backend.
+//! The last rule of the last host is the slowest to find: path `/r{routes-1}/...`
+//! with header `x-tenant: t1`.
 
-/// YAML for a Gateway on port 80 and one VirtualService per host.
-pub fn large_config(hosts: usize, routes: usize) -> String {
+/// YAML for a Gateway on port 80, a ServiceEntry `backend` at 127.0.0.1:`backend_port`
+/// and one VirtualService per host.
+pub fn large_config(hosts: usize, routes: usize, backend_port: u16) -> String {
     let mut y = String::from(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: backend}\nspec:\n  hosts: [backend.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: 127.0.0.1}]\n",
-    );
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: backend}\nspec:\n  hosts: [backend.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: 127.0.0.1, ports: {http: BACKEND_PORT}}]\n",
+    )
+    .replace("BACKEND_PORT", &backend_port.to_string());
     for h in 0..hosts {
         y.push_str(&format!(
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs{h}}}\nspec:\n  hosts: [svc{h}.example.com]\n  gateways: [gw]\n  http:\n"

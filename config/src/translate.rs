@@ -54,6 +54,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         cluster_index: HashMap::new(),
         certificates: Vec::new(),
         cert_index: HashMap::new(),
+        regexes: HashMap::new(),
     };
     match scope.role {
         Role::Gateway => t.gateways(),
@@ -81,6 +82,9 @@ struct Translator<'a> {
     cluster_index: HashMap<String, usize>,
     certificates: Vec<Certificate>,
     cert_index: HashMap<String, usize>,
+    /// Compiled regexes by (pattern, case-insensitive): a compiled regex costs
+    /// kilobytes, and large tables repeat the same patterns.
+    regexes: HashMap<(String, bool), Arc<Regex>>,
 }
 
 impl<'a> Translator<'a> {
@@ -413,9 +417,17 @@ impl<'a> Translator<'a> {
         })
     }
 
-    fn regex(&mut self, entry: &Entry, field: &str, re: &str, ignore_case: bool) -> Option<Regex> {
+    fn regex(&mut self, entry: &Entry, field: &str, re: &str, ignore_case: bool) -> Option<Arc<Regex>> {
+        let key = (re.to_string(), ignore_case);
+        if let Some(r) = self.regexes.get(&key) {
+            return Some(r.clone());
+        }
         match compile_full_match(re, ignore_case) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                let r = Arc::new(r);
+                self.regexes.insert(key, r.clone());
+                Some(r)
+            }
             Err(e) => {
                 self.diags
                     .push(entry.diag(Severity::Error, Code::InvalidRegex, field, e));

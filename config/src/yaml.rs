@@ -60,6 +60,15 @@ pub struct SyntaxError {
 
 /// Parses every document in `text`. Empty documents are dropped.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    let mut docs = Vec::new();
+    for_each_document(text, |d| docs.push(d))?;
+    Ok(docs)
+}
+
+/// Parses `text`, handing each non-empty document to `f` as soon as it is complete,
+/// so a large file never holds all its documents' trees at once. Documents before a
+/// syntax error are handed over before the error is returned.
+pub fn for_each_document(text: &str, mut f: impl FnMut(Document)) -> Result<(), SyntaxError> {
     let mut builder = Builder::default();
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| SyntaxError {
@@ -70,8 +79,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             },
         })?;
         builder.event(event, span)?;
+        if let Some(doc) = builder.finished.take() {
+            f(doc);
+        }
     }
-    Ok(builder.documents)
+    Ok(())
 }
 
 /// A container being filled, with the path of the container itself.
@@ -82,7 +94,8 @@ enum Frame {
 
 #[derive(Default)]
 struct Builder {
-    documents: Vec<Document>,
+    /// The document completed by the last event.
+    finished: Option<Document>,
     stack: Vec<Frame>,
     spans: SpanIndex,
     anchors: HashMap<usize, Value>,
@@ -121,7 +134,7 @@ impl Builder {
             Event::DocumentEnd => {
                 if let Some(value) = self.root.take() {
                     if !value.is_null() {
-                        self.documents.push(Document {
+                        self.finished = Some(Document {
                             value,
                             spans: std::mem::take(&mut self.spans),
                         });

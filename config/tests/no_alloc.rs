@@ -12,7 +12,11 @@ use strait_config::{translate, Role, Scope};
 #[test]
 fn routing_does_not_allocate() {
     let mut loaded = Loaded::default();
-    load_text(&mut loaded, "big.yaml", &strait_config::testing::large_config(100, 10));
+    load_text(
+        &mut loaded,
+        "big.yaml",
+        &strait_config::testing::large_config(100, 10, 8080),
+    );
     let scope = Scope {
         role: Role::Gateway,
         labels: BTreeMap::from([("istio".into(), "ingressgateway".into())]),
