@@ -18,9 +18,20 @@ pub struct Position {
 
 /// Where each node of one document starts, keyed by field path
 /// (`spec.http[0].match[0].uri.regex`; the root is the empty path).
+///
+/// Paths are stored as 64-bit hashes: every node of every loaded document has an
+/// entry, and full path strings made this index the largest part of a big bundle.
 #[derive(Debug, Clone, Default)]
 pub struct SpanIndex {
-    positions: HashMap<String, Position>,
+    positions: HashMap<u64, (u32, u32)>,
+}
+
+fn path_key(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same path always gives the same key.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 impl SpanIndex {
@@ -28,13 +39,34 @@ impl SpanIndex {
     pub fn locate(&self, path: &str) -> Position {
         let mut p = path;
         loop {
-            if let Some(pos) = self.positions.get(p) {
-                return *pos;
+            if let Some(pos) = self.get(p) {
+                return pos;
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return self.positions.get("").copied().unwrap_or_default(),
+                None => return self.get("").unwrap_or_default(),
             }
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<Position> {
+        self.positions.get(&path_key(path)).map(|(line, column)| Position {
+            line: *line as usize,
+            column: *column as usize,
+        })
+    }
+
+    /// Records `at` for `path`; `replace` decides whether an earlier entry gives way.
+    fn record(&mut self, path: &str, at: Position, replace: bool) {
+        let value = (
+            u32::try_from(at.line).unwrap_or(u32::MAX),
+            u32::try_from(at.column).unwrap_or(u32::MAX),
+        );
+        let entry = self.positions.entry(path_key(path));
+        if replace {
+            entry.insert_entry(value);
+        } else {
+            entry.or_insert(value);
         }
     }
 }
@@ -150,7 +182,7 @@ impl Builder {
                         } else {
                             format!("{path}.{text}")
                         };
-                        self.spans.positions.insert(full, pos(&span));
+                        self.spans.record(&full, pos(&span), true);
                         *key = Some(text.into_owned());
                     }
                     return Ok(());
@@ -191,7 +223,7 @@ impl Builder {
     fn container_path(&mut self, span: &Span) -> Result<String, SyntaxError> {
         match self.next_path() {
             Some(path) => {
-                self.spans.positions.entry(path.clone()).or_insert(pos(span));
+                self.spans.record(&path, pos(span), false);
                 Ok(path)
             }
             None => Err(SyntaxError {
@@ -203,7 +235,7 @@ impl Builder {
 
     fn push(&mut self, value: Value, anchor: usize, at: Option<Position>) -> Result<(), SyntaxError> {
         if let (Some(at), Some(path)) = (at, self.next_path()) {
-            self.spans.positions.entry(path).or_insert(at);
+            self.spans.record(&path, at, false);
         }
         if anchor != 0 {
             self.anchors.insert(anchor, value.clone());
