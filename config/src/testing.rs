@@ -22,3 +22,22 @@ pub fn large_config(hosts: usize, routes: usize, backend_port: u16) -> String {
     }
     y
 }
+
+/// The gateway snapshot of `large_config(hosts, routes, backend_port)`, for an
+/// ingress gateway (`istio=ingressgateway`).
+///
+/// # Panics
+/// If the generated configuration does not translate, which would be a bug here.
+pub fn large_snapshot(hosts: usize, routes: usize, backend_port: u16) -> crate::Snapshot {
+    let mut loaded = crate::Loaded::default();
+    crate::bundle::load_text(&mut loaded, "large.yaml", &large_config(hosts, routes, backend_port));
+    let scope = crate::Scope {
+        role: crate::Role::Gateway,
+        labels: std::collections::BTreeMap::from([("istio".into(), "ingressgateway".into())]),
+        namespace: "default".into(),
+    };
+    match crate::translate(&loaded.bundle, &scope, 1) {
+        Ok((snapshot, _)) => snapshot,
+        Err(diags) => panic!("generated configuration does not translate: {diags:?}"),
+    }
+}

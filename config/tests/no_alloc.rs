@@ -1,28 +1,13 @@
 //! Routing a request allocates nothing: host lookup, matching and the weighted
 //! pick work on borrowed data only.
 
-use std::collections::BTreeMap;
-
 use http::HeaderMap;
-use strait_config::bundle::{load_text, Loaded};
 use strait_config::router::{RequestView, Routed};
 use strait_config::snapshot::Action;
-use strait_config::{translate, Role, Scope};
 
 #[test]
 fn routing_does_not_allocate() {
-    let mut loaded = Loaded::default();
-    load_text(
-        &mut loaded,
-        "big.yaml",
-        &strait_config::testing::large_config(100, 10, 8080),
-    );
-    let scope = Scope {
-        role: Role::Gateway,
-        labels: BTreeMap::from([("istio".into(), "ingressgateway".into())]),
-        namespace: "default".into(),
-    };
-    let (snapshot, _) = translate(&loaded.bundle, &scope, 1).expect("translates");
+    let snapshot = strait_config::testing::large_snapshot(100, 10, 8080);
     let listener = snapshot.listener(80).expect("listener");
     let mut headers = HeaderMap::new();
     headers.insert("x-tenant", http::HeaderValue::from_static("t42"));
