@@ -88,6 +88,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// Starts `program args` pinned to core 0 as this target and waits until it
+    /// listens; on failure the process is stopped (by `Drop`).
+    fn launch(mut self, env: &Env, program: &Path, args: &[String]) -> Result<Target, TargetError> {
+        let (child, log) = spawn_pinned(env, &self.name, program, args)?;
+        self.child = Some(child);
+        wait_listening(&self.name, self.http, &log)?;
+        Ok(self)
+    }
+
     /// The processes to measure (none for `direct`).
     pub fn pids(&self) -> Vec<u32> {
         self.child
@@ -198,18 +207,16 @@ pub fn pingora_bare(env: &Env) -> Result<Target, TargetError> {
         "--key".into(),
         key.display().to_string(),
     ];
-    let (child, log) = spawn_pinned(env, "pingora-bare", &env.bin_dir.join("pingora-bare"), &args)?;
-    let t = Target {
+    Target {
         name: "pingora-bare".into(),
         http,
         https: Some(https),
         host: "app.example.com".into(),
         path: "/".into(),
         headers: Vec::new(),
-        child: Some(child),
-    };
-    wait_listening(&t.name, http, &log)?;
-    Ok(t)
+        child: None,
+    }
+    .launch(env, &env.bin_dir.join("pingora-bare"), &args)
 }
 
 /// Strait with the app.example.com example's routing table (`routes = None`) or a
@@ -270,18 +277,16 @@ pub fn strait(env: &Env, examples: &Path, routes: Option<usize>) -> Result<Targe
         format!("--health-port={health}"),
         "--threads=1".into(),
     ];
-    let (child, log) = spawn_pinned(env, &name, &env.bin_dir.join("strait-gateway"), &args)?;
-    let t = Target {
+    Target {
         name,
         http,
         https: routes.is_none().then_some(https),
         host,
         path,
         headers,
-        child: Some(child),
-    };
-    wait_listening(&t.name, http, &log)?;
-    Ok(t)
+        child: None,
+    }
+    .launch(env, &env.bin_dir.join("strait-gateway"), &args)
 }
 
 fn secret_yaml(cert: &str, key: &str) -> String {
@@ -341,18 +346,16 @@ http {{
         "-e".into(),
         d.join("stderr.log").display().to_string(),
     ];
-    let (child, log) = spawn_pinned(env, "nginx", Path::new("nginx"), &args)?;
-    let t = Target {
+    Target {
         name: "nginx".into(),
         http,
         https: Some(https),
         host: "app.example.com".into(),
         path: "/".into(),
         headers: Vec::new(),
-        child: Some(child),
-    };
-    wait_listening(&t.name, http, &log)?;
-    Ok(t)
+        child: None,
+    }
+    .launch(env, Path::new("nginx"), &args)
 }
 
 /// haproxy from Debian, one thread, connection reuse.
@@ -366,18 +369,16 @@ pub fn haproxy(env: &Env) -> Result<Target, TargetError> {
     );
     let path = env.write("haproxy/haproxy.cfg", &conf)?;
     let args = vec!["-f".to_string(), path.display().to_string(), "-db".into()];
-    let (child, log) = spawn_pinned(env, "haproxy", Path::new("haproxy"), &args)?;
-    let t = Target {
+    Target {
         name: "haproxy".into(),
         http,
         https: Some(https),
         host: "app.example.com".into(),
         path: "/".into(),
         headers: Vec::new(),
-        child: Some(child),
-    };
-    wait_listening(&t.name, http, &log)?;
-    Ok(t)
+        child: None,
+    }
+    .launch(env, Path::new("haproxy"), &args)
 }
 
 /// Starts the backend (not pinned: it shares the client's core).
