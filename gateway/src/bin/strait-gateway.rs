@@ -65,32 +65,35 @@ struct Cli {
     check: bool,
 }
 
+/// `A=B` entries of a list flag, trimmed; `shape` names the form in errors.
+fn pairs<'a>(
+    flag: &'a str,
+    shape: &'a str,
+    items: &'a [String],
+) -> impl Iterator<Item = anyhow::Result<(&'a str, &'a str)>> {
+    items.iter().filter(|s| !s.is_empty()).map(move |s| {
+        let (a, b) = s
+            .split_once('=')
+            .with_context(|| format!("{flag} entry {s:?} is not {shape}"))?;
+        Ok((a.trim(), b.trim()))
+    })
+}
+
 fn parse_map(items: &[String]) -> anyhow::Result<HashMap<u16, u16>> {
-    items
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let (a, b) = s
-                .split_once('=')
-                .with_context(|| format!("--port-map entry {s:?} is not FROM=TO"))?;
+    pairs("--port-map", "FROM=TO", items)
+        .map(|pair| {
+            let (a, b) = pair?;
             Ok((
-                a.trim().parse().with_context(|| format!("bad port {a:?}"))?,
-                b.trim().parse().with_context(|| format!("bad port {b:?}"))?,
+                a.parse().with_context(|| format!("bad port {a:?}"))?,
+                b.parse().with_context(|| format!("bad port {b:?}"))?,
             ))
         })
         .collect()
 }
 
 fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let (k, v) = s
-                .split_once('=')
-                .with_context(|| format!("--labels entry {s:?} is not KEY=VALUE"))?;
-            Ok((k.trim().to_string(), v.trim().to_string()))
-        })
+    pairs("--labels", "KEY=VALUE", items)
+        .map(|pair| pair.map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
 }
 
