@@ -88,6 +88,19 @@ pub struct Target {
 }
 
 impl Target {
+    /// A proxy target that serves app.example.com at `/`, not started yet.
+    fn proxy(name: &str, http: SocketAddr, https: Option<SocketAddr>) -> Target {
+        Target {
+            name: name.into(),
+            http,
+            https,
+            host: "app.example.com".into(),
+            path: "/".into(),
+            headers: Vec::new(),
+            child: None,
+        }
+    }
+
     /// Starts `program args` pinned to core 0 as this target and waits until it
     /// listens; on failure the process is stopped (by `Drop`).
     fn launch(mut self, env: &Env, program: &Path, args: &[String]) -> Result<Target, TargetError> {
@@ -207,16 +220,7 @@ pub fn pingora_bare(env: &Env) -> Result<Target, TargetError> {
         "--key".into(),
         key.display().to_string(),
     ];
-    Target {
-        name: "pingora-bare".into(),
-        http,
-        https: Some(https),
-        host: "app.example.com".into(),
-        path: "/".into(),
-        headers: Vec::new(),
-        child: None,
-    }
-    .launch(env, &env.bin_dir.join("pingora-bare"), &args)
+    Target::proxy("pingora-bare", http, Some(https)).launch(env, &env.bin_dir.join("pingora-bare"), &args)
 }
 
 /// Strait with the app.example.com example's routing table (`routes = None`) or a
@@ -346,16 +350,7 @@ http {{
         "-e".into(),
         d.join("stderr.log").display().to_string(),
     ];
-    Target {
-        name: "nginx".into(),
-        http,
-        https: Some(https),
-        host: "app.example.com".into(),
-        path: "/".into(),
-        headers: Vec::new(),
-        child: None,
-    }
-    .launch(env, Path::new("nginx"), &args)
+    Target::proxy("nginx", http, Some(https)).launch(env, Path::new("nginx"), &args)
 }
 
 /// haproxy from Debian, one thread, connection reuse.
@@ -369,16 +364,7 @@ pub fn haproxy(env: &Env) -> Result<Target, TargetError> {
     );
     let path = env.write("haproxy/haproxy.cfg", &conf)?;
     let args = vec!["-f".to_string(), path.display().to_string(), "-db".into()];
-    Target {
-        name: "haproxy".into(),
-        http,
-        https: Some(https),
-        host: "app.example.com".into(),
-        path: "/".into(),
-        headers: Vec::new(),
-        child: None,
-    }
-    .launch(env, Path::new("haproxy"), &args)
+    Target::proxy("haproxy", http, Some(https)).launch(env, Path::new("haproxy"), &args)
 }
 
 /// Starts the backend (not pinned: it shares the client's core).
