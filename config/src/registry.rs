@@ -180,11 +180,6 @@ impl Registry {
         reg
     }
 
-    /// Whether some ServiceEntry or Service defines `host`.
-    pub fn has_host(&self, host: &str) -> bool {
-        self.services.contains_key(host)
-    }
-
     /// Whether a DestinationRule defines `subset` for `host`.
     pub fn has_subset(&self, host: &str, subset: &str) -> bool {
         self.subsets

@@ -80,12 +80,6 @@ pub fn strip_port(authority: &str) -> &str {
 }
 
 impl Listener {
-    /// The virtual host for an authority.
-    pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        self.virtual_host_index(authority)
-            .and_then(|i| self.virtual_hosts.get(i))
-    }
-
     /// The index of the virtual host for an authority.
     pub fn virtual_host_index(&self, authority: &str) -> Option<usize> {
         with_host(authority, |h| self.hosts.lookup(h)).filter(|i| *i < self.virtual_hosts.len())
