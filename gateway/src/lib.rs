@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod certs;
 pub mod echo;
+pub mod memory;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -55,6 +55,8 @@ impl Shared {
     /// Loads the first configuration; fails with its diagnostics if it is not valid.
     pub fn start(config_dir: &Path, scope: Scope) -> Result<Arc<Shared>, Vec<Diagnostic>> {
         let runtime = build(config_dir, &scope, 1)?;
+        // The parsed resources are gone by now; their pages need not stay resident.
+        crate::memory::release_free_memory();
         Ok(Arc::new(Shared {
             current: ArcSwap::from_pointee(runtime),
             config_dir: config_dir.to_path_buf(),
@@ -88,6 +90,14 @@ impl Shared {
 
     /// Swaps in a prepared configuration, or records its rejection.
     pub fn commit(&self, prepared: Result<Runtime, Vec<Diagnostic>>) -> Result<u64, Vec<Diagnostic>> {
+        let outcome = self.swap(prepared);
+        // The build's parsed resources and, unless requests still hold it, the
+        // previous snapshot are freed: give their pages back now.
+        crate::memory::release_free_memory();
+        outcome
+    }
+
+    fn swap(&self, prepared: Result<Runtime, Vec<Diagnostic>>) -> Result<u64, Vec<Diagnostic>> {
         let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
         match prepared {
             Ok(runtime) => {

@@ -66,6 +66,24 @@ pub fn rss_kib(pids: &[u32]) -> u64 {
         .sum()
 }
 
+/// Resident memory of `pids` once it has settled: sampled every 500 ms until two
+/// samples a second apart differ by under 1%, for at most `limit`. Allocators hand
+/// memory freed after a config load back to the OS over seconds, not at once.
+pub fn settled_rss_kib(pids: &[u32], limit: std::time::Duration) -> u64 {
+    let started = std::time::Instant::now();
+    let mut samples = vec![rss_kib(pids)];
+    while started.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        samples.push(rss_kib(pids));
+        if let [.., a, _, b] = samples[..] {
+            if a.abs_diff(b) * 100 < a.max(1) {
+                break;
+            }
+        }
+    }
+    samples.last().copied().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,12 @@ use strait_config::{Role, Scope, Severity};
 use strait_gateway::proxy::Limits;
 use strait_gateway::server::{build, Options, StartError};
 
+/// jemalloc rather than glibc: with its background thread, memory freed after a
+/// config load (the parsed resources) goes back to the OS within seconds, where
+/// glibc keeps the fragmented heap at its load-time peak.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Strait edge/egress gateway: serves Istio Gateway and VirtualService resources.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -99,6 +105,9 @@ fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        log::warn!("jemalloc background thread not started, freed memory is returned later: {e}");
+    }
     match run() {
         Ok(code) => code,
         Err(e) => {

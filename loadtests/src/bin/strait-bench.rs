@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use strait_loadtests::client::{run, LoadSpec};
-use strait_loadtests::procstat::{cpu_ns, rss_kib};
+use strait_loadtests::procstat::{cpu_ns, rss_kib, settled_rss_kib};
 use strait_loadtests::report::{Results, Table};
 use strait_loadtests::targets::{self, Env, Target};
 
@@ -113,9 +113,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
-    std::thread::sleep(Duration::from_millis(500));
     for t in all.iter().filter(|t| t.is_proxy()) {
-        results.add("rss_mib", &t.name, "idle", rss_kib(&t.pids()) as f64 / 1024.0);
+        let rss = settled_rss_kib(&t.pids(), Duration::from_secs(30));
+        results.add("rss_mib", &t.name, "idle", rss as f64 / 1024.0);
     }
 
     let mut roots = rustls::RootCertStore::empty();
@@ -272,7 +272,7 @@ fn main() -> anyhow::Result<()> {
     let machine = machine();
     let mode = format!("{:?}", cli.mode).to_lowercase();
     let mut md = format!(
-        "## Benchmark ({mode} mode, {})\n\n{}\nProxies pinned to core 0 with one worker each; client and backend on core 1. {} interleaved repetitions of {:.1} s after {:.1} s warm-up; median [min-max]; ratios are of medians. Took {:.0} s.\n\n",
+        "## Benchmark ({mode} mode, {})\n\n{}\nProxies pinned to core 0 with one worker each; client and backend on core 1. {} interleaved repetitions of {:.1} s after {:.1} s warm-up; median [min-max]; ratios are of medians. Idle RSS is read once it has settled (under 1% change over 1 s). Took {:.0} s.\n\n",
         machine["date"].as_str().unwrap_or(""),
         machine["summary"].as_str().unwrap_or(""),
         plan.reps,
