@@ -2,9 +2,16 @@
 //!
 //! Used by the demo and by end-to-end tests to observe what the gateway forwarded
 //! (method, path, host, protocol, headers, body size) and which backend answered.
+//!
+//! Tests steer it from the query string (or the `x-echo-*` headers):
+//! - `status=503`: answer with that status;
+//! - `delay_ms=200`: wait before answering (at most 60 s);
+//! - `key=k1`: count requests per key; the count is reported as `seen`;
+//! - `fail=2&key=k1`: the first 2 requests with that key get `fail_status` (503);
+//! - `reset=1`: close the connection without answering;
+//! - `stall=1`: never answer (the client has to give up).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +57,50 @@ struct Shared {
     config: EchoConfig,
     // Validated once at start so a bad name fails loudly instead of on every request.
     name_header: HeaderValue,
+    /// Requests seen per `key`.
+    seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// The answer the request asked for.
+#[derive(Debug, Default, PartialEq)]
+struct Controls {
+    status: Option<u16>,
+    delay_ms: u64,
+    key: Option<String>,
+    fail: u64,
+    fail_status: Option<u16>,
+    reset: bool,
+    stall: bool,
+}
+
+impl Controls {
+    fn from_request(uri: &http::Uri, headers: &http::HeaderMap) -> Controls {
+        let mut c = Controls::default();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        c.status = header(STATUS_HEADER).and_then(|v| v.parse().ok());
+        c.delay_ms = header(DELAY_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
+        for pair in uri.query().unwrap_or("").split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "status" => c.status = v.parse().ok(),
+                "delay_ms" => c.delay_ms = v.parse().unwrap_or(0),
+                "key" => c.key = Some(v.to_string()),
+                "fail" => c.fail = v.parse().unwrap_or(0),
+                "fail_status" => c.fail_status = v.parse().ok(),
+                "reset" => c.reset = v != "0",
+                "stall" => c.stall = v != "0",
+                _ => {}
+            }
+        }
+        c.delay_ms = c.delay_ms.min(60_000);
+        c
+    }
+}
+
+/// The error that makes hyper drop a connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("reset requested")]
+struct ResetRequested;
 
 impl EchoServer {
     /// Binds `addr` (port 0 allowed) and serves in the current tokio runtime.
@@ -63,7 +113,11 @@ impl EchoServer {
         })?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared { config, name_header });
+        let shared = Arc::new(Shared {
+            config,
+            name_header,
+            seen: Default::default(),
+        });
         let (shutdown, shutdown_rx) = oneshot::channel();
         let task = tokio::spawn(accept_loop(listener, shared, shutdown_rx));
         Ok(EchoServer { addr, shutdown, task })
@@ -122,8 +176,21 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, ResetRequested> {
     let (parts, body) = req.into_parts();
+    let controls = Controls::from_request(&parts.uri, &parts.headers);
+    let seen = controls.key.as_ref().map(|k| {
+        let mut seen = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let n = seen.entry(k.clone()).or_insert(0);
+        *n += 1;
+        *n
+    });
+    if controls.reset {
+        return Err(ResetRequested);
+    }
+    if controls.stall {
+        std::future::pending::<()>().await;
+    }
     let body_bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes().len(),
         Err(e) => {
@@ -135,21 +202,17 @@ async fn handle(
         }
     };
 
-    let delay = parts
-        .headers
-        .get(DELAY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(0, |ms| ms.min(60_000));
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    if controls.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(controls.delay_ms)).await;
     }
 
-    let status = parts
-        .headers
-        .get(STATUS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u16>().ok())
+    let failing = seen.is_some_and(|n| n <= controls.fail);
+    let status = if failing {
+        Some(controls.fail_status.unwrap_or(503))
+    } else {
+        controls.status
+    };
+    let status = status
         // Only final statuses make sense here; 1xx would confuse the connection state.
         .filter(|code| (200..=599).contains(code))
         .and_then(|code| StatusCode::from_u16(code).ok())
@@ -186,6 +249,7 @@ async fn handle(
         "headers": headers,
         "body_bytes": body_bytes,
         "peer": peer.to_string(),
+        "seen": seen,
     });
     Ok(json_response(status, &shared, body))
 }
