@@ -7,8 +7,11 @@
 //! This crate does no I/O besides reading the configuration files.
 
 pub mod bundle;
+pub mod cluster_policy;
 pub mod diag;
+pub mod duration;
 pub mod hosts;
+pub mod policy;
 pub mod registry;
 pub mod resources;
 pub mod router;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::bundle::Bundle;
 use crate::hosts::fqdn;
-use crate::resources::networking::{Labels, Subset};
+use crate::resources::networking::{Labels, Subset, TrafficPolicy};
 use crate::resources::Spec;
 use crate::snapshot::Endpoint;
 
@@ -55,6 +55,8 @@ pub enum ResolveError {
 pub struct Registry {
     services: HashMap<String, ServiceDef>,
     subsets: HashMap<String, Vec<Subset>>,
+    /// Top-level traffic policy per host (the first DestinationRule's).
+    policies: HashMap<String, TrafficPolicy>,
 }
 
 fn port_u16(n: Option<i64>) -> Option<u16> {
@@ -175,6 +177,9 @@ impl Registry {
             _ => None,
         }) {
             let host = fqdn(&dr.host, &entry.resource.namespace);
+            if let Some(p) = &dr.traffic_policy {
+                reg.policies.entry(host.clone()).or_insert_with(|| (**p).clone());
+            }
             reg.subsets.entry(host).or_default().extend(dr.subsets.iter().cloned());
         }
         reg
@@ -185,6 +190,18 @@ impl Registry {
         self.subsets
             .get(host)
             .is_some_and(|s| s.iter().any(|s| s.name == subset))
+    }
+
+    /// The DestinationRule traffic policies for `host`: top level and `subset`'s.
+    pub fn traffic_policies(
+        &self,
+        host: &str,
+        subset: Option<&str>,
+    ) -> (Option<&TrafficPolicy>, Option<&TrafficPolicy>) {
+        let subset = subset
+            .and_then(|name| self.subsets.get(host)?.iter().find(|s| s.name == name))
+            .and_then(|s| s.traffic_policy.as_deref());
+        (self.policies.get(host), subset)
     }
 
     /// The service port and endpoints (optionally of a subset) for a destination.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
@@ -193,6 +194,217 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Header operations on the response.
     pub response_headers: HeaderOps,
+    /// Timeout, retries, faults and CORS.
+    pub policy: RoutePolicy,
+}
+
+/// What happens around forwarding: deadlines, retries, injected faults, CORS.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoutePolicy {
+    /// Deadline for the whole request, retries included (None: no deadline).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Retry policy (Istio's default when the rule has none).
+    pub retry: RetryPolicy,
+    /// Injected faults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Box<Fault>>,
+    /// CORS handling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Box<Cors>>,
+}
+
+/// Retry conditions, Envoy's `retry_on` values as bits.
+pub mod retry_on {
+    /// Any 5xx, a reset, a connect failure or a per-try timeout.
+    pub const FIVE_XX: u32 = 1;
+    /// 502, 503, 504, a reset or a connect failure.
+    pub const GATEWAY_ERROR: u32 = 1 << 1;
+    /// The upstream reset or closed the connection before answering.
+    pub const RESET: u32 = 1 << 2;
+    /// The connection could not be made.
+    pub const CONNECT_FAILURE: u32 = 1 << 3;
+    /// HTTP/2 REFUSED_STREAM.
+    pub const REFUSED_STREAM: u32 = 1 << 4;
+    /// 409.
+    pub const RETRIABLE_4XX: u32 = 1 << 5;
+    /// The codes in `RetryPolicy::status_codes`.
+    pub const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
+    /// grpc-status CANCELLED (1).
+    pub const CANCELLED: u32 = 1 << 7;
+    /// grpc-status DEADLINE_EXCEEDED (4).
+    pub const DEADLINE_EXCEEDED: u32 = 1 << 8;
+    /// grpc-status RESOURCE_EXHAUSTED (8).
+    pub const RESOURCE_EXHAUSTED: u32 = 1 << 9;
+    /// grpc-status INTERNAL (13).
+    pub const INTERNAL: u32 = 1 << 10;
+    /// grpc-status UNAVAILABLE (14).
+    pub const UNAVAILABLE: u32 = 1 << 11;
+
+    /// The names as written in `retryOn`, with their bits.
+    pub const NAMES: &[(&str, u32)] = &[
+        ("5xx", FIVE_XX),
+        ("gateway-error", GATEWAY_ERROR),
+        ("reset", RESET),
+        ("connect-failure", CONNECT_FAILURE),
+        ("refused-stream", REFUSED_STREAM),
+        ("retriable-4xx", RETRIABLE_4XX),
+        ("retriable-status-codes", RETRIABLE_STATUS_CODES),
+        ("cancelled", CANCELLED),
+        ("deadline-exceeded", DEADLINE_EXCEEDED),
+        ("resource-exhausted", RESOURCE_EXHAUSTED),
+        ("internal", INTERNAL),
+        ("unavailable", UNAVAILABLE),
+    ];
+
+    /// Envoy conditions Istio passes through that Strait accepts and ignores.
+    pub const IGNORED: &[&str] = &[
+        "retriable-headers",
+        "envoy-ratelimited",
+        "http3-post-connect-failure",
+        "reset-before-request",
+    ];
+}
+
+/// How failed tries are retried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// Timeout of each try.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+    /// `retry_on` bits.
+    #[serde(serialize_with = "ser_retry_on")]
+    pub on: u32,
+    /// Status codes retried under `retriable-status-codes`.
+    pub status_codes: Vec<u16>,
+}
+
+impl Default for RetryPolicy {
+    /// Istio's policy for routes without `retries`: 2 retries on connect failure,
+    /// refused stream, gRPC unavailable/cancelled and 503.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout: None,
+            on: retry_on::CONNECT_FAILURE
+                | retry_on::REFUSED_STREAM
+                | retry_on::UNAVAILABLE
+                | retry_on::CANCELLED
+                | retry_on::RETRIABLE_STATUS_CODES,
+            status_codes: vec![503],
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all (`attempts: 0`).
+    pub fn none() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 0,
+            per_try_timeout: None,
+            on: 0,
+            status_codes: Vec::new(),
+        }
+    }
+
+    /// Whether an answer with `status` (and `grpc_status`, if the upstream sent one) is retried.
+    pub fn retries_status(&self, status: u16, grpc_status: Option<u32>) -> bool {
+        let on = self.on;
+        (on & retry_on::FIVE_XX != 0 && (500..=599).contains(&status))
+            || (on & retry_on::GATEWAY_ERROR != 0 && matches!(status, 502..=504))
+            || (on & retry_on::RETRIABLE_4XX != 0 && status == 409)
+            || (on & retry_on::RETRIABLE_STATUS_CODES != 0 && self.status_codes.contains(&status))
+            || grpc_status.is_some_and(|g| {
+                let bit = match g {
+                    1 => retry_on::CANCELLED,
+                    4 => retry_on::DEADLINE_EXCEEDED,
+                    8 => retry_on::RESOURCE_EXHAUSTED,
+                    13 => retry_on::INTERNAL,
+                    14 => retry_on::UNAVAILABLE,
+                    _ => 0,
+                };
+                on & bit != 0
+            })
+    }
+
+    /// Whether a failure to connect is retried.
+    pub fn retries_connect_failure(&self) -> bool {
+        self.on & (retry_on::FIVE_XX | retry_on::GATEWAY_ERROR | retry_on::CONNECT_FAILURE) != 0
+    }
+
+    /// Whether a reset or close before the answer is retried.
+    pub fn retries_reset(&self) -> bool {
+        self.on & (retry_on::FIVE_XX | retry_on::GATEWAY_ERROR | retry_on::RESET) != 0
+    }
+
+    /// Whether a per-try timeout is retried (Envoy counts it under `5xx` and `gateway-error`).
+    pub fn retries_timeout(&self) -> bool {
+        self.on & (retry_on::FIVE_XX | retry_on::GATEWAY_ERROR) != 0
+    }
+}
+
+/// Faults injected before forwarding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// Delay and the percentage of requests delayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    /// Abort and the percentage of requests aborted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+/// A compiled fault delay.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultDelay {
+    /// How long.
+    #[serde(serialize_with = "ser_duration")]
+    pub duration: Duration,
+    /// Share of requests, 0 to 100.
+    pub percent: f64,
+}
+
+/// A compiled fault abort.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultAbort {
+    /// HTTP status (200 for gRPC aborts, which carry `grpc-status`).
+    pub status: u16,
+    /// gRPC status code for gRPC aborts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// Share of requests, 0 to 100.
+    pub percent: f64,
+}
+
+/// Whether a fault with `percent` applies to this request (thread-local random, no locks).
+pub fn roll(percent: f64) -> bool {
+    percent >= 100.0 || (percent > 0.0 && fastrand::f64() * 100.0 < percent)
+}
+
+/// A compiled CORS policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cors {
+    /// Allowed origins.
+    pub allow_origins: Vec<StrMatch>,
+    /// `access-control-allow-methods`.
+    #[serde(serialize_with = "ser_opt_value")]
+    pub allow_methods: Option<HeaderValue>,
+    /// `access-control-allow-headers`.
+    #[serde(serialize_with = "ser_opt_value")]
+    pub allow_headers: Option<HeaderValue>,
+    /// `access-control-expose-headers`.
+    #[serde(serialize_with = "ser_opt_value")]
+    pub expose_headers: Option<HeaderValue>,
+    /// `access-control-max-age`.
+    #[serde(serialize_with = "ser_opt_value")]
+    pub max_age: Option<HeaderValue>,
+    /// `access-control-allow-credentials: true`.
+    pub allow_credentials: bool,
+    /// Preflights from origins not allowed go upstream (FORWARD) or are answered
+    /// without CORS headers (IGNORE).
+    pub forward_unmatched_preflights: bool,
 }
 
 /// One match block (AND of its conditions).
@@ -403,18 +615,261 @@ pub struct Cluster {
     pub subset: Option<String>,
     /// Endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// Load balancing, limits and outlier detection from the DestinationRule.
+    pub policy: ClusterPolicy,
     /// Round-robin position; per snapshot, so a reload starts it over.
     #[serde(skip)]
     pub next: AtomicUsize,
 }
 
+/// How a cluster is used: Istio's DestinationRule traffic policy, compiled.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterPolicy {
+    /// Endpoint choice.
+    pub lb: LoadBalancer,
+    /// Connect timeout (the engine's default when None).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Idle timeout of pooled upstream connections.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Concurrency limits.
+    pub limits: PoolLimits,
+    /// Passive health checking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<Outlier>,
+    /// Speak HTTP/2 to the upstream (h2UpgradePolicy UPGRADE).
+    pub h2_upstream: bool,
+}
+
+/// Endpoint choice.
+#[derive(Debug, Clone, Default, Serialize)]
+pub enum LoadBalancer {
+    /// In turn.
+    #[serde(rename = "ROUND_ROBIN")]
+    RoundRobin,
+    /// The less busy of two random endpoints (Istio's default).
+    #[default]
+    #[serde(rename = "LEAST_REQUEST")]
+    LeastRequest,
+    /// At random.
+    #[serde(rename = "RANDOM")]
+    Random,
+    /// The original destination (sidecars); at a gateway, treated as LEAST_REQUEST.
+    #[serde(rename = "PASSTHROUGH")]
+    Passthrough,
+    /// By a hash of the request.
+    #[serde(rename = "CONSISTENT_HASH")]
+    Hash(Box<HashPolicy>),
+}
+
+impl LoadBalancer {
+    /// Istio's name of the policy.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadBalancer::RoundRobin => "ROUND_ROBIN",
+            LoadBalancer::LeastRequest => "LEAST_REQUEST",
+            LoadBalancer::Random => "RANDOM",
+            LoadBalancer::Passthrough => "PASSTHROUGH",
+            LoadBalancer::Hash(_) => "CONSISTENT_HASH",
+        }
+    }
+}
+
+/// Consistent hashing: what is hashed and the table that maps hashes to endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct HashPolicy {
+    /// The hashed part of the request.
+    pub key: HashKey,
+    /// Hash to endpoint.
+    pub table: HashTable,
+}
+
+/// The part of a request that is hashed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// A request header.
+    Header(#[serde(serialize_with = "ser_name")] HeaderName),
+    /// A cookie, set by the gateway when absent if a ttl is given.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Lifetime of a generated cookie (0: a session cookie).
+        #[serde(serialize_with = "ser_opt_duration")]
+        ttl: Option<Duration>,
+    },
+    /// The client address.
+    SourceIp,
+    /// A query parameter.
+    QueryParameter(String),
+}
+
+/// Hash to endpoint index.
+#[derive(Debug, Clone, Serialize)]
+pub enum HashTable {
+    /// Ketama ring: sorted (point, endpoint) pairs.
+    Ring(#[serde(serialize_with = "ser_len")] Vec<(u64, u32)>),
+    /// Maglev lookup table.
+    Maglev(#[serde(serialize_with = "ser_len")] Vec<u32>),
+}
+
+impl HashTable {
+    /// A ring with at least `min_size` points, the same number per endpoint.
+    pub fn ring(endpoints: &[Endpoint], min_size: usize) -> HashTable {
+        let per = min_size.div_ceil(endpoints.len().max(1));
+        let mut ring = Vec::with_capacity(per * endpoints.len());
+        for (i, e) in endpoints.iter().enumerate() {
+            let name = e.address.to_string();
+            for replica in 0..per {
+                let point = hash_bytes(format!("{name}_{replica}").as_bytes());
+                ring.push((point, u32::try_from(i).unwrap_or(u32::MAX)));
+            }
+        }
+        ring.sort_unstable();
+        HashTable::Ring(ring)
+    }
+
+    /// A Maglev table of `size` (a prime) entries.
+    pub fn maglev(endpoints: &[Endpoint], size: u32) -> HashTable {
+        let n = endpoints.len();
+        if n == 0 {
+            return HashTable::Maglev(Vec::new());
+        }
+        let m = u64::from(size);
+        let perms: Vec<(u64, u64)> = endpoints
+            .iter()
+            .map(|e| {
+                let name = e.address.to_string();
+                let offset = hash_bytes(name.as_bytes()) % m;
+                let skip = hash_bytes(format!("{name}#skip").as_bytes()) % (m - 1) + 1;
+                (offset, skip)
+            })
+            .collect();
+        let mut table = vec![u32::MAX; size as usize];
+        let mut next = vec![0u64; n];
+        let mut filled = 0usize;
+        'fill: loop {
+            for (i, (offset, skip)) in perms.iter().enumerate() {
+                let mut c = (offset + next[i] * skip) % m;
+                while table[c as usize] != u32::MAX {
+                    next[i] += 1;
+                    c = (offset + next[i] * skip) % m;
+                }
+                table[c as usize] = u32::try_from(i).unwrap_or(u32::MAX);
+                next[i] += 1;
+                filled += 1;
+                if filled == table.len() {
+                    break 'fill;
+                }
+            }
+        }
+        HashTable::Maglev(table)
+    }
+
+    /// The endpoint index for `hash`.
+    pub fn lookup(&self, hash: u64) -> Option<usize> {
+        match self {
+            HashTable::Ring(ring) => {
+                let i = ring.partition_point(|(p, _)| *p < hash);
+                ring.get(i).or(ring.first()).map(|(_, e)| *e as usize)
+            }
+            HashTable::Maglev(table) => {
+                let len = table.len() as u64;
+                (len > 0).then(|| table[(hash % len) as usize] as usize)
+            }
+        }
+    }
+
+    /// The endpoint index for `hash`, skipping endpoints `skip` refuses (ejected or
+    /// already tried): the next distinct endpoint along the ring (or table).
+    pub fn lookup_where(&self, hash: u64, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
+        match self {
+            HashTable::Ring(ring) => {
+                let start = ring.partition_point(|(p, _)| *p < hash);
+                (0..ring.len().min(4096))
+                    .map(|k| ring[(start + k) % ring.len()].1 as usize)
+                    .find(|e| accept(*e))
+            }
+            HashTable::Maglev(table) => {
+                let len = table.len();
+                let start = (hash % (len.max(1) as u64)) as usize;
+                (0..len.min(4096))
+                    .map(|k| table[(start + k) % len] as usize)
+                    .find(|e| accept(*e))
+            }
+        }
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a with a final avalanche): the same key maps to the
+/// same endpoint on every replica and after every restart.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Concurrency limits from connectionPool.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolLimits {
+    /// Connections (= concurrent HTTP/1 requests) to the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Requests allowed to wait for a connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u32>,
+    /// Concurrent requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// Requests per upstream connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    /// Concurrent retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// Outlier detection settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outlier {
+    /// Consecutive 5xx (and connect failures) before ejection.
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502/503/504 (and connect failures) before ejection.
+    pub consecutive_gateway: Option<u32>,
+    /// How often ejections are reviewed.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Ejection time, times the number of ejections so far.
+    #[serde(serialize_with = "ser_duration")]
+    pub base_ejection_time: Duration,
+    /// Most endpoints ejected at once, in percent.
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ejections are ignored.
+    pub min_health_percent: u32,
+}
+
 impl Cluster {
     /// The next endpoint in round-robin order.
     pub fn pick(&self) -> Option<&Endpoint> {
+        self.endpoints.get(self.pick_index()?)
+    }
+
+    /// The index of the next endpoint in round-robin order.
+    pub fn pick_index(&self) -> Option<usize> {
         match self.endpoints.len() {
             0 => None,
-            1 => self.endpoints.first(),
-            n => self.endpoints.get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            1 => Some(0),
+            n => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
         }
     }
 }
@@ -426,6 +881,37 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// Labels.
     pub labels: Labels,
+}
+
+fn ser_len<T, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{} entries", v.len()))
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}s", d.as_secs_f64()))
+}
+
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_opt_value<S: Serializer>(v: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(&String::from_utf8_lossy(v.as_bytes())),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_retry_on<S: Serializer>(on: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        retry_on::NAMES
+            .iter()
+            .filter(|(_, bit)| on & bit != 0)
+            .map(|(name, _)| *name),
+    )
 }
 
 fn ser_regex<S: Serializer>(r: &Arc<Regex>, s: S) -> Result<S::Ok, S::Error> {

@@ -9,8 +9,10 @@ use http::{HeaderName, HeaderValue};
 use regex::{Regex, RegexBuilder};
 
 use crate::bundle::{Bundle, Entry};
+use crate::cluster_policy;
 use crate::diag::{has_errors, Code, Diagnostic, Severity};
 use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
+use crate::policy::route_policy;
 use crate::registry::{selects, Registry, ResolveError};
 use crate::resources::networking::{
     GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, Labels, Server, StringMatch,
@@ -333,6 +335,10 @@ impl<'a> Translator<'a> {
             };
             let (request_headers, response_headers) =
                 self.header_ops(entry, &format!("{field}.headers"), rule.headers.as_ref());
+            // Validation has reported any error in the policy; this bundle got here without one.
+            let mut regexes = std::mem::take(&mut self.regexes);
+            let policy = route_policy(rule, &mut |re| intern_regex(&mut regexes, re, false)).unwrap_or_default();
+            self.regexes = regexes;
             routes.push(Route {
                 name: rule.name.clone(),
                 source: format!("VirtualService {vs_ns}/{} http[{ri}]", entry.resource.name),
@@ -340,6 +346,7 @@ impl<'a> Translator<'a> {
                 action,
                 request_headers,
                 response_headers,
+                policy,
             });
         }
         routes
@@ -418,16 +425,8 @@ impl<'a> Translator<'a> {
     }
 
     fn regex(&mut self, entry: &Entry, field: &str, re: &str, ignore_case: bool) -> Option<Arc<Regex>> {
-        let key = (re.to_string(), ignore_case);
-        if let Some(r) = self.regexes.get(&key) {
-            return Some(r.clone());
-        }
-        match compile_full_match(re, ignore_case) {
-            Ok(r) => {
-                let r = Arc::new(r);
-                self.regexes.insert(key, r.clone());
-                Some(r)
-            }
+        match intern_regex(&mut self.regexes, re, ignore_case) {
+            Ok(r) => Some(r),
             Err(e) => {
                 self.diags
                     .push(entry.diag(Severity::Error, Code::InvalidRegex, field, e));
@@ -472,13 +471,7 @@ impl<'a> Translator<'a> {
                 }
             };
         }
-        for unsupported in [
-            ("timeout", rule.timeout.is_some()),
-            ("retries", rule.retries.is_some()),
-            ("fault", rule.fault.is_some()),
-            ("mirror", rule.mirror.is_some() || !rule.mirrors.is_empty()),
-            ("corsPolicy", rule.cors_policy.is_some()),
-        ] {
+        for unsupported in [("mirror", rule.mirror.is_some() || !rule.mirrors.is_empty())] {
             if unsupported.1 {
                 self.diags.push(entry.diag(
                     Severity::Warning,
@@ -573,12 +566,17 @@ impl<'a> Translator<'a> {
         if let Some(i) = self.cluster_index.get(&name) {
             return *i;
         }
+        let (top, sub) = self.registry.traffic_policies(host, subset);
+        // Validation has reported any error in the policies; none reached here.
+        let policy =
+            cluster_policy::compile(&cluster_policy::effective(top, sub, port), &endpoints).unwrap_or_default();
         self.clusters.push(Cluster {
             name: name.clone(),
             host: host.to_string(),
             port,
             subset: subset.map(str::to_string),
             endpoints,
+            policy,
             next: Default::default(),
         });
         self.cluster_index.insert(name, self.clusters.len() - 1);
@@ -632,6 +630,21 @@ pub fn secret_value(body: &crate::resources::kube::SecretBody, key: &str) -> Opt
     let v = body.data.get(key)?;
     let compact: String = v.split_whitespace().collect();
     base64::engine::general_purpose::STANDARD.decode(compact).ok()
+}
+
+/// A compiled regex, shared with every earlier use of the same pattern.
+fn intern_regex(
+    regexes: &mut HashMap<(String, bool), Arc<Regex>>,
+    re: &str,
+    ignore_case: bool,
+) -> Result<Arc<Regex>, String> {
+    let key = (re.to_string(), ignore_case);
+    if let Some(r) = regexes.get(&key) {
+        return Ok(r.clone());
+    }
+    let r = Arc::new(compile_full_match(re, ignore_case)?);
+    regexes.insert(key, r.clone());
+    Ok(r)
 }
 
 /// Compiles an RE2-style regex that must match the whole value, as Envoy's safe_regex does.

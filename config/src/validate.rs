@@ -9,7 +9,7 @@ use crate::hosts::{fqdn, gateway_ref};
 use crate::registry::Registry;
 use crate::resources::kube::SecretBody;
 use crate::resources::networking::{
-    DestinationRuleSpec, GatewaySpec, HttpRoute, ServiceEntrySpec, StringMatch, VirtualServiceSpec,
+    DestinationRuleSpec, GatewaySpec, HttpRoute, ServiceEntrySpec, StringMatch, TrafficPolicy, VirtualServiceSpec,
 };
 use crate::resources::Spec;
 use crate::translate::{compile_full_match, secret_value};
@@ -234,6 +234,12 @@ impl Validator<'_> {
     }
 
     fn http_route(&mut self, e: &Entry, f: &str, r: &HttpRoute) {
+        let mut compile = |re: &str| crate::translate::compile_full_match(re, false).map(std::sync::Arc::new);
+        if let Err(errors) = crate::policy::route_policy(r, &mut compile) {
+            for p in errors {
+                self.err(e, p.code, &format!("{f}.{}", p.field), p.message);
+            }
+        }
         let actions = [
             !r.route.is_empty(),
             r.redirect.is_some(),
@@ -503,12 +509,104 @@ impl Validator<'_> {
                 );
             }
         }
-        if dr.traffic_policy.is_some() || dr.subsets.iter().any(|s| s.traffic_policy.is_some()) {
+        let top = dr.traffic_policy.as_deref();
+        let mut blocks: Vec<(String, Option<&TrafficPolicy>, Option<&TrafficPolicy>)> = Vec::new();
+        if let Some(t) = top {
+            blocks.push(("spec.trafficPolicy".into(), Some(t), None));
+        }
+        for (i, s) in dr.subsets.iter().enumerate() {
+            if let Some(p) = s.traffic_policy.as_deref() {
+                blocks.push((format!("spec.subsets[{i}].trafficPolicy"), top, Some(p)));
+            }
+        }
+        for (field, top, sub) in blocks {
+            let own = sub.or(top);
+            let mut ports: Vec<u16> = own
+                .map(|p| {
+                    p.port_level_settings
+                        .iter()
+                        .filter_map(|pl| pl.port.as_ref()?.number.and_then(|n| u16::try_from(n).ok()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ports.push(0);
+            for port in ports {
+                let effective = crate::cluster_policy::effective(top, sub, port);
+                if let Err(errors) = crate::cluster_policy::compile(&effective, &[]) {
+                    for p in errors {
+                        let at = if port == 0 {
+                            format!("{field}.{}", p.field)
+                        } else {
+                            format!("{field}.portLevelSettings[port {port}].{}", p.field)
+                        };
+                        self.err(e, p.code, &at, p.message);
+                    }
+                }
+            }
+            if let Some(p) = own {
+                self.traffic_policy_not_enforced(e, &field, p);
+            }
+        }
+    }
+
+    /// Warns about traffic-policy fields Strait accepts but does not act on yet.
+    fn traffic_policy_not_enforced(&mut self, e: &Entry, field: &str, p: &TrafficPolicy) {
+        let mut unused: Vec<&str> = Vec::new();
+        if p.tls.is_some() || p.port_level_settings.iter().any(|pl| pl.tls.is_some()) {
+            unused.push("tls");
+        }
+        if p.proxy_protocol.is_some() {
+            unused.push("proxyProtocol");
+        }
+        if p.tunnel.is_some() {
+            unused.push("tunnel");
+        }
+        if let Some(lb) = &p.load_balancer {
+            if lb.locality_lb_setting.is_some() {
+                unused.push("loadBalancer.localityLbSetting");
+            }
+            if lb.warmup_duration_secs.is_some() || lb.warmup.is_some() {
+                unused.push("loadBalancer.warmup");
+            }
+            if lb.simple.as_deref() == Some("PASSTHROUGH") {
+                unused.push("loadBalancer.simple PASSTHROUGH (a gateway balances with LEAST_REQUEST)");
+            }
+        }
+        if let Some(pool) = &p.connection_pool {
+            if let Some(t) = &pool.tcp {
+                if t.tcp_keepalive.is_some() {
+                    unused.push("connectionPool.tcp.tcpKeepalive");
+                }
+                if t.max_connection_duration.is_some() {
+                    unused.push("connectionPool.tcp.maxConnectionDuration");
+                }
+            }
+            if let Some(h) = &pool.http {
+                if h.max_requests_per_connection.is_some() {
+                    unused.push("connectionPool.http.maxRequestsPerConnection");
+                }
+                if h.max_retries.is_some() {
+                    unused.push("connectionPool.http.maxRetries");
+                }
+                if h.use_client_protocol.is_some() {
+                    unused.push("connectionPool.http.useClientProtocol");
+                }
+                if h.max_concurrent_streams.is_some() {
+                    unused.push("connectionPool.http.maxConcurrentStreams");
+                }
+            }
+        }
+        if let Some(o) = &p.outlier_detection {
+            if o.consecutive_local_origin_failures.is_some() || o.split_external_local_origin_errors.is_some() {
+                unused.push("outlierDetection local-origin settings");
+            }
+        }
+        for u in unused {
             self.warn(
                 e,
                 Code::NotEnforced,
-                "spec.trafficPolicy",
-                "trafficPolicy is accepted but not enforced by this version of Strait",
+                field,
+                format!("{u} is accepted but not enforced by this version of Strait"),
             );
         }
     }

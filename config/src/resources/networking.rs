@@ -131,9 +131,9 @@ pub struct HttpRoute {
     /// Whole-request timeout.
     pub timeout: Option<String>,
     /// Retry policy.
-    pub retries: Option<Value>,
+    pub retries: Option<HttpRetry>,
     /// Fault injection.
-    pub fault: Option<Value>,
+    pub fault: Option<HttpFaultInjection>,
     /// Mirror destination.
     pub mirror: Option<Value>,
     /// Several mirrors.
@@ -143,7 +143,7 @@ pub struct HttpRoute {
     /// Deprecated mirror percent.
     pub mirror_percent: Option<Value>,
     /// CORS policy.
-    pub cors_policy: Option<Value>,
+    pub cors_policy: Option<CorsPolicy>,
     /// Header manipulation.
     pub headers: Option<Headers>,
 }
@@ -309,14 +309,295 @@ pub struct HeaderOperations {
     pub remove: Vec<String>,
 }
 
+/// Retry policy of a route.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRetry {
+    /// Attempts after the first try; 0 disables retries.
+    pub attempts: Option<i64>,
+    /// Timeout of each try.
+    pub per_try_timeout: Option<String>,
+    /// Comma-separated conditions (Envoy's x-envoy-retry-on values and status codes).
+    pub retry_on: Option<String>,
+    /// Prefer other localities on retry.
+    pub retry_remote_localities: Option<bool>,
+}
+
+/// Fault injection of a route.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpFaultInjection {
+    /// Delay before forwarding.
+    pub delay: Option<FaultDelay>,
+    /// Answer with an error instead of forwarding.
+    pub abort: Option<FaultAbort>,
+}
+
+/// A fault delay.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultDelay {
+    /// How long.
+    pub fixed_delay: Option<String>,
+    /// Exponential delay (not supported by Istio either).
+    pub exponential_delay: Option<String>,
+    /// Share of requests delayed.
+    pub percentage: Option<Percent>,
+    /// Deprecated integer share.
+    pub percent: Option<i64>,
+}
+
+/// A fault abort.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultAbort {
+    /// HTTP status to answer with.
+    pub http_status: Option<i64>,
+    /// gRPC status name (e.g. UNAVAILABLE) to answer with.
+    pub grpc_status: Option<String>,
+    /// HTTP/2 error (not supported by Istio either).
+    pub http2_error: Option<String>,
+    /// Share of requests aborted.
+    pub percentage: Option<Percent>,
+}
+
+/// A percentage in [0, 100].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Percent {
+    /// The value.
+    pub value: Option<f64>,
+}
+
+/// CORS policy of a route.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CorsPolicy {
+    /// Origins allowed, as string matches.
+    pub allow_origins: Vec<StringMatch>,
+    /// Deprecated exact origins.
+    pub allow_origin: Vec<String>,
+    /// Methods allowed.
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed.
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may read.
+    pub expose_headers: Vec<String>,
+    /// How long the preflight answer may be cached.
+    pub max_age: Option<String>,
+    /// Whether credentials are allowed.
+    pub allow_credentials: Option<bool>,
+    /// FORWARD (default) or IGNORE preflights whose origin is not allowed.
+    pub unmatched_preflights: Option<String>,
+}
+
+/// DestinationRule traffic policy (also per subset and per port).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TrafficPolicy {
+    /// Load balancing.
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection limits and timeouts.
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Passive health checking.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Upstream TLS.
+    pub tls: Option<ClientTlsSettings>,
+    /// Per-port overrides.
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// PROXY protocol to upstreams.
+    pub proxy_protocol: Option<Value>,
+    /// Tunnel settings.
+    pub tunnel: Option<Value>,
+}
+
+/// Per-port traffic policy.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PortTrafficPolicy {
+    /// The port.
+    pub port: Option<PortSelector>,
+    /// Load balancing.
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection limits and timeouts.
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Passive health checking.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Upstream TLS.
+    pub tls: Option<ClientTlsSettings>,
+}
+
+/// Load balancer settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadBalancerSettings {
+    /// ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM, PASSTHROUGH, UNSPECIFIED.
+    pub simple: Option<String>,
+    /// Session affinity by hash.
+    pub consistent_hash: Option<ConsistentHashLb>,
+    /// Locality settings.
+    pub locality_lb_setting: Option<Value>,
+    /// Slow start.
+    pub warmup_duration_secs: Option<String>,
+    /// Slow start (newer form).
+    pub warmup: Option<Value>,
+}
+
+/// Consistent hashing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsistentHashLb {
+    /// Hash this request header.
+    pub http_header_name: Option<String>,
+    /// Hash this cookie (set by the proxy when absent).
+    pub http_cookie: Option<HttpCookie>,
+    /// Hash the client address.
+    pub use_source_ip: Option<bool>,
+    /// Hash this query parameter.
+    pub http_query_parameter_name: Option<String>,
+    /// Ring hash settings.
+    pub ring_hash: Option<RingHash>,
+    /// Maglev settings.
+    pub maglev: Option<Maglev>,
+    /// Deprecated ring size.
+    pub minimum_ring_size: Option<i64>,
+}
+
+/// A hash cookie.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpCookie {
+    /// Cookie name.
+    pub name: String,
+    /// Cookie path.
+    pub path: Option<String>,
+    /// Lifetime of a generated cookie.
+    pub ttl: Option<String>,
+    /// Extra attributes.
+    pub attributes: Vec<Value>,
+}
+
+/// Ring hash settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RingHash {
+    /// Minimum ring size.
+    pub minimum_ring_size: Option<i64>,
+}
+
+/// Maglev settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Maglev {
+    /// Table size (a prime).
+    pub table_size: Option<i64>,
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConnectionPoolSettings {
+    /// TCP settings.
+    pub tcp: Option<TcpSettings>,
+    /// HTTP settings.
+    pub http: Option<HttpPoolSettings>,
+}
+
+/// TCP connection pool settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpSettings {
+    /// Maximum connections to the destination.
+    pub max_connections: Option<i64>,
+    /// Connect timeout.
+    pub connect_timeout: Option<String>,
+    /// TCP keep-alive.
+    pub tcp_keepalive: Option<Value>,
+    /// Maximum connection lifetime.
+    pub max_connection_duration: Option<String>,
+    /// Idle timeout of upstream connections.
+    pub idle_timeout: Option<String>,
+}
+
+/// HTTP connection pool settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpPoolSettings {
+    /// Requests waiting for a connection.
+    pub http1_max_pending_requests: Option<i64>,
+    /// Concurrent requests.
+    pub http2_max_requests: Option<i64>,
+    /// Requests per connection before it is closed.
+    pub max_requests_per_connection: Option<i64>,
+    /// Concurrent retries.
+    pub max_retries: Option<i64>,
+    /// Idle timeout of upstream connections.
+    pub idle_timeout: Option<String>,
+    /// DEFAULT, DO_NOT_UPGRADE or UPGRADE (to HTTP/2).
+    pub h2_upgrade_policy: Option<String>,
+    /// Use the client's protocol upstream.
+    pub use_client_protocol: Option<bool>,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams: Option<i64>,
+}
+
+/// Outlier detection.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (and connect failures) before ejection.
+    #[serde(rename = "consecutive5xxErrors")]
+    pub consecutive_5xx_errors: Option<i64>,
+    /// Consecutive 502/503/504 (and connect failures) before ejection.
+    pub consecutive_gateway_errors: Option<i64>,
+    /// Deprecated alias of consecutiveGatewayErrors.
+    pub consecutive_errors: Option<i64>,
+    /// Local-origin failures before ejection.
+    pub consecutive_local_origin_failures: Option<i64>,
+    /// Count local-origin failures apart.
+    pub split_external_local_origin_errors: Option<bool>,
+    /// How often ejections are reviewed.
+    pub interval: Option<String>,
+    /// Ejection time, multiplied by the number of ejections.
+    pub base_ejection_time: Option<String>,
+    /// At most this share of endpoints ejected.
+    pub max_ejection_percent: Option<i64>,
+    /// Below this share of healthy endpoints, ejections are ignored.
+    pub min_health_percent: Option<i64>,
+}
+
+/// Upstream TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClientTlsSettings {
+    /// DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL.
+    pub mode: Option<String>,
+    /// Client certificate file.
+    pub client_certificate: Option<String>,
+    /// Client key file.
+    pub private_key: Option<String>,
+    /// CA bundle file.
+    pub ca_certificates: Option<String>,
+    /// CRL file.
+    pub ca_crl: Option<String>,
+    /// Secret holding the client certificate (and CA).
+    pub credential_name: Option<String>,
+    /// Accepted server names.
+    pub subject_alt_names: Vec<String>,
+    /// SNI to send.
+    pub sni: Option<String>,
+    /// Skip server verification.
+    pub insecure_skip_verify: Option<bool>,
+}
+
 /// DestinationRule spec.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DestinationRuleSpec {
     /// Service host.
     pub host: String,
-    /// Traffic policy (interpreted by the traffic-policy part of Strait).
-    pub traffic_policy: Option<Value>,
+    /// Traffic policy for every subset and port.
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Named subsets.
     pub subsets: Vec<Subset>,
     /// Namespaces this is exported to.
@@ -334,7 +615,7 @@ pub struct Subset {
     /// Endpoint labels.
     pub labels: Labels,
     /// Traffic policy override.
-    pub traffic_policy: Option<Value>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
 }
 
 /// ServiceEntry spec.
