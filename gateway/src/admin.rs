@@ -1,4 +1,4 @@
-//! The admin (`:15000`: `/ready`, `/config_dump`) and health (`:15021`:
+//! The admin (`:15000`: `/ready`, `/config_dump`, `/clusters`) and health (`:15021`:
 //! `/healthz/ready`) endpoints.
 
 use std::sync::atomic::Ordering;
@@ -50,6 +50,26 @@ impl AdminApp {
         }
     }
 
+    /// Clusters with their endpoints' health, ejections and counters.
+    fn clusters(&self) -> Response<Vec<u8>> {
+        let runtime = self.shared.current();
+        let clusters: Vec<serde_json::Value> = runtime
+            .snapshot
+            .clusters
+            .iter()
+            .zip(&runtime.upstreams.clusters)
+            .map(|(c, s)| crate::upstreams::describe(c, s))
+            .collect();
+        match serde_json::to_vec_pretty(&json!({ "clusters": clusters })) {
+            Ok(body) => reply(StatusCode::OK, "application/json", body),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string().into_bytes(),
+            ),
+        }
+    }
+
     fn config_dump(&self) -> Response<Vec<u8>> {
         let runtime = self.shared.current();
         let last = self.shared.last_attempt.lock().map(|l| l.clone()).unwrap_or_default();
@@ -81,6 +101,7 @@ impl ServeHttp for AdminApp {
             (_, "/healthz/ready") => self.ready(),
             (Endpoints::Admin, "/ready") => self.ready(),
             (Endpoints::Admin, "/config_dump") => self.config_dump(),
+            (Endpoints::Admin, "/clusters") => self.clusters(),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

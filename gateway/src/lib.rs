@@ -4,10 +4,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod balance;
 pub mod certs;
+pub mod cors;
 pub mod echo;
 pub mod memory;
 pub mod proxy;
 pub mod reload;
+pub mod retry;
 pub mod server;
 pub mod state;
+pub mod upstreams;

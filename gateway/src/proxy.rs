@@ -14,10 +14,16 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 use strait_config::router::{strip_port, RequestView, Routed};
-use strait_config::snapshot::{Action, HeaderOps, Listener, Redirect, Route, WeightedCluster};
+use strait_config::snapshot::{
+    hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
+};
 
+use crate::balance;
 use crate::certs::TlsInfo;
+use crate::cors;
+use crate::retry::{Attempts, Failure};
 use crate::state::{InflightGuard, Runtime, Shared};
+use crate::upstreams::{ActiveGuard, Admission, ClusterState, Outcome};
 
 /// Request limits enforced before routing.
 #[derive(Debug, Clone, Copy)]
@@ -62,25 +68,95 @@ pub struct RequestCtx {
     /// Index of the chosen destination of a Forward action.
     destination: Option<usize>,
     prefix_len: Option<usize>,
+    /// Tries so far, the deadline, where they went.
+    attempts: Attempts,
+    /// CORS headers for the response.
+    cors: Vec<(HeaderName, HeaderValue)>,
+    /// The request's place in its cluster's connection limits.
+    admission: Option<Admission>,
+    /// Refused by the cluster's limits.
+    overflow: bool,
+    /// The endpoint of the current try, counted as active while held.
+    endpoint: Option<(usize, ActiveGuard)>,
+    /// Hash for consistent hashing, computed at the first try.
+    hash: Option<u64>,
+    /// A generated hash cookie to hand to the client.
+    set_cookie: Option<HeaderValue>,
 }
 
-impl RequestCtx {
-    fn listener(&self) -> Option<&Listener> {
-        self.runtime.snapshot.listeners.get(self.listener)
-    }
+/// Where a request was routed, by index into its snapshot.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    listener: usize,
+    route: Option<(usize, usize)>,
+    destination: Option<usize>,
+}
 
-    fn route(&self) -> Option<&Route> {
+impl Place {
+    fn route(self, runtime: &Runtime) -> Option<&Route> {
         let (v, r) = self.route?;
-        self.listener()?.virtual_hosts.get(v)?.routes.get(r)
+        runtime
+            .snapshot
+            .listeners
+            .get(self.listener)?
+            .virtual_hosts
+            .get(v)?
+            .routes
+            .get(r)
     }
 
-    fn destination(&self) -> Option<&WeightedCluster> {
-        match &self.route()?.action {
+    fn destination(self, runtime: &Runtime) -> Option<&WeightedCluster> {
+        match &self.route(runtime)?.action {
             Action::Forward(f) => f.destinations.get(self.destination?),
             _ => None,
         }
     }
+
+    fn cluster(self, runtime: &Runtime) -> Option<&Cluster> {
+        runtime.snapshot.clusters.get(self.destination(runtime)?.cluster)
+    }
+
+    fn cluster_state(self, runtime: &Runtime) -> Option<&ClusterState> {
+        runtime
+            .upstreams
+            .clusters
+            .get(self.destination(runtime)?.cluster)
+            .map(|s| &**s)
+    }
 }
+
+impl RequestCtx {
+    /// Records the outcome of the current try for outlier detection and counters.
+    fn record(&self, outcome: Outcome) {
+        let Some((index, _)) = &self.endpoint else { return };
+        let place = self.place();
+        if let (Some(c), Some(s)) = (place.cluster(&self.runtime), place.cluster_state(&self.runtime)) {
+            s.record(&c.policy, *index, outcome);
+        }
+    }
+
+    fn place(&self) -> Place {
+        Place {
+            listener: self.listener,
+            route: self.route,
+            destination: self.destination,
+        }
+    }
+
+    fn route(&self) -> Option<&Route> {
+        self.place().route(&self.runtime)
+    }
+
+    fn destination(&self) -> Option<&WeightedCluster> {
+        self.place().destination(&self.runtime)
+    }
+}
+
+/// Envoy's body for answers of its fault filter.
+const FAULT_BODY: &[u8] = b"fault filter abort";
+
+/// Marks an upstream answer the retry policy replaces with another try.
+const RETRIABLE_STATUS: ErrorType = ErrorType::Custom("retriable upstream status");
 
 fn authority(req: &RequestHeader) -> &str {
     req.headers
@@ -88,6 +164,16 @@ fn authority(req: &RequestHeader) -> &str {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
+}
+
+fn request_view<'a>(req: &'a RequestHeader, scheme: &'a str) -> RequestView<'a> {
+    RequestView {
+        method: req.method.as_str(),
+        path: path_and_query(req),
+        authority: authority(req),
+        scheme,
+        headers: &req.headers,
+    }
 }
 
 fn path_and_query(req: &RequestHeader) -> &str {
@@ -184,6 +270,53 @@ fn location(r: &Redirect, scheme: &str, authority: &str, listener_port: u16, pat
     }
 }
 
+/// The request's hash for consistent hashing; None when the key is absent (then
+/// Envoy, and Strait, pick at random). A missing cookie with a ttl is generated and
+/// handed to the client so its next requests stick.
+fn hash_key(session: &Session, key: &HashKey, set_cookie: &mut Option<HeaderValue>) -> Option<u64> {
+    let req = session.req_header();
+    match key {
+        HashKey::Header(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::SourceIp => {
+            let ip = session.client_addr()?.as_inet()?.ip();
+            Some(match ip {
+                IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+                IpAddr::V6(v6) => hash_bytes(&v6.octets()),
+            })
+        }
+        HashKey::QueryParameter(name) => {
+            let query = req.uri.query()?;
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then(|| hash_bytes(v.as_bytes()))
+            })
+        }
+        HashKey::Cookie { name, path, ttl } => {
+            let found = req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| {
+                    let (k, v) = c.trim().split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_string())
+                });
+            if let Some(v) = found {
+                return Some(hash_bytes(v.as_bytes()));
+            }
+            let ttl = (*ttl)?;
+            let value = format!("{:016x}", fastrand::u64(..));
+            let mut cookie = format!("{name}=\"{value}\"; Path={}; HttpOnly", path.as_deref().unwrap_or("/"));
+            if !ttl.is_zero() {
+                cookie.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+            }
+            *set_cookie = HeaderValue::from_str(&cookie).ok();
+            Some(hash_bytes(value.as_bytes()))
+        }
+    }
+}
+
 // Parsed once: looking a header up by string parses the name on every call.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -255,6 +388,13 @@ impl ProxyHttp for Gateway {
             route: None,
             destination: None,
             prefix_len: None,
+            attempts: Attempts::default(),
+            cors: Vec::new(),
+            admission: None,
+            overflow: false,
+            endpoint: None,
+            hash: None,
+            set_cookie: None,
         }
     }
 
@@ -276,14 +416,7 @@ impl ProxyHttp for Gateway {
             return respond(session, 404, &[], None, Bytes::new()).await;
         };
         let scheme = if self.tls { "https" } else { "http" };
-        let req = session.req_header();
-        let view = RequestView {
-            method: req.method.as_str(),
-            path: path_and_query(req),
-            authority: authority(req),
-            scheme,
-            headers: &req.headers,
-        };
+        let view = request_view(session.req_header(), scheme);
         let routed = listener.route(&view);
         let m = match routed {
             Routed::Matched(m) => m,
@@ -308,6 +441,39 @@ impl ProxyHttp for Gateway {
         }
         ctx.route = Some((m.vhost_index, m.route_index));
         ctx.prefix_len = m.prefix_len;
+        let policy = &m.route.policy;
+        if let Some(c) = &policy.cors {
+            match cors::decide(c, &req.method, &req.headers) {
+                cors::Decision::NotCors => {}
+                cors::Decision::AnswerPreflight(headers) => {
+                    return respond(session, 200, &headers, None, Bytes::new()).await;
+                }
+                cors::Decision::RefusePreflight => return respond(session, 200, &[], None, Bytes::new()).await,
+                cors::Decision::Forward(headers) => ctx.cors = headers,
+            }
+        }
+        if let Some(fault) = &policy.fault {
+            if let Some(d) = fault.delay.as_ref().filter(|d| roll(d.percent)) {
+                tokio::time::sleep(d.duration).await;
+            }
+            if let Some(a) = fault.abort.as_ref().filter(|a| roll(a.percent)) {
+                return match a.grpc_status {
+                    Some(code) => {
+                        let grpc = [
+                            (header::CONTENT_TYPE, HeaderValue::from_static("application/grpc")),
+                            (HeaderName::from_static("grpc-status"), HeaderValue::from(code)),
+                            (
+                                HeaderName::from_static("grpc-message"),
+                                HeaderValue::from_static("fault filter abort"),
+                            ),
+                        ];
+                        respond(session, a.status, &grpc, None, Bytes::new()).await
+                    }
+                    None => respond(session, a.status, &[], None, Bytes::from_static(FAULT_BODY)).await,
+                };
+            }
+        }
+        let view = request_view(session.req_header(), scheme);
         if !self.tls && m.vhost.https_redirect {
             let to = format!("https://{}{}", strip_port(view.authority), view.path);
             let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
@@ -350,15 +516,118 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let endpoint = ctx
-            .destination()
-            .and_then(|d| ctx.runtime.snapshot.clusters.get(d.cluster))
-            .and_then(|c| c.pick())
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no endpoint"))?;
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let runtime = ctx.runtime.clone();
+        let place = ctx.place();
+        let no_endpoint = || Error::explain(ErrorType::ConnectNoRoute, "no endpoint");
+        let (Some(route), Some(cluster), Some(state)) = (
+            place.route(&runtime),
+            place.cluster(&runtime),
+            place.cluster_state(&runtime),
+        ) else {
+            return Err(no_endpoint());
+        };
+        if ctx.admission.is_none() {
+            match state.admit(&cluster.policy).await {
+                Ok(a) => ctx.admission = Some(a),
+                Err(_) => {
+                    ctx.overflow = true;
+                    return Err(Error::explain(ErrorType::ConnectRefused, "cluster limits reached"));
+                }
+            }
+        }
+        if ctx.attempts.tries == 0 {
+            if let strait_config::snapshot::LoadBalancer::Hash(h) = &cluster.policy.lb {
+                ctx.hash = hash_key(session, &h.key, &mut ctx.set_cookie);
+            }
+        }
+        let attempts = &ctx.attempts;
+        let index = balance::choose(cluster, state, ctx.hash, |i| attempts.tried(i)).ok_or_else(no_endpoint)?;
+        let (Some(endpoint), Some(endpoint_state)) = (cluster.endpoints.get(index), state.endpoints.get(index)) else {
+            return Err(no_endpoint());
+        };
+        ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
         let mut peer = HttpPeer::new(endpoint.address, false, String::new());
-        peer.options.connection_timeout = Some(self.limits.connect_timeout);
+        ctx.attempts.begin_try(&route.policy, index);
+        let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);
+        let connect_timeout = cluster.policy.connect_timeout.unwrap_or(self.limits.connect_timeout);
+        peer.options.connection_timeout = Some(try_timeout.map_or(connect_timeout, |t| t.min(connect_timeout)));
+        peer.options.read_timeout = try_timeout;
+        peer.options.idle_timeout = cluster.policy.idle_timeout;
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.record(Outcome::LocalFailure);
+        let runtime = ctx.runtime.clone();
+        let again = ctx
+            .place()
+            .route(&runtime)
+            .is_some_and(|r| ctx.attempts.retry(&r.policy.retry, Failure::Connect));
+        e.set_retry(again);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // A body too large to keep for a retry, or an answer already on its way
+        // downstream, cannot be tried again.
+        if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
+            e.set_retry(false);
+            return e;
+        }
+        let failure = match e.etype() {
+            t if *t == RETRIABLE_STATUS => Failure::Status,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+            _ => Failure::Reset,
+        };
+        // A pooled connection the upstream closed while idle is not the upstream failing
+        // the request: Pingora's own rule, retry once on a fresh connection.
+        let stale = failure == Failure::Reset && client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly);
+        if failure != Failure::Status && !stale {
+            ctx.record(Outcome::LocalFailure);
+        }
+        let runtime = ctx.runtime.clone();
+        let route = ctx.place().route(&runtime);
+        let again = stale || route.is_some_and(|r| ctx.attempts.retry(&r.policy.retry, failure));
+        if failure == Failure::Timeout && !again && ctx.attempts.expired() {
+            ctx.attempts.timed_out = true;
+        }
+        e.set_retry(again);
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        ctx.record(Outcome::Status(status));
+        let Some(route) = ctx.route() else { return Ok(()) };
+        let grpc_status = upstream_response
+            .headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if ctx.attempts.retry_status(&route.policy.retry, status, grpc_status) {
+            return Err(Error::explain(RETRIABLE_STATUS, format!("upstream answered {status}")));
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -421,15 +690,19 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (code, body): (u16, &'static [u8]) = match (e.etype(), e.esource()) {
+            _ if ctx.attempts.timed_out => (504, b"upstream request timeout"),
+            _ if ctx.overflow => (
+                503,
+                b"upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            ),
             (ErrorType::HTTPStatus(code), _) => (*code, b""),
             // Envoy's answers, which Istio users script against: 503 when the upstream
             // could not be reached or reset before its headers, 504 on timeouts.
-            (
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-                ErrorSource::Upstream,
-            ) => (504, b"upstream request timeout"),
+            (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => {
+                (504, b"upstream request timeout")
+            }
             (
                 ErrorType::ConnectTimedout
                 | ErrorType::ConnectRefused
@@ -472,6 +745,12 @@ impl ProxyHttp for Gateway {
         }
         if let Some(d) = ctx.destination() {
             apply_response_ops(resp, &d.response_headers)?;
+        }
+        for (name, value) in ctx.cors.drain(..) {
+            resp.insert_header(name, value)?;
+        }
+        if let Some(cookie) = ctx.set_cookie.take() {
+            resp.append_header(header::SET_COOKIE, cookie)?;
         }
         Ok(())
     }

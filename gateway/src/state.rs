@@ -11,6 +11,7 @@ use strait_config::diag::has_errors;
 use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 
 use crate::certs::{compile_certificates, CompiledCert};
+use crate::upstreams::Upstreams;
 
 /// A snapshot with everything compiled from it; what requests read.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Runtime {
     pub certs: Vec<CompiledCert>,
     /// Warnings and notes of the accepted configuration.
     pub warnings: Vec<Diagnostic>,
+    /// Cluster and endpoint state, index-aligned with `snapshot.clusters`.
+    pub upstreams: Upstreams,
 }
 
 /// The outcome of the last configuration attempt, for `/config_dump`.
@@ -85,7 +88,10 @@ impl Shared {
 
     /// Builds the next configuration from the folder without applying it.
     pub fn prepare(&self) -> Result<Runtime, Vec<Diagnostic>> {
-        build(&self.config_dir, &self.scope, self.next_version.load(Ordering::Relaxed))
+        let mut runtime = build(&self.config_dir, &self.scope, self.next_version.load(Ordering::Relaxed))?;
+        // Endpoints that stay keep their in-flight counts, counters and ejections.
+        runtime.upstreams = Upstreams::build(&runtime.snapshot, Some(&self.current().upstreams));
+        Ok(runtime)
     }
 
     /// Swaps in a prepared configuration, or records its rejection.
@@ -146,6 +152,7 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
     diags.extend(warnings);
     match compile_certificates(&snapshot) {
         Ok(certs) => Ok(Runtime {
+            upstreams: Upstreams::build(&snapshot, None),
             snapshot,
             certs,
             warnings: sorted(diags),

@@ -1,10 +1,13 @@
 //! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
 
 mod actions;
+mod balancing;
 mod check;
+mod cors;
 mod k6;
 mod limits;
 mod reload;
+mod resilience;
 mod routing;
 mod shutdown;
 mod sni;

@@ -94,6 +94,23 @@ pub fn backend_entry(endpoints: &[(&str, u16)]) -> String {
     s
 }
 
+/// A Gateway `default/gw` for the ingress gateway with one HTTP server on port 80
+/// for `hosts` (a YAML flow list such as `[app.example.com]`), and a `---` after it.
+pub fn http_gateway(hosts: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: {hosts}\n---\n"
+    )
+}
+
+/// Writes `files` (name, content) to a fresh folder and starts a gateway on it.
+pub fn start_with(files: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write config");
+    }
+    (Gateway::start(dir.path(), &[]), dir)
+}
+
 /// A running gateway process.
 pub struct Gateway {
     child: Option<Child>,
@@ -172,6 +189,17 @@ impl Gateway {
         let (status, body) = raw_get(self.admin, "/config_dump").expect("admin reachable");
         assert_eq!(status, 200);
         serde_json::from_str(&body).expect("config_dump is JSON")
+    }
+
+    /// `/clusters` as JSON: the cluster named `name`.
+    pub fn cluster(&self, name: &str) -> serde_json::Value {
+        let (status, body) = raw_get(self.admin, "/clusters").expect("admin reachable");
+        assert_eq!(status, 200);
+        let all: serde_json::Value = serde_json::from_str(&body).expect("clusters is JSON");
+        all["clusters"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no cluster {name} in {body}"))
     }
 
     /// The running config version.
