@@ -358,6 +358,7 @@ mod tests {
         (0..n)
             .map(|i| Endpoint {
                 address: ([10, 0, 0, 1], 8000 + i).into(),
+                hostname: None,
                 labels: Default::default(),
             })
             .collect()

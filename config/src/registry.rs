@@ -23,6 +23,8 @@ struct PortDef {
 #[derive(Debug, Clone)]
 struct EndpointDef {
     address: String,
+    /// From a ServiceEntry with DNS resolution: `address` may be a name to resolve.
+    dns: bool,
     /// Port name -> port on the endpoint.
     ports: BTreeMap<String, u16>,
     labels: Labels,
@@ -89,12 +91,14 @@ impl Registry {
                     })
                 })
                 .collect();
+            let dns = matches!(se.resolution.as_deref(), Some("DNS" | "DNS_ROUND_ROBIN"));
             let mut endpoints: Vec<EndpointDef> = se
                 .endpoints
                 .iter()
                 .filter_map(|e| {
                     Some(EndpointDef {
                         address: e.address.clone()?,
+                        dns,
                         ports: ports_map(&e.ports),
                         labels: e.labels.clone(),
                     })
@@ -108,6 +112,7 @@ impl Registry {
                         if let Some(address) = we.address.clone() {
                             endpoints.push(EndpointDef {
                                 address,
+                                dns,
                                 ports: ports_map(&we.ports),
                                 labels,
                             });
@@ -119,6 +124,15 @@ impl Registry {
                 let def = reg.services.entry(fqdn(host, ns)).or_default();
                 def.ports.extend(ports.iter().cloned());
                 def.endpoints.extend(endpoints.iter().cloned());
+                // DNS resolution without endpoints: the host itself is resolved.
+                if dns && se.endpoints.is_empty() && se.workload_selector.is_none() && !host.starts_with('*') {
+                    def.endpoints.push(EndpointDef {
+                        address: host.clone(),
+                        dns,
+                        ports: BTreeMap::new(),
+                        labels: Labels::default(),
+                    });
+                }
             }
         }
         let slices: Vec<_> = bundle
@@ -164,6 +178,7 @@ impl Registry {
                     for address in &ep.addresses {
                         def.endpoints.push(EndpointDef {
                             address: address.clone(),
+                            dns: false,
                             ports: ports.clone(),
                             labels: Labels::new(),
                         });
@@ -232,15 +247,20 @@ impl Registry {
             .iter()
             .filter(|e| subset_labels.is_none_or(|l| selects(l, &e.labels)))
             .filter_map(|e| {
-                let ip: IpAddr = e.address.parse().ok()?;
                 let target = e
                     .ports
                     .get(&port_def.name)
                     .copied()
                     .or(port_def.target)
                     .unwrap_or(port_def.number);
+                let (ip, hostname) = match e.address.parse::<IpAddr>() {
+                    Ok(ip) => (ip, None),
+                    Err(_) if e.dns => (IpAddr::from([0, 0, 0, 0]), Some(e.address.clone())),
+                    Err(_) => return None,
+                };
                 Some(Endpoint {
                     address: SocketAddr::new(ip, target),
+                    hostname,
                     labels: e.labels.clone(),
                 })
             })

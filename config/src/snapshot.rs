@@ -640,6 +640,43 @@ pub struct ClusterPolicy {
     pub outlier: Option<Outlier>,
     /// Speak HTTP/2 to the upstream (h2UpgradePolicy UPGRADE).
     pub h2_upstream: bool,
+    /// TLS to the upstream (DestinationRule `tls` SIMPLE or MUTUAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS origination towards a cluster's endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamTls {
+    /// Server name sent and verified (the DestinationRule's `sni`, else the service host).
+    pub sni: String,
+    /// Trusted roots (the system's when None).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PemSource>,
+    /// Client certificate chain and key for MUTUAL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<(PemSource, PemSource)>,
+    /// Skip verifying the server (`insecureSkipVerify`).
+    pub insecure_skip_verify: bool,
+}
+
+/// PEM from a Secret of the bundle or from a file read by the engine.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PemSource {
+    /// Held in the bundle (a Secret key); never serialized.
+    Inline {
+        /// e.g. `secret default/client-cert ca.crt`.
+        name: String,
+        /// The PEM.
+        #[serde(skip)]
+        pem: Vec<u8>,
+    },
+    /// A file path.
+    File {
+        /// Path.
+        path: String,
+    },
 }
 
 /// Endpoint choice.
@@ -877,8 +914,11 @@ impl Cluster {
 /// One upstream address.
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
-    /// Address.
+    /// Address (for DNS endpoints, the unspecified address with the port).
     pub address: SocketAddr,
+    /// A name the engine resolves (ServiceEntry resolution DNS), cached for its TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Labels.
     pub labels: Labels,
 }

@@ -1,7 +1,7 @@
 //! Translation: a validated bundle and the scope of one proxy (its role and
 //! labels) become that proxy's `Snapshot`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -15,14 +15,14 @@ use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
 use crate::policy::route_policy;
 use crate::registry::{selects, Registry, ResolveError};
 use crate::resources::networking::{
-    GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, Labels, Server, StringMatch,
-    VirtualServiceSpec,
+    ClientTlsSettings, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, Labels, Server,
+    StringMatch, VirtualServiceSpec,
 };
 use crate::resources::Spec;
 use crate::snapshot::{
     Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, Listener,
-    Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch, TlsServer, VirtualHost,
-    WeightedCluster,
+    PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch, TlsServer,
+    UpstreamTls, VirtualHost, WeightedCluster,
 };
 
 /// The role a proxy plays.
@@ -290,8 +290,65 @@ impl<'a> Translator<'a> {
         Some(self.certificates.len() - 1)
     }
 
-    /// PEM certificate and key of a TLS Secret, looked up in `ns` then in the proxy's namespace.
-    fn secret(&self, ns: &str, name: &str) -> Option<(Vec<u8>, Vec<u8>, String)> {
+    /// DestinationRule `tls` for a cluster: SIMPLE and MUTUAL originate TLS; DISABLE
+    /// (and ISTIO_MUTUAL, the sidecar's, which validation flags) leave it plain.
+    fn upstream_tls(&mut self, entry: &Entry, field: &str, host: &str, tls: &ClientTlsSettings) -> Option<UpstreamTls> {
+        let mode = tls.mode.as_deref().unwrap_or("DISABLE");
+        if !matches!(mode, "SIMPLE" | "MUTUAL") {
+            return None;
+        }
+        let file = |p: &Option<String>| p.as_ref().map(|path| PemSource::File { path: path.clone() });
+        let mut ca = file(&tls.ca_certificates);
+        let mut client = match (file(&tls.client_certificate), file(&tls.private_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        };
+        if let Some(name) = &tls.credential_name {
+            let ns = self.scope.namespace.clone();
+            match self.find_secret(&ns, name, &[]) {
+                Some(found) => {
+                    let inline = |key: &str| {
+                        found.keys.get(key).map(|pem| PemSource::Inline {
+                            name: format!("secret {}/{name} {key}", found.namespace),
+                            pem: pem.clone(),
+                        })
+                    };
+                    ca = inline("ca.crt").or(ca);
+                    if let (Some(c), Some(k)) = (inline("tls.crt"), inline("tls.key")) {
+                        client = Some((c, k));
+                    }
+                }
+                None => self.diags.push(entry.diag(
+                    Severity::Error,
+                    Code::ReferenceNotFound,
+                    &format!("{field}.host"),
+                    format!(
+                        "the DestinationRule for {host} names credentialName {name}, which is not a Secret in namespace {ns}"
+                    ),
+                )),
+            }
+        }
+        if mode == "MUTUAL" && client.is_none() {
+            self.diags.push(entry.diag(
+                Severity::Error,
+                Code::Required,
+                &format!("{field}.host"),
+                format!(
+                    "the DestinationRule for {host} has tls.mode MUTUAL without a client certificate (clientCertificate and privateKey, or credentialName)"
+                ),
+            ));
+        }
+        Some(UpstreamTls {
+            sni: tls.sni.clone().unwrap_or_else(|| host.to_string()),
+            ca,
+            client,
+            insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        })
+    }
+
+    /// The Secret `name` in `ns`, else in the proxy's namespace: the first of them that
+    /// has every key in `needed`, with all its keys decoded.
+    fn find_secret(&self, ns: &str, name: &str, needed: &[&str]) -> Option<FoundSecret> {
         [ns, self.scope.namespace.as_str()].iter().find_map(|ns| {
             let (entry, body) = self
                 .bundle
@@ -300,12 +357,27 @@ impl<'a> Translator<'a> {
                     _ => None,
                 })
                 .find(|(e, _)| e.resource.namespace == *ns && e.resource.name == name)?;
-            Some((
-                secret_value(body, "tls.crt")?,
-                secret_value(body, "tls.key")?,
-                entry.resource.namespace.clone(),
-            ))
+            let keys: BTreeMap<String, Vec<u8>> = body
+                .string_data
+                .keys()
+                .chain(body.data.keys())
+                .filter_map(|k| Some((k.clone(), secret_value(body, k)?)))
+                .collect();
+            needed.iter().all(|k| keys.contains_key(*k)).then(|| FoundSecret {
+                namespace: entry.resource.namespace.clone(),
+                keys,
+            })
         })
+    }
+
+    /// PEM certificate and key of a TLS Secret, looked up in `ns` then in the proxy's namespace.
+    fn secret(&self, ns: &str, name: &str) -> Option<(Vec<u8>, Vec<u8>, String)> {
+        let mut found = self.find_secret(ns, name, &["tls.crt", "tls.key"])?;
+        Some((
+            found.keys.remove("tls.crt")?,
+            found.keys.remove("tls.key")?,
+            found.namespace,
+        ))
     }
 
     fn routes(&mut self, entry: &Entry, vs: &VirtualServiceSpec, gw_ns: &str, gw_name: &str, port: u16) -> Vec<Route> {
@@ -567,9 +639,12 @@ impl<'a> Translator<'a> {
             return *i;
         }
         let (top, sub) = self.registry.traffic_policies(host, subset);
+        let effective = cluster_policy::effective(top, sub, port);
         // Validation has reported any error in the policies; none reached here.
-        let policy =
-            cluster_policy::compile(&cluster_policy::effective(top, sub, port), &endpoints).unwrap_or_default();
+        let mut policy = cluster_policy::compile(&effective, &endpoints).unwrap_or_default();
+        if let Some(tls) = &effective.tls {
+            policy.tls = self.upstream_tls(entry, field, host, tls);
+        }
         self.clusters.push(Cluster {
             name: name.clone(),
             host: host.to_string(),
@@ -620,6 +695,12 @@ impl<'a> Translator<'a> {
             .collect();
         out
     }
+}
+
+/// A Secret found for a reference, with its keys decoded.
+struct FoundSecret {
+    namespace: String,
+    keys: BTreeMap<String, Vec<u8>>,
 }
 
 /// The value of a Secret key from `stringData` or base64 `data`.

@@ -552,8 +552,27 @@ impl Validator<'_> {
     /// Warns about traffic-policy fields Strait accepts but does not act on yet.
     fn traffic_policy_not_enforced(&mut self, e: &Entry, field: &str, p: &TrafficPolicy) {
         let mut unused: Vec<&str> = Vec::new();
-        if p.tls.is_some() || p.port_level_settings.iter().any(|pl| pl.tls.is_some()) {
-            unused.push("tls");
+        for tls in p
+            .tls
+            .iter()
+            .chain(p.port_level_settings.iter().filter_map(|pl| pl.tls.as_ref()))
+        {
+            match tls.mode.as_deref() {
+                None | Some("DISABLE" | "SIMPLE" | "MUTUAL") => {}
+                Some("ISTIO_MUTUAL") => unused.push("tls.mode ISTIO_MUTUAL (the mesh's mTLS, with the sidecar)"),
+                Some(other) => self.err(
+                    e,
+                    Code::InvalidValue,
+                    &format!("{field}.tls.mode"),
+                    format!("{other:?} is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL"),
+                ),
+            }
+            if !tls.subject_alt_names.is_empty() {
+                unused.push("tls.subjectAltNames (the server is verified against the SNI name)");
+            }
+            if tls.ca_crl.is_some() {
+                unused.push("tls.caCrl");
+            }
         }
         if p.proxy_protocol.is_some() {
             unused.push("proxyProtocol");
@@ -657,14 +676,23 @@ impl Validator<'_> {
                     _ => {}
                 }
             }
-        } else if !se.endpoints.is_empty() || resolution != "NONE" {
+        } else if resolution.starts_with("DNS") && se.endpoints.is_empty() && se.workload_selector.is_none() {
+            for (i, h) in se.hosts.iter().enumerate() {
+                if h.starts_with('*') {
+                    self.err(
+                        e,
+                        Code::InvalidValue,
+                        &format!("spec.hosts[{i}]"),
+                        "a wildcard host cannot be resolved: DNS resolution without endpoints needs plain hosts",
+                    );
+                }
+            }
+        } else if resolution == "NONE" && se.endpoints.is_empty() {
             self.warn(
                 e,
                 Code::NotEnforced,
                 "spec.resolution",
-                format!(
-                    "resolution {resolution} is not resolved by this version of Strait; only STATIC endpoints are used"
-                ),
+                "resolution NONE forwards to the original destination, which only a sidecar knows; at a gateway requests to these hosts get 503",
             );
         }
     }

@@ -547,7 +547,23 @@ impl ProxyHttp for Gateway {
             return Err(no_endpoint());
         };
         ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
-        let mut peer = HttpPeer::new(endpoint.address, false, String::new());
+        let tls = place
+            .destination(&runtime)
+            .and_then(|d| runtime.upstream_tls.get(d.cluster))
+            .and_then(Option::as_ref);
+        let address = match &endpoint.hostname {
+            None => endpoint.address,
+            Some(host) => self
+                .shared
+                .dns
+                .resolve(host, endpoint.address.port())
+                .await
+                .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e))?,
+        };
+        let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
+        if let Some(t) = tls {
+            t.apply(&mut peer);
+        }
         ctx.attempts.begin_try(&route.policy, index);
         let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);
         let connect_timeout = cluster.policy.connect_timeout.unwrap_or(self.limits.connect_timeout);

@@ -11,6 +11,8 @@ use strait_config::diag::has_errors;
 use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 
 use crate::certs::{compile_certificates, CompiledCert};
+use crate::dns::Dns;
+use crate::upstream_tls::{self, CompiledUpstreamTls};
 use crate::upstreams::Upstreams;
 
 /// A snapshot with everything compiled from it; what requests read.
@@ -24,6 +26,8 @@ pub struct Runtime {
     pub warnings: Vec<Diagnostic>,
     /// Cluster and endpoint state, index-aligned with `snapshot.clusters`.
     pub upstreams: Upstreams,
+    /// Upstream TLS material, index-aligned with `snapshot.clusters`.
+    pub upstream_tls: Vec<Option<Arc<CompiledUpstreamTls>>>,
 }
 
 /// The outcome of the last configuration attempt, for `/config_dump`.
@@ -52,6 +56,8 @@ pub struct Shared {
     pub inflight: AtomicUsize,
     /// Set once SIGTERM arrived: readiness turns false.
     pub draining: AtomicBool,
+    /// Resolver for DNS endpoints.
+    pub dns: Dns,
 }
 
 impl Shared {
@@ -72,6 +78,7 @@ impl Shared {
             }),
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            dns: Dns::new(),
         }))
     }
 
@@ -150,15 +157,17 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
         }
     };
     diags.extend(warnings);
-    match compile_certificates(&snapshot) {
-        Ok(certs) => Ok(Runtime {
+    match (compile_certificates(&snapshot), upstream_tls::compile_all(&snapshot)) {
+        (Ok(certs), Ok(upstream_tls)) => Ok(Runtime {
             upstreams: Upstreams::build(&snapshot, None),
+            upstream_tls,
             snapshot,
             certs,
             warnings: sorted(diags),
         }),
-        Err(c) => {
-            diags.extend(c);
+        (certs, upstream) => {
+            diags.extend(certs.err().into_iter().flatten());
+            diags.extend(upstream.err().into_iter().flatten());
             Err(sorted(diags))
         }
     }
