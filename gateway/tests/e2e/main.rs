@@ -4,6 +4,7 @@ mod actions;
 mod balancing;
 mod check;
 mod cors;
+mod egress;
 mod k6;
 mod limits;
 mod reload;
