@@ -486,6 +486,18 @@ pub struct Forward {
     /// URI/authority rewrite.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// Where copies of the requests go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A mirror: copies of a share of the requests, answers discarded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mirror {
+    /// Index into `Snapshot::clusters`.
+    pub cluster: usize,
+    /// Share of requests, 0 to 100.
+    pub percent: f64,
 }
 
 impl Forward {

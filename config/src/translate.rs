@@ -20,7 +20,7 @@ use crate::resources::networking::{
 };
 use crate::resources::Spec;
 use crate::snapshot::{
-    Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, Listener,
+    Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, Listener, Mirror,
     PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch, TlsServer,
     UpstreamTls, VirtualHost, WeightedCluster,
 };
@@ -543,18 +543,41 @@ impl<'a> Translator<'a> {
                 }
             };
         }
-        for unsupported in [("mirror", rule.mirror.is_some() || !rule.mirrors.is_empty())] {
-            if unsupported.1 {
+        // Istio: `mirror` with `mirrorPercentage` (or the old `mirrorPercent`), all
+        // requests when neither is set; `mirrors` each with its own percentage.
+        let single_mirror = rule.mirror.as_ref().map(|d| {
+            let percent = rule
+                .mirror_percentage
+                .as_ref()
+                .and_then(|p| p.value)
+                .or(rule.mirror_percent.map(|p| p as f64))
+                .unwrap_or(100.0);
+            (format!("{field}.mirror"), d, percent)
+        });
+        let listed = rule.mirrors.iter().enumerate().map(|(i, m)| {
+            let percent = m.percentage.as_ref().and_then(|p| p.value).unwrap_or(100.0);
+            (format!("{field}.mirrors[{i}].destination"), &m.destination, percent)
+        });
+        let mut mirrors = Vec::new();
+        for (mfield, dest, percent) in single_mirror.into_iter().chain(listed) {
+            let cluster = self.cluster(
+                entry,
+                &mfield,
+                &fqdn(&dest.host, vs_ns),
+                dest.port.as_ref().and_then(|p| p.number),
+                dest.subset.as_deref(),
+                port,
+            );
+            if self.clusters.get(cluster).is_some_and(|c| c.policy.tls.is_some()) {
                 self.diags.push(entry.diag(
                     Severity::Warning,
                     Code::NotEnforced,
-                    &format!("{field}.{}", unsupported.0),
-                    format!(
-                        "{} is accepted but not enforced by this version of Strait",
-                        unsupported.0
-                    ),
+                    &mfield,
+                    "mirroring to a destination with upstream TLS is not supported by this version of Strait; no copies are sent",
                 ));
+                continue;
             }
+            mirrors.push(Mirror { cluster, percent });
         }
         let single = rule.route.len() == 1;
         let mut destinations = Vec::new();
@@ -605,6 +628,7 @@ impl<'a> Translator<'a> {
             destinations,
             total_weight,
             rewrite,
+            mirrors,
         }))
     }
 

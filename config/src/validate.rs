@@ -234,6 +234,38 @@ impl Validator<'_> {
     }
 
     fn http_route(&mut self, e: &Entry, f: &str, r: &HttpRoute) {
+        let shares = std::iter::once((
+            "mirrorPercentage".to_string(),
+            r.mirror_percentage.as_ref().and_then(|p| p.value),
+        ))
+        .chain(std::iter::once((
+            "mirrorPercent".to_string(),
+            r.mirror_percent.map(|p| p as f64),
+        )))
+        .chain(r.mirrors.iter().enumerate().map(|(i, m)| {
+            (
+                format!("mirrors[{i}].percentage"),
+                m.percentage.as_ref().and_then(|p| p.value),
+            )
+        }));
+        for (field, share) in shares {
+            if let Some(v) = share.filter(|v| !(0.0..=100.0).contains(v)) {
+                self.err(
+                    e,
+                    Code::InvalidValue,
+                    &format!("{f}.{field}"),
+                    format!("{v} is not a percentage in [0, 100]"),
+                );
+            }
+        }
+        if r.mirror.is_some() && !r.mirrors.is_empty() {
+            self.err(
+                e,
+                Code::Conflict,
+                &format!("{f}.mirrors"),
+                "mirror and mirrors are mutually exclusive",
+            );
+        }
         let mut compile = |re: &str| crate::translate::compile_full_match(re, false).map(std::sync::Arc::new);
         if let Err(errors) = crate::policy::route_policy(r, &mut compile) {
             for p in errors {

@@ -77,6 +77,7 @@ mod tests {
         let endpoints: Vec<Endpoint> = (0..3u16)
             .map(|i| Endpoint {
                 address: ([127, 0, 0, 1], 9000 + i).into(),
+                hostname: None,
                 labels: Default::default(),
             })
             .collect();

@@ -6,7 +6,9 @@
 //! Tests steer it from the query string (or the `x-echo-*` headers):
 //! - `status=503`: answer with that status;
 //! - `delay_ms=200`: wait before answering (at most 60 s);
-//! - `key=k1`: count requests per key; the count is reported as `seen`;
+//! - `key=k1`: count requests per key; the count is reported as `seen`, and the
+//!   previous request with that key (method, path, host, content length) as `previous`;
+//!   with `peek=1` the request reports them without being counted itself;
 //! - `fail=2&key=k1`: the first 2 requests with that key get `fail_status` (503);
 //! - `reset=1`: close the connection without answering;
 //! - `stall=1`: never answer (the client has to give up).
@@ -57,8 +59,8 @@ struct Shared {
     config: EchoConfig,
     // Validated once at start so a bad name fails loudly instead of on every request.
     name_header: HeaderValue,
-    /// Requests seen per `key`.
-    seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Requests seen per `key`, and the last of them.
+    seen: std::sync::Mutex<std::collections::HashMap<String, (u64, serde_json::Value)>>,
 }
 
 /// The answer the request asked for.
@@ -71,6 +73,7 @@ struct Controls {
     fail_status: Option<u16>,
     reset: bool,
     stall: bool,
+    peek: bool,
 }
 
 impl Controls {
@@ -89,6 +92,7 @@ impl Controls {
                 "fail_status" => c.fail_status = v.parse().ok(),
                 "reset" => c.reset = v != "0",
                 "stall" => c.stall = v != "0",
+                "peek" => c.peek = v != "0",
                 _ => {}
             }
         }
@@ -179,12 +183,26 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, ResetRequested> {
     let (parts, body) = req.into_parts();
     let controls = Controls::from_request(&parts.uri, &parts.headers);
-    let seen = controls.key.as_ref().map(|k| {
-        let mut seen = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let n = seen.entry(k.clone()).or_insert(0);
-        *n += 1;
-        *n
+    let summary = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        "host": parts.headers.get(header::HOST).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
     });
+    let (seen, previous) = match controls.key.as_ref() {
+        Some(k) => {
+            let mut seen = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = seen.entry(k.clone()).or_insert((0, serde_json::Value::Null));
+            if controls.peek {
+                (Some(entry.0), entry.1.clone())
+            } else {
+                entry.0 += 1;
+                let previous = std::mem::replace(&mut entry.1, summary);
+                (Some(entry.0), previous)
+            }
+        }
+        None => (None, serde_json::Value::Null),
+    };
     if controls.reset {
         return Err(ResetRequested);
     }
@@ -250,6 +268,7 @@ async fn handle(
         "body_bytes": body_bytes,
         "peer": peer.to_string(),
         "seen": seen,
+        "previous": previous,
     });
     Ok(json_response(status, &shared, body))
 }

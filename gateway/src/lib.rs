@@ -10,6 +10,7 @@ pub mod cors;
 pub mod dns;
 pub mod echo;
 pub mod memory;
+pub mod mirror;
 pub mod proxy;
 pub mod reload;
 pub mod retry;

@@ -21,6 +21,7 @@ use strait_config::snapshot::{
 use crate::balance;
 use crate::certs::TlsInfo;
 use crate::cors;
+use crate::mirror::PendingCopy;
 use crate::retry::{Attempts, Failure};
 use crate::state::{InflightGuard, Runtime, Shared};
 use crate::upstreams::{ActiveGuard, Admission, ClusterState, Outcome};
@@ -82,6 +83,10 @@ pub struct RequestCtx {
     hash: Option<u64>,
     /// A generated hash cookie to hand to the client.
     set_cookie: Option<HeaderValue>,
+    /// A mirrored copy waiting for the request body.
+    mirror: Option<PendingCopy>,
+    /// Mirroring was decided (once per request, not per try).
+    mirror_decided: bool,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -369,6 +374,47 @@ fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
 }
 
+impl Gateway {
+    /// A copy of the upstream request for the route's mirrors that won their roll.
+    async fn mirror_copy(&self, ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
+        let runtime = ctx.runtime.clone();
+        let Action::Forward(forward) = &ctx.place().route(&runtime)?.action else {
+            return None;
+        };
+        let mut targets = Vec::new();
+        for m in forward.mirrors.iter().filter(|m| roll(m.percent)) {
+            let (Some(cluster), Some(state)) = (
+                runtime.snapshot.clusters.get(m.cluster),
+                runtime.upstreams.clusters.get(m.cluster),
+            ) else {
+                continue;
+            };
+            let Some(endpoint) =
+                balance::choose(cluster, state, None, |_| false).and_then(|i| cluster.endpoints.get(i))
+            else {
+                continue;
+            };
+            match &endpoint.hostname {
+                None => targets.push(endpoint.address),
+                Some(host) => match self.shared.dns.resolve(host, endpoint.address.port()).await {
+                    Ok(a) => targets.push(a),
+                    Err(e) => log::debug!("mirror: {e}"),
+                },
+            }
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        Some(PendingCopy::new(
+            targets,
+            upstream.method.clone(),
+            path_and_query(upstream),
+            &upstream.headers,
+            authority(upstream),
+        ))
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -395,6 +441,8 @@ impl ProxyHttp for Gateway {
             endpoint: None,
             hash: None,
             set_cookie: None,
+            mirror: None,
+            mirror_decided: false,
         }
     }
 
@@ -702,6 +750,37 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         if upstream.headers.get(&X_REQUEST_ID).is_none() {
             upstream.insert_header("x-request-id", request_id())?;
+        }
+        if !ctx.mirror_decided {
+            ctx.mirror_decided = true;
+            if let Some(copy) = self.mirror_copy(ctx, upstream).await {
+                if session.is_body_empty() {
+                    self.shared.mirrors.send(copy);
+                } else {
+                    ctx.mirror = Some(copy);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(copy), Some(chunk)) = (ctx.mirror.as_mut(), body.as_ref()) {
+            if !copy.push(chunk) {
+                log::debug!("request body over {} bytes: not mirrored", crate::mirror::MAX_BODY);
+                ctx.mirror = None;
+            }
+        }
+        if end_of_stream {
+            if let Some(copy) = ctx.mirror.take() {
+                self.shared.mirrors.send(copy);
+            }
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 
 use crate::certs::{compile_certificates, CompiledCert};
 use crate::dns::Dns;
+use crate::mirror::Mirrors;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
 use crate::upstreams::Upstreams;
 
@@ -58,6 +59,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Resolver for DNS endpoints.
     pub dns: Dns,
+    /// Sender of mirrored requests.
+    pub mirrors: Mirrors,
 }
 
 impl Shared {
@@ -79,6 +82,7 @@ impl Shared {
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             dns: Dns::new(),
+            mirrors: Mirrors::default(),
         }))
     }
 

@@ -135,13 +135,13 @@ pub struct HttpRoute {
     /// Fault injection.
     pub fault: Option<HttpFaultInjection>,
     /// Mirror destination.
-    pub mirror: Option<Value>,
+    pub mirror: Option<Destination>,
     /// Several mirrors.
-    pub mirrors: Vec<Value>,
+    pub mirrors: Vec<HttpMirrorPolicy>,
     /// Mirror percentage.
-    pub mirror_percentage: Option<Value>,
+    pub mirror_percentage: Option<Percent>,
     /// Deprecated mirror percent.
-    pub mirror_percent: Option<Value>,
+    pub mirror_percent: Option<i64>,
     /// CORS policy.
     pub cors_policy: Option<CorsPolicy>,
     /// Header manipulation.
@@ -307,6 +307,16 @@ pub struct HeaderOperations {
     pub add: BTreeMap<String, String>,
     /// Remove.
     pub remove: Vec<String>,
+}
+
+/// One of several mirrors.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpMirrorPolicy {
+    /// Where copies go.
+    pub destination: Destination,
+    /// Share of requests copied (all when absent).
+    pub percentage: Option<Percent>,
 }
 
 /// Retry policy of a route.

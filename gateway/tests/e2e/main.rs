@@ -7,6 +7,7 @@ mod cors;
 mod egress;
 mod k6;
 mod limits;
+mod mirror;
 mod reload;
 mod resilience;
 mod routing;

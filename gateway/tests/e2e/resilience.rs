@@ -86,11 +86,11 @@ impl Setup {
         (status, resp.text().await.unwrap_or_default(), started.elapsed())
     }
 
-    /// How many requests with `key` the backend has seen (this query included).
+    /// How many requests with `key` the backend has seen.
     async fn seen(&self, key: &str) -> u64 {
-        let url = format!("http://{}/?key={key}", self.backend.addr);
+        let url = format!("http://{}/?key={key}&peek=1", self.backend.addr);
         let body: serde_json::Value = reqwest::get(url).await.expect("backend").json().await.expect("json");
-        body["seen"].as_u64().expect("seen") - 1
+        body["seen"].as_u64().expect("seen")
     }
 }
 
