@@ -17,6 +17,8 @@ struct PortDef {
     number: u16,
     name: String,
     target: Option<u16>,
+    /// Istio protocol, uppercase (HTTP, HTTP2, GRPC, ...), when declared.
+    protocol: Option<String>,
 }
 
 /// An endpoint before its port is chosen.
@@ -88,6 +90,7 @@ impl Registry {
                         number: port_u16(p.number)?,
                         name: p.name.clone().unwrap_or_default(),
                         target: port_u16(p.target_port),
+                        protocol: p.protocol.as_deref().map(str::to_ascii_uppercase),
                     })
                 })
                 .collect();
@@ -159,6 +162,7 @@ impl Registry {
                     number,
                     name: p.name.clone().unwrap_or_default(),
                     target,
+                    protocol: service_port_protocol(p.app_protocol.as_deref(), p.name.as_deref()),
                 });
             }
             for (slice_entry, slice) in &slices {
@@ -219,6 +223,17 @@ impl Registry {
         (self.policies.get(host), subset)
     }
 
+    /// The protocol declared for `host`'s `port`, uppercase.
+    pub fn port_protocol(&self, host: &str, port: u16) -> Option<&str> {
+        self.services
+            .get(host)?
+            .ports
+            .iter()
+            .find(|p| p.number == port)?
+            .protocol
+            .as_deref()
+    }
+
     /// The service port and endpoints (optionally of a subset) for a destination.
     pub fn resolve(
         &self,
@@ -267,6 +282,22 @@ impl Registry {
             .collect();
         Ok((port_def.number, endpoints))
     }
+}
+
+/// Istio's protocol selection for a Service port: `appProtocol`, else the name's
+/// prefix (`grpc-web`, `http2-`...).
+fn service_port_protocol(app_protocol: Option<&str>, name: Option<&str>) -> Option<String> {
+    let from = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        let p = match s.as_str() {
+            "kubernetes.io/h2c" => "HTTP2",
+            _ => ["grpc-web", "grpc", "http2", "https", "http", "tcp", "tls", "mongo"]
+                .into_iter()
+                .find(|p| s == *p || s.starts_with(&format!("{p}-")))?,
+        };
+        Some(p.to_ascii_uppercase())
+    };
+    app_protocol.and_then(from).or_else(|| name.and_then(from))
 }
 
 fn ports_map(ports: &BTreeMap<String, i64>) -> BTreeMap<String, u16> {

@@ -634,6 +634,14 @@ pub struct Cluster {
     pub next: AtomicUsize,
 }
 
+impl Cluster {
+    /// A stable key for the cluster's connection pool: connections are never shared
+    /// between clusters (two clusters may reach one address with different TLS roots).
+    pub fn pool_key(&self) -> u64 {
+        hash_bytes(self.name.as_bytes())
+    }
+}
+
 /// How a cluster is used: Istio's DestinationRule traffic policy, compiled.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterPolicy {

@@ -669,6 +669,14 @@ impl<'a> Translator<'a> {
         if let Some(tls) = &effective.tls {
             policy.tls = self.upstream_tls(entry, field, host, tls);
         }
+        // HTTP/2 upstream for ports declared HTTP2 or gRPC, as Istio does; for HTTP
+        // ports when the DestinationRule asks (h2UpgradePolicy: UPGRADE).
+        if matches!(
+            self.registry.port_protocol(host, port),
+            Some("HTTP2" | "GRPC" | "GRPC-WEB")
+        ) {
+            policy.h2_upstream = true;
+        }
         self.clusters.push(Cluster {
             name: name.clone(),
             host: host.to_string(),

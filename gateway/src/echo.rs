@@ -170,7 +170,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, builder: Arc<auto::Builder<T
         log::debug!("echo: set_nodelay for {peer} failed: {e}");
     }
     let service = service_fn(move |req| handle(req, peer, Arc::clone(&shared)));
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await
+    {
         log::debug!("echo: connection from {peer} ended with error: {e}");
     }
 }
@@ -181,6 +184,9 @@ async fn handle(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, ResetRequested> {
+    if is_websocket(&req) {
+        return Ok(websocket(req, &shared));
+    }
     let (parts, body) = req.into_parts();
     let controls = Controls::from_request(&parts.uri, &parts.headers);
     let summary = serde_json::json!({
@@ -271,6 +277,65 @@ async fn handle(
         "previous": previous,
     });
     Ok(json_response(status, &shared, body))
+}
+
+fn is_websocket(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Accepts a WebSocket upgrade and echoes each text message as `<name>: <text>`
+/// (binary messages unchanged) until the client closes.
+fn websocket(mut req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+
+    let Some(key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            shared,
+            serde_json::json!({ "error": "websocket upgrade without sec-websocket-key" }),
+        );
+    };
+    let name = shared.config.name.clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                log::debug!("echo: websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = ws.next().await {
+            let reply = match message {
+                Message::Text(text) => Message::text(format!("{name}: {}", text.as_str())),
+                Message::Binary(bytes) => Message::Binary(bytes),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    headers.insert(NAME_HEADER, shared.name_header.clone());
+    response
 }
 
 /// Renders `body` as an `application/json` response carrying the server name header.

@@ -618,6 +618,12 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(try_timeout.map_or(connect_timeout, |t| t.min(connect_timeout)));
         peer.options.read_timeout = try_timeout;
         peer.options.idle_timeout = cluster.policy.idle_timeout;
+        peer.group_key = cluster.pool_key();
+        if cluster.policy.h2_upstream {
+            // Prior knowledge over plain TCP (h2c), ALPN h2 over TLS; streams multiplexed.
+            peer.options.set_http_version(2, 2);
+            peer.options.max_h2_streams = 100;
+        }
         Ok(Box::new(peer))
     }
 

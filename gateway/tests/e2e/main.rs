@@ -8,6 +8,7 @@ mod egress;
 mod k6;
 mod limits;
 mod mirror;
+mod protocols;
 mod reload;
 mod resilience;
 mod routing;

@@ -1,0 +1,80 @@
+//! Protocols through the gateway: WebSocket upgrades, and HTTP/2 to upstreams
+//! whose port says HTTP2/GRPC or whose DestinationRule asks for the upgrade.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+const CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app, namespace: default}
+spec:
+  hosts: [app.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /h2}}]
+    route: [{destination: {host: h2.internal}}]
+  - match: [{uri: {prefix: /upgraded}}]
+    route: [{destination: {host: upgraded.internal}}]
+  - route: [{destination: {host: plain.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: upgraded, namespace: default}
+spec:
+  host: upgraded.internal
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+"#;
+
+fn service(host: &str, protocol: &str, port: u16) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: web, protocol: {protocol}}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{web: {port}}}}}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_and_http2_upstreams() {
+    let backend = echo("ws-backend", "v1").await;
+    let port = backend.addr.port();
+    let config = http_gateway("[app.example.com]")
+        + CONFIG
+        + &service("plain.internal", "HTTP", port)
+        + &service("h2.internal", "HTTP2", port)
+        + &service("upgraded.internal", "HTTP", port);
+    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
+    let c = client(&[("app.example.com", gw.http)], &[]);
+    let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http);
+
+    // The protocol the backend saw on each kind of port.
+    let (_, body) = get_json(&c, &url("/plain"), &[]).await;
+    assert_eq!(body["protocol"], "HTTP/1.1");
+    let (_, body) = get_json(&c, &url("/h2"), &[]).await;
+    assert_eq!(body["protocol"], "HTTP/2.0", "an HTTP2 port is spoken to in HTTP/2");
+    let (_, body) = get_json(&c, &url("/upgraded"), &[]).await;
+    assert_eq!(body["protocol"], "HTTP/2.0", "h2UpgradePolicy UPGRADE");
+
+    // A WebSocket session through the gateway, several messages each way.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
+        .await
+        .expect("connect");
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://app.example.com:{}/chat", gw.http), stream)
+        .await
+        .expect("websocket handshake through the gateway");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "second message", "third"] {
+        ws.send(Message::text(text)).await.expect("send");
+        let reply = ws
+            .next()
+            .await
+            .expect("a reply")
+            .unwrap_or_else(|e| panic!("{e}: {}", gw.log()));
+        assert_eq!(reply.into_text().expect("text").as_str(), format!("ws-backend: {text}"));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.expect("send");
+    let reply = ws.next().await.expect("a reply").expect("a message");
+    assert_eq!(reply.into_data().as_ref(), &[0u8, 1, 2, 255]);
+    ws.close(None).await.expect("close");
+}
