@@ -35,6 +35,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// What to do with request headers whose names contain underscores.
+    pub underscores: Underscores,
+    /// A request whose connection stays silent this long (reading or writing) is ended.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -43,8 +47,22 @@ impl Default for Limits {
             max_headers: 100,
             max_header_bytes: 60 * 1024,
             connect_timeout: Duration::from_secs(10),
+            underscores: Underscores::Reject,
+            stream_idle_timeout: Duration::from_secs(300),
         }
     }
+}
+
+/// Envoy's `headers_with_underscores_action`: such names are a classic way to
+/// smuggle a header past checks that normalise `_` and `-` differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Underscores {
+    /// Answer 400.
+    Reject,
+    /// Remove those headers and go on.
+    Drop,
+    /// Pass them on.
+    Allow,
 }
 
 /// The proxy for one listener.
@@ -447,6 +465,33 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        session.set_read_timeout(Some(self.limits.stream_idle_timeout));
+        session.set_write_timeout(Some(self.limits.stream_idle_timeout));
+        if self.limits.underscores != Underscores::Allow
+            && session.req_header().headers.keys().any(|k| k.as_str().contains('_'))
+        {
+            if self.limits.underscores == Underscores::Reject {
+                session.set_keepalive(None);
+                return respond(
+                    session,
+                    400,
+                    &[],
+                    None,
+                    Bytes::from_static(b"header name with underscore"),
+                )
+                .await;
+            }
+            let names: Vec<HeaderName> = session
+                .req_header()
+                .headers
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .cloned()
+                .collect();
+            for name in names {
+                session.req_header_mut().remove_header(&name);
+            }
+        }
         let req = session.req_header();
         if req.headers.len() > self.limits.max_headers || header_bytes(req) > self.limits.max_header_bytes {
             session.set_keepalive(None);

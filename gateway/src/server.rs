@@ -76,6 +76,10 @@ fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Option
     let list = limits.max_header_bytes + 32 * (limits.max_headers + 1);
     o.max_header_list_size(u32::try_from(list).unwrap_or(u32::MAX));
     o.max_concurrent_streams(100);
+    // Envoy's edge best practice: small stream windows bound what one client can
+    // make the gateway buffer.
+    o.initial_window_size(64 * 1024);
+    o.initial_connection_window_size(1024 * 1024);
     o
 }
 

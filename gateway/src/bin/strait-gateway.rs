@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use strait_config::{Role, Scope, Severity};
-use strait_gateway::proxy::Limits;
+use strait_gateway::proxy::{Limits, Underscores};
 use strait_gateway::server::{build, Options, StartError};
 
 /// jemalloc rather than glibc: with its background thread, memory freed after a
@@ -63,6 +63,12 @@ struct Cli {
     /// Most KiB of request headers accepted (431 beyond).
     #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS_KB", default_value_t = 60)]
     max_request_headers_kb: usize,
+    /// Request headers with `_` in their names: reject (400), drop, or allow.
+    #[arg(long, env = "STRAIT_HEADERS_WITH_UNDERSCORES", value_enum, default_value = "reject")]
+    headers_with_underscores: Underscores,
+    /// Seconds a request may see no traffic (reading or writing) before it is ended.
+    #[arg(long, env = "STRAIT_STREAM_IDLE_TIMEOUT", default_value_t = 300)]
+    stream_idle_timeout: u64,
     /// Worker threads per listener (default: one per core).
     #[arg(long, env = "STRAIT_THREADS")]
     threads: Option<usize>,
@@ -159,6 +165,8 @@ fn run() -> anyhow::Result<ExitCode> {
         limits: Limits {
             max_headers: cli.max_request_headers,
             max_header_bytes: cli.max_request_headers_kb * 1024,
+            underscores: cli.headers_with_underscores,
+            stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
             ..Limits::default()
         },
     };

@@ -51,3 +51,37 @@ fn header_limits_and_slow_clients() {
     // The gateway still serves others.
     assert_eq!(raw_status(gw.http, &request(2, 1)), Some(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_with_underscores() {
+    let backend = echo("backend", "v1").await;
+    let config = http_gateway("[app.example.com]")
+        + "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: default}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: backend}}]\n";
+    let backend_yaml = backend_entry(&[("v1", backend.addr.port())]);
+    let files = [("app.yaml", config.as_str()), ("backend.yaml", backend_yaml.as_str())];
+
+    // Rejected by default: the classic way to slip `x_user` past a check on `x-user`.
+    let (gw, _dir) = start_with(&files);
+    let c = client(&[("app.example.com", gw.http)], &[]);
+    let url = format!("http://app.example.com:{}/", gw.http);
+    let (status, _) = get_json(&c, &url, &[("x_user", "admin")]).await;
+    assert_eq!(status, 400);
+    let (status, body) = get_json(&c, &url, &[("x-user", "someone")]).await;
+    assert_eq!((status, body["headers"]["x-user"].as_str()), (200, Some("someone")));
+
+    // Dropped on request: the request goes on without them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write");
+    }
+    let gw = Gateway::start(dir.path(), &["--headers-with-underscores", "drop"]);
+    let c = client(&[("app.example.com", gw.http)], &[]);
+    let (status, body) = get_json(
+        &c,
+        &format!("http://app.example.com:{}/", gw.http),
+        &[("x_user", "admin")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body["headers"].get("x_user").is_none(), "{body}");
+}
