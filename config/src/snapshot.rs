@@ -44,6 +44,11 @@ pub enum Protocol {
     Http,
     /// TLS-terminated HTTP/1.1 and HTTP/2.
     Https,
+    /// Plain TCP, proxied by `tcp` routes.
+    Tcp,
+    /// TLS passed through unopened, routed by SNI (`tls` routes).
+    #[serde(rename = "TLS_PASSTHROUGH")]
+    TlsPassthrough,
 }
 
 /// One port of the proxy.
@@ -61,6 +66,56 @@ pub struct Listener {
     pub virtual_hosts: Vec<VirtualHost>,
     /// Host lookup into `virtual_hosts`.
     pub hosts: HostTable,
+    /// TCP and TLS routes, in order (TCP and TLS_PASSTHROUGH listeners).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l4_routes: Vec<L4Route>,
+}
+
+/// A TCP route, or a TLS route matching SNI names.
+#[derive(Debug, Clone, Serialize)]
+pub struct L4Route {
+    /// The resource and rule it came from.
+    pub source: String,
+    /// SNI names (`*.suffix` allowed) for TLS routes; empty matches every connection.
+    pub sni_hosts: Vec<String>,
+    /// Destinations with weights.
+    pub destinations: Vec<WeightedCluster>,
+    /// Sum of the weights.
+    pub total_weight: u32,
+}
+
+impl L4Route {
+    /// Whether a connection with `sni` (lowercase; None when the client sent none) matches.
+    pub fn matches_sni(&self, sni: Option<&str>) -> bool {
+        self.sni_hosts.is_empty()
+            || sni.is_some_and(|sni| {
+                self.sni_hosts.iter().any(|h| match h.strip_prefix('*') {
+                    Some(suffix) => sni.len() > suffix.len() && sni.ends_with(suffix),
+                    None => h == sni,
+                })
+            })
+    }
+
+    /// A destination picked by weight.
+    pub fn pick(&self) -> Option<&WeightedCluster> {
+        pick_weighted(&self.destinations, self.total_weight).and_then(|i| self.destinations.get(i))
+    }
+}
+
+/// The index of a destination picked by weight (thread-local random, no locks).
+pub fn pick_weighted(destinations: &[WeightedCluster], total_weight: u32) -> Option<usize> {
+    let last = destinations.len().checked_sub(1)?;
+    if last == 0 || total_weight == 0 {
+        return Some(0);
+    }
+    let mut n = fastrand::u32(0..total_weight);
+    for (i, d) in destinations.iter().enumerate() {
+        if n < d.weight {
+            return Some(i);
+        }
+        n -= d.weight;
+    }
+    Some(last)
 }
 
 /// An HTTPS server block: its SNI names and certificate.
@@ -508,18 +563,7 @@ impl Forward {
 
     /// The index of a destination picked by weight.
     pub fn pick_index(&self) -> Option<usize> {
-        let last = self.destinations.len().checked_sub(1)?;
-        if last == 0 || self.total_weight == 0 {
-            return Some(0);
-        }
-        let mut n = fastrand::u32(0..self.total_weight);
-        for (i, d) in self.destinations.iter().enumerate() {
-            if n < d.weight {
-                return Some(i);
-            }
-            n -= d.weight;
-        }
-        Some(last)
+        pick_weighted(&self.destinations, self.total_weight)
     }
 }
 

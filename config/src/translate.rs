@@ -15,14 +15,14 @@ use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
 use crate::policy::route_policy;
 use crate::registry::{selects, Registry, ResolveError};
 use crate::resources::networking::{
-    ClientTlsSettings, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, Labels, Server,
+    ClientTlsSettings, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, L4Match, Labels, Server,
     StringMatch, VirtualServiceSpec,
 };
 use crate::resources::Spec;
 use crate::snapshot::{
-    Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, Listener, Mirror,
-    PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch, TlsServer,
-    UpstreamTls, VirtualHost, WeightedCluster,
+    Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, L4Route,
+    Listener, Mirror, PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch,
+    TlsServer, UpstreamTls, VirtualHost, WeightedCluster,
 };
 
 /// The role a proxy plays.
@@ -130,9 +130,21 @@ impl<'a> Translator<'a> {
             .and_then(|p| p.protocol.as_deref())
             .unwrap_or("")
             .to_ascii_uppercase();
+        let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref()).unwrap_or("SIMPLE");
         let protocol = match proto.as_str() {
             "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Protocol::Http,
             "HTTPS" => Protocol::Https,
+            "TCP" | "MONGO" => Protocol::Tcp,
+            "TLS" if mode == "PASSTHROUGH" => Protocol::TlsPassthrough,
+            "TLS" => {
+                self.diags.push(gw_entry.diag(
+                    Severity::Warning,
+                    Code::NotEnforced,
+                    &format!("{field}.tls.mode"),
+                    format!("TLS servers with tls.mode {mode} are not served by this version of Strait (PASSTHROUGH is); server skipped"),
+                ));
+                return;
+            }
             other => {
                 self.diags.push(gw_entry.diag(
                     Severity::Warning,
@@ -143,7 +155,6 @@ impl<'a> Translator<'a> {
                 return;
             }
         };
-        let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref()).unwrap_or("SIMPLE");
         if protocol == Protocol::Https && mode != "SIMPLE" {
             self.diags.push(gw_entry.diag(
                 Severity::Warning,
@@ -159,7 +170,10 @@ impl<'a> Translator<'a> {
                     Severity::Error,
                     Code::Conflict,
                     &format!("{field}.port"),
-                    format!("port {port} is declared both as HTTP and HTTPS"),
+                    format!(
+                        "port {port} is declared with two protocols ({:?} and {protocol:?})",
+                        self.listeners[i].protocol
+                    ),
                 ));
                 return;
             }
@@ -172,6 +186,7 @@ impl<'a> Translator<'a> {
                     sni: Default::default(),
                     virtual_hosts: Vec::new(),
                     hosts: Default::default(),
+                    l4_routes: Vec::new(),
                 });
                 self.listeners.len() - 1
             }
@@ -228,6 +243,12 @@ impl<'a> Translator<'a> {
                 }
             }
             if domains.is_empty() {
+                continue;
+            }
+            if matches!(protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
+                let tls = protocol == Protocol::TlsPassthrough;
+                let routes = self.l4_routes(vs_entry, vs, gw_ns, &gw_entry.resource.name, port, tls);
+                self.listeners[li].l4_routes.extend(routes);
                 continue;
             }
             let routes = self.routes(vs_entry, vs, gw_ns, &gw_entry.resource.name, port);
@@ -422,6 +443,77 @@ impl<'a> Translator<'a> {
             });
         }
         routes
+    }
+
+    /// A VirtualService's `tcp` (or, for TLS passthrough, `tls`) routes on one gateway port.
+    fn l4_routes(
+        &mut self,
+        entry: &Entry,
+        vs: &VirtualServiceSpec,
+        gw_ns: &str,
+        gw_name: &str,
+        port: u16,
+        tls: bool,
+    ) -> Vec<L4Route> {
+        let vs_ns = entry.resource.namespace.as_str();
+        let (kind, rules) = if tls { ("tls", &vs.tls) } else { ("tcp", &vs.tcp) };
+        let mut out = Vec::new();
+        for (ri, rule) in rules.iter().enumerate() {
+            let (matches, route) = (&rule.matches, &rule.route);
+            let field = format!("spec.{kind}[{ri}]");
+            let applicable: Vec<&L4Match> = matches
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == i64::from(port)))
+                .filter(|m| {
+                    m.gateways.is_empty()
+                        || m.gateways
+                            .iter()
+                            .filter_map(|g| gateway_ref(g, vs_ns))
+                            .any(|(ns, n)| ns == gw_ns && n == gw_name)
+                })
+                .collect();
+            if !matches.is_empty() && applicable.is_empty() {
+                continue;
+            }
+            let mut sni_hosts: Vec<String> = applicable
+                .iter()
+                .flat_map(|m| m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()))
+                .collect();
+            sni_hosts.dedup();
+            let single = route.len() == 1;
+            let mut destinations = Vec::new();
+            for (di, d) in route.iter().enumerate() {
+                let Some(dest) = &d.destination else { continue };
+                let weight = d
+                    .weight
+                    .map_or(if single { 100 } else { 0 }, |w| u32::try_from(w).unwrap_or(0));
+                if weight == 0 && !single {
+                    continue;
+                }
+                let cluster = self.cluster(
+                    entry,
+                    &format!("{field}.route[{di}].destination"),
+                    &fqdn(&dest.host, vs_ns),
+                    dest.port.as_ref().and_then(|p| p.number),
+                    dest.subset.as_deref(),
+                    port,
+                );
+                destinations.push(WeightedCluster {
+                    cluster,
+                    weight,
+                    request_headers: HeaderOps::default(),
+                    response_headers: HeaderOps::default(),
+                });
+            }
+            let total_weight = destinations.iter().map(|d| d.weight).sum();
+            out.push(L4Route {
+                source: format!("VirtualService {vs_ns}/{} {kind}[{ri}]", entry.resource.name),
+                sni_hosts,
+                destinations,
+                total_weight,
+            });
+        }
+        out
     }
 
     fn request_match(&mut self, entry: &Entry, field: &str, m: &HttpMatchRequest) -> Option<RequestMatch> {

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cors;
 pub mod dns;
 pub mod echo;
+pub mod l4;
 pub mod memory;
 pub mod mirror;
 pub mod proxy;

@@ -18,6 +18,7 @@ use strait_config::{Diagnostic, Scope};
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
 use crate::certs::{HandshakeInfo, SniResolver};
+use crate::l4::L4App;
 use crate::proxy::{Gateway, Limits};
 use crate::reload::{Drain, Watcher};
 use crate::state::Shared;
@@ -104,6 +105,19 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         let port = listener.port;
         let bound = opts.port_map.get(&port).copied().unwrap_or(port);
         let addr = SocketAddr::new(opts.bind, bound).to_string();
+        if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
+            let app = L4App {
+                shared: shared.clone(),
+                port,
+                tls: listener.protocol == Protocol::TlsPassthrough,
+                connect_timeout: opts.limits.connect_timeout,
+            };
+            let mut service = Service::new(format!("listener {port}"), app);
+            service.add_tcp(&addr);
+            log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
+            server.add_service(service);
+            continue;
+        }
         let tls = listener.protocol == Protocol::Https;
         let gateway = Gateway {
             shared: shared.clone(),

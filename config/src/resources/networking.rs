@@ -101,12 +101,58 @@ pub struct VirtualServiceSpec {
     pub gateways: Vec<String>,
     /// HTTP routes, in order.
     pub http: Vec<HttpRoute>,
-    /// TLS routes.
-    pub tls: Vec<Value>,
+    /// TLS routes (passthrough, by SNI).
+    pub tls: Vec<TlsRoute>,
     /// TCP routes.
-    pub tcp: Vec<Value>,
+    pub tcp: Vec<TcpRoute>,
     /// Namespaces this is exported to.
     pub export_to: Vec<String>,
+}
+
+/// A TCP route, or a TLS route (whose matches carry `sniHosts`): Istio's TCPRoute
+/// and TLSRoute have the same shape.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct L4RouteSpec {
+    /// Match conditions, OR'd.
+    #[serde(rename = "match")]
+    pub matches: Vec<L4Match>,
+    /// Weighted destinations.
+    pub route: Vec<RouteDestination>,
+}
+
+/// A TLS route: connections whose SNI matches go to the destinations, unopened.
+pub type TlsRoute = L4RouteSpec;
+
+/// A TCP route.
+pub type TcpRoute = L4RouteSpec;
+
+/// Istio's TLSMatchAttributes and L4MatchAttributes (sniHosts only for TLS).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct L4Match {
+    /// SNI names (TLS routes).
+    pub sni_hosts: Vec<String>,
+    /// Destination IP ranges.
+    pub destination_subnets: Vec<String>,
+    /// Gateway port.
+    pub port: Option<i64>,
+    /// Source workload labels (sidecars).
+    pub source_labels: Labels,
+    /// Gateways this match applies to.
+    pub gateways: Vec<String>,
+    /// Source namespace (sidecars).
+    pub source_namespace: Option<String>,
+}
+
+/// A weighted destination of a TCP or TLS route.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteDestination {
+    /// Where to send.
+    pub destination: Option<Destination>,
+    /// Relative weight.
+    pub weight: Option<i64>,
 }
 
 /// One HTTP route rule.

@@ -7,6 +7,7 @@ mod cors;
 mod egress;
 mod h2_floods;
 mod k6;
+mod l4;
 mod limits;
 mod mirror;
 mod protocols;
