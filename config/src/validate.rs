@@ -324,6 +324,14 @@ impl Validator<'_> {
                 );
             }
         }
+        if r.retries.as_ref().is_some_and(|x| x.retry_remote_localities.is_some()) {
+            self.diags.push(e.diag(
+                Severity::Note,
+                Code::NotEnforced,
+                &format!("{f}.retries.retryRemoteLocalities"),
+                "ignored: Strait does not balance by locality, so retries already go to any endpoint not tried yet",
+            ));
+        }
         if r.mirror.is_some() && !r.mirrors.is_empty() {
             self.err(
                 e,

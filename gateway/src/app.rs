@@ -23,9 +23,22 @@ pub struct EdgeApp {
 
 #[async_trait]
 impl ServerApp for EdgeApp {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        // HTTP/2 with prior knowledge (gRPC clients over plain TCP) starts with "PRI";
+        // no HTTP/1 method does, and every HTTP/1 request is longer than 3 bytes.
+        if stream.get_ssl_digest().is_none() {
+            let mut start = [0u8; 3];
+            let silence = std::time::Duration::from_secs(self.header_timeout_secs);
+            match tokio::time::timeout(silence, stream.try_peek(&mut start)).await {
+                Ok(Ok(true)) if &start == b"PRI" => {
+                    return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
         }
         let mut session = ServerSession::new_http1(stream);
         // Pingora applies the keep-alive timeout to every read of a request's headers,

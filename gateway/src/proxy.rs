@@ -207,7 +207,39 @@ fn header_bytes(req: &RequestHeader) -> usize {
     req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
-/// Writes a complete response from the proxy itself.
+/// Whether the client speaks gRPC (`application/grpc`, `+proto`, `-web`...).
+fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Envoy's mapping of an HTTP status to a gRPC status for local replies.
+fn grpc_status_of(http: u16) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// A gRPC "trailers-only" answer: HTTP 200 whose headers carry the status.
+async fn respond_grpc(session: &mut Session, http: u16, message: &[u8]) -> Result<bool> {
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header("grpc-status", grpc_status_of(http))?;
+    if let Ok(m) = HeaderValue::from_bytes(message) {
+        resp.insert_header("grpc-message", m)?;
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}
+
+/// Writes a complete response from the proxy itself; to gRPC clients, as a gRPC
+/// status (Envoy's local replies do the same).
 async fn respond(
     session: &mut Session,
     status: u16,
@@ -215,6 +247,9 @@ async fn respond(
     ops: Option<&HeaderOps>,
     body: Bytes,
 ) -> Result<bool> {
+    if status >= 400 && is_grpc(session.req_header()) {
+        return respond_grpc(session, status, &body).await;
+    }
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if !body.is_empty() {
@@ -870,7 +905,12 @@ impl ProxyHttp for Gateway {
             _ => (500, b""),
         };
         if code > 0 {
-            if let Err(err) = session.respond_error_with_body(code, Bytes::from_static(body)).await {
+            let sent = if is_grpc(session.req_header()) {
+                respond_grpc(session, code, body).await.map(|_| ())
+            } else {
+                session.respond_error_with_body(code, Bytes::from_static(body)).await
+            };
+            if let Err(err) = sent {
                 log::debug!("could not send {code} downstream: {err}");
             }
         }

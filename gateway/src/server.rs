@@ -127,6 +127,12 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         };
         let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
         proxy.h2_options = Some(h2_options(&opts.limits));
+        if !tls {
+            // h2c with prior knowledge; `EdgeApp` hands only such connections over.
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
         let app = EdgeApp {
             proxy: Arc::new(proxy),
             header_timeout_secs: opts.header_timeout_secs,

@@ -5,6 +5,7 @@ mod balancing;
 mod check;
 mod cors;
 mod egress;
+mod grpc;
 mod h2_floods;
 mod k6;
 mod l4;
