@@ -707,9 +707,6 @@ impl Validator<'_> {
                 }
             }
             if let Some(h) = &pool.http {
-                if h.max_requests_per_connection.is_some() {
-                    unused.push("connectionPool.http.maxRequestsPerConnection");
-                }
                 if h.max_retries.is_some() {
                     unused.push("connectionPool.http.maxRetries");
                 }

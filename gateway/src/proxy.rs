@@ -105,6 +105,8 @@ pub struct RequestCtx {
     mirror: Option<PendingCopy>,
     /// Mirroring was decided (once per request, not per try).
     mirror_decided: bool,
+    /// This try is the last request its upstream connection may carry.
+    close_upstream: bool,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -496,6 +498,7 @@ impl ProxyHttp for Gateway {
             set_cookie: None,
             mirror: None,
             mirror_decided: false,
+            close_upstream: false,
         }
     }
 
@@ -707,6 +710,24 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let runtime = ctx.runtime.clone();
+        let place = ctx.place();
+        ctx.close_upstream = match (place.cluster(&runtime), place.cluster_state(&runtime)) {
+            (Some(c), Some(s)) if !c.policy.h2_upstream => s.last_on_connection(&c.policy, fd, reused),
+            _ => false,
+        };
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -836,6 +857,9 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         if upstream.headers.get(&X_REQUEST_ID).is_none() {
             upstream.insert_header("x-request-id", request_id())?;
+        }
+        if ctx.close_upstream {
+            upstream.insert_header(header::CONNECTION, "close")?;
         }
         if !ctx.mirror_decided {
             ctx.mirror_decided = true;

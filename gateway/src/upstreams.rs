@@ -108,6 +108,9 @@ pub struct ClusterState {
     pub overflows: AtomicU64,
     /// One permit per allowed connection (maxConnections), if limited.
     slots: Option<(u32, Arc<Semaphore>)>,
+    /// Requests sent per upstream connection (by file descriptor), kept only when
+    /// maxRequestsPerConnection is set.
+    per_connection: std::sync::Mutex<HashMap<i32, u32>>,
 }
 
 /// A request's place in its cluster's limits, released when dropped.
@@ -158,6 +161,30 @@ impl ClusterState {
                 drop(admission(None));
                 self.overflow()
             }
+        }
+    }
+
+    /// Counts a request on the connection `fd` (`reused`: not new). True when it is
+    /// the last one maxRequestsPerConnection allows: the request then asks the
+    /// upstream to close the connection, so it is never reused.
+    pub fn last_on_connection(&self, policy: &ClusterPolicy, fd: i32, reused: bool) -> bool {
+        let Some(max) = policy.limits.max_requests_per_connection.filter(|m| *m > 0) else {
+            return false;
+        };
+        let mut counts = self.per_connection.lock().unwrap_or_else(|p| p.into_inner());
+        let n = if reused {
+            let n = counts.entry(fd).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            counts.insert(fd, 1);
+            1
+        };
+        if n >= max {
+            counts.remove(&fd);
+            true
+        } else {
+            false
         }
     }
 
@@ -280,6 +307,7 @@ fn cluster_state(c: &Cluster, old: Option<&Arc<ClusterState>>) -> ClusterState {
         pending: AtomicU32::new(0),
         overflows: AtomicU64::new(old.map_or(0, |o| o.overflows.load(Ordering::Relaxed))),
         slots,
+        per_connection: Default::default(),
     }
 }
 

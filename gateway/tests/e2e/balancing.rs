@@ -10,7 +10,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
 spec:
-  hosts: [hash.example.com, cookie.example.com, outlier.example.com, limited.example.com]
+  hosts: [hash.example.com, cookie.example.com, outlier.example.com, limited.example.com, recycled.example.com]
   gateways: [gw]
   http:
   - match: [{authority: {prefix: hash.example.com}}]
@@ -19,6 +19,8 @@ spec:
     route: [{destination: {host: cookie.internal}}]
   - match: [{authority: {prefix: outlier.example.com}}]
     route: [{destination: {host: outlier.internal}}]
+  - match: [{authority: {prefix: recycled.example.com}}]
+    route: [{destination: {host: recycled.internal}}]
   - match: [{authority: {prefix: limited.example.com}}]
     retries: {attempts: 0}
     route: [{destination: {host: limited.internal}}]
@@ -47,6 +49,14 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: recycled, namespace: default}
+spec:
+  host: recycled.internal
+  trafficPolicy:
+    connectionPool: {http: {maxRequestsPerConnection: 2}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -84,12 +94,14 @@ async fn hashing_ejection_and_overflow() {
     config.push_str(&service("cookie.internal", &ports));
     config.push_str(&service("outlier.internal", &[ports[0], ports[1], dead]));
     config.push_str(&service("limited.internal", &ports[..1]));
+    config.push_str(&service("recycled.internal", &ports[..1]));
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
     let hosts: Vec<(&str, u16)> = [
         "hash.example.com",
         "cookie.example.com",
         "outlier.example.com",
         "limited.example.com",
+        "recycled.example.com",
     ]
     .into_iter()
     .map(|h| (h, gw.http))
@@ -151,6 +163,15 @@ async fn hashing_ejection_and_overflow() {
         d["ejected_for_ms"].as_u64().is_some_and(|ms| ms > 1000),
         "second ejection is longer: {d}"
     );
+
+    // maxRequestsPerConnection 2: six requests in a row use three upstream connections.
+    let mut peers = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, body) = get_json(&c, &url("recycled"), &[]).await;
+        assert_eq!(status, 200);
+        peers.insert(body["peer"].as_str().expect("peer").to_string());
+    }
+    assert_eq!(peers.len(), 3, "{peers:?}");
 
     // maxConnections 1 + 1 pending: a third concurrent request overflows at once.
     let slow = |c: reqwest::Client| {
