@@ -11,6 +11,7 @@ pub mod cluster_policy;
 pub mod diag;
 pub mod duration;
 pub mod hosts;
+pub mod mesh;
 pub mod policy;
 pub mod registry;
 pub mod resources;

@@ -673,6 +673,8 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Load balancing, limits and outlier detection from the DestinationRule.
     pub policy: ClusterPolicy,
+    /// A host outside the registry under REGISTRY_ONLY: requests get 502.
+    pub blackhole: bool,
     /// Round-robin position; per snapshot, so a reload starts it over.
     #[serde(skip)]
     pub next: AtomicUsize,

@@ -32,6 +32,7 @@ pub fn large_snapshot(hosts: usize, routes: usize, backend_port: u16) -> crate::
     let mut loaded = crate::Loaded::default();
     crate::bundle::load_text(&mut loaded, "large.yaml", &large_config(hosts, routes, backend_port));
     let scope = crate::Scope {
+        outbound: Default::default(),
         role: crate::Role::Gateway,
         labels: std::collections::BTreeMap::from([("istio".into(), "ingressgateway".into())]),
         namespace: "default".into(),

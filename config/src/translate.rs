@@ -41,6 +41,8 @@ pub struct Scope {
     pub labels: Labels,
     /// The proxy's namespace (where Secrets are looked up after the Gateway's own).
     pub namespace: String,
+    /// The mesh's outbound traffic policy.
+    pub outbound: crate::mesh::OutboundMode,
 }
 
 /// Builds the snapshot for `scope`. Errors reject the bundle; warnings are returned
@@ -734,6 +736,8 @@ impl<'a> Translator<'a> {
         listener_port: u16,
     ) -> usize {
         let port = port.and_then(|p| u16::try_from(p).ok());
+        let blackhole = self.scope.outbound == crate::mesh::OutboundMode::RegistryOnly;
+        let mut unknown = false;
         let (port, endpoints) = match self.registry.resolve(host, port, subset) {
             Ok(r) => r,
             Err(e) => {
@@ -741,12 +745,18 @@ impl<'a> Translator<'a> {
                     ResolveError::HostNotFound(_) => Severity::Warning,
                     ResolveError::PortNotFound { .. } => Severity::Error,
                 };
+                let answer = if blackhole {
+                    "requests to it get 502 (outboundTrafficPolicy REGISTRY_ONLY)"
+                } else {
+                    "requests to it get 503"
+                };
                 self.diags.push(entry.diag(
                     severity,
                     Code::ReferenceNotFound,
                     &format!("{field}.host"),
-                    format!("{e}; requests to it get 503"),
+                    format!("{e}; {answer}"),
                 ));
+                unknown = true;
                 (port.unwrap_or(listener_port), Vec::new())
             }
         };
@@ -776,6 +786,7 @@ impl<'a> Translator<'a> {
             subset: subset.map(str::to_string),
             endpoints,
             policy,
+            blackhole: blackhole && unknown,
             next: Default::default(),
         });
         self.cluster_index.insert(name, self.clusters.len() - 1);

@@ -35,6 +35,7 @@ spec:
 
 fn scope() -> Scope {
     Scope {
+        outbound: Default::default(),
         role: Role::Gateway,
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
         namespace: "istio-system".into(),

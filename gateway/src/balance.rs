@@ -91,6 +91,7 @@ mod tests {
                 lb,
                 ..ClusterPolicy::default()
             },
+            blackhole: false,
             next: Default::default(),
         }
     }

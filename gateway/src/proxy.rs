@@ -635,10 +635,11 @@ impl ProxyHttp for Gateway {
             }
             Action::Forward(f) => {
                 let picked = f.pick_index().and_then(|i| Some((i, f.destinations.get(i)?)));
-                let has_endpoints = picked
-                    .and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster))
-                    .is_some_and(|c| !c.endpoints.is_empty());
-                if !has_endpoints {
+                let cluster = picked.and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster));
+                if cluster.is_some_and(|c| c.blackhole) {
+                    return respond(session, 502, &[], None, Bytes::new()).await;
+                }
+                if cluster.is_none_or(|c| c.endpoints.is_empty()) {
                     return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
                 }
                 ctx.destination = picked.map(|(i, _)| i);

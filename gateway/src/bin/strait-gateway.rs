@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use strait_config::mesh::MeshConfig;
 use strait_config::{Role, Scope, Severity};
 use strait_gateway::proxy::{Limits, Underscores};
 use strait_gateway::server::{build, Options, StartError};
@@ -63,6 +64,9 @@ struct Cli {
     /// Most KiB of request headers accepted (431 beyond).
     #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS_KB", default_value_t = 60)]
     max_request_headers_kb: usize,
+    /// Istio mesh config file (the `mesh` key of the istio ConfigMap); read at start.
+    #[arg(long, env = "STRAIT_MESH_CONFIG")]
+    mesh_config: Option<PathBuf>,
     /// Request headers with `_` in their names: reject (400), drop, or allow.
     #[arg(long, env = "STRAIT_HEADERS_WITH_UNDERSCORES", value_enum, default_value = "reject")]
     headers_with_underscores: Underscores,
@@ -131,13 +135,28 @@ fn run() -> anyhow::Result<ExitCode> {
     let Some(config_dir) = cli.config_dir.clone() else {
         bail!("--config-dir is required");
     };
+    // The mesh config is read once, at start: a change needs a restart.
+    let (mesh, mesh_notes) = match &cli.mesh_config {
+        None => (MeshConfig::default(), Vec::new()),
+        Some(path) => match strait_config::mesh::load(path) {
+            Ok(loaded) => loaded,
+            Err(diags) => {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                bail!("the mesh config {} is not valid", path.display());
+            }
+        },
+    };
     let scope = Scope {
         role: Role::Gateway,
         labels: parse_labels(&cli.labels)?,
         namespace: cli.namespace.clone(),
+        outbound: mesh.outbound,
     };
     if cli.check {
-        let diags = strait_gateway::state::check(&config_dir, &scope);
+        let mut diags = mesh_notes;
+        diags.extend(strait_gateway::state::check(&config_dir, &scope));
         for d in &diags {
             println!("{d}");
         }
@@ -149,6 +168,9 @@ fn run() -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::SUCCESS
         });
+    }
+    for d in &mesh_notes {
+        log::info!("{d}");
     }
     let opts = Options {
         config_dir,

@@ -123,3 +123,36 @@ async fn egress_gateway_originates_tls_to_a_dns_resolved_service_entry() {
     assert_eq!(origination["policy"]["tls"]["sni"], "api.external.test");
     assert_eq!(origination["endpoints"][0]["hostname"], "localhost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_only_refuses_hosts_outside_the_registry() {
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: out, namespace: default}\nspec:\n  hosts: [out.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: api.unknown.test}}]\n";
+    let config = http_gateway("[out.example.com]") + vs;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("out.yaml"), &config).expect("write");
+    let mesh_dir = tempfile::tempdir().expect("tempdir");
+    let mesh = mesh_dir.path().join("mesh.yaml");
+
+    // ALLOW_ANY (the default): no cluster for the host, 503.
+    let gw = Gateway::start(dir.path(), &[]);
+    let c = client(&[("out.example.com", gw.http)], &[]);
+    let (status, _) = get_json(&c, &format!("http://out.example.com:{}/", gw.http), &[]).await;
+    assert_eq!(status, 503);
+    drop(gw);
+
+    // REGISTRY_ONLY: refused as Envoy's BlackHoleCluster does.
+    std::fs::write(&mesh, "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n").expect("write");
+    let mesh_arg = mesh.display().to_string();
+    let gw = Gateway::start(dir.path(), &["--mesh-config", &mesh_arg]);
+    let c = client(&[("out.example.com", gw.http)], &[]);
+    let (status, _) = get_json(&c, &format!("http://out.example.com:{}/", gw.http), &[]).await;
+    assert_eq!(status, 502);
+    drop(gw);
+
+    // A bad mesh config stops the start with its position.
+    std::fs::write(&mesh, "outboundTrafficPolicy:\n  mode: SOMETIMES\n").expect("write");
+    let log = Gateway::try_start(dir.path(), &["--mesh-config", &mesh_arg])
+        .err()
+        .expect("a bad mesh config is refused");
+    assert!(log.contains("mesh.yaml:2:3") && log.contains("SOMETIMES"), "{log}");
+}

@@ -1,0 +1,128 @@
+//! Istio's mesh configuration (the `mesh` key of the `istio` ConfigMap, or a file
+//! of the same shape): the settings that apply to every proxy. Strait reads those
+//! it acts on and notes the rest.
+
+use std::path::Path;
+
+use crate::diag::{Code, Diagnostic, Severity};
+use crate::yaml::{parse_documents, Position};
+
+/// What happens to traffic for hosts the registry does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutboundMode {
+    /// Istio's default: passed on (at a gateway: 503, as there is no cluster).
+    #[default]
+    AllowAny,
+    /// Refused with 502, as Envoy's BlackHoleCluster does.
+    RegistryOnly,
+}
+
+/// The mesh settings Strait uses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeshConfig {
+    /// `outboundTrafficPolicy.mode`.
+    pub outbound: OutboundMode,
+}
+
+/// Fields of the mesh config Strait reads; others get a note.
+const KNOWN: &[&str] = &["outboundTrafficPolicy"];
+
+fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        severity,
+        code,
+        file: file.to_string(),
+        position,
+        resource: None,
+        field: Some(field.to_string()),
+        message,
+    }
+}
+
+/// Reads a mesh config file: errors reject it, notes say what is not used.
+pub fn load(path: &Path) -> Result<(MeshConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![diag(
+            &file,
+            Severity::Error,
+            Code::Io,
+            Position::default(),
+            "",
+            format!("cannot read: {e}"),
+        )]
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses mesh config text (see `load`).
+pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let docs = parse_documents(text)
+        .map_err(|e| vec![diag(file, Severity::Error, Code::Syntax, e.position, "", e.message)])?;
+    let Some(doc) = docs.into_iter().next() else {
+        return Ok((MeshConfig::default(), Vec::new()));
+    };
+    let mut notes = Vec::new();
+    let mut errors = Vec::new();
+    let mut mesh = MeshConfig::default();
+    let Some(map) = doc.value.as_object() else {
+        return Err(vec![diag(
+            file,
+            Severity::Error,
+            Code::Schema,
+            doc.spans.locate(""),
+            "",
+            "the mesh config must be a mapping".into(),
+        )]);
+    };
+    for key in map.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
+        notes.push(diag(
+            file,
+            Severity::Note,
+            Code::NotEnforced,
+            doc.spans.locate(key),
+            key,
+            format!("{key} is not used by this version of Strait"),
+        ));
+    }
+    if let Some(mode) = map.get("outboundTrafficPolicy").and_then(|p| p.get("mode")) {
+        let field = "outboundTrafficPolicy.mode";
+        match mode.as_str() {
+            Some("ALLOW_ANY") => mesh.outbound = OutboundMode::AllowAny,
+            Some("REGISTRY_ONLY") => mesh.outbound = OutboundMode::RegistryOnly,
+            _ => errors.push(diag(
+                file,
+                Severity::Error,
+                Code::InvalidValue,
+                doc.spans.locate(field),
+                field,
+                format!("{mode} is not one of ALLOW_ANY, REGISTRY_ONLY"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok((mesh, notes))
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_outbound_policy_and_notes_the_rest() {
+        let (mesh, notes) = parse(
+            "mesh.yaml",
+            "accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
+        )
+        .expect("valid");
+        assert_eq!(mesh.outbound, OutboundMode::RegistryOnly);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].field.as_deref(), Some("accessLogFile"));
+        let errors = parse("mesh.yaml", "outboundTrafficPolicy:\n  mode: SOMETIMES\n").expect_err("invalid");
+        assert_eq!((errors[0].position.line, errors[0].position.column), (2, 3));
+        assert_eq!(parse("mesh.yaml", "").expect("empty").0, MeshConfig::default());
+    }
+}
