@@ -10,7 +10,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
 spec:
-  hosts: [hash.example.com, cookie.example.com, outlier.example.com, limited.example.com, recycled.example.com]
+  hosts: [hash.example.com, cookie.example.com, outlier.example.com, limited.example.com, recycled.example.com, query.example.com]
   gateways: [gw]
   http:
   - match: [{authority: {prefix: hash.example.com}}]
@@ -19,6 +19,8 @@ spec:
     route: [{destination: {host: cookie.internal}}]
   - match: [{authority: {prefix: outlier.example.com}}]
     route: [{destination: {host: outlier.internal}}]
+  - match: [{authority: {prefix: query.example.com}}]
+    route: [{destination: {host: query.internal}}]
   - match: [{authority: {prefix: recycled.example.com}}]
     route: [{destination: {host: recycled.internal}}]
   - match: [{authority: {prefix: limited.example.com}}]
@@ -49,6 +51,14 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: query, namespace: default}
+spec:
+  host: query.internal
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpQueryParameterName: tenant}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -95,6 +105,7 @@ async fn hashing_ejection_and_overflow() {
     config.push_str(&service("outlier.internal", &[ports[0], ports[1], dead]));
     config.push_str(&service("limited.internal", &ports[..1]));
     config.push_str(&service("recycled.internal", &ports[..1]));
+    config.push_str(&service("query.internal", &ports));
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
     let hosts: Vec<(&str, u16)> = [
         "hash.example.com",
@@ -102,6 +113,7 @@ async fn hashing_ejection_and_overflow() {
         "outlier.example.com",
         "limited.example.com",
         "recycled.example.com",
+        "query.example.com",
     ]
     .into_iter()
     .map(|h| (h, gw.http))
@@ -119,6 +131,21 @@ async fn hashing_ejection_and_overflow() {
         seen.insert(name_of(&c, &url("hash"), &[("x-user", &format!("user{u}"))]).await.1);
     }
     assert_eq!(seen.len(), 3, "30 keys over 3 endpoints: {seen:?}");
+
+    // A query parameter key: each tenant sticks to one endpoint, tenants spread.
+    let mut owners = std::collections::BTreeMap::new();
+    for round in 0..5 {
+        for t in 0..20 {
+            let (_, name) = name_of(&c, &format!("{}?tenant=t{t}&round={round}", url("query")), &[]).await;
+            assert_eq!(
+                owners.entry(t).or_insert_with(|| name.clone()),
+                &name,
+                "tenant t{t} moved"
+            );
+        }
+    }
+    let spread: std::collections::BTreeSet<&String> = owners.values().collect();
+    assert!(spread.len() >= 2, "20 tenants on one endpoint: {spread:?}");
 
     // No cookie: the gateway sets one, and requests carrying it stick (maglev table).
     let resp = c.get(url("cookie")).send().await.expect("request");
