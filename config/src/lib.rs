@@ -6,12 +6,14 @@
 //! files -> `Bundle` -> `validate` -> `translate(scope)` -> `Snapshot`.
 //! This crate does no I/O besides reading the configuration files.
 
+pub mod authz;
 pub mod bundle;
 pub mod cluster_policy;
 pub mod diag;
 pub mod duration;
 pub mod hosts;
 pub mod mesh;
+pub mod path;
 pub mod policy;
 pub mod registry;
 pub mod resources;

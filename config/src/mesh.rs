@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::diag::{Code, Diagnostic, Severity};
+use crate::path::Normalization;
 use crate::yaml::{parse_documents, Position};
 
 /// What happens to traffic for hosts the registry does not know.
@@ -22,10 +23,12 @@ pub enum OutboundMode {
 pub struct MeshConfig {
     /// `outboundTrafficPolicy.mode`.
     pub outbound: OutboundMode,
+    /// `pathNormalization.normalization` (BASE by default).
+    pub path_normalization: Normalization,
 }
 
 /// Fields of the mesh config Strait reads; others get a note.
-const KNOWN: &[&str] = &["outboundTrafficPolicy"];
+const KNOWN: &[&str] = &["outboundTrafficPolicy", "pathNormalization"];
 
 fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
     Diagnostic {
@@ -97,6 +100,20 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
                 doc.spans.locate(field),
                 field,
                 format!("{mode} is not one of ALLOW_ANY, REGISTRY_ONLY"),
+            )),
+        }
+    }
+    if let Some(mode) = map.get("pathNormalization").and_then(|p| p.get("normalization")) {
+        let field = "pathNormalization.normalization";
+        match mode.as_str().and_then(Normalization::from_name) {
+            Some(n) => mesh.path_normalization = n,
+            None => errors.push(diag(
+                file,
+                Severity::Error,
+                Code::InvalidValue,
+                doc.spans.locate(field),
+                field,
+                format!("{mode} is not one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES"),
             )),
         }
     }

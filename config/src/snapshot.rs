@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// Server certificates, referenced by index from listeners.
     pub certificates: Vec<Certificate>,
+    /// AuthorizationPolicies that apply to this proxy.
+    #[serde(skip_serializing_if = "crate::authz::Authz::is_empty")]
+    pub authz: crate::authz::Authz,
 }
 
 impl Snapshot {

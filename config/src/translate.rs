@@ -63,6 +63,8 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
     match scope.role {
         Role::Gateway => t.gateways(),
     }
+    let (authz, authz_diags) = crate::authz::for_scope(bundle, scope);
+    t.diags.extend(authz_diags);
     if has_errors(&t.diags) {
         return Err(t.diags);
     }
@@ -72,6 +74,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         listeners: t.listeners,
         clusters: t.clusters,
         certificates: t.certificates,
+        authz,
     };
     Ok((snapshot, t.diags))
 }

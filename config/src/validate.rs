@@ -29,6 +29,19 @@ pub fn validate(bundle: &Bundle) -> Vec<Diagnostic> {
             Spec::DestinationRule(dr) => v.destination_rule(entry, dr),
             Spec::ServiceEntry(se) => v.service_entry(entry, se),
             Spec::Secret(s) => v.secret(entry, s),
+            Spec::AuthorizationPolicy(p) => {
+                if let Err(errors) = crate::authz::compile_policy(String::new(), p) {
+                    for (field, message) in errors {
+                        v.err(entry, Code::InvalidValue, &field, message);
+                    }
+                }
+            }
+            Spec::RequestAuthentication(_) => v.warn(
+                entry,
+                Code::NotEnforced,
+                "spec.jwtRules",
+                "JWT validation is not available in this version of Strait yet: tokens are neither checked nor rejected, and requestPrincipals never match",
+            ),
             _ => {}
         }
     }

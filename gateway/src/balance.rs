@@ -103,6 +103,7 @@ mod tests {
             listeners: Vec::new(),
             clusters: vec![cluster(c.policy.lb.clone())],
             certificates: Vec::new(),
+            authz: Default::default(),
         };
         Upstreams::build(&snapshot, None).clusters.remove(0)
     }

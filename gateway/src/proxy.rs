@@ -13,6 +13,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
+use strait_config::path::Normalization;
 use strait_config::router::{strip_port, RequestView, Routed};
 use strait_config::snapshot::{
     hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
@@ -39,6 +40,8 @@ pub struct Limits {
     pub underscores: Underscores,
     /// A request whose connection stays silent this long (reading or writing) is ended.
     pub stream_idle_timeout: Duration,
+    /// How request paths are normalized before routing and authorization.
+    pub normalization: Normalization,
 }
 
 impl Default for Limits {
@@ -49,6 +52,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             underscores: Underscores::Reject,
             stream_idle_timeout: Duration::from_secs(300),
+            normalization: Normalization::Base,
         }
     }
 }
@@ -430,6 +434,45 @@ fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> Option<HeaderValue> {
 }
 
 impl Gateway {
+    /// Normalizes the request path in place (mesh `pathNormalization`); a path that
+    /// cannot be normalized gets the 400 returned here.
+    fn normalize_path<'a>(
+        &self,
+        session: &'a mut Session,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>>> {
+        let pq = path_and_query(session.req_header());
+        let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
+        match strait_config::path::normalize(path, self.limits.normalization) {
+            Ok(None) => None,
+            Ok(Some(normalized)) => {
+                let full = match query {
+                    Some(q) => format!("{normalized}?{q}"),
+                    None => normalized,
+                };
+                match full.parse::<http::Uri>() {
+                    Ok(uri) => {
+                        session.req_header_mut().set_uri(uri);
+                        None
+                    }
+                    Err(_) => Some(Box::pin(respond(
+                        session,
+                        400,
+                        &[],
+                        None,
+                        Bytes::from_static(b"invalid path"),
+                    ))),
+                }
+            }
+            Err(_) => Some(Box::pin(respond(
+                session,
+                400,
+                &[],
+                None,
+                Bytes::from_static(b"invalid path"),
+            ))),
+        }
+    }
+
     /// A copy of the upstream request for the route's mirrors that won their roll.
     async fn mirror_copy(&self, ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
         let runtime = ctx.runtime.clone();
@@ -546,6 +589,42 @@ impl ProxyHttp for Gateway {
         let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
             return respond(session, 404, &[], None, Bytes::new()).await;
         };
+        if let Some(answer) = self.normalize_path(session) {
+            return answer.await;
+        }
+        if !runtime.snapshot.authz.is_empty() {
+            let req = session.req_header();
+            let host = strip_port(authority(req)).to_ascii_lowercase();
+            let path = path_and_query(req).split('?').next().unwrap_or("/");
+            let source_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            let sni = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|d| d.extension.get::<TlsInfo>())
+                .and_then(|i| i.sni.as_deref());
+            let port = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(self.port, |a| a.port());
+            let request = strait_config::authz::Request {
+                host: &host,
+                port,
+                method: req.method.as_str(),
+                path,
+                headers: &req.headers,
+                source_ip,
+                // No trusted proxies in front of the gateway yet: the peer is the client.
+                remote_ip: source_ip,
+                sni,
+            };
+            let decision = runtime.snapshot.authz.decide(&request, |policy| {
+                log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
+            });
+            if let strait_config::authz::Decision::Deny(policy) = decision {
+                log::debug!("denied by {policy}: {} {host}{path}", request.method);
+                return respond(session, 403, &[], None, Bytes::from_static(b"RBAC: access denied")).await;
+            }
+        }
         let scheme = if self.tls { "https" } else { "http" };
         let view = request_view(session.req_header(), scheme);
         let routed = listener.route(&view);
@@ -574,7 +653,8 @@ impl ProxyHttp for Gateway {
         ctx.prefix_len = m.prefix_len;
         let policy = &m.route.policy;
         if let Some(c) = &policy.cors {
-            match cors::decide(c, &req.method, &req.headers) {
+            let r = session.req_header();
+            match cors::decide(c, &r.method, &r.headers) {
                 cors::Decision::NotCors => {}
                 cors::Decision::AnswerPreflight(headers) => {
                     return respond(session, 200, &headers, None, Bytes::new()).await;

@@ -189,6 +189,7 @@ fn run() -> anyhow::Result<ExitCode> {
             max_header_bytes: cli.max_request_headers_kb * 1024,
             underscores: cli.headers_with_underscores,
             stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
+            normalization: mesh.path_normalization,
             ..Limits::default()
         },
     };
