@@ -15,8 +15,8 @@ use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
 use crate::policy::route_policy;
 use crate::registry::{selects, Registry, ResolveError};
 use crate::resources::networking::{
-    ClientTlsSettings, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, L4Match, Labels, Server,
-    StringMatch, VirtualServiceSpec,
+    ClientTlsSettings, Destination, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, L4Match,
+    Labels, Server, StringMatch, VirtualServiceSpec,
 };
 use crate::resources::Spec;
 use crate::snapshot::{
@@ -485,31 +485,8 @@ impl<'a> Translator<'a> {
                 .flat_map(|m| m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()))
                 .collect();
             sni_hosts.dedup();
-            let single = route.len() == 1;
-            let mut destinations = Vec::new();
-            for (di, d) in route.iter().enumerate() {
-                let Some(dest) = &d.destination else { continue };
-                let weight = d
-                    .weight
-                    .map_or(if single { 100 } else { 0 }, |w| u32::try_from(w).unwrap_or(0));
-                if weight == 0 && !single {
-                    continue;
-                }
-                let cluster = self.cluster(
-                    entry,
-                    &format!("{field}.route[{di}].destination"),
-                    &fqdn(&dest.host, vs_ns),
-                    dest.port.as_ref().and_then(|p| p.number),
-                    dest.subset.as_deref(),
-                    port,
-                );
-                destinations.push(WeightedCluster {
-                    cluster,
-                    weight,
-                    request_headers: HeaderOps::default(),
-                    response_headers: HeaderOps::default(),
-                });
-            }
+            let dests = route.iter().map(|d| (d.destination.as_ref(), d.weight, None)).collect();
+            let destinations = self.weighted(entry, &field, vs_ns, port, dests);
             let total_weight = destinations.iter().map(|d| d.weight).sum();
             out.push(L4Route {
                 source: format!("VirtualService {vs_ns}/{} {kind}[{ri}]", entry.resource.name),
@@ -657,14 +634,7 @@ impl<'a> Translator<'a> {
         });
         let mut mirrors = Vec::new();
         for (mfield, dest, percent) in single_mirror.into_iter().chain(listed) {
-            let cluster = self.cluster(
-                entry,
-                &mfield,
-                &fqdn(&dest.host, vs_ns),
-                dest.port.as_ref().and_then(|p| p.number),
-                dest.subset.as_deref(),
-                port,
-            );
+            let cluster = self.destination_cluster(entry, &mfield, dest, vs_ns, port);
             if self.clusters.get(cluster).is_some_and(|c| c.policy.tls.is_some()) {
                 self.diags.push(entry.diag(
                     Severity::Warning,
@@ -676,34 +646,12 @@ impl<'a> Translator<'a> {
             }
             mirrors.push(Mirror { cluster, percent });
         }
-        let single = rule.route.len() == 1;
-        let mut destinations = Vec::new();
-        for (di, d) in rule.route.iter().enumerate() {
-            let dfield = format!("{field}.route[{di}]");
-            let Some(dest) = &d.destination else { continue };
-            let weight = d
-                .weight
-                .map_or(if single { 100 } else { 0 }, |w| u32::try_from(w).unwrap_or(0));
-            if weight == 0 && !single {
-                continue;
-            }
-            let cluster = self.cluster(
-                entry,
-                &format!("{dfield}.destination"),
-                &fqdn(&dest.host, vs_ns),
-                dest.port.as_ref().and_then(|p| p.number),
-                dest.subset.as_deref(),
-                port,
-            );
-            let (request_headers, response_headers) =
-                self.header_ops(entry, &format!("{dfield}.headers"), d.headers.as_ref());
-            destinations.push(WeightedCluster {
-                cluster,
-                weight,
-                request_headers,
-                response_headers,
-            });
-        }
+        let dests = rule
+            .route
+            .iter()
+            .map(|d| (d.destination.as_ref(), d.weight, d.headers.as_ref()))
+            .collect();
+        let destinations = self.weighted(entry, field, vs_ns, port, dests);
         let rewrite = rule.rewrite.as_ref().map(|r| Rewrite {
             uri: r.uri.clone(),
             uri_regex: r.uri_regex_rewrite.as_ref().and_then(|rr| {
@@ -727,6 +675,49 @@ impl<'a> Translator<'a> {
             rewrite,
             mirrors,
         }))
+    }
+
+    /// A route's weighted destinations, in rule order: a single destination weighs
+    /// 100 when it gives no weight; zero weights are left out.
+    fn weighted(
+        &mut self,
+        entry: &Entry,
+        field: &str,
+        vs_ns: &str,
+        port: u16,
+        dests: Vec<(Option<&Destination>, Option<i64>, Option<&Headers>)>,
+    ) -> Vec<WeightedCluster> {
+        let single = dests.len() == 1;
+        let mut out = Vec::new();
+        for (di, (dest, weight, headers)) in dests.into_iter().enumerate() {
+            let dfield = format!("{field}.route[{di}]");
+            let Some(dest) = dest else { continue };
+            let weight = weight.map_or(if single { 100 } else { 0 }, |w| u32::try_from(w).unwrap_or(0));
+            if weight == 0 && !single {
+                continue;
+            }
+            let cluster = self.destination_cluster(entry, &format!("{dfield}.destination"), dest, vs_ns, port);
+            let (request_headers, response_headers) = self.header_ops(entry, &format!("{dfield}.headers"), headers);
+            out.push(WeightedCluster {
+                cluster,
+                weight,
+                request_headers,
+                response_headers,
+            });
+        }
+        out
+    }
+
+    /// The cluster of a destination named in a resource of namespace `vs_ns`.
+    fn destination_cluster(&mut self, entry: &Entry, field: &str, dest: &Destination, vs_ns: &str, port: u16) -> usize {
+        self.cluster(
+            entry,
+            field,
+            &fqdn(&dest.host, vs_ns),
+            dest.port.as_ref().and_then(|p| p.number),
+            dest.subset.as_deref(),
+            port,
+        )
     }
 
     fn cluster(

@@ -79,16 +79,6 @@ spec:
       http: {http1MaxPendingRequests: 1}
 "#;
 
-fn service(host: &str, ports: &[u16]) -> String {
-    let endpoints: String = ports
-        .iter()
-        .map(|p| format!("  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"))
-        .collect();
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n{endpoints}"
-    )
-}
-
 async fn name_of(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let (status, body) = get_json(c, url, headers).await;
     (status, body["name"].as_str().unwrap_or("").to_string())
@@ -100,12 +90,12 @@ async fn hashing_ejection_and_overflow() {
     let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
     let [dead] = free_ports::<1>();
     let mut config = http_gateway(r#"["*.example.com"]"#) + ROUTES;
-    config.push_str(&service("hash.internal", &ports));
-    config.push_str(&service("cookie.internal", &ports));
-    config.push_str(&service("outlier.internal", &[ports[0], ports[1], dead]));
-    config.push_str(&service("limited.internal", &ports[..1]));
-    config.push_str(&service("recycled.internal", &ports[..1]));
-    config.push_str(&service("query.internal", &ports));
+    config.push_str(&service_entry("hash.internal", "HTTP", &ports));
+    config.push_str(&service_entry("cookie.internal", "HTTP", &ports));
+    config.push_str(&service_entry("outlier.internal", "HTTP", &[ports[0], ports[1], dead]));
+    config.push_str(&service_entry("limited.internal", "HTTP", &ports[..1]));
+    config.push_str(&service_entry("recycled.internal", "HTTP", &ports[..1]));
+    config.push_str(&service_entry("query.internal", "HTTP", &ports));
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
     let hosts: Vec<(&str, u16)> = [
         "hash.example.com",

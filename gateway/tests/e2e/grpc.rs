@@ -28,12 +28,6 @@ spec:
   - route: [{destination: {host: health.internal}}]
 "#;
 
-fn service(host: &str, port: u16) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 50051, name: grpc, protocol: GRPC}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {port}}}}}]\n"
-    )
-}
-
 async fn check(
     client: &mut HealthClient<tonic::transport::Channel>,
     case: &str,
@@ -62,8 +56,8 @@ async fn grpc_calls_and_grpc_statuses() {
     let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let config = http_gateway("[grpc.example.com]")
         + CONFIG
-        + &service("health.internal", port)
-        + &service("stuck.internal", stuck.local_addr().expect("addr").port());
+        + &service_entry("health.internal", "GRPC", &[port])
+        + &service_entry("stuck.internal", "GRPC", &[stuck.local_addr().expect("addr").port()]);
     let (gw, _dir) = start_with(&[("grpc.yaml", &config)]);
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))

@@ -47,12 +47,6 @@ spec:
     route: [{destination: {host: tls-b.internal}}]
 "#;
 
-fn service(host: &str, protocol: &str, port: u16) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 9000, name: p, protocol: {protocol}}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{p: {port}}}}}]\n"
-    )
-}
-
 /// A backend that greets with its name, then echoes lines; over TLS when given a certificate.
 async fn backend(name: &'static str, cert: Option<&TestCert>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -121,10 +115,10 @@ async fn talk<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) ->
 async fn tcp_by_weight_and_tls_passthrough_by_sni() {
     let (cert_a, cert_b) = (TestCert::new(&["a.example.com"]), TestCert::new(&["b.example.com"]));
     let config = CONFIG.to_string()
-        + &service("tcp-a.internal", "TCP", backend("tcp-a", None).await)
-        + &service("tcp-b.internal", "TCP", backend("tcp-b", None).await)
-        + &service("tls-a.internal", "TLS", backend("tls-a", Some(&cert_a)).await)
-        + &service("tls-b.internal", "TLS", backend("tls-b", Some(&cert_b)).await);
+        + &service_entry("tcp-a.internal", "TCP", &[backend("tcp-a", None).await])
+        + &service_entry("tcp-b.internal", "TCP", &[backend("tcp-b", None).await])
+        + &service_entry("tls-a.internal", "TLS", &[backend("tls-a", Some(&cert_a)).await])
+        + &service_entry("tls-b.internal", "TLS", &[backend("tls-b", Some(&cert_b)).await]);
     let [tcp_port] = free_ports::<1>();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("l4.yaml"), config).expect("write");

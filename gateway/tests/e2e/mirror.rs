@@ -26,12 +26,6 @@ spec:
     mirrorPercentage: {value: 100}
 "#;
 
-fn service(host: &str, port: u16) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n"
-    )
-}
-
 /// The shadow's count and last request for `key`, waiting for copies in flight.
 async fn shadow_seen(shadow: &strait_gateway::echo::EchoServer, key: &str, want: u64) -> (u64, serde_json::Value) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -54,9 +48,9 @@ async fn copies_reach_the_shadow_and_never_slow_the_request() {
     let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let config = http_gateway("[app.example.com]")
         + CONFIG
-        + &service("main.internal", main.addr.port())
-        + &service("shadow.internal", shadow.addr.port())
-        + &service("stuck.internal", stuck.local_addr().expect("addr").port());
+        + &service_entry("main.internal", "HTTP", &[main.addr.port()])
+        + &service_entry("shadow.internal", "HTTP", &[shadow.addr.port()])
+        + &service_entry("stuck.internal", "HTTP", &[stuck.local_addr().expect("addr").port()]);
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
     let c = client(&[("app.example.com", gw.http)], &[]);
     let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http);

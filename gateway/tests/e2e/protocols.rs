@@ -29,21 +29,15 @@ spec:
     connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
 "#;
 
-fn service(host: &str, protocol: &str, port: u16) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: web, protocol: {protocol}}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{web: {port}}}}}]\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_and_http2_upstreams() {
     let backend = echo("ws-backend", "v1").await;
     let port = backend.addr.port();
     let config = http_gateway("[app.example.com]")
         + CONFIG
-        + &service("plain.internal", "HTTP", port)
-        + &service("h2.internal", "HTTP2", port)
-        + &service("upgraded.internal", "HTTP", port);
+        + &service_entry("plain.internal", "HTTP", &[port])
+        + &service_entry("h2.internal", "HTTP2", &[port])
+        + &service_entry("upgraded.internal", "HTTP", &[port]);
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
     let c = client(&[("app.example.com", gw.http)], &[]);
     let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http);

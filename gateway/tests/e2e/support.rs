@@ -111,6 +111,18 @@ pub fn start_with(files: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
     (Gateway::start(dir.path(), &[]), dir)
 }
 
+/// A `---` and a STATIC ServiceEntry for `host` with one port (80, of `protocol`)
+/// served by `ports` on loopback.
+pub fn service_entry(host: &str, protocol: &str, ports: &[u16]) -> String {
+    let endpoints: String = ports
+        .iter()
+        .map(|p| format!("  - {{address: 127.0.0.1, ports: {{p: {p}}}}}\n"))
+        .collect();
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: p, protocol: {protocol}}}]\n  endpoints:\n{endpoints}"
+    )
+}
+
 /// A running gateway process.
 pub struct Gateway {
     child: Option<Child>,
