@@ -25,10 +25,13 @@ pub struct MeshConfig {
     pub outbound: OutboundMode,
     /// `pathNormalization.normalization` (BASE by default).
     pub path_normalization: Normalization,
+    /// `defaultConfig.gatewayTopology.numTrustedProxies`: proxies in front of the
+    /// gateway whose `x-forwarded-for` entries are believed.
+    pub num_trusted_proxies: u32,
 }
 
 /// Fields of the mesh config Strait reads; others get a note.
-const KNOWN: &[&str] = &["outboundTrafficPolicy", "pathNormalization"];
+const KNOWN: &[&str] = &["outboundTrafficPolicy", "pathNormalization", "defaultConfig"];
 
 fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
     Diagnostic {
@@ -114,6 +117,24 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
                 doc.spans.locate(field),
                 field,
                 format!("{mode} is not one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES"),
+            )),
+        }
+    }
+    if let Some(n) = map
+        .get("defaultConfig")
+        .and_then(|d| d.get("gatewayTopology"))
+        .and_then(|t| t.get("numTrustedProxies"))
+    {
+        let field = "defaultConfig.gatewayTopology.numTrustedProxies";
+        match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => mesh.num_trusted_proxies = n,
+            None => errors.push(diag(
+                file,
+                Severity::Error,
+                Code::InvalidValue,
+                doc.spans.locate(field),
+                field,
+                format!("{n} is not a count"),
             )),
         }
     }

@@ -42,6 +42,8 @@ pub struct Limits {
     pub stream_idle_timeout: Duration,
     /// How request paths are normalized before routing and authorization.
     pub normalization: Normalization,
+    /// Proxies in front of the gateway whose `x-forwarded-for` entries are believed.
+    pub trusted_hops: u32,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
             underscores: Underscores::Reject,
             stream_idle_timeout: Duration::from_secs(300),
             normalization: Normalization::Base,
+            trusted_hops: 0,
         }
     }
 }
@@ -403,6 +406,21 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static("-"))
 }
 
+/// The original client as Envoy's `xff_num_trusted_hops` finds it: with `hops` trusted
+/// proxies in front, the `hops`-th address from the right of `x-forwarded-for`; the
+/// peer itself when nothing is trusted or the header is shorter.
+fn trusted_client(xff: Option<&str>, peer: Option<IpAddr>, hops: u32) -> Option<IpAddr> {
+    let hops = hops as usize;
+    if hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = xff.map(|x| x.split(',').map(str::trim).collect()).unwrap_or_default();
+    match entries.len().checked_sub(hops).and_then(|i| entries.get(i)) {
+        Some(ip) => ip.parse().ok().or(peer),
+        None => peer,
+    }
+}
+
 /// `x-forwarded-for` with `ip` appended to what the client sent, built in one buffer.
 fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> Option<HeaderValue> {
     let mut out = Vec::with_capacity(previous.map_or(0, |p| p.len() + 2) + 39);
@@ -613,8 +631,11 @@ impl ProxyHttp for Gateway {
                 path,
                 headers: &req.headers,
                 source_ip,
-                // No trusted proxies in front of the gateway yet: the peer is the client.
-                remote_ip: source_ip,
+                remote_ip: trusted_client(
+                    req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+                    source_ip,
+                    self.limits.trusted_hops,
+                ),
                 sni,
             };
             let decision = runtime.snapshot.authz.decide(&request, |policy| {
@@ -1111,6 +1132,17 @@ mod tests {
             assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
             assert_ne!(value, request_id());
         }
+    }
+
+    #[test]
+    fn trusted_hops_pick_the_client_from_x_forwarded_for() {
+        let peer: Option<IpAddr> = "10.0.0.1".parse().ok();
+        let xff = Some("203.0.113.7, 198.51.100.2, 10.0.0.9");
+        assert_eq!(trusted_client(xff, peer, 0), peer, "nothing trusted: the peer");
+        assert_eq!(trusted_client(xff, peer, 1), "10.0.0.9".parse().ok());
+        assert_eq!(trusted_client(xff, peer, 3), "203.0.113.7".parse().ok());
+        assert_eq!(trusted_client(xff, peer, 4), peer, "shorter than the trusted hops");
+        assert_eq!(trusted_client(Some("garbage"), peer, 1), peer);
     }
 
     #[test]

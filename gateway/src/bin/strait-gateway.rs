@@ -190,6 +190,7 @@ fn run() -> anyhow::Result<ExitCode> {
             underscores: cli.headers_with_underscores,
             stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
             normalization: mesh.path_normalization,
+            trusted_hops: mesh.num_trusted_proxies,
             ..Limits::default()
         },
     };

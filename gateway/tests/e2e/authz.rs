@@ -23,6 +23,13 @@ spec:
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
+metadata: {name: no-documentation-range, namespace: default}
+spec:
+  action: DENY
+  rules: [{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
 metadata: {name: app-only, namespace: default}
 spec:
   selector: {matchLabels: {istio: ingressgateway}}
@@ -34,9 +41,14 @@ spec:
 "#;
 
 fn get(port: u16, host: &str, path: &str) -> Option<u16> {
+    get_via(port, host, path, None)
+}
+
+fn get_via(port: u16, host: &str, path: &str, xff: Option<&str>) -> Option<u16> {
+    let xff = xff.map_or(String::new(), |x| format!("X-Forwarded-For: {x}\r\n"));
     raw_status(
         port,
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{xff}Connection: close\r\n\r\n").as_bytes(),
     )
 }
 
@@ -47,7 +59,11 @@ async fn deny_and_allow_with_normalized_paths() {
     std::fs::write(dir.path().join("app.yaml"), &config).expect("write");
     let mesh_dir = tempfile::tempdir().expect("tempdir");
     let mesh = mesh_dir.path().join("mesh.yaml");
-    std::fs::write(&mesh, "pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}\n").expect("write");
+    std::fs::write(
+        &mesh,
+        "pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}\ndefaultConfig: {gatewayTopology: {numTrustedProxies: 1}}\n",
+    )
+    .expect("write");
     let mesh_arg = mesh.display().to_string();
 
     let base = Gateway::start(dir.path(), &[]);
@@ -79,6 +95,20 @@ async fn deny_and_allow_with_normalized_paths() {
             "{path} under DECODE_AND_MERGE_SLASHES"
         );
     }
+    // remote.ip believes x-forwarded-for only behind trusted proxies (one, for `strict`).
+    assert_eq!(
+        get_via(base.http, "app.example.com", "/", Some("203.0.113.5")),
+        Some(200)
+    );
+    assert_eq!(
+        get_via(strict.http, "app.example.com", "/", Some("203.0.113.5")),
+        Some(403)
+    );
+    assert_eq!(
+        get_via(strict.http, "app.example.com", "/", Some("203.0.113.5, 192.0.2.1")),
+        Some(200)
+    );
+
     // An ALLOW policy exists: what none of its rules allows is denied.
     assert_eq!(get(base.http, "other.example.com", "/"), Some(403));
 }
