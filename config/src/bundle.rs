@@ -280,6 +280,7 @@ fn typed_spec(kind: &str, v: &Value, o: &Origin, r: Option<&ResourceRef>, d: &mu
     Some(match kind {
         "Gateway" => Spec::Gateway(typed(v, p, o, r, d)?),
         "VirtualService" => Spec::VirtualService(typed(v, p, o, r, d)?),
+        "RateLimit" => Spec::RateLimit(typed(v, p, o, r, d)?),
         "DestinationRule" => Spec::DestinationRule(typed(v, p, o, r, d)?),
         "ServiceEntry" => Spec::ServiceEntry(typed(v, p, o, r, d)?),
         "WorkloadEntry" => Spec::WorkloadEntry(typed(v, p, o, r, d)?),

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod mesh;
 pub mod path;
 pub mod policy;
+pub mod ratelimit;
 pub mod registry;
 pub mod resources;
 pub mod router;

@@ -270,6 +270,9 @@ pub struct RoutePolicy {
     /// CORS handling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<Box<Cors>>,
+    /// Local rate limit (Strait's RateLimit kind).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_arc")]
+    pub rate_limit: Option<Arc<crate::ratelimit::RateLimit>>,
 }
 
 /// Retry conditions, Envoy's `retry_on` values as bits.
@@ -990,6 +993,10 @@ pub struct Endpoint {
     pub hostname: Option<String>,
     /// Labels.
     pub labels: Labels,
+}
+
+fn ser_opt_arc<T: Serialize, S: Serializer>(v: &Option<Arc<T>>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_deref().serialize(s)
 }
 
 fn ser_len<T, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {

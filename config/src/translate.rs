@@ -13,6 +13,7 @@ use crate::cluster_policy;
 use crate::diag::{has_errors, Code, Diagnostic, Severity};
 use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
 use crate::policy::route_policy;
+use crate::ratelimit::RateLimit;
 use crate::registry::{selects, Registry, ResolveError};
 use crate::resources::networking::{
     ClientTlsSettings, Destination, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, L4Match,
@@ -59,6 +60,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         certificates: Vec::new(),
         cert_index: HashMap::new(),
         regexes: HashMap::new(),
+        rate_limits: rate_limits(bundle),
     };
     match scope.role {
         Role::Gateway => t.gateways(),
@@ -92,6 +94,28 @@ struct Translator<'a> {
     /// Compiled regexes by (pattern, case-insensitive): a compiled regex costs
     /// kilobytes, and large tables repeat the same patterns.
     regexes: HashMap<(String, bool), Arc<Regex>>,
+    /// RateLimits: (namespace, VirtualService, rule names or all, the limit).
+    rate_limits: Vec<(String, String, Vec<String>, Arc<RateLimit>)>,
+}
+
+/// The bundle's RateLimits, compiled (validation has reported the invalid ones).
+fn rate_limits(bundle: &Bundle) -> Vec<(String, String, Vec<String>, Arc<RateLimit>)> {
+    bundle
+        .of(|s| match s {
+            Spec::RateLimit(r) => Some(r),
+            _ => None,
+        })
+        .filter_map(|(e, r)| {
+            let id = format!("{}/{}", e.resource.namespace, e.resource.name);
+            let limit = crate::ratelimit::compile(id, r).ok()?;
+            Some((
+                e.resource.namespace.clone(),
+                r.virtual_service.clone(),
+                r.routes.clone(),
+                limit,
+            ))
+        })
+        .collect()
 }
 
 impl<'a> Translator<'a> {
@@ -435,8 +459,9 @@ impl<'a> Translator<'a> {
                 self.header_ops(entry, &format!("{field}.headers"), rule.headers.as_ref());
             // Validation has reported any error in the policy; this bundle got here without one.
             let mut regexes = std::mem::take(&mut self.regexes);
-            let policy = route_policy(rule, &mut |re| intern_regex(&mut regexes, re, false)).unwrap_or_default();
+            let mut policy = route_policy(rule, &mut |re| intern_regex(&mut regexes, re, false)).unwrap_or_default();
             self.regexes = regexes;
+            policy.rate_limit = self.rate_limit_for(vs_ns, &entry.resource.name, rule.name.as_deref());
             routes.push(Route {
                 name: rule.name.clone(),
                 source: format!("VirtualService {vs_ns}/{} http[{ri}]", entry.resource.name),
@@ -448,6 +473,16 @@ impl<'a> Translator<'a> {
             });
         }
         routes
+    }
+
+    /// The RateLimit on rule `rule` of VirtualService `ns/vs`, if any (the first one).
+    fn rate_limit_for(&self, ns: &str, vs: &str, rule: Option<&str>) -> Option<Arc<RateLimit>> {
+        self.rate_limits
+            .iter()
+            .find(|(n, v, routes, _)| {
+                n == ns && v == vs && (routes.is_empty() || rule.is_some_and(|r| routes.iter().any(|x| x == r)))
+            })
+            .map(|(_, _, _, l)| l.clone())
     }
 
     /// A VirtualService's `tcp` (or, for TLS passthrough, `tls`) routes on one gateway port.

@@ -36,6 +36,7 @@ pub fn validate(bundle: &Bundle) -> Vec<Diagnostic> {
                     }
                 }
             }
+            Spec::RateLimit(r) => v.rate_limit(entry, r),
             Spec::RequestAuthentication(_) => v.warn(
                 entry,
                 Code::NotEnforced,
@@ -665,6 +666,57 @@ impl Validator<'_> {
             if let Some(p) = own {
                 self.traffic_policy_not_enforced(e, &field, p);
             }
+        }
+    }
+
+    fn rate_limit(&mut self, e: &Entry, r: &crate::resources::strait::RateLimitSpec) {
+        let limit = match crate::ratelimit::compile(String::new(), r) {
+            Ok(l) => l,
+            Err(errors) => {
+                for (field, message) in errors {
+                    self.err(e, Code::InvalidValue, &field, message);
+                }
+                return;
+            }
+        };
+        let ns = e.resource.namespace.as_str();
+        let vs = self.bundle.entries.iter().find_map(|x| match &x.resource.spec {
+            Spec::VirtualService(v) if x.resource.namespace == ns && x.resource.name == r.virtual_service => Some(v),
+            _ => None,
+        });
+        match vs {
+            None => self.warn(
+                e,
+                Code::ReferenceNotFound,
+                "spec.virtualService",
+                format!(
+                    "no VirtualService {ns}/{}; this limit applies to nothing",
+                    r.virtual_service
+                ),
+            ),
+            Some(vs) => {
+                for (i, name) in r.routes.iter().enumerate() {
+                    if !vs.http.iter().any(|h| h.name.as_deref() == Some(name.as_str())) {
+                        self.warn(
+                            e,
+                            Code::ReferenceNotFound,
+                            &format!("spec.routes[{i}]"),
+                            format!(
+                                "VirtualService {ns}/{} has no http rule named {name}",
+                                r.virtual_service
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if matches!(limit.key, crate::ratelimit::RateKey::Claim(_)) {
+            self.warn(
+                e,
+                Code::NotEnforced,
+                "spec.key.claim",
+                "JWT claims are not available until RequestAuthentication is enforced: all requests share one bucket",
+            );
         }
     }
 

@@ -13,6 +13,7 @@ pub mod l4;
 pub mod memory;
 pub mod mirror;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod retry;
 pub mod server;

@@ -14,6 +14,7 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 use strait_config::path::Normalization;
+use strait_config::ratelimit::RateKey;
 use strait_config::router::{strip_port, RequestView, Routed};
 use strait_config::snapshot::{
     hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
@@ -114,6 +115,8 @@ pub struct RequestCtx {
     mirror_decided: bool,
     /// This try is the last request its upstream connection may carry.
     close_upstream: bool,
+    /// The rate limit's allowance and what is left, for the response headers.
+    rate: Option<(u32, u32)>,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -406,6 +409,19 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static("-"))
 }
 
+/// `x-ratelimit-limit` and `x-ratelimit-remaining` for a request under a RateLimit.
+fn rate_headers(rate: Option<(u32, u32)>) -> Vec<(HeaderName, HeaderValue)> {
+    rate.map_or_else(Vec::new, |(limit, remaining)| {
+        vec![
+            (HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(limit)),
+            (
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderValue::from(remaining),
+            ),
+        ]
+    })
+}
+
 /// The original client as Envoy's `xff_num_trusted_hops` finds it: with `hops` trusted
 /// proxies in front, the `hops`-th address from the right of `x-forwarded-for`; the
 /// peer itself when nothing is trusted or the header is shorter.
@@ -560,6 +576,7 @@ impl ProxyHttp for Gateway {
             mirror: None,
             mirror_decided: false,
             close_upstream: false,
+            rate: None,
         }
     }
 
@@ -673,6 +690,45 @@ impl ProxyHttp for Gateway {
         ctx.route = Some((m.vhost_index, m.route_index));
         ctx.prefix_len = m.prefix_len;
         let policy = &m.route.policy;
+        if let Some(limit) = &policy.rate_limit {
+            let req = session.req_header();
+            let key = match &limit.key {
+                RateKey::ClientIp => trusted_client(
+                    req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+                    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                    self.limits.trusted_hops,
+                )
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+                RateKey::Header(name) => req
+                    .headers
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default(),
+                // No validated JWT yet: every request shares the claim-less bucket.
+                RateKey::Claim(_) => String::new(),
+            };
+            let verdict = self.shared.limiter.take(limit, &key, std::time::Instant::now());
+            if !verdict.allowed {
+                let headers = [
+                    (
+                        HeaderName::from_static("x-ratelimit-limit"),
+                        HeaderValue::from(verdict.limit),
+                    ),
+                    (
+                        HeaderName::from_static("x-ratelimit-remaining"),
+                        HeaderValue::from(0u32),
+                    ),
+                    (
+                        HeaderName::from_static("x-ratelimit-reset"),
+                        HeaderValue::from(verdict.reset_secs),
+                    ),
+                    (header::RETRY_AFTER, HeaderValue::from(verdict.reset_secs)),
+                ];
+                return respond(session, 429, &headers, None, Bytes::from_static(b"local_rate_limited")).await;
+            }
+            ctx.rate = Some((verdict.limit, verdict.remaining));
+        }
         if let Some(c) = &policy.cors {
             let r = session.req_header();
             match cors::decide(c, &r.method, &r.headers) {
@@ -715,20 +771,15 @@ impl ProxyHttp for Gateway {
             Action::Redirect(r) => {
                 let to = location(r, scheme, view.authority, self.port, view.path);
                 let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
-                respond(
-                    session,
-                    r.code,
-                    &[(header::LOCATION, loc)],
-                    Some(&m.route.response_headers),
-                    Bytes::new(),
-                )
-                .await
+                let mut headers = rate_headers(ctx.rate);
+                headers.push((header::LOCATION, loc));
+                respond(session, r.code, &headers, Some(&m.route.response_headers), Bytes::new()).await
             }
             Action::DirectResponse(d) => {
                 respond(
                     session,
                     d.status,
-                    &[],
+                    &rate_headers(ctx.rate),
                     Some(&m.route.response_headers),
                     Bytes::copy_from_slice(&d.body),
                 )
@@ -1059,6 +1110,9 @@ impl ProxyHttp for Gateway {
             apply_response_ops(resp, &d.response_headers)?;
         }
         for (name, value) in ctx.cors.drain(..) {
+            resp.insert_header(name, value)?;
+        }
+        for (name, value) in rate_headers(ctx.rate) {
             resp.insert_header(name, value)?;
         }
         if let Some(cookie) = ctx.set_cookie.take() {

@@ -13,6 +13,7 @@ use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 use crate::certs::{compile_certificates, CompiledCert};
 use crate::dns::Dns;
 use crate::mirror::Mirrors;
+use crate::ratelimit::Limiter;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
 use crate::upstreams::Upstreams;
 
@@ -61,6 +62,8 @@ pub struct Shared {
     pub dns: Dns,
     /// Sender of mirrored requests.
     pub mirrors: Mirrors,
+    /// Token buckets of the RateLimits.
+    pub limiter: Limiter,
 }
 
 impl Shared {
@@ -83,6 +86,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             dns: Dns::new(),
             mirrors: Mirrors::default(),
+            limiter: Limiter::default(),
         }))
     }
 

@@ -3,6 +3,7 @@
 pub mod kube;
 pub mod networking;
 pub mod security;
+pub mod strait;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,8 @@ pub enum Spec {
     EndpointSlice(kube::EndpointSliceBody),
     /// core/v1 Secret.
     Secret(kube::SecretBody),
+    /// strait.io RateLimit.
+    RateLimit(strait::RateLimitSpec),
 }
 
 /// Where a kind's body lives in the document.
@@ -67,11 +70,13 @@ pub(crate) fn kind_info(api_version: &str, kind: &str) -> Option<Body> {
     let version = api_version.rsplit('/').next().unwrap_or("");
     let istio_net = group == "networking.istio.io" && matches!(version, "v1" | "v1beta1" | "v1alpha3");
     let istio_sec = group == "security.istio.io" && matches!(version, "v1" | "v1beta1");
+    let strait = group == "strait.io" && version == "v1alpha1";
     match kind {
         "Gateway" | "VirtualService" | "DestinationRule" | "ServiceEntry" | "WorkloadEntry" if istio_net => {
             Some(Body::Spec)
         }
         "RequestAuthentication" | "AuthorizationPolicy" | "PeerAuthentication" if istio_sec => Some(Body::Spec),
+        "RateLimit" if strait => Some(Body::Spec),
         "Service" if api_version == "v1" => Some(Body::Spec),
         "Secret" if api_version == "v1" => Some(Body::TopLevel),
         "EndpointSlice" if api_version == "discovery.k8s.io/v1" => Some(Body::TopLevel),
@@ -110,6 +115,7 @@ impl Resource {
             Spec::Service(_) => "Service",
             Spec::EndpointSlice(_) => "EndpointSlice",
             Spec::Secret(_) => "Secret",
+            Spec::RateLimit(_) => "RateLimit",
         }
     }
 }

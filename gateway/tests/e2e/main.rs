@@ -13,6 +13,7 @@ mod l4;
 mod limits;
 mod mirror;
 mod protocols;
+mod ratelimit;
 mod reload;
 mod resilience;
 mod routing;
