@@ -226,6 +226,26 @@ impl<'a> Translator<'a> {
             let Some(cert) = self.certificate(gw_entry, &field, server) else {
                 return;
             };
+            if let Some(tls) = &server.tls {
+                let versions = [tls.min_protocol_version.as_deref(), tls.max_protocol_version.as_deref()];
+                let pinned = versions.iter().flatten().any(|v| *v != "TLS_AUTO");
+                if pinned || !tls.cipher_suites.is_empty() {
+                    self.diags.push(gw_entry.diag(
+                        Severity::Warning,
+                        Code::NotEnforced,
+                        &format!("{field}.tls"),
+                        "minProtocolVersion, maxProtocolVersion and cipherSuites are not enforced by this version of Strait: it serves TLS 1.2 and 1.3 with rustls's default cipher suites",
+                    ));
+                }
+                if tls.credential_names.len() > 1 || !tls.tls_certificates.is_empty() {
+                    self.diags.push(gw_entry.diag(
+                        Severity::Warning,
+                        Code::NotEnforced,
+                        &format!("{field}.tls"),
+                        "only the first certificate of credentialNames (or credentialName) is served; tlsCertificates are not used",
+                    ));
+                }
+            }
             let hosts: Vec<String> = server
                 .hosts
                 .iter()

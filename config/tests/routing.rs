@@ -464,3 +464,16 @@ spec:
     let http = s.listener(80).expect("http listener");
     assert!(http.virtual_hosts.iter().all(|v| v.https_redirect));
 }
+
+#[test]
+fn gateway_tls_settings_not_enforced_are_said() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem, minProtocolVersion: TLSV1_3}\n";
+    let (_, warnings) = snapshot(yaml);
+    let w: Vec<_> = warnings
+        .iter()
+        .filter(|d| d.code == strait_config::Code::NotEnforced)
+        .collect();
+    assert_eq!(w.len(), 1, "{warnings:#?}");
+    assert_eq!(w[0].field.as_deref(), Some("spec.servers[0].tls"));
+    assert!(w[0].message.contains("minProtocolVersion"), "{}", w[0].message);
+}
