@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::path::Normalization;
-use crate::yaml::{parse_documents, Position};
+use serde_json::Value;
+
+use crate::yaml::{parse_documents, Document, Position};
 
 /// What happens to traffic for hosts the registry does not know.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,31 @@ fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &
         field: Some(field.to_string()),
         message,
     }
+}
+
+/// The setting at the dotted `path`, read by `parse`; a value it refuses is an error
+/// saying the value is not `expected`.
+fn setting<T>(
+    doc: &Document,
+    file: &str,
+    path: &str,
+    expected: &str,
+    parse: impl Fn(&Value) -> Option<T>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let value = path.split('.').try_fold(&doc.value, |v, key| v.get(key))?;
+    let parsed = parse(value);
+    if parsed.is_none() {
+        errors.push(diag(
+            file,
+            Severity::Error,
+            Code::InvalidValue,
+            doc.spans.locate(path),
+            path,
+            format!("{value} is not {expected}"),
+        ));
+    }
+    parsed
 }
 
 /// Reads a mesh config file: errors reject it, notes say what is not used.
@@ -91,52 +118,40 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
             format!("{key} is not used by this version of Strait"),
         ));
     }
-    if let Some(mode) = map.get("outboundTrafficPolicy").and_then(|p| p.get("mode")) {
-        let field = "outboundTrafficPolicy.mode";
-        match mode.as_str() {
-            Some("ALLOW_ANY") => mesh.outbound = OutboundMode::AllowAny,
-            Some("REGISTRY_ONLY") => mesh.outbound = OutboundMode::RegistryOnly,
-            _ => errors.push(diag(
-                file,
-                Severity::Error,
-                Code::InvalidValue,
-                doc.spans.locate(field),
-                field,
-                format!("{mode} is not one of ALLOW_ANY, REGISTRY_ONLY"),
-            )),
-        }
+    let outbound = |v: &Value| match v.as_str()? {
+        "ALLOW_ANY" => Some(OutboundMode::AllowAny),
+        "REGISTRY_ONLY" => Some(OutboundMode::RegistryOnly),
+        _ => None,
+    };
+    if let Some(m) = setting(
+        &doc,
+        file,
+        "outboundTrafficPolicy.mode",
+        "one of ALLOW_ANY, REGISTRY_ONLY",
+        outbound,
+        &mut errors,
+    ) {
+        mesh.outbound = m;
     }
-    if let Some(mode) = map.get("pathNormalization").and_then(|p| p.get("normalization")) {
-        let field = "pathNormalization.normalization";
-        match mode.as_str().and_then(Normalization::from_name) {
-            Some(n) => mesh.path_normalization = n,
-            None => errors.push(diag(
-                file,
-                Severity::Error,
-                Code::InvalidValue,
-                doc.spans.locate(field),
-                field,
-                format!("{mode} is not one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES"),
-            )),
-        }
+    if let Some(n) = setting(
+        &doc,
+        file,
+        "pathNormalization.normalization",
+        "one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES",
+        |v| v.as_str().and_then(Normalization::from_name),
+        &mut errors,
+    ) {
+        mesh.path_normalization = n;
     }
-    if let Some(n) = map
-        .get("defaultConfig")
-        .and_then(|d| d.get("gatewayTopology"))
-        .and_then(|t| t.get("numTrustedProxies"))
-    {
-        let field = "defaultConfig.gatewayTopology.numTrustedProxies";
-        match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => mesh.num_trusted_proxies = n,
-            None => errors.push(diag(
-                file,
-                Severity::Error,
-                Code::InvalidValue,
-                doc.spans.locate(field),
-                field,
-                format!("{n} is not a count"),
-            )),
-        }
+    if let Some(n) = setting(
+        &doc,
+        file,
+        "defaultConfig.gatewayTopology.numTrustedProxies",
+        "a count",
+        |v| v.as_u64().and_then(|n| u32::try_from(n).ok()),
+        &mut errors,
+    ) {
+        mesh.num_trusted_proxies = n;
     }
     if errors.is_empty() {
         Ok((mesh, notes))
