@@ -347,13 +347,10 @@ fn hash_key(session: &Session, key: &HashKey, set_cookie: &mut Option<HeaderValu
     let req = session.req_header();
     match key {
         HashKey::Header(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
-        HashKey::SourceIp => {
-            let ip = session.client_addr()?.as_inet()?.ip();
-            Some(match ip {
-                IpAddr::V4(v4) => hash_bytes(&v4.octets()),
-                IpAddr::V6(v6) => hash_bytes(&v6.octets()),
-            })
-        }
+        HashKey::SourceIp => Some(match peer_ip(session)? {
+            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
+        }),
         HashKey::QueryParameter(name) => {
             let query = req.uri.query()?;
             query.split('&').find_map(|pair| {
@@ -422,6 +419,20 @@ fn rate_headers(rate: Option<(u32, u32)>) -> Vec<(HeaderName, HeaderValue)> {
     })
 }
 
+/// The address of the connection's peer.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// The SNI name the client sent on this connection, lowercase.
+fn connection_sni(session: &Session) -> Option<&str> {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|d| d.extension.get::<TlsInfo>())
+        .and_then(|i| i.sni.as_deref())
+}
+
 /// The original client as Envoy's `xff_num_trusted_hops` finds it: with `hops` trusted
 /// proxies in front, the `hops`-th address from the right of `x-forwarded-for`; the
 /// peer itself when nothing is trusted or the header is shorter.
@@ -468,43 +479,41 @@ fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> Option<HeaderValue> {
 }
 
 impl Gateway {
-    /// Normalizes the request path in place (mesh `pathNormalization`); a path that
-    /// cannot be normalized gets the 400 returned here.
-    fn normalize_path<'a>(
-        &self,
-        session: &'a mut Session,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>>> {
+    /// Normalizes the request path in place (mesh `pathNormalization`); false when
+    /// the path cannot be normalized (the request then gets 400).
+    fn normalize_path(&self, session: &mut Session) -> bool {
         let pq = path_and_query(session.req_header());
         let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
-        match strait_config::path::normalize(path, self.limits.normalization) {
-            Ok(None) => None,
-            Ok(Some(normalized)) => {
-                let full = match query {
-                    Some(q) => format!("{normalized}?{q}"),
-                    None => normalized,
-                };
-                match full.parse::<http::Uri>() {
-                    Ok(uri) => {
-                        session.req_header_mut().set_uri(uri);
-                        None
-                    }
-                    Err(_) => Some(Box::pin(respond(
-                        session,
-                        400,
-                        &[],
-                        None,
-                        Bytes::from_static(b"invalid path"),
-                    ))),
-                }
+        let normalized = match strait_config::path::normalize(path, self.limits.normalization) {
+            Ok(None) => return true,
+            Ok(Some(normalized)) => normalized,
+            Err(_) => return false,
+        };
+        let full = match query {
+            Some(q) => format!("{normalized}?{q}"),
+            None => normalized,
+        };
+        match full.parse::<http::Uri>() {
+            Ok(uri) => {
+                session.req_header_mut().set_uri(uri);
+                true
             }
-            Err(_) => Some(Box::pin(respond(
-                session,
-                400,
-                &[],
-                None,
-                Bytes::from_static(b"invalid path"),
-            ))),
+            Err(_) => false,
         }
+    }
+
+    /// `remote.ip`: the client as the trusted proxies in front of the gateway report
+    /// it in `x-forwarded-for`, else the peer.
+    fn remote_ip(&self, session: &Session) -> Option<IpAddr> {
+        trusted_client(
+            session
+                .req_header()
+                .headers
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok()),
+            peer_ip(session),
+            self.limits.trusted_hops,
+        )
     }
 
     /// A copy of the upstream request for the route's mirrors that won their roll.
@@ -624,19 +633,14 @@ impl ProxyHttp for Gateway {
         let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
             return respond(session, 404, &[], None, Bytes::new()).await;
         };
-        if let Some(answer) = self.normalize_path(session) {
-            return answer.await;
+        if !self.normalize_path(session) {
+            return respond(session, 400, &[], None, Bytes::from_static(b"invalid path")).await;
         }
         if !runtime.snapshot.authz.is_empty() {
             let req = session.req_header();
             let host = strip_port(authority(req)).to_ascii_lowercase();
             let path = path_and_query(req).split('?').next().unwrap_or("/");
-            let source_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-            let sni = session
-                .digest()
-                .and_then(|d| d.ssl_digest.as_ref())
-                .and_then(|d| d.extension.get::<TlsInfo>())
-                .and_then(|i| i.sni.as_deref());
+            let source_ip = peer_ip(session);
             let port = session
                 .server_addr()
                 .and_then(|a| a.as_inet())
@@ -648,12 +652,8 @@ impl ProxyHttp for Gateway {
                 path,
                 headers: &req.headers,
                 source_ip,
-                remote_ip: trusted_client(
-                    req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-                    source_ip,
-                    self.limits.trusted_hops,
-                ),
-                sni,
+                remote_ip: self.remote_ip(session),
+                sni: connection_sni(session),
             };
             let decision = runtime.snapshot.authz.decide(&request, |policy| {
                 log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
@@ -672,12 +672,7 @@ impl ProxyHttp for Gateway {
         };
         if self.tls {
             if let Some(vhost_server) = m.vhost.tls_server {
-                let sni = session
-                    .digest()
-                    .and_then(|d| d.ssl_digest.as_ref())
-                    .and_then(|d| d.extension.get::<TlsInfo>())
-                    .and_then(|i| i.sni.as_deref())
-                    .and_then(|sni| listener.sni.lookup(sni));
+                let sni = connection_sni(session).and_then(|sni| listener.sni.lookup(sni));
                 let cert_of = |i: usize| listener.tls_servers.get(i).map(|s| s.certificate);
                 if let Some(sni_server) = sni {
                     if cert_of(sni_server) != cert_of(vhost_server) {
@@ -693,13 +688,7 @@ impl ProxyHttp for Gateway {
         if let Some(limit) = &policy.rate_limit {
             let req = session.req_header();
             let key = match &limit.key {
-                RateKey::ClientIp => trusted_client(
-                    req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-                    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
-                    self.limits.trusted_hops,
-                )
-                .map(|ip| ip.to_string())
-                .unwrap_or_default(),
+                RateKey::ClientIp => self.remote_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
                 RateKey::Header(name) => req
                     .headers
                     .get(name)
@@ -926,10 +915,8 @@ impl ProxyHttp for Gateway {
         }
         let runtime = ctx.runtime.clone();
         let route = ctx.place().route(&runtime);
+        // `retry` also marks the request as timed out once the route's deadline passed.
         let again = stale || route.is_some_and(|r| ctx.attempts.retry(&r.policy.retry, failure));
-        if failure == Failure::Timeout && !again && ctx.attempts.expired() {
-            ctx.attempts.timed_out = true;
-        }
         e.set_retry(again);
         e
     }
@@ -1000,8 +987,7 @@ impl ProxyHttp for Gateway {
         if let Some(d) = ctx.destination() {
             apply_request_ops(upstream, &d.request_headers)?;
         }
-        let client_ip: Option<IpAddr> = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        if let Some(ip) = client_ip {
+        if let Some(ip) = peer_ip(session) {
             let previous = upstream.headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes);
             if let Some(xff) = forwarded_for(previous, ip) {
                 upstream.insert_header("x-forwarded-for", xff)?;
