@@ -978,8 +978,16 @@ impl Cluster {
         match self.endpoints.len() {
             0 => None,
             1 => Some(0),
-            n => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            _ => self.round_robin(|_| true),
         }
+    }
+
+    /// The index of the next endpoint in round-robin order that `accept` takes,
+    /// looking at each endpoint at most once.
+    pub fn round_robin(&self, accept: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| (start + k) % n).find(|i| accept(*i))
     }
 }
 

@@ -39,10 +39,7 @@ fn pick(cluster: &Cluster, state: &ClusterState, hash: Option<u64>, accept: &dyn
     let n = cluster.endpoints.len();
     match (&cluster.policy.lb, hash) {
         (LoadBalancer::Hash(h), Some(hash)) => h.table.lookup_where(hash, accept),
-        (LoadBalancer::RoundRobin, _) => {
-            let start = cluster.next.fetch_add(1, Ordering::Relaxed);
-            (0..n).map(|k| (start + k) % n).find(|i| accept(*i))
-        }
+        (LoadBalancer::RoundRobin, _) => cluster.round_robin(accept),
         (LoadBalancer::LeastRequest | LoadBalancer::Passthrough, _) => {
             let a = random_accepted(n, accept)?;
             let Some(b) = random_accepted(n, &|i| i != a && accept(i)) else {
