@@ -9,7 +9,8 @@ use crate::hosts::{fqdn, gateway_ref};
 use crate::registry::Registry;
 use crate::resources::kube::SecretBody;
 use crate::resources::networking::{
-    DestinationRuleSpec, GatewaySpec, HttpRoute, ServiceEntrySpec, StringMatch, TrafficPolicy, VirtualServiceSpec,
+    DestinationRuleSpec, GatewaySpec, HttpRoute, L4RouteSpec, ServiceEntrySpec, StringMatch, TrafficPolicy,
+    VirtualServiceSpec,
 };
 use crate::resources::Spec;
 use crate::translate::{compile_full_match, secret_value};
@@ -228,71 +229,48 @@ impl Validator<'_> {
         for (i, r) in vs.http.iter().enumerate() {
             self.http_route(e, &format!("spec.http[{i}]"), r);
         }
-        for (i, r) in vs.tls.iter().enumerate() {
-            if r.matches.is_empty() {
+        for (kind, routes) in [("tls", &vs.tls), ("tcp", &vs.tcp)] {
+            for (i, r) in routes.iter().enumerate() {
+                self.l4_route(e, &format!("spec.{kind}[{i}]"), r, kind == "tls");
+            }
+        }
+    }
+
+    /// A `tcp` route, or a `tls` one (whose matches need `sniHosts`).
+    fn l4_route(&mut self, e: &Entry, f: &str, r: &L4RouteSpec, tls: bool) {
+        if tls && r.matches.is_empty() {
+            self.err(
+                e,
+                Code::Required,
+                &format!("{f}.match"),
+                "a tls route needs a match with sniHosts",
+            );
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            if tls && m.sni_hosts.is_empty() {
                 self.err(
                     e,
                     Code::Required,
-                    &format!("spec.tls[{i}].match"),
-                    "a tls route needs a match with sniHosts",
+                    &format!("{f}.match[{j}].sniHosts"),
+                    "sniHosts is required",
                 );
             }
-            for (j, m) in r.matches.iter().enumerate() {
-                if m.sni_hosts.is_empty() {
-                    self.err(
-                        e,
-                        Code::Required,
-                        &format!("spec.tls[{i}].match[{j}].sniHosts"),
-                        "sniHosts is required",
-                    );
-                }
-            }
-        }
-        let l4_matches = vs
-            .tls
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| {
-                r.matches
-                    .iter()
-                    .enumerate()
-                    .map(move |(j, m)| (format!("spec.tls[{i}].match[{j}]"), m))
-            })
-            .chain(vs.tcp.iter().enumerate().flat_map(|(i, r)| {
-                r.matches
-                    .iter()
-                    .enumerate()
-                    .map(move |(j, m)| (format!("spec.tcp[{i}].match[{j}]"), m))
-            }));
-        for (field, m) in l4_matches {
             if !m.destination_subnets.is_empty() || !m.source_labels.is_empty() || m.source_namespace.is_some() {
                 self.warn(
                     e,
                     Code::NotEnforced,
-                    &field,
+                    &format!("{f}.match[{j}]"),
                     "destinationSubnets, sourceLabels and sourceNamespace are accepted but not enforced by this version of Strait",
                 );
             }
         }
-        let l4 = vs
-            .tls
-            .iter()
-            .map(|r| r.route.is_empty())
-            .chain(vs.tcp.iter().map(|r| r.route.is_empty()));
-        for (i, empty) in l4.enumerate() {
-            if empty {
-                let (kind, n) = if i < vs.tls.len() {
-                    ("tls", i)
-                } else {
-                    ("tcp", i - vs.tls.len())
-                };
-                self.err(
-                    e,
-                    Code::Required,
-                    &format!("spec.{kind}[{n}].route"),
-                    "a route needs at least one destination",
-                );
-            }
+        if r.route.is_empty() {
+            self.err(
+                e,
+                Code::Required,
+                &format!("{f}.route"),
+                "a route needs at least one destination",
+            );
         }
     }
 
