@@ -92,7 +92,7 @@ impl L4App {
             match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    state.record(&cluster.policy, index, Outcome::Status(200));
+                    state.record(&cluster.policy, index, Outcome::Connected);
                     return Some((s, guard));
                 }
                 Ok(Err(e)) => log::warn!("listener {}: connect to {address} failed: {e}", self.port),

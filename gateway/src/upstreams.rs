@@ -27,6 +27,8 @@ pub fn now_ms() -> u64 {
 pub enum Outcome {
     /// The upstream answered with this status.
     Status(u16),
+    /// A TCP connection was made (TCP and TLS-passthrough routes, which see no status).
+    Connected,
     /// Connect failure, reset or timeout: no answer.
     LocalFailure,
 }
@@ -212,6 +214,7 @@ impl ClusterState {
         let Some(e) = self.endpoints.get(index) else { return };
         let (five_xx, gateway) = match outcome {
             Outcome::Status(s) => (s >= 500, matches!(s, 502..=504)),
+            Outcome::Connected => (false, false),
             Outcome::LocalFailure => (true, true),
         };
         if five_xx {
