@@ -110,7 +110,9 @@ pub struct RequestCtx {
     /// A generated hash cookie to hand to the client.
     set_cookie: Option<HeaderValue>,
     /// A mirrored copy waiting for the request body.
-    mirror: Option<PendingCopy>,
+    // Boxed: the context lives in the request's future, which Pingora moves on
+    // every request; a copy in progress is rare.
+    mirror: Option<Box<PendingCopy>>,
     /// Mirroring was decided (once per request, not per try).
     mirror_decided: bool,
     /// This try is the last request its upstream connection may carry.
@@ -1006,7 +1008,7 @@ impl ProxyHttp for Gateway {
                 if session.is_body_empty() {
                     self.shared.mirrors.send(copy);
                 } else {
-                    ctx.mirror = Some(copy);
+                    ctx.mirror = Some(Box::new(copy));
                 }
             }
         }
@@ -1028,7 +1030,7 @@ impl ProxyHttp for Gateway {
         }
         if end_of_stream {
             if let Some(copy) = ctx.mirror.take() {
-                self.shared.mirrors.send(copy);
+                self.shared.mirrors.send(*copy);
             }
         }
         Ok(())
