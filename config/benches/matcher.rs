@@ -28,6 +28,7 @@ fn bench(c: &mut Criterion) {
             authority,
             scheme: "http",
             headers: &headers,
+            claims: None,
         };
         c.bench_function(name, |b| b.iter(|| black_box(listener.route(black_box(&req)))));
     }

@@ -8,9 +8,11 @@ use http::HeaderMap;
 use serde::Serialize;
 
 use crate::bundle::{Bundle, Entry};
+use crate::claims::{self, ClaimPath};
 use crate::diag::{Code, Diagnostic, Severity};
+use crate::jwt::Verified;
 use crate::registry::selects;
-use crate::resources::security::{Action, AuthorizationPolicySpec, Condition, Operation, Source};
+use crate::resources::security::{Action, AuthorizationPolicySpec, Condition, Operation, Source, WorkloadSelector};
 use crate::resources::Spec;
 use crate::translate::Scope;
 
@@ -147,8 +149,20 @@ pub enum Key {
     DestinationPort,
     /// `connection.sni`.
     Sni,
-    /// An attribute only mTLS or JWT provide (`source.principal`, `request.auth.*`,
-    /// `source.namespace`...): absent until they are enforced.
+    /// `source.principal`: the client certificate's identity.
+    SourcePrincipal,
+    /// `source.namespace`: the namespace of the client's SPIFFE identity.
+    SourceNamespace,
+    /// `request.auth.principal`: the verified JWT's `iss/sub`.
+    RequestPrincipal,
+    /// `request.auth.audiences`: the verified JWT's `aud`.
+    Audiences,
+    /// `request.auth.presenter`: the verified JWT's `azp`.
+    Presenter,
+    /// `request.auth.claims[...]`: a verified JWT claim.
+    Claim(ClaimPath),
+    /// An attribute the gateway never has (`source.serviceAccount` without mesh
+    /// identities, `destination.ip`): conditions on it fail closed.
     Unavailable(String),
 }
 
@@ -171,6 +185,10 @@ pub struct Request<'a> {
     pub remote_ip: Option<IpAddr>,
     /// TLS SNI.
     pub sni: Option<&'a str>,
+    /// The client certificate's identity (SPIFFE ID without `spiffe://`), if verified.
+    pub peer: Option<&'a str>,
+    /// The verified JWT, if any.
+    pub auth: Option<&'a Verified>,
 }
 
 /// The outcome.
@@ -287,13 +305,21 @@ impl IpBlock {
     }
 }
 
+/// The namespace of a SPIFFE identity `<trust domain>/ns/<namespace>/sa/<account>`.
+pub fn spiffe_namespace(principal: &str) -> Option<&str> {
+    let mut parts = principal.split('/');
+    parts.next()?;
+    (parts.next()? == "ns").then(|| parts.next()).flatten()
+}
+
 impl SourceMatch {
     fn matches(&self, req: &Request<'_>) -> bool {
-        // Without mTLS and JWT at the gateway yet, these attributes are absent.
-        let absent: Option<&str> = None;
-        self.principals.check(absent, |v, a| v.matches(a))
-            && self.request_principals.check(absent, |v, a| v.matches(a))
-            && self.namespaces.check(absent, |v, a| v.matches(a))
+        let request_principal = req.auth.map(|a| a.principal.as_str());
+        self.principals.check(req.peer, |v, a| v.matches(a))
+            && self.request_principals.check(request_principal, |v, a| v.matches(a))
+            && self
+                .namespaces
+                .check(req.peer.and_then(spiffe_namespace), |v, a| v.matches(a))
             && self.ip_blocks.check(req.source_ip, |b, ip| b.contains(ip))
             && self.remote_ip_blocks.check(req.remote_ip, |b, ip| b.contains(ip))
     }
@@ -322,8 +348,38 @@ impl Cond {
                 self.values.check(Some(port.as_str()), |v, a| v.matches(a))
             }
             Key::Sni => self.values.check(req.sni, |v, a| v.matches(a)),
+            Key::SourcePrincipal => self.values.check(req.peer, |v, a| v.matches(a)),
+            Key::SourceNamespace => self
+                .values
+                .check(req.peer.and_then(spiffe_namespace), |v, a| v.matches(a)),
+            Key::RequestPrincipal => self
+                .values
+                .check(req.auth.map(|a| a.principal.as_str()), |v, a| v.matches(a)),
+            Key::Presenter => self
+                .values
+                .check(req.auth.and_then(Verified::presenter), |v, a| v.matches(a)),
+            Key::Audiences => {
+                let auds = req.auth.map(Verified::audiences);
+                self.any_of(auds.as_deref().filter(|a| !a.is_empty()), |list, v| {
+                    list.iter().any(|a| v.matches(a))
+                })
+            }
+            Key::Claim(path) => {
+                let claim = req.auth.and_then(|a| path.lookup(&a.claims));
+                self.any_of(claim, |c, v| claims::any_value(c, |s| v.matches(s)))
+            }
             Key::Unavailable(_) => self.values.check(None::<&str>, |v, a| v.matches(a)),
         }
+    }
+}
+
+impl Cond {
+    /// Like `Field::check` for an attribute with several values (a list claim,
+    /// audiences): `values` needs one of them to match, `notValues` none.
+    fn any_of<A: ?Sized>(&self, attr: Option<&A>, has: impl Fn(&A, &Value) -> bool) -> bool {
+        let positive = self.values.any.is_empty() || attr.is_some_and(|a| self.values.any.iter().any(|v| has(a, v)));
+        let negative = attr.is_none_or(|a| !self.values.not.iter().any(|v| has(a, v)));
+        positive && negative
     }
 }
 
@@ -443,14 +499,15 @@ fn condition(c: &Condition) -> Result<Cond, String> {
             "remote.ip" => Key::RemoteIp(blocks(&c.values, &c.not_values)?),
             "destination.port" => Key::DestinationPort,
             "connection.sni" => Key::Sni,
-            "source.namespace"
-            | "source.principal"
-            | "source.serviceAccount"
-            | "request.auth.principal"
-            | "request.auth.audiences"
-            | "request.auth.presenter"
-            | "destination.ip" => Key::Unavailable(key.into()),
-            k if k.starts_with("request.auth.claims[") => Key::Unavailable(k.into()),
+            "source.principal" => Key::SourcePrincipal,
+            "source.namespace" => Key::SourceNamespace,
+            "request.auth.principal" => Key::RequestPrincipal,
+            "request.auth.audiences" => Key::Audiences,
+            "request.auth.presenter" => Key::Presenter,
+            "source.serviceAccount" | "destination.ip" => Key::Unavailable(key.into()),
+            k if k.starts_with("request.auth.claims[") => {
+                Key::Claim(ClaimPath::parse(&k["request.auth.claims".len()..])?)
+            }
             other => return Err(format!("unknown condition key {other:?}")),
         }
     };
@@ -493,6 +550,33 @@ pub fn compile_policy(name: String, spec: &AuthorizationPolicySpec) -> Result<Po
     }
 }
 
+/// Whether a security policy applies to the proxy of `scope`: in its namespace with a
+/// matching selector (or none), or in the root namespace without one. Policies with
+/// `targetRefs` select Gateway API resources, which Strait does not serve: they are
+/// skipped with a warning.
+pub(crate) fn applies(
+    entry: &Entry,
+    selector: Option<&WorkloadSelector>,
+    targeted: bool,
+    scope: &Scope,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    if targeted {
+        diags.push(entry.diag(
+            Severity::Warning,
+            Code::NotEnforced,
+            "spec.targetRefs",
+            "targetRefs select Gateway API resources, which this version of Strait does not serve; policy skipped",
+        ));
+        return false;
+    }
+    let ns = entry.resource.namespace.as_str();
+    match selector {
+        Some(sel) => ns == scope.namespace && selects(&sel.match_labels, &scope.labels),
+        None => ns == scope.namespace || ns == ROOT_NAMESPACE,
+    }
+}
+
 /// The policies of `bundle` that apply to the proxy of `scope`: those in its namespace
 /// whose selector matches its labels (or that have none), and those in the root
 /// namespace without a selector.
@@ -506,24 +590,11 @@ pub fn for_scope(bundle: &Bundle, scope: &Scope) -> (Authz, Vec<Diagnostic>) {
         })
         .collect();
     for (entry, spec) in policies {
-        let ns = entry.resource.namespace.as_str();
-        if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
-            diags.push(entry.diag(
-                Severity::Warning,
-                Code::NotEnforced,
-                "spec.targetRefs",
-                "targetRefs select Gateway API resources, which this version of Strait does not serve; policy skipped",
-            ));
+        let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
+        if !applies(entry, spec.selector.as_ref(), targeted, scope, &mut diags) {
             continue;
         }
-        let applies = match &spec.selector {
-            Some(sel) => ns == scope.namespace && selects(&sel.match_labels, &scope.labels),
-            None => ns == scope.namespace || ns == ROOT_NAMESPACE,
-        };
-        if !applies {
-            continue;
-        }
-        let name = format!("{ns}/{}", entry.resource.name);
+        let name = format!("{}/{}", entry.resource.namespace, entry.resource.name);
         let policy = match compile_policy(name, spec) {
             Ok(p) => p,
             Err(errors) => {
@@ -572,6 +643,8 @@ mod tests {
             source_ip: Some("10.1.2.3".parse().expect("ip")),
             remote_ip: Some("203.0.113.9".parse().expect("ip")),
             sni: None,
+            peer: None,
+            auth: None,
         }
     }
 
@@ -625,6 +698,35 @@ mod tests {
         let not_jwt = policy("rules: [{from: [{source: {notRequestPrincipals: ['*']}}]}]");
         assert!(not_jwt.matches(&req("/x", &h)));
         assert!(ip_block("10.0.0.0/33").is_err() && ip_block("nope").is_err());
+
+        let token = Verified {
+            principal: "https://issuer/alice".into(),
+            claims: serde_json::json!({"sub": "alice", "aud": ["api", "web"], "azp": "spa",
+                                       "groups": ["dev", "ops"], "org": {"tier": "gold"}}),
+            payload_segment: String::new(),
+        };
+        let authed = Request {
+            auth: Some(&token),
+            peer: Some("cluster.local/ns/shop/sa/web"),
+            ..req("/x", &h)
+        };
+        assert!(jwt.matches(&authed), "a verified token gives a request principal");
+        assert!(!not_jwt.matches(&authed));
+        let claims = policy(
+            "rules:\n- from: [{source: {requestPrincipals: ['https://issuer/*'], namespaces: [shop]}}]\n  \
+             when:\n  - {key: 'request.auth.claims[groups]', values: [ops]}\n  \
+             - {key: 'request.auth.claims[org][tier]', values: [gold]}\n  \
+             - {key: request.auth.audiences, values: [web], notValues: [admin]}\n  \
+             - {key: request.auth.presenter, values: [spa]}\n  \
+             - {key: source.principal, values: ['*/sa/web']}",
+        );
+        assert!(claims.matches(&authed));
+        assert!(!claims.matches(&req("/x", &h)), "no token, no claims");
+        let not_group = policy("rules: [{when: [{key: 'request.auth.claims[groups]', notValues: [ops]}]}]");
+        assert!(
+            !not_group.matches(&authed),
+            "notValues: no element of a list claim may match"
+        );
         let spec: AuthorizationPolicySpec = serde_json::from_value(
             serde_json::json!({"rules": [{"when": [{"key": "request.color", "values": ["x"]}]}]}),
         )

@@ -8,10 +8,12 @@
 
 pub mod authz;
 pub mod bundle;
+pub mod claims;
 pub mod cluster_policy;
 pub mod diag;
 pub mod duration;
 pub mod hosts;
+pub mod jwt;
 pub mod mesh;
 pub mod path;
 pub mod policy;

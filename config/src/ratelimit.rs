@@ -33,8 +33,8 @@ pub enum RateKey {
     ClientIp,
     /// A request header's value (requests without it share one bucket).
     Header(#[serde(serialize_with = "ser_name")] HeaderName),
-    /// A JWT claim (requests without one share one bucket).
-    Claim(String),
+    /// A verified JWT claim (requests without one share one bucket).
+    Claim(crate::claims::ClaimPath),
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -86,7 +86,13 @@ pub fn compile(id: String, spec: &RateLimitSpec) -> Result<Arc<RateLimit>, Vec<(
                     RateKey::ClientIp
                 }
             },
-            (false, None, Some(c)) => RateKey::Claim(c.clone()),
+            (false, None, Some(c)) => match crate::claims::ClaimPath::parse(c) {
+                Ok(path) => RateKey::Claim(path),
+                Err(e) => {
+                    errors.push(("spec.key.claim".into(), e));
+                    RateKey::ClientIp
+                }
+            },
             _ => {
                 errors.push((
                     "spec.key".into(),

@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 
-use crate::snapshot::{HeaderMatch, Listener, RequestMatch, Route, StrMatch, VirtualHost};
+use crate::snapshot::{ClaimMatch, HeaderMatch, Listener, RequestMatch, Route, StrMatch, VirtualHost};
 
 /// The facts of a request that routing looks at.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +18,8 @@ pub struct RequestView<'a> {
     pub scheme: &'a str,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// The verified JWT payload, if the request carried a valid token.
+    pub claims: Option<&'a serde_json::Value>,
 }
 
 /// The outcome of routing.
@@ -149,6 +151,12 @@ fn matches(m: &RequestMatch, port: u16, req: &RequestView<'_>, path: &str, query
     if m.without_headers.iter().any(|h| header_matches(h, req.headers)) {
         return None;
     }
+    if !m.claims.iter().all(|c| claim_matches(c, req.claims)) {
+        return None;
+    }
+    if m.without_claims.iter().any(|c| claim_matches(c, req.claims)) {
+        return None;
+    }
     if !m.query_params.is_empty() {
         for (name, sm) in &m.query_params {
             let value = query.split('&').find_map(|kv| {
@@ -171,6 +179,13 @@ fn header_matches(h: &HeaderMatch, headers: &HeaderMap) -> bool {
             Err(_) => matches!(h.matcher, StrMatch::Present),
         },
     }
+}
+
+/// Istio routes on claims only for requests with a verified token.
+fn claim_matches(c: &ClaimMatch, claims: Option<&serde_json::Value>) -> bool {
+    claims
+        .and_then(|p| c.claim.lookup(p))
+        .is_some_and(|v| crate::claims::any_value(v, |s| str_matches(&c.matcher, s)))
 }
 
 /// Whether `value` satisfies `m` (regexes match the whole value).

@@ -30,6 +30,9 @@ pub struct Snapshot {
     /// AuthorizationPolicies that apply to this proxy.
     #[serde(skip_serializing_if = "crate::authz::Authz::is_empty")]
     pub authz: crate::authz::Authz,
+    /// RequestAuthentication JWT providers that apply to this proxy.
+    #[serde(skip_serializing_if = "crate::jwt::JwtAuth::is_empty")]
+    pub jwt: crate::jwt::JwtAuth,
 }
 
 impl Snapshot {
@@ -491,6 +494,12 @@ pub struct RequestMatch {
     /// Headers that must not match.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub without_headers: Vec<HeaderMatch>,
+    /// Verified JWT claims that must match (`@request.auth.claims.*` header keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<ClaimMatch>,
+    /// Verified JWT claims that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub without_claims: Vec<ClaimMatch>,
     /// Query parameters that must match.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<(String, StrMatch)>,
@@ -506,6 +515,15 @@ pub struct HeaderMatch {
     #[serde(serialize_with = "ser_name")]
     pub name: HeaderName,
     /// Value condition.
+    pub matcher: StrMatch,
+}
+
+/// A condition on a verified JWT claim.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimMatch {
+    /// The claim.
+    pub claim: crate::claims::ClaimPath,
+    /// Value condition; a list claim matches when one of its values does.
     pub matcher: StrMatch,
 }
 

@@ -1,7 +1,10 @@
-//! A generated routing table for benchmarks and allocation tests: `hosts` virtual
+//! Test helpers. A generated routing table for benchmarks and allocation tests: `hosts` virtual
 //! hosts (`svc{i}.example.com`) with `routes` rules each, all sent to one backend.
 //! The last rule of the last host is the slowest to find: path `/r{routes-1}/...`
 //! with header `x-tenant: t1`.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod jwt;
 
 /// YAML for a Gateway on port 80, a ServiceEntry `backend` at 127.0.0.1:`backend_port`
 /// and one VirtualService per host.

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use regex::{Regex, RegexBuilder};
 
 use crate::bundle::{Bundle, Entry};
+use crate::claims::ClaimPath;
 use crate::cluster_policy;
 use crate::diag::{has_errors, Code, Diagnostic, Severity};
 use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
@@ -21,10 +22,19 @@ use crate::resources::networking::{
 };
 use crate::resources::Spec;
 use crate::snapshot::{
-    Action, Certificate, CertificateSource, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps, L4Route,
-    Listener, Mirror, PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot, StrMatch,
-    TlsServer, UpstreamTls, VirtualHost, WeightedCluster,
+    Action, Certificate, CertificateSource, ClaimMatch, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps,
+    L4Route, Listener, Mirror, PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot,
+    StrMatch, TlsServer, UpstreamTls, VirtualHost, WeightedCluster,
 };
+
+/// How a VirtualService header match names a JWT claim.
+pub const CLAIM_KEY: &str = "@request.auth.claims";
+
+/// The claim path of an `@request.auth.claims.<name>` (or `[name]`) header key.
+pub fn claim_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(CLAIM_KEY)?;
+    Some(rest.strip_prefix('.').unwrap_or(rest))
+}
 
 /// The role a proxy plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +77,8 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
     }
     let (authz, authz_diags) = crate::authz::for_scope(bundle, scope);
     t.diags.extend(authz_diags);
+    let (jwt, jwt_diags) = crate::jwt::for_scope(bundle, scope);
+    t.diags.extend(jwt_diags);
     if has_errors(&t.diags) {
         return Err(t.diags);
     }
@@ -77,6 +89,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         clusters: t.clusters,
         certificates: t.certificates,
         authz,
+        jwt,
     };
     Ok((snapshot, t.diags))
 }
@@ -554,22 +567,6 @@ impl<'a> Translator<'a> {
     }
 
     fn request_match(&mut self, entry: &Entry, field: &str, m: &HttpMatchRequest) -> Option<RequestMatch> {
-        let claim_keys = m
-            .headers
-            .keys()
-            .chain(m.without_headers.keys())
-            .any(|k| k.starts_with("@request.auth.claims"));
-        if claim_keys {
-            // Without JWT validation no request carries validated claims, so, as in
-            // Istio for an unauthenticated request, this block matches nothing.
-            self.diags.push(entry.diag(
-                Severity::Warning,
-                Code::NotEnforced,
-                &format!("{field}.headers"),
-                "@request.auth.claims matches need RequestAuthentication support, which this version of Strait lacks; this match never applies",
-            ));
-            return None;
-        }
         Some(RequestMatch {
             uri: self.str_match(entry, &format!("{field}.uri"), m.uri.as_ref(), m.ignore_uri_case),
             ignore_uri_case: m.ignore_uri_case,
@@ -578,6 +575,8 @@ impl<'a> Translator<'a> {
             authority: self.str_match(entry, &format!("{field}.authority"), m.authority.as_ref(), false),
             headers: self.header_matches(entry, &format!("{field}.headers"), &m.headers),
             without_headers: self.header_matches(entry, &format!("{field}.withoutHeaders"), &m.without_headers),
+            claims: self.claim_matches(entry, &format!("{field}.headers"), &m.headers),
+            without_claims: self.claim_matches(entry, &format!("{field}.withoutHeaders"), &m.without_headers),
             query_params: m
                 .query_params
                 .iter()
@@ -599,10 +598,30 @@ impl<'a> Translator<'a> {
         map: &std::collections::BTreeMap<String, StringMatch>,
     ) -> Vec<HeaderMatch> {
         map.iter()
+            .filter(|(k, _)| !k.starts_with(CLAIM_KEY))
             .filter_map(|(k, v)| {
                 let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?;
                 Some(HeaderMatch {
                     name,
+                    matcher: self.str_match(entry, &format!("{field}.{k}"), Some(v), false)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The `@request.auth.claims.<name>` keys of a header map (validation checked
+    /// their names).
+    fn claim_matches(
+        &mut self,
+        entry: &Entry,
+        field: &str,
+        map: &std::collections::BTreeMap<String, StringMatch>,
+    ) -> Vec<ClaimMatch> {
+        map.iter()
+            .filter_map(|(k, v)| {
+                let claim = ClaimPath::parse(claim_key(k)?).ok()?;
+                Some(ClaimMatch {
+                    claim,
                     matcher: self.str_match(entry, &format!("{field}.{k}"), Some(v), false)?,
                 })
             })

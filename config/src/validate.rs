@@ -38,12 +38,13 @@ pub fn validate(bundle: &Bundle) -> Vec<Diagnostic> {
                 }
             }
             Spec::RateLimit(r) => v.rate_limit(entry, r),
-            Spec::RequestAuthentication(_) => v.warn(
-                entry,
-                Code::NotEnforced,
-                "spec.jwtRules",
-                "JWT validation is not available in this version of Strait yet: tokens are neither checked nor rejected, and requestPrincipals never match",
-            ),
+            Spec::RequestAuthentication(r) => {
+                if let Err(errors) = crate::jwt::compile("", r) {
+                    for (field, message) in errors {
+                        v.err(entry, Code::InvalidValue, &field, message);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -386,13 +387,20 @@ impl Validator<'_> {
             ] {
                 for (k, sm) in map {
                     let kf = format!("{mf}.{kind}.{k}");
-                    if kind != "queryParams" && k.chars().any(|c| c.is_ascii_uppercase()) {
+                    if kind != "queryParams" && k.starts_with('@') {
+                        match crate::translate::claim_key(k).map(crate::claims::ClaimPath::parse) {
+                            Some(Ok(_)) => {}
+                            Some(Err(m)) => self.err(e, Code::InvalidValue, &kf, m),
+                            None => self.err(
+                                e,
+                                Code::InvalidValue,
+                                &kf,
+                                format!("{k:?}: the only @ key is @request.auth.claims.<claim>"),
+                            ),
+                        }
+                    } else if kind != "queryParams" && k.chars().any(|c| c.is_ascii_uppercase()) {
                         self.err(e, Code::InvalidValue, &kf, "header names in matches must be lowercase");
-                    }
-                    if kind != "queryParams"
-                        && !k.starts_with('@')
-                        && http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                    {
+                    } else if kind != "queryParams" && http::HeaderName::from_bytes(k.as_bytes()).is_err() {
                         self.err(e, Code::InvalidValue, &kf, format!("{k:?} is not a valid header name"));
                     }
                     self.string_match(e, &kf, sm);
@@ -648,15 +656,12 @@ impl Validator<'_> {
     }
 
     fn rate_limit(&mut self, e: &Entry, r: &crate::resources::strait::RateLimitSpec) {
-        let limit = match crate::ratelimit::compile(String::new(), r) {
-            Ok(l) => l,
-            Err(errors) => {
-                for (field, message) in errors {
-                    self.err(e, Code::InvalidValue, &field, message);
-                }
-                return;
+        if let Err(errors) = crate::ratelimit::compile(String::new(), r) {
+            for (field, message) in errors {
+                self.err(e, Code::InvalidValue, &field, message);
             }
-        };
+            return;
+        }
         let ns = e.resource.namespace.as_str();
         let vs = self.bundle.entries.iter().find_map(|x| match &x.resource.spec {
             Spec::VirtualService(v) if x.resource.namespace == ns && x.resource.name == r.virtual_service => Some(v),
@@ -687,14 +692,6 @@ impl Validator<'_> {
                     }
                 }
             }
-        }
-        if matches!(limit.key, crate::ratelimit::RateKey::Claim(_)) {
-            self.warn(
-                e,
-                Code::NotEnforced,
-                "spec.key.claim",
-                "JWT claims are not available until RequestAuthentication is enforced: all requests share one bucket",
-            );
         }
     }
 

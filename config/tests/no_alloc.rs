@@ -18,6 +18,7 @@ fn routing_does_not_allocate() {
             authority: "SVC99.Example.com:80",
             scheme: "http",
             headers: &headers,
+            claims: None,
         },
         RequestView {
             method: "GET",
@@ -25,6 +26,7 @@ fn routing_does_not_allocate() {
             authority: "svc3.example.com",
             scheme: "http",
             headers: &headers,
+            claims: None,
         },
         RequestView {
             method: "GET",
@@ -32,6 +34,7 @@ fn routing_does_not_allocate() {
             authority: "svc7.example.com",
             scheme: "http",
             headers: &headers,
+            claims: None,
         },
     ];
     let mut matched = 0;

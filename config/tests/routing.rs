@@ -83,6 +83,7 @@ fn route_name(s: &Snapshot, (port, method, authority, path, headers): Req<'_>) -
         authority,
         scheme: "http",
         headers: &map,
+        claims: None,
     };
     match listener.route(&view) {
         Routed::NoHost => "no-host".into(),

@@ -101,6 +101,7 @@ mod tests {
             clusters: vec![cluster(c.policy.lb.clone())],
             certificates: Vec::new(),
             authz: Default::default(),
+            jwt: Default::default(),
         };
         Upstreams::build(&snapshot, None).clusters.remove(0)
     }

@@ -22,6 +22,18 @@ pub enum Decision {
     Forward(Vec<(HeaderName, HeaderValue)>),
 }
 
+/// Whether a request is a CORS preflight: OPTIONS with an origin and the method
+/// it asks about.
+pub fn is_preflight(req: &pingora::http::RequestHeader) -> bool {
+    preflight(&req.method, &req.headers)
+}
+
+fn preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 /// Decides for one request.
 pub fn decide(cors: &Cors, method: &Method, headers: &HeaderMap) -> Decision {
     let Some(origin) = headers.get(header::ORIGIN) else {
@@ -30,8 +42,7 @@ pub fn decide(cors: &Cors, method: &Method, headers: &HeaderMap) -> Decision {
     let allowed = origin
         .to_str()
         .is_ok_and(|o| cors.allow_origins.iter().any(|m| str_matches(m, o)));
-    let preflight = method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    match (preflight, allowed) {
+    match (preflight(method, headers), allowed) {
         (true, true) => {
             let mut out = common(cors, origin);
             if let Some(v) = &cors.allow_methods {

@@ -4,11 +4,13 @@
 
 pub mod admin;
 pub mod app;
+pub mod authn;
 pub mod balance;
 pub mod certs;
 pub mod cors;
 pub mod dns;
 pub mod echo;
+pub mod jwks;
 pub mod l4;
 pub mod memory;
 pub mod mirror;

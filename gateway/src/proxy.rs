@@ -13,6 +13,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
+use strait_config::jwt::Verified;
 use strait_config::path::Normalization;
 use strait_config::ratelimit::RateKey;
 use strait_config::router::{strip_port, RequestView, Routed};
@@ -20,6 +21,7 @@ use strait_config::snapshot::{
     hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
 };
 
+use crate::authn;
 use crate::balance;
 use crate::certs::TlsInfo;
 use crate::cors;
@@ -119,6 +121,9 @@ pub struct RequestCtx {
     close_upstream: bool,
     /// The rate limit's allowance and what is left, for the response headers.
     rate: Option<(u32, u32)>,
+    /// The request's verified JWT.
+    // Boxed for the same reason as `mirror`.
+    auth: Option<Box<Verified>>,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -203,13 +208,14 @@ fn authority(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-fn request_view<'a>(req: &'a RequestHeader, scheme: &'a str) -> RequestView<'a> {
+fn request_view<'a>(req: &'a RequestHeader, scheme: &'a str, auth: Option<&'a Verified>) -> RequestView<'a> {
     RequestView {
         method: req.method.as_str(),
         path: path_and_query(req),
         authority: authority(req),
         scheme,
         headers: &req.headers,
+        claims: auth.map(|a| &a.claims),
     }
 }
 
@@ -588,6 +594,7 @@ impl ProxyHttp for Gateway {
             mirror_decided: false,
             close_upstream: false,
             rate: None,
+            auth: None,
         }
     }
 
@@ -638,6 +645,25 @@ impl ProxyHttp for Gateway {
         if !self.normalize_path(session) {
             return respond(session, 400, &[], None, Bytes::from_static(b"invalid path")).await;
         }
+        let scheme = if self.tls { "https" } else { "http" };
+        // Istio lets CORS preflights through unauthenticated: browsers send them without credentials.
+        if !runtime.snapshot.jwt.is_empty() && !cors::is_preflight(session.req_header()) {
+            match authn::authenticate(&runtime, session.req_header_mut()).await {
+                Ok(auth) => ctx.auth = auth,
+                Err(failure) => {
+                    log::debug!("JWT refused: {failure}");
+                    let challenge = authn::challenge(session.req_header(), scheme);
+                    return respond(
+                        session,
+                        401,
+                        &[(header::WWW_AUTHENTICATE, challenge)],
+                        None,
+                        Bytes::from(failure.to_string()),
+                    )
+                    .await;
+                }
+            }
+        }
         if !runtime.snapshot.authz.is_empty() {
             let req = session.req_header();
             let host = strip_port(authority(req)).to_ascii_lowercase();
@@ -656,6 +682,8 @@ impl ProxyHttp for Gateway {
                 source_ip,
                 remote_ip: self.remote_ip(session),
                 sni: connection_sni(session),
+                peer: None,
+                auth: ctx.auth.as_deref(),
             };
             let decision = runtime.snapshot.authz.decide(&request, |policy| {
                 log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
@@ -665,8 +693,7 @@ impl ProxyHttp for Gateway {
                 return respond(session, 403, &[], None, Bytes::from_static(b"RBAC: access denied")).await;
             }
         }
-        let scheme = if self.tls { "https" } else { "http" };
-        let view = request_view(session.req_header(), scheme);
+        let view = request_view(session.req_header(), scheme, ctx.auth.as_deref());
         let routed = listener.route(&view);
         let m = match routed {
             Routed::Matched(m) => m,
@@ -696,8 +723,13 @@ impl ProxyHttp for Gateway {
                     .get(name)
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                     .unwrap_or_default(),
-                // No validated JWT yet: every request shares the claim-less bucket.
-                RateKey::Claim(_) => String::new(),
+                // Requests without the claim share one bucket.
+                RateKey::Claim(path) => ctx
+                    .auth
+                    .as_ref()
+                    .and_then(|a| path.lookup(&a.claims))
+                    .and_then(strait_config::claims::header_value)
+                    .unwrap_or_default(),
             };
             let verdict = self.shared.limiter.take(limit, &key, std::time::Instant::now());
             if !verdict.allowed {
@@ -752,7 +784,7 @@ impl ProxyHttp for Gateway {
                 };
             }
         }
-        let view = request_view(session.req_header(), scheme);
+        let view = request_view(session.req_header(), scheme, None);
         if !self.tls && m.vhost.https_redirect {
             let to = format!("https://{}{}", strip_port(view.authority), view.path);
             let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;

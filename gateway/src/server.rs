@@ -18,6 +18,7 @@ use strait_config::{Diagnostic, Scope};
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
 use crate::certs::{HandshakeInfo, SniResolver};
+use crate::jwks::JwksFetcher;
 use crate::l4::L4App;
 use crate::proxy::{Gateway, Limits};
 use crate::reload::{Drain, Watcher};
@@ -46,6 +47,8 @@ pub struct Options {
     pub threads: usize,
     /// Request limits.
     pub limits: Limits,
+    /// Time between fetches of a remote JWKS.
+    pub jwks_refresh: Duration,
 }
 
 /// Why the gateway could not start.
@@ -86,9 +89,11 @@ fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Option
 
 /// Loads the configuration and builds the server; `run_forever` it to serve.
 pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
-    let shared = Shared::start(&opts.config_dir, opts.scope.clone()).map_err(|diagnostics| StartError::Config {
-        dir: opts.config_dir.clone(),
-        diagnostics,
+    let shared = Shared::start(&opts.config_dir, opts.scope.clone(), opts.jwks_refresh).map_err(|diagnostics| {
+        StartError::Config {
+            dir: opts.config_dir.clone(),
+            diagnostics,
+        }
     })?;
     let conf = ServerConf {
         threads: opts.threads.max(1),
@@ -179,6 +184,12 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         Watcher {
             shared: shared.clone(),
             debounce: Duration::from_millis(100),
+        },
+    ));
+    server.add_service(background_service(
+        "jwks fetcher",
+        JwksFetcher {
+            store: shared.jwks.clone(),
         },
     ));
     server.add_service(background_service(

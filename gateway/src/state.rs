@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use strait_config::diag::has_errors;
@@ -12,6 +13,7 @@ use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 
 use crate::certs::{compile_certificates, CompiledCert};
 use crate::dns::Dns;
+use crate::jwks::{JwksStore, RemoteJwks};
 use crate::mirror::Mirrors;
 use crate::ratelimit::Limiter;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
@@ -30,6 +32,8 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     /// Upstream TLS material, index-aligned with `snapshot.clusters`.
     pub upstream_tls: Vec<Option<Arc<CompiledUpstreamTls>>>,
+    /// Remote key sets, index-aligned with `snapshot.jwt.providers` (None: inline keys).
+    pub jwks: Vec<Option<Arc<RemoteJwks>>>,
 }
 
 /// The outcome of the last configuration attempt, for `/config_dump`.
@@ -64,12 +68,16 @@ pub struct Shared {
     pub mirrors: Mirrors,
     /// Token buckets of the RateLimits.
     pub limiter: Limiter,
+    /// Remote JWKS slots, fetched by the `JwksFetcher` service.
+    pub jwks: Arc<JwksStore>,
 }
 
 impl Shared {
     /// Loads the first configuration; fails with its diagnostics if it is not valid.
-    pub fn start(config_dir: &Path, scope: Scope) -> Result<Arc<Shared>, Vec<Diagnostic>> {
-        let runtime = build(config_dir, &scope, 1)?;
+    pub fn start(config_dir: &Path, scope: Scope, jwks_refresh: Duration) -> Result<Arc<Shared>, Vec<Diagnostic>> {
+        let jwks = Arc::new(JwksStore::new(jwks_refresh));
+        let mut runtime = build(config_dir, &scope, 1)?;
+        runtime.jwks = jwks.attach(&runtime.snapshot.jwt);
         // The parsed resources are gone by now; their pages need not stay resident.
         crate::memory::release_free_memory();
         Ok(Arc::new(Shared {
@@ -87,6 +95,7 @@ impl Shared {
             dns: Dns::new(),
             mirrors: Mirrors::default(),
             limiter: Limiter::default(),
+            jwks,
         }))
     }
 
@@ -106,6 +115,7 @@ impl Shared {
         let mut runtime = build(&self.config_dir, &self.scope, self.next_version.load(Ordering::Relaxed))?;
         // Endpoints that stay keep their in-flight counts, counters and ejections.
         runtime.upstreams = Upstreams::build(&runtime.snapshot, Some(&self.current().upstreams));
+        runtime.jwks = self.jwks.attach(&runtime.snapshot.jwt);
         Ok(runtime)
     }
 
@@ -169,6 +179,7 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
         (Ok(certs), Ok(upstream_tls)) => Ok(Runtime {
             upstreams: Upstreams::build(&snapshot, None),
             upstream_tls,
+            jwks: Vec::new(),
             snapshot,
             certs,
             warnings: sorted(diags),

@@ -73,6 +73,10 @@ struct Cli {
     /// Seconds a request may see no traffic (reading or writing) before it is ended.
     #[arg(long, env = "STRAIT_STREAM_IDLE_TIMEOUT", default_value_t = 300)]
     stream_idle_timeout: u64,
+    /// Seconds between fetches of a RequestAuthentication's jwksUri (Istio's default:
+    /// 20 minutes); a failed fetch is retried sooner, with backoff.
+    #[arg(long, env = "STRAIT_JWKS_REFRESH_INTERVAL", default_value_t = 1200)]
+    jwks_refresh_interval: u64,
     /// Worker threads per listener (default: one per core).
     #[arg(long, env = "STRAIT_THREADS")]
     threads: Option<usize>,
@@ -193,6 +197,7 @@ fn run() -> anyhow::Result<ExitCode> {
             trusted_hops: mesh.num_trusted_proxies,
             ..Limits::default()
         },
+        jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
     };
     match build(&opts) {
         Ok((server, _shared)) => server.run_forever(),

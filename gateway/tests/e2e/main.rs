@@ -8,6 +8,7 @@ mod cors;
 mod egress;
 mod grpc;
 mod h2_floods;
+mod jwt;
 mod k6;
 mod l4;
 mod limits;
