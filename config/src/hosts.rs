@@ -38,6 +38,16 @@ pub fn server_host<'a>(host: &'a str, gateway_namespace: &'a str) -> (Option<&'a
     }
 }
 
+/// The domain a VirtualService host (of namespace `vs_ns`) is served as on a Gateway
+/// server host (of a Gateway in `gateway_ns`), if that server takes it.
+pub fn bind(server: &str, gateway_ns: &str, vs_host: &str, vs_ns: &str) -> Option<String> {
+    let (allowed_ns, host) = server_host(server, gateway_ns);
+    if allowed_ns.is_some_and(|ns| ns != vs_ns) {
+        return None;
+    }
+    intersect(&fqdn(vs_host, vs_ns), host)
+}
+
 /// The hosts two host patterns have in common, as the more specific of the two.
 pub fn intersect(a: &str, b: &str) -> Option<String> {
     let a = a.to_ascii_lowercase();
@@ -85,6 +95,21 @@ mod tests {
         assert_eq!(gateway_ref("gw", "shop"), Some(("shop", "gw")));
         assert_eq!(gateway_ref("gw.edge.svc.cluster.local", "shop"), Some(("edge", "gw")));
         assert_eq!(gateway_ref("mesh", "shop"), None);
+    }
+
+    #[test]
+    fn server_hosts_bind_by_namespace_and_pattern() {
+        assert_eq!(
+            bind("*.example.com", "edge", "app.example.com", "shop").as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(
+            bind("shop/*", "edge", "app.example.com", "shop").as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(bind("other/*", "edge", "app.example.com", "shop"), None);
+        assert_eq!(bind("./*", "edge", "app.example.com", "shop"), None);
+        assert_eq!(bind("app.example.com", "edge", "api.example.com", "shop"), None);
     }
 
     #[test]
