@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod resources;
 pub mod router;
+pub mod server_tls;
 pub mod snapshot;
 pub mod testing;
 pub mod translate;

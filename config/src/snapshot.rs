@@ -133,6 +133,44 @@ pub struct TlsServer {
     pub certificate: usize,
     /// The Gateway server it came from.
     pub source: String,
+    /// Client certificate checking (tls.mode MUTUAL or OPTIONAL_MUTUAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+    /// Oldest TLS version accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<TlsVersion>,
+    /// Newest TLS version accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<TlsVersion>,
+    /// TLS 1.2 cipher suites accepted, by IANA name; empty accepts all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+}
+
+/// How a Gateway server checks client certificates.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientAuth {
+    /// MUTUAL (a certificate is required) rather than OPTIONAL_MUTUAL.
+    pub required: bool,
+    /// Roots client certificates must chain to.
+    pub ca: PemSource,
+    /// Revoked certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PemSource>,
+    /// Accepted subject alternative names of the client (empty: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+}
+
+/// A TLS protocol version the gateway serves (rustls has no older ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[serde(rename = "TLSV1_2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "TLSV1_3")]
+    Tls13,
 }
 
 /// Where a certificate comes from.

@@ -18,9 +18,10 @@ use crate::ratelimit::RateLimit;
 use crate::registry::{selects, Registry, ResolveError};
 use crate::resources::networking::{
     ClientTlsSettings, Destination, GatewaySpec, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, L4Match,
-    Labels, Server, StringMatch, VirtualServiceSpec,
+    Labels, Server, ServerTls, StringMatch, VirtualServiceSpec,
 };
 use crate::resources::Spec;
+use crate::server_tls;
 use crate::snapshot::{
     Action, Certificate, CertificateSource, ClaimMatch, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps,
     L4Route, Listener, Mirror, PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot,
@@ -197,12 +198,12 @@ impl<'a> Translator<'a> {
                 return;
             }
         };
-        if protocol == Protocol::Https && mode != "SIMPLE" {
+        if protocol == Protocol::Https && !matches!(mode, "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL") {
             self.diags.push(gw_entry.diag(
                 Severity::Warning,
                 Code::NotEnforced,
                 &format!("{field}.tls.mode"),
-                format!("tls.mode {mode} is not served by this version of Strait (SIMPLE is); server skipped"),
+                format!("tls.mode {mode} is not served at a gateway by this version of Strait (SIMPLE, MUTUAL and OPTIONAL_MUTUAL are); server skipped"),
             ));
             return;
         }
@@ -239,17 +240,9 @@ impl<'a> Translator<'a> {
             let Some(cert) = self.certificate(gw_entry, &field, server) else {
                 return;
             };
+            let mut settings = server_tls::Compiled::default();
             if let Some(tls) = &server.tls {
-                let versions = [tls.min_protocol_version.as_deref(), tls.max_protocol_version.as_deref()];
-                let pinned = versions.iter().flatten().any(|v| *v != "TLS_AUTO");
-                if pinned || !tls.cipher_suites.is_empty() {
-                    self.diags.push(gw_entry.diag(
-                        Severity::Warning,
-                        Code::NotEnforced,
-                        &format!("{field}.tls"),
-                        "minProtocolVersion, maxProtocolVersion and cipherSuites are not enforced by this version of Strait: it serves TLS 1.2 and 1.3 with rustls's default cipher suites",
-                    ));
-                }
+                settings = self.server_tls(gw_entry, &field, mode, tls);
                 if tls.credential_names.len() > 1 || !tls.tls_certificates.is_empty() {
                     self.diags.push(gw_entry.diag(
                         Severity::Warning,
@@ -273,6 +266,10 @@ impl<'a> Translator<'a> {
                 hosts,
                 certificate: cert,
                 source: source.clone(),
+                client_auth: settings.client_auth,
+                min_version: settings.min_version,
+                max_version: settings.max_version,
+                cipher_suites: settings.cipher_suites,
             });
             Some(index)
         } else {
@@ -332,6 +329,41 @@ impl<'a> Translator<'a> {
                 listener.virtual_hosts[vi].routes.extend(routes.iter().cloned());
             }
         }
+    }
+
+    /// Client certificates, versions and suites of an HTTPS server; problems become
+    /// diagnostics on its `tls` fields.
+    fn server_tls(&mut self, gw_entry: &Entry, field: &str, mode: &str, tls: &ServerTls) -> server_tls::Compiled {
+        let ns = gw_entry.resource.namespace.clone();
+        let credential = tls
+            .credential_name
+            .as_deref()
+            .or(tls.credential_names.first().map(String::as_str));
+        let own = credential.and_then(|n| Some((n.to_string(), self.find_secret(&ns, n, &[])?)));
+        let cacert = credential.and_then(|n| {
+            let name = format!("{n}-cacert");
+            Some((name.clone(), self.find_secret(&ns, &name, &[])?))
+        });
+        fn named(found: &Option<(String, FoundSecret)>) -> Option<(String, &BTreeMap<String, Vec<u8>>)> {
+            found
+                .as_ref()
+                .map(|(name, f)| (format!("{}/{name}", f.namespace), &f.keys))
+        }
+        let keys = server_tls::CredentialKeys {
+            own: named(&own),
+            cacert: named(&cacert),
+        };
+        let (compiled, problems) = server_tls::compile(mode, tls, &keys);
+        for p in problems {
+            let (severity, code) = if p.error {
+                (Severity::Error, Code::InvalidValue)
+            } else {
+                (Severity::Warning, Code::NotEnforced)
+            };
+            self.diags
+                .push(gw_entry.diag(severity, code, &format!("{field}.tls.{}", p.field), p.message));
+        }
+        compiled
     }
 
     fn certificate(&mut self, gw_entry: &Entry, field: &str, server: &Server) -> Option<usize> {

@@ -467,14 +467,20 @@ spec:
 }
 
 #[test]
-fn gateway_tls_settings_not_enforced_are_said() {
-    let yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem, minProtocolVersion: TLSV1_3}\n";
-    let (_, warnings) = snapshot(yaml);
+fn gateway_tls_versions_and_client_certificates() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, minProtocolVersion: TLSV1_3, verifyCertificateSpki: [abc]}\n  - port: {number: 443, name: https-b, protocol: HTTPS}\n    hosts: [b.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n";
+    let (s, warnings) = snapshot(yaml);
     let w: Vec<_> = warnings
         .iter()
         .filter(|d| d.code == strait_config::Code::NotEnforced)
+        .map(|d| d.field.as_deref().unwrap_or(""))
         .collect();
-    assert_eq!(w.len(), 1, "{warnings:#?}");
-    assert_eq!(w[0].field.as_deref(), Some("spec.servers[0].tls"));
-    assert!(w[0].message.contains("minProtocolVersion"), "{}", w[0].message);
+    assert_eq!(
+        w,
+        ["spec.servers[0].tls.verifyCertificateSpki", "spec.servers[1].tls.mode"],
+        "{warnings:#?}"
+    );
+    let server = &s.listener(443).expect("https listener").tls_servers[0];
+    assert_eq!(server.min_version, Some(strait_config::snapshot::TlsVersion::Tls13));
+    assert!(server.client_auth.as_ref().is_some_and(|a| a.required));
 }

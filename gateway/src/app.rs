@@ -10,6 +10,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
+use crate::certs::TlsInfo;
 use crate::proxy::Gateway;
 
 /// Serves one listener.
@@ -24,6 +25,13 @@ pub struct EdgeApp {
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if let Some(digest) = stream.get_ssl_digest() {
+            if let Some(reason) = digest.extension.get::<TlsInfo>().and_then(|i| i.refused.as_deref()) {
+                // The handshake passed the listener's checks but not its server's.
+                log::info!("TLS connection refused: {reason}");
+                return None;
+            }
+        }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }

@@ -13,6 +13,7 @@ use rustls::sign::CertifiedKey;
 use strait_config::snapshot::CertificateSource;
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
+use crate::client_auth::PeerIdentity;
 use crate::state::Shared;
 
 /// A certificate ready for handshakes.
@@ -106,17 +107,28 @@ impl ResolvesServerCert for SniResolver {
 pub struct TlsInfo {
     /// The SNI name the client sent, lowercase.
     pub sni: Option<String>,
+    /// The client, when it presented a certificate its server accepts.
+    pub peer: Option<PeerIdentity>,
+    /// Why the connection may not be used (closed before any request is read).
+    pub refused: Option<String>,
 }
 
-/// Stores `TlsInfo` after each handshake.
+/// Checks each handshake against its server and stores the outcome as `TlsInfo`.
 #[derive(Debug)]
-pub struct HandshakeInfo;
+pub struct HandshakeInfo {
+    /// Engine state.
+    pub shared: Arc<Shared>,
+    /// The listener's Gateway port.
+    pub port: u16,
+}
 
 #[async_trait]
 impl TlsAccept for HandshakeInfo {
     async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        Some(Arc::new(TlsInfo {
-            sni: tls.server_name().map(str::to_ascii_lowercase),
-        }))
+        Some(Arc::new(crate::client_auth::inspect(
+            &self.shared.current(),
+            self.port,
+            tls,
+        )))
     }
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod authn;
 pub mod balance;
 pub mod certs;
+pub mod client_auth;
 pub mod cors;
 pub mod dns;
 pub mod echo;

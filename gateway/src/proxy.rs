@@ -24,6 +24,7 @@ use strait_config::snapshot::{
 use crate::authn;
 use crate::balance;
 use crate::certs::TlsInfo;
+use crate::client_auth::PeerIdentity;
 use crate::cors;
 use crate::mirror::PendingCopy;
 use crate::retry::{Attempts, Failure};
@@ -395,6 +396,7 @@ fn hash_key(session: &Session, key: &HashKey, set_cookie: &mut Option<HeaderValu
 // Parsed once: looking a header up by string parses the name on every call.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// A version-4 UUID, as Envoy generates for `x-request-id`. Written by hand: the
 /// formatting machinery cost more than the rest of the request filter.
@@ -432,13 +434,22 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
-/// The SNI name the client sent on this connection, lowercase.
-fn connection_sni(session: &Session) -> Option<&str> {
+/// What the handshake of this connection told.
+fn connection_tls(session: &Session) -> Option<&TlsInfo> {
     session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|d| d.extension.get::<TlsInfo>())
-        .and_then(|i| i.sni.as_deref())
+}
+
+/// The SNI name the client sent on this connection, lowercase.
+fn connection_sni(session: &Session) -> Option<&str> {
+    connection_tls(session).and_then(|i| i.sni.as_deref())
+}
+
+/// The identity of the client certificate of this connection.
+fn connection_peer(session: &Session) -> Option<&PeerIdentity> {
+    connection_tls(session).and_then(|i| i.peer.as_ref())
 }
 
 /// The original client as Envoy's `xff_num_trusted_hops` finds it: with `hops` trusted
@@ -682,7 +693,7 @@ impl ProxyHttp for Gateway {
                 source_ip,
                 remote_ip: self.remote_ip(session),
                 sni: connection_sni(session),
-                peer: None,
+                peer: connection_peer(session).map(|p| p.principal.as_str()),
                 auth: ctx.auth.as_deref(),
             };
             let decision = runtime.snapshot.authz.decide(&request, |policy| {
@@ -1028,6 +1039,16 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        // Envoy's SANITIZE_SET: only the gateway speaks of the client's certificate.
+        match connection_peer(session).and_then(|p| p.xfcc.clone()) {
+            Some(xfcc) => {
+                upstream.insert_header(X_FORWARDED_CLIENT_CERT, xfcc)?;
+            }
+            None if upstream.headers.contains_key(&X_FORWARDED_CLIENT_CERT) => {
+                upstream.remove_header(&X_FORWARDED_CLIENT_CERT);
+            }
+            None => {}
+        }
         if upstream.headers.get(&X_REQUEST_ID).is_none() {
             upstream.insert_header("x-request-id", request_id())?;
         }

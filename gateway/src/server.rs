@@ -18,6 +18,7 @@ use strait_config::{Diagnostic, Scope};
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
 use crate::certs::{HandshakeInfo, SniResolver};
+use crate::client_auth::PortVerifier;
 use crate::jwks::JwksFetcher;
 use crate::l4::L4App;
 use crate::proxy::{Gateway, Limits};
@@ -144,11 +145,15 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         };
         let mut service = Service::new(format!("listener {port}"), app);
         if tls {
-            let mut settings =
-                TlsSettings::with_callbacks(Box::new(HandshakeInfo)).map_err(|e| StartError::Listener {
-                    port,
-                    message: e.to_string(),
-                })?;
+            let handshake = HandshakeInfo {
+                shared: shared.clone(),
+                port,
+            };
+            let mut settings = TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
+                port,
+                message: e.to_string(),
+            })?;
+            settings.set_client_cert_verifier(Arc::new(PortVerifier::new(shared.clone(), port)));
             settings.set_cert_resolver(Arc::new(SniResolver {
                 shared: shared.clone(),
                 port,

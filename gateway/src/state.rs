@@ -12,6 +12,7 @@ use strait_config::diag::has_errors;
 use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 
 use crate::certs::{compile_certificates, CompiledCert};
+use crate::client_auth::{self, ClientAuthTable};
 use crate::dns::Dns;
 use crate::jwks::{JwksStore, RemoteJwks};
 use crate::mirror::Mirrors;
@@ -34,6 +35,8 @@ pub struct Runtime {
     pub upstream_tls: Vec<Option<Arc<CompiledUpstreamTls>>>,
     /// Remote key sets, index-aligned with `snapshot.jwt.providers` (None: inline keys).
     pub jwks: Vec<Option<Arc<RemoteJwks>>>,
+    /// Client certificate checks of the HTTPS servers.
+    pub client_auth: ClientAuthTable,
 }
 
 /// The outcome of the last configuration attempt, for `/config_dump`.
@@ -175,18 +178,24 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
         }
     };
     diags.extend(warnings);
-    match (compile_certificates(&snapshot), upstream_tls::compile_all(&snapshot)) {
-        (Ok(certs), Ok(upstream_tls)) => Ok(Runtime {
+    match (
+        compile_certificates(&snapshot),
+        upstream_tls::compile_all(&snapshot),
+        client_auth::compile(&snapshot),
+    ) {
+        (Ok(certs), Ok(upstream_tls), Ok(client_auth)) => Ok(Runtime {
             upstreams: Upstreams::build(&snapshot, None),
             upstream_tls,
             jwks: Vec::new(),
+            client_auth,
             snapshot,
             certs,
             warnings: sorted(diags),
         }),
-        (certs, upstream) => {
+        (certs, upstream, client) => {
             diags.extend(certs.err().into_iter().flatten());
             diags.extend(upstream.err().into_iter().flatten());
+            diags.extend(client.err().into_iter().flatten());
             Err(sorted(diags))
         }
     }

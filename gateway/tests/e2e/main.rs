@@ -13,6 +13,7 @@ mod k6;
 mod l4;
 mod limits;
 mod mirror;
+mod mtls;
 mod protocols;
 mod ratelimit;
 mod reload;

@@ -1,0 +1,406 @@
+//! Client certificates at the gateway (Gateway `tls.mode` MUTUAL and OPTIONAL_MUTUAL)
+//! and the per-server TLS limits (versions, TLS 1.2 suites).
+//!
+//! Pingora gives a listener one rustls configuration, and rustls's client verifier is
+//! not told the SNI name. So the handshake verifies a client certificate against the
+//! roots of every mutual server on the port (and requires one when every server on
+//! the port is MUTUAL); right after the handshake, `inspect` checks the connection
+//! against the server its SNI selected: that server's own roots, CRL and subject
+//! names, whether it requires a certificate, its versions and suites. A connection
+//! that fails there is closed before any request is read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use pingora::protocols::tls::TlsRef;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use strait_config::snapshot::{ClientAuth, PemSource, TlsServer, TlsVersion};
+use strait_config::{Code, Diagnostic, Severity, Snapshot};
+
+use crate::certs::TlsInfo;
+use crate::state::{Runtime, Shared};
+
+/// One server's compiled client-certificate check.
+#[derive(Debug)]
+pub struct ServerAuth {
+    verifier: Arc<dyn ClientCertVerifier>,
+    required: bool,
+    subject_alt_names: Vec<String>,
+}
+
+/// What the handshake on one port does with client certificates.
+#[derive(Debug)]
+pub struct PortAuth {
+    /// Verifies against the roots of every mutual server on the port.
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// Every TLS server on the port is MUTUAL: the handshake itself requires a certificate.
+    all_required: bool,
+}
+
+/// Client authentication of a snapshot.
+#[derive(Debug, Default)]
+pub struct ClientAuthTable {
+    /// By listener index, then TLS server index.
+    servers: Vec<Vec<Option<ServerAuth>>>,
+    /// By Gateway port, for ports with a mutual server.
+    ports: HashMap<u16, Arc<PortAuth>>,
+}
+
+/// The client a verified certificate names.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// Istio's principal: the SPIFFE ID without `spiffe://`, else the first URI or DNS
+    /// subject name, else the subject's common name.
+    pub principal: String,
+    /// `x-forwarded-client-cert` for the upstream, as Envoy's SANITIZE_SET writes it.
+    pub xfcc: Option<HeaderValue>,
+}
+
+fn pem(source: &PemSource) -> Result<(String, Vec<u8>), String> {
+    match source {
+        PemSource::Inline { name, pem } => Ok((name.clone(), pem.clone())),
+        PemSource::File { path } => std::fs::read(path)
+            .map(|p| (path.clone(), p))
+            .map_err(|e| format!("cannot read {path}: {e}")),
+    }
+}
+
+fn roots_into(store: &mut RootCertStore, source: &PemSource) -> Result<(), String> {
+    let (name, data) = pem(source)?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{name}: bad certificate PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{name}: no CA certificate in PEM"));
+    }
+    for cert in certs {
+        store
+            .add(cert)
+            .map_err(|e| format!("{name}: unusable CA certificate: {e}"))?;
+    }
+    Ok(())
+}
+
+fn crls(source: &PemSource) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let (name, data) = pem(source)?;
+    let list: Vec<_> = rustls_pemfile::crls(&mut data.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{name}: bad CRL PEM: {e}"))?;
+    if list.is_empty() {
+        return Err(format!("{name}: no CRL in PEM"));
+    }
+    Ok(list)
+}
+
+fn verifier(auths: &[&ClientAuth]) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    let mut revoked = Vec::new();
+    for auth in auths {
+        roots_into(&mut roots, &auth.ca)?;
+        if let Some(crl) = &auth.crl {
+            revoked.extend(crls(crl)?);
+        }
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+        .with_crls(revoked)
+        // Envoy checks the leaf against the CRL; a CRL of one server's CA says nothing of another's.
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        // Whether a certificate is required is decided per port and per server, not here.
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("client certificate roots: {e}"))
+}
+
+/// Compiles the client-certificate checks of `snapshot`; a bad CA or CRL rejects it.
+pub fn compile(snapshot: &Snapshot) -> Result<ClientAuthTable, Vec<Diagnostic>> {
+    let mut table = ClientAuthTable::default();
+    let mut diags = Vec::new();
+    let diag = |server: &TlsServer, message: String| Diagnostic {
+        severity: Severity::Error,
+        code: Code::InvalidCertificate,
+        file: server.source.clone(),
+        position: Default::default(),
+        resource: None,
+        field: Some("tls.caCertificates".into()),
+        message,
+    };
+    for listener in &snapshot.listeners {
+        let mut servers = Vec::with_capacity(listener.tls_servers.len());
+        for server in &listener.tls_servers {
+            let compiled = match &server.client_auth {
+                None => None,
+                Some(auth) => match verifier(&[auth]) {
+                    Ok(v) => Some(ServerAuth {
+                        verifier: v,
+                        required: auth.required,
+                        subject_alt_names: auth.subject_alt_names.clone(),
+                    }),
+                    Err(e) => {
+                        diags.push(diag(server, e));
+                        None
+                    }
+                },
+            };
+            servers.push(compiled);
+        }
+        table.servers.push(servers);
+        let auths: Vec<&ClientAuth> = listener
+            .tls_servers
+            .iter()
+            .filter_map(|s| s.client_auth.as_ref())
+            .collect();
+        if auths.is_empty() {
+            continue;
+        }
+        match verifier(&auths) {
+            Ok(verifier) => {
+                let all_required = listener
+                    .tls_servers
+                    .iter()
+                    .all(|s| s.client_auth.as_ref().is_some_and(|a| a.required));
+                table
+                    .ports
+                    .insert(listener.port, Arc::new(PortAuth { verifier, all_required }));
+            }
+            Err(e) => {
+                if let Some(server) = listener.tls_servers.first() {
+                    diags.push(diag(server, e));
+                }
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(table)
+    } else {
+        Err(diags)
+    }
+}
+
+/// The listener's client verifier: follows the running configuration of its port.
+#[derive(Debug)]
+pub struct PortVerifier {
+    /// Engine state.
+    pub shared: Arc<Shared>,
+    /// The listener's Gateway port.
+    pub port: u16,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PortVerifier {
+    /// A verifier for the HTTPS listener of `port`.
+    pub fn new(shared: Arc<Shared>, port: u16) -> PortVerifier {
+        PortVerifier {
+            shared,
+            port,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+
+    fn current(&self) -> Option<Arc<PortAuth>> {
+        self.shared.current().client_auth.ports.get(&self.port).cloned()
+    }
+}
+
+impl ClientCertVerifier for PortVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.current().is_some_and(|p| p.all_required)
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The roots change with the configuration; clients pick their certificate
+        // without hints.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.current() {
+            Some(port) => port.verifier.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "client certificates are not accepted on this port".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The names a certificate carries.
+#[derive(Debug, Default)]
+struct CertNames {
+    uris: Vec<String>,
+    dns: Vec<String>,
+    subject: String,
+    common_name: Option<String>,
+}
+
+fn names(der: &[u8]) -> Option<CertNames> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut out = CertNames {
+        subject: cert.subject().to_string(),
+        common_name: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string),
+        ..CertNames::default()
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::URI(u) => out.uris.push(u.to_string()),
+                x509_parser::extensions::GeneralName::DNSName(d) => out.dns.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    Some(out)
+}
+
+fn identity(der: &[u8], names: CertNames) -> Option<PeerIdentity> {
+    let principal = names
+        .uris
+        .iter()
+        .find_map(|u| u.strip_prefix("spiffe://"))
+        .map(str::to_string)
+        .or_else(|| names.uris.first().cloned())
+        .or_else(|| names.dns.first().cloned())
+        .or(names.common_name)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let mut xfcc = format!("Hash={hash};Subject=\"{}\"", names.subject.replace('"', "\\\""));
+    for u in &names.uris {
+        xfcc.push_str(&format!(";URI={u}"));
+    }
+    for d in &names.dns {
+        xfcc.push_str(&format!(";DNS={d}"));
+    }
+    Some(PeerIdentity {
+        principal,
+        xfcc: HeaderValue::from_str(&xfcc).ok(),
+    })
+}
+
+fn version_of(name: &str) -> Option<TlsVersion> {
+    match name {
+        "TLSv1_2" => Some(TlsVersion::Tls12),
+        "TLSv1_3" => Some(TlsVersion::Tls13),
+        _ => None,
+    }
+}
+
+/// Checks a finished handshake against the server its SNI selected.
+pub fn inspect(runtime: &Runtime, port: u16, tls: &TlsRef) -> TlsInfo {
+    let sni = tls.server_name().map(str::to_ascii_lowercase);
+    let mut info = TlsInfo {
+        sni,
+        peer: None,
+        refused: None,
+    };
+    let Some((li, listener)) = runtime
+        .snapshot
+        .listeners
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.port == port)
+    else {
+        return info;
+    };
+    let server_index = match &info.sni {
+        Some(name) => strait_config::router::with_host(name, |h| listener.sni.lookup(h)),
+        None => Some(0),
+    };
+    let Some((si, server)) = server_index.and_then(|i| Some((i, listener.tls_servers.get(i)?))) else {
+        return info;
+    };
+    let version = tls.version().and_then(version_of);
+    if version
+        .is_some_and(|v| server.min_version.is_some_and(|min| v < min) || server.max_version.is_some_and(|max| v > max))
+    {
+        info.refused = Some(format!(
+            "{} is outside the server's protocol versions",
+            tls.version().unwrap_or("")
+        ));
+        return info;
+    }
+    if version == Some(TlsVersion::Tls12) && !server.cipher_suites.is_empty() {
+        let suite = tls.current_cipher_name().unwrap_or("");
+        if !server.cipher_suites.iter().any(|s| s == suite) {
+            info.refused = Some(format!("cipher suite {suite} is not in the server's cipherSuites"));
+            return info;
+        }
+    }
+    let Some(auth) = runtime
+        .client_auth
+        .servers
+        .get(li)
+        .and_then(|s| s.get(si))
+        .and_then(Option::as_ref)
+    else {
+        return info;
+    };
+    let chain = tls.peer_cert_chain_der().unwrap_or(&[]);
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        if auth.required {
+            info.refused = Some("client certificate required".into());
+        }
+        return info;
+    };
+    if let Err(e) = auth.verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+        info.refused = Some(format!("client certificate not accepted for this host: {e}"));
+        return info;
+    }
+    let cert_names = names(leaf).unwrap_or_default();
+    if !auth.subject_alt_names.is_empty()
+        && !cert_names
+            .uris
+            .iter()
+            .chain(cert_names.dns.iter())
+            .any(|n| auth.subject_alt_names.contains(n))
+    {
+        info.refused = Some("client certificate names none of the server's subjectAltNames".into());
+        return info;
+    }
+    let Some(peer) = identity(leaf, cert_names) else {
+        info.refused = Some("client certificate names no identity".into());
+        return info;
+    };
+    info.peer = Some(peer);
+    info
+}

@@ -1,0 +1,280 @@
+//! Client certificates at the gateway (tls.mode MUTUAL and OPTIONAL_MUTUAL, with a
+//! CRL), the client identity in AuthorizationPolicy and `x-forwarded-client-cert`,
+//! and per-server protocol versions.
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A certificate authority issuing server and client certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// An issued certificate and its key.
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("ca");
+        Ca { cert, key }
+    }
+
+    fn issue(&self, serial: u64, dns: &[&str], uri: Option<&str>, client: bool) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        if let Some(uri) = uri {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().expect("uri")));
+        }
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("issue");
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    fn crl(&self, revoked: &[u64]) -> String {
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .expect("crl")
+            .pem()
+            .expect("crl pem")
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn config(dir: &std::path::Path, backend: u16, ca_a: &Ca, ca_b: &Ca, revoked: u64) -> String {
+    let server = ca_a.issue(
+        1,
+        &["mtls.example.com", "optional.example.com", "simple.example.com"],
+        None,
+        false,
+    );
+    std::fs::write(dir.join("server.pem"), &server.cert_pem).expect("write");
+    std::fs::write(dir.join("server.key"), &server.key_pem).expect("write");
+    std::fs::write(dir.join("ca-b.pem"), ca_b.cert.pem()).expect("write");
+    let d = dir.display();
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: mtls-cred, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{cert}  tls.key: |
+{key}  ca.crt: |
+{ca}  ca.crl: |
+{crl}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https-mtls, protocol: HTTPS}}
+    hosts: [mtls.example.com]
+    tls: {{mode: MUTUAL, credentialName: mtls-cred}}
+  - port: {{number: 443, name: https-optional, protocol: HTTPS}}
+    hosts: [optional.example.com]
+    tls: {{mode: OPTIONAL_MUTUAL, serverCertificate: {d}/server.pem, privateKey: {d}/server.key, caCertificates: {d}/ca-b.pem}}
+  - port: {{number: 443, name: https-simple, protocol: HTTPS}}
+    hosts: [simple.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {d}/server.pem, privateKey: {d}/server.key, minProtocolVersion: TLSV1_3}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: default}}
+spec:
+  hosts: [mtls.example.com, optional.example.com, simple.example.com]
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: backend.default.svc.cluster.local}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: admin-is-web-only, namespace: default}}
+spec:
+  action: DENY
+  rules:
+  - from: [{{source: {{notPrincipals: [cluster.local/ns/shop/sa/web]}}}}]
+    to: [{{operation: {{paths: [/admin]}}}}]
+---
+{backends}"#,
+        cert = indent(&server.cert_pem),
+        key = indent(&server.key_pem),
+        ca = indent(&ca_a.cert.pem()),
+        crl = indent(&ca_a.crl(&[revoked])),
+        backends = backend_entry(&[("v1", backend)]),
+    )
+}
+
+fn client(port: u16, ca: &Ca, identity: Option<&Issued>, tls12_only: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).expect("root"));
+    for host in ["mtls.example.com", "optional.example.com", "simple.example.com"] {
+        b = b.resolve(host, ([127, 0, 0, 1], port).into());
+    }
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.cert_pem, id.key_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+    }
+    if tls12_only {
+        b = b.max_tls_version(reqwest::tls::Version::TLS_1_2);
+    }
+    b.build().expect("client")
+}
+
+/// (status, upstream x-forwarded-client-cert) or None when the connection was refused.
+async fn get(c: &reqwest::Client, url: &str) -> Option<(u16, Option<String>)> {
+    let resp = c
+        .get(url)
+        .header("x-forwarded-client-cert", "By=forged")
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.text().await.ok()?).unwrap_or(Value::Null);
+    Some((
+        status,
+        body["headers"]["x-forwarded-client-cert"].as_str().map(str::to_string),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_per_server() {
+    let backend = echo("backend", "v1").await;
+    let ca_a = Ca::new("ca-a");
+    let ca_b = Ca::new("ca-b");
+    let stranger_ca = Ca::new("stranger");
+    let web = ca_a.issue(10, &[], Some("spiffe://cluster.local/ns/shop/sa/web"), true);
+    let other = ca_a.issue(11, &[], Some("spiffe://cluster.local/ns/shop/sa/other"), true);
+    let revoked = ca_a.issue(12, &[], Some("spiffe://cluster.local/ns/shop/sa/web"), true);
+    let partner = ca_b.issue(20, &["partner.example.org"], None, true);
+    let stranger = stranger_ca.issue(30, &["x.example.org"], None, true);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config(dir.path(), backend.addr.port(), &ca_a, &ca_b, 12);
+    std::fs::write(dir.path().join("app.yaml"), yaml).expect("write");
+    let gw = Gateway::start(dir.path(), &[]);
+    let p = gw.https;
+    let url = |host: &str, path: &str| format!("https://{host}:{p}{path}");
+
+    // MUTUAL: the client's SPIFFE identity reaches authorization and the upstream.
+    let web_client = client(p, &ca_a, Some(&web), false);
+    let (status, xfcc) = get(&web_client, &url("mtls.example.com", "/admin"))
+        .await
+        .expect("served");
+    assert_eq!(status, 200);
+    let xfcc = xfcc.unwrap_or_default();
+    assert!(
+        xfcc.starts_with("Hash=") && xfcc.contains(";URI=spiffe://cluster.local/ns/shop/sa/web"),
+        "{xfcc}"
+    );
+    let other_client = client(p, &ca_a, Some(&other), false);
+    assert_eq!(
+        get(&other_client, &url("mtls.example.com", "/admin"))
+            .await
+            .map(|r| r.0),
+        Some(403),
+        "notPrincipals"
+    );
+    assert_eq!(
+        get(&other_client, &url("mtls.example.com", "/")).await.map(|r| r.0),
+        Some(200)
+    );
+
+    // MUTUAL refuses: no certificate, another server's CA, an unknown CA, a revoked one.
+    let anonymous = client(p, &ca_a, None, false);
+    for (what, c) in [
+        ("no certificate", &anonymous),
+        (
+            "certificate of the OPTIONAL_MUTUAL server's CA",
+            &client(p, &ca_a, Some(&partner), false),
+        ),
+        ("unknown CA", &client(p, &ca_a, Some(&stranger), false)),
+        ("revoked", &client(p, &ca_a, Some(&revoked), false)),
+    ] {
+        assert_eq!(get(c, &url("mtls.example.com", "/")).await, None, "{what}");
+    }
+    assert!(gw.log().contains("client certificate required"), "refusals are logged");
+
+    // OPTIONAL_MUTUAL: anonymous clients pass without an identity (a forged XFCC is
+    // removed); its own CA's clients pass with theirs.
+    assert_eq!(
+        get(&anonymous, &url("optional.example.com", "/")).await,
+        Some((200, None))
+    );
+    let partner_client = client(p, &ca_a, Some(&partner), false);
+    let (status, xfcc) = get(&partner_client, &url("optional.example.com", "/"))
+        .await
+        .expect("served");
+    assert_eq!(status, 200);
+    assert!(xfcc.unwrap_or_default().contains(";DNS=partner.example.org"));
+    assert_eq!(
+        get(&web_client, &url("optional.example.com", "/")).await,
+        None,
+        "a certificate from another server's CA"
+    );
+
+    // minProtocolVersion TLSV1_3 on one server only.
+    let tls12 = client(p, &ca_a, None, true);
+    assert_eq!(get(&tls12, &url("simple.example.com", "/")).await, None);
+    assert_eq!(
+        get(&anonymous, &url("simple.example.com", "/")).await.map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        get(&tls12, &url("optional.example.com", "/")).await.map(|r| r.0),
+        Some(200),
+        "TLS 1.2 elsewhere"
+    );
+}
