@@ -1,0 +1,124 @@
+//! `straitctl`: the command line for Strait users. `analyze` checks configuration
+//! files as `istioctl analyze` does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strait_config::mesh::OutboundMode;
+use strait_config::{Role, Scope};
+use strait_controller::analyze::{analyze, any_errors, load, Input};
+
+/// Strait's command line.
+#[derive(Parser, Debug)]
+#[command(name = "straitctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Reports problems in Istio resources with Istio's analyzer codes; exits 1 on errors.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Args, Debug)]
+#[group(id = "input", required = true, multiple = false)]
+struct Inputs {
+    /// Resource files (YAML or JSON, several documents each).
+    #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// A folder of resource files, read as `strait-gateway --config-dir` reads it.
+    // Not read from STRAIT_CONFIG_DIR: set in a gateway's pod, it would clash with `-f`.
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AnalyzeArgs {
+    #[command(flatten)]
+    input: Inputs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Labels of the gateway to translate for, matched by Gateway `selector`s.
+    #[arg(
+        long,
+        env = "STRAIT_LABELS",
+        value_delimiter = ',',
+        default_value = "istio=ingressgateway"
+    )]
+    labels: Vec<String>,
+    /// Namespace of the gateway to translate for (where TLS Secrets are looked up
+    /// after the Gateway's own).
+    #[arg(short, long, env = "STRAIT_NAMESPACE", default_value = "istio-system")]
+    namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Output {
+    /// One line per finding, as istioctl prints them.
+    Text,
+    /// A JSON array of findings.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze(args) => run_analyze(&args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("straitctl: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .with_context(|| format!("--labels entry {s:?} is not KEY=VALUE"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let scope = Scope {
+        role: Role::Gateway,
+        labels: parse_labels(&args.labels)?,
+        namespace: args.namespace.clone(),
+        outbound: OutboundMode::default(),
+    };
+    let (input, what) = match &args.input.config_dir {
+        Some(dir) => (Input::Dir(dir.clone()), format!("files in {}", dir.display())),
+        None => {
+            let n = args.input.files.len();
+            let what = format!("{n} file{}", if n == 1 { "" } else { "s" });
+            (Input::Files(args.input.files.clone()), what)
+        }
+    };
+    let loaded = load(&input)?;
+    let reports = analyze(&loaded, &scope);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        Output::Text if reports.is_empty() => println!("\u{2714} No validation issues found when analyzing {what}."),
+        Output::Text => {
+            for r in &reports {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(if any_errors(&reports) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

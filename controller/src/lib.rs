@@ -1,0 +1,3 @@
+//! The controller crate's library: what `strait-controller` and `straitctl` share.
+
+pub mod analyze;
