@@ -22,12 +22,23 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 /// The compiled policies that apply to one proxy, by action.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Authz {
-    /// DENY policies (and CUSTOM ones, which fail closed without an authorizer).
+    /// CUSTOM policies: a request one matches is checked by its external authorizer.
+    pub custom: Vec<Custom>,
+    /// DENY policies (and CUSTOM ones whose provider does not exist).
     pub deny: Vec<Policy>,
     /// ALLOW policies.
     pub allow: Vec<Policy>,
     /// AUDIT policies: matches are logged only.
     pub audit: Vec<Policy>,
+}
+
+/// A CUSTOM policy and its authorizer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Custom {
+    /// The policy.
+    pub policy: Policy,
+    /// Index into `Snapshot::ext_authz`.
+    pub provider: usize,
 }
 
 /// One policy.
@@ -203,7 +214,13 @@ pub enum Decision {
 impl Authz {
     /// Whether no policy applies.
     pub fn is_empty(&self) -> bool {
-        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+
+    /// The external authorizer to ask, if a CUSTOM policy matches (Istio asks it
+    /// before DENY and ALLOW policies are looked at).
+    pub fn custom_provider(&self, req: &Request<'_>) -> Option<usize> {
+        self.custom.iter().find(|c| c.policy.matches(req)).map(|c| c.provider)
     }
 
     /// Istio's evaluation; `audit` receives the names of AUDIT policies that matched.
@@ -579,8 +596,13 @@ pub(crate) fn applies(
 
 /// The policies of `bundle` that apply to the proxy of `scope`: those in its namespace
 /// whose selector matches its labels (or that have none), and those in the root
-/// namespace without a selector.
-pub fn for_scope(bundle: &Bundle, scope: &Scope) -> (Authz, Vec<Diagnostic>) {
+/// namespace without a selector. `provider` gives the index of the external
+/// authorizer a CUSTOM policy names, if it exists.
+pub fn for_scope(
+    bundle: &Bundle,
+    scope: &Scope,
+    mut provider: impl FnMut(&Entry, &str) -> Option<usize>,
+) -> (Authz, Vec<Diagnostic>) {
     let mut authz = Authz::default();
     let mut diags = Vec::new();
     let policies: Vec<(&Entry, &AuthorizationPolicySpec)> = bundle
@@ -610,13 +632,25 @@ pub fn for_scope(bundle: &Bundle, scope: &Scope) -> (Authz, Vec<Diagnostic>) {
             Action::Deny => authz.deny.push(policy),
             Action::Audit => authz.audit.push(policy),
             Action::Custom => {
-                diags.push(entry.diag(
-                    Severity::Warning,
-                    Code::NotEnforced,
-                    "spec.action",
-                    "CUSTOM (external authorization) is not available in this version of Strait: matching requests are denied",
-                ));
-                authz.deny.push(policy);
+                let name = spec.provider.as_ref().and_then(|p| p.name.as_deref()).unwrap_or("");
+                match provider(entry, name) {
+                    Some(index) => authz.custom.push(Custom {
+                        policy,
+                        provider: index,
+                    }),
+                    None => {
+                        // As Istio: a CUSTOM policy without its provider denies what it matches.
+                        diags.push(entry.diag(
+                            Severity::Warning,
+                            Code::ReferenceNotFound,
+                            "spec.provider.name",
+                            format!(
+                                "no envoyExtAuthzHttp extension provider {name:?} in the mesh config: matching requests are denied"
+                            ),
+                        ));
+                        authz.deny.push(policy);
+                    }
+                }
             }
         }
     }

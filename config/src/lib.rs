@@ -13,6 +13,7 @@ pub mod claims;
 pub mod cluster_policy;
 pub mod diag;
 pub mod duration;
+pub mod ext_authz;
 pub mod hosts;
 pub mod jwt;
 pub mod mesh;

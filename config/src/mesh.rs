@@ -30,10 +30,17 @@ pub struct MeshConfig {
     /// `defaultConfig.gatewayTopology.numTrustedProxies`: proxies in front of the
     /// gateway whose `x-forwarded-for` entries are believed.
     pub num_trusted_proxies: u32,
+    /// `extensionProviders` of kind `envoyExtAuthzHttp`.
+    pub ext_authz: Vec<crate::ext_authz::Provider>,
 }
 
 /// Fields of the mesh config Strait reads; others get a note.
-const KNOWN: &[&str] = &["outboundTrafficPolicy", "pathNormalization", "defaultConfig"];
+const KNOWN: &[&str] = &[
+    "outboundTrafficPolicy",
+    "pathNormalization",
+    "defaultConfig",
+    "extensionProviders",
+];
 
 fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
     Diagnostic {
@@ -153,6 +160,35 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
     ) {
         mesh.num_trusted_proxies = n;
     }
+    let providers = map.get("extensionProviders").and_then(Value::as_array);
+    for (i, p) in providers.into_iter().flatten().enumerate() {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+        let field = format!("extensionProviders[{i}]");
+        match p.get("envoyExtAuthzHttp") {
+            Some(http) => match crate::ext_authz::parse(name, http) {
+                Ok(provider) => mesh.ext_authz.push(provider),
+                Err((f, message)) => {
+                    let path = format!("{field}.envoyExtAuthzHttp.{f}");
+                    errors.push(diag(
+                        file,
+                        Severity::Error,
+                        Code::InvalidValue,
+                        doc.spans.locate(&path),
+                        &path,
+                        message,
+                    ));
+                }
+            },
+            None => notes.push(diag(
+                file,
+                Severity::Note,
+                Code::NotEnforced,
+                doc.spans.locate(&field),
+                &field,
+                format!("extension provider {name:?} is not of a kind this version of Strait uses (envoyExtAuthzHttp)"),
+            )),
+        }
+    }
     if errors.is_empty() {
         Ok((mesh, notes))
     } else {
@@ -177,5 +213,26 @@ mod tests {
         let errors = parse("mesh.yaml", "outboundTrafficPolicy:\n  mode: SOMETIMES\n").expect_err("invalid");
         assert_eq!((errors[0].position.line, errors[0].position.column), (2, 3));
         assert_eq!(parse("mesh.yaml", "").expect("empty").0, MeshConfig::default());
+    }
+
+    #[test]
+    fn reads_ext_authz_providers() {
+        let text = "extensionProviders:\n- name: authz\n  envoyExtAuthzHttp: {service: authz.foo.svc.cluster.local, port: 9000}\n- name: zipkin\n  zipkin: {service: zipkin, port: 9411}\n";
+        let (mesh, notes) = parse("mesh.yaml", text).expect("valid");
+        assert_eq!(mesh.ext_authz.len(), 1);
+        assert_eq!(
+            (mesh.ext_authz[0].name.as_str(), mesh.ext_authz[0].port),
+            ("authz", 9000)
+        );
+        assert_eq!(notes[0].field.as_deref(), Some("extensionProviders[1]"));
+        let errors = parse(
+            "mesh.yaml",
+            "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {port: 1}\n",
+        )
+        .expect_err("no service");
+        assert_eq!(
+            errors[0].field.as_deref(),
+            Some("extensionProviders[0].envoyExtAuthzHttp.service")
+        );
     }
 }

@@ -33,6 +33,18 @@ pub struct Snapshot {
     /// RequestAuthentication JWT providers that apply to this proxy.
     #[serde(skip_serializing_if = "crate::jwt::JwtAuth::is_empty")]
     pub jwt: crate::jwt::JwtAuth,
+    /// External authorizers the CUSTOM policies name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ext_authz: Vec<ExtAuthz>,
+}
+
+/// An external authorizer and the cluster serving it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtAuthz {
+    /// Its settings from the mesh config.
+    pub provider: crate::ext_authz::Provider,
+    /// Index into `Snapshot::clusters`.
+    pub cluster: usize,
 }
 
 impl Snapshot {

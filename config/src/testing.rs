@@ -36,6 +36,7 @@ pub fn large_snapshot(hosts: usize, routes: usize, backend_port: u16) -> crate::
     crate::bundle::load_text(&mut loaded, "large.yaml", &large_config(hosts, routes, backend_port));
     let scope = crate::Scope {
         outbound: Default::default(),
+        ext_authz: Vec::new(),
         role: crate::Role::Gateway,
         labels: std::collections::BTreeMap::from([("istio".into(), "ingressgateway".into())]),
         namespace: "default".into(),

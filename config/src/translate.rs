@@ -23,9 +23,9 @@ use crate::resources::networking::{
 use crate::resources::Spec;
 use crate::server_tls;
 use crate::snapshot::{
-    Action, Certificate, CertificateSource, ClaimMatch, Cluster, DirectResponse, Forward, HeaderMatch, HeaderOps,
-    L4Route, Listener, Mirror, PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route, Snapshot,
-    StrMatch, TlsServer, UpstreamTls, VirtualHost, WeightedCluster,
+    Action, Certificate, CertificateSource, ClaimMatch, Cluster, DirectResponse, ExtAuthz, Forward, HeaderMatch,
+    HeaderOps, L4Route, Listener, Mirror, PemSource, Protocol, Redirect, RegexRewrite, RequestMatch, Rewrite, Route,
+    Snapshot, StrMatch, TlsServer, UpstreamTls, VirtualHost, WeightedCluster,
 };
 
 /// How a VirtualService header match names a JWT claim.
@@ -55,6 +55,8 @@ pub struct Scope {
     pub namespace: String,
     /// The mesh's outbound traffic policy.
     pub outbound: crate::mesh::OutboundMode,
+    /// The mesh's external authorizers (`extensionProviders` with `envoyExtAuthzHttp`).
+    pub ext_authz: Vec<crate::ext_authz::Provider>,
 }
 
 /// Builds the snapshot for `scope`. Errors reject the bundle; warnings are returned
@@ -76,7 +78,31 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
     match scope.role {
         Role::Gateway => t.gateways(),
     }
-    let (authz, authz_diags) = crate::authz::for_scope(bundle, scope);
+    let mut ext_authz: Vec<ExtAuthz> = Vec::new();
+    let (authz, authz_diags) = crate::authz::for_scope(bundle, scope, |entry, name| {
+        if let Some(i) = ext_authz.iter().position(|e| e.provider.name == name) {
+            return Some(i);
+        }
+        let provider = scope.ext_authz.iter().find(|p| p.name == name)?;
+        // `[<namespace>/]<hostname>`: a short name is in the policy's namespace.
+        let (ns, host) = provider
+            .service
+            .split_once('/')
+            .unwrap_or((entry.resource.namespace.as_str(), provider.service.as_str()));
+        let cluster = t.cluster(
+            entry,
+            "spec.provider",
+            &fqdn(host, ns),
+            Some(i64::from(provider.port)),
+            None,
+            0,
+        );
+        ext_authz.push(ExtAuthz {
+            provider: provider.clone(),
+            cluster,
+        });
+        Some(ext_authz.len() - 1)
+    });
     t.diags.extend(authz_diags);
     let (jwt, jwt_diags) = crate::jwt::for_scope(bundle, scope);
     t.diags.extend(jwt_diags);
@@ -91,6 +117,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         certificates: t.certificates,
         authz,
         jwt,
+        ext_authz,
     };
     Ok((snapshot, t.diags))
 }

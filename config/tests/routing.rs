@@ -36,6 +36,7 @@ spec:
 fn scope() -> Scope {
     Scope {
         outbound: Default::default(),
+        ext_authz: Vec::new(),
         role: Role::Gateway,
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
         namespace: "istio-system".into(),

@@ -102,6 +102,7 @@ mod tests {
             certificates: Vec::new(),
             authz: Default::default(),
             jwt: Default::default(),
+            ext_authz: Vec::new(),
         };
         Upstreams::build(&snapshot, None).clusters.remove(0)
     }

@@ -11,6 +11,7 @@ pub mod client_auth;
 pub mod cors;
 pub mod dns;
 pub mod echo;
+pub mod ext_authz;
 pub mod jwks;
 pub mod l4;
 pub mod memory;

@@ -26,6 +26,7 @@ use crate::balance;
 use crate::certs::TlsInfo;
 use crate::client_auth::PeerIdentity;
 use crate::cors;
+use crate::ext_authz;
 use crate::mirror::PendingCopy;
 use crate::retry::{Attempts, Failure};
 use crate::state::{InflightGuard, Runtime, Shared};
@@ -100,8 +101,8 @@ pub struct RequestCtx {
     prefix_len: Option<usize>,
     /// Tries so far, the deadline, where they went.
     attempts: Attempts,
-    /// CORS headers for the response.
-    cors: Vec<(HeaderName, HeaderValue)>,
+    /// Headers the gateway adds to the response (CORS, external authorization).
+    response_headers: Vec<(HeaderName, HeaderValue)>,
     /// The request's place in its cluster's connection limits.
     admission: Option<Admission>,
     /// Refused by the cluster's limits.
@@ -535,6 +536,85 @@ impl Gateway {
         )
     }
 
+    /// AuthorizationPolicy in Istio's order: a matching CUSTOM policy's external
+    /// authorizer, then DENY and ALLOW. True when the request was answered.
+    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx, runtime: &Runtime) -> Result<bool> {
+        let (custom, denied) = {
+            let req = session.req_header();
+            let host = strip_port(authority(req)).to_ascii_lowercase();
+            let path = path_and_query(req).split('?').next().unwrap_or("/");
+            let source_ip = peer_ip(session);
+            let port = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(self.port, |a| a.port());
+            let request = strait_config::authz::Request {
+                host: &host,
+                port,
+                method: req.method.as_str(),
+                path,
+                headers: &req.headers,
+                source_ip,
+                remote_ip: self.remote_ip(session),
+                sni: connection_sni(session),
+                peer: connection_peer(session).map(|p| p.principal.as_str()),
+                auth: ctx.auth.as_deref(),
+            };
+            let authz = &runtime.snapshot.authz;
+            let decision = authz.decide(&request, |policy| {
+                log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
+            });
+            let denied = match decision {
+                strait_config::authz::Decision::Deny(policy) => {
+                    log::debug!("denied by {policy}: {} {host}{path}", request.method);
+                    true
+                }
+                strait_config::authz::Decision::Allow => false,
+            };
+            (authz.custom_provider(&request), denied)
+        };
+        if let Some(ext) = custom.and_then(|i| runtime.snapshot.ext_authz.get(i)) {
+            let target = self.side_call_target(runtime, ext.cluster).await;
+            match ext_authz::check(&self.shared.http, target, &ext.provider, session.req_header()).await {
+                ext_authz::Verdict::Deny { status, headers, body } => {
+                    return respond(session, status, &headers, None, body).await;
+                }
+                ext_authz::Verdict::Allow { upstream, downstream } => {
+                    for (name, value) in upstream {
+                        session.req_header_mut().insert_header(name, value)?;
+                    }
+                    ctx.response_headers.extend(downstream);
+                }
+            }
+        }
+        if denied {
+            return respond(session, 403, &[], None, Bytes::from_static(b"RBAC: access denied")).await;
+        }
+        Ok(false)
+    }
+
+    /// An endpoint of `cluster` for a request the gateway makes itself (a mirror copy,
+    /// an authorization check), chosen by the cluster's balancer.
+    async fn side_call_target(&self, runtime: &Runtime, cluster: usize) -> Option<std::net::SocketAddr> {
+        let (Some(c), Some(state)) = (
+            runtime.snapshot.clusters.get(cluster),
+            runtime.upstreams.clusters.get(cluster),
+        ) else {
+            return None;
+        };
+        let endpoint = balance::choose(c, state, None, |_| false).and_then(|i| c.endpoints.get(i))?;
+        match &endpoint.hostname {
+            None => Some(endpoint.address),
+            Some(host) => match self.shared.dns.resolve(host, endpoint.address.port()).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    log::debug!("{}: {e}", c.name);
+                    None
+                }
+            },
+        }
+    }
+
     /// A copy of the upstream request for the route's mirrors that won their roll.
     async fn mirror_copy(&self, ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
         let runtime = ctx.runtime.clone();
@@ -543,24 +623,7 @@ impl Gateway {
         };
         let mut targets = Vec::new();
         for m in forward.mirrors.iter().filter(|m| roll(m.percent)) {
-            let (Some(cluster), Some(state)) = (
-                runtime.snapshot.clusters.get(m.cluster),
-                runtime.upstreams.clusters.get(m.cluster),
-            ) else {
-                continue;
-            };
-            let Some(endpoint) =
-                balance::choose(cluster, state, None, |_| false).and_then(|i| cluster.endpoints.get(i))
-            else {
-                continue;
-            };
-            match &endpoint.hostname {
-                None => targets.push(endpoint.address),
-                Some(host) => match self.shared.dns.resolve(host, endpoint.address.port()).await {
-                    Ok(a) => targets.push(a),
-                    Err(e) => log::debug!("mirror: {e}"),
-                },
-            }
+            targets.extend(self.side_call_target(&runtime, m.cluster).await);
         }
         if targets.is_empty() {
             return None;
@@ -595,7 +658,7 @@ impl ProxyHttp for Gateway {
             destination: None,
             prefix_len: None,
             attempts: Attempts::default(),
-            cors: Vec::new(),
+            response_headers: Vec::new(),
             admission: None,
             overflow: false,
             endpoint: None,
@@ -675,34 +738,8 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if !runtime.snapshot.authz.is_empty() {
-            let req = session.req_header();
-            let host = strip_port(authority(req)).to_ascii_lowercase();
-            let path = path_and_query(req).split('?').next().unwrap_or("/");
-            let source_ip = peer_ip(session);
-            let port = session
-                .server_addr()
-                .and_then(|a| a.as_inet())
-                .map_or(self.port, |a| a.port());
-            let request = strait_config::authz::Request {
-                host: &host,
-                port,
-                method: req.method.as_str(),
-                path,
-                headers: &req.headers,
-                source_ip,
-                remote_ip: self.remote_ip(session),
-                sni: connection_sni(session),
-                peer: connection_peer(session).map(|p| p.principal.as_str()),
-                auth: ctx.auth.as_deref(),
-            };
-            let decision = runtime.snapshot.authz.decide(&request, |policy| {
-                log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
-            });
-            if let strait_config::authz::Decision::Deny(policy) = decision {
-                log::debug!("denied by {policy}: {} {host}{path}", request.method);
-                return respond(session, 403, &[], None, Bytes::from_static(b"RBAC: access denied")).await;
-            }
+        if !runtime.snapshot.authz.is_empty() && self.authorize(session, ctx, &runtime).await? {
+            return Ok(true);
         }
         let view = request_view(session.req_header(), scheme, ctx.auth.as_deref());
         let routed = listener.route(&view);
@@ -771,7 +808,7 @@ impl ProxyHttp for Gateway {
                     return respond(session, 200, &headers, None, Bytes::new()).await;
                 }
                 cors::Decision::RefusePreflight => return respond(session, 200, &[], None, Bytes::new()).await,
-                cors::Decision::Forward(headers) => ctx.cors = headers,
+                cors::Decision::Forward(headers) => ctx.response_headers.extend(headers),
             }
         }
         if let Some(fault) = &policy.fault {
@@ -1150,7 +1187,7 @@ impl ProxyHttp for Gateway {
         if let Some(d) = ctx.destination() {
             apply_response_ops(resp, &d.response_headers)?;
         }
-        for (name, value) in ctx.cors.drain(..) {
+        for (name, value) in ctx.response_headers.drain(..) {
             resp.insert_header(name, value)?;
         }
         for (name, value) in rate_headers(ctx.rate) {

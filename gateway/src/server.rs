@@ -96,6 +96,9 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             diagnostics,
         }
     })?;
+    for d in &shared.current().warnings {
+        log::warn!("{d}");
+    }
     let conf = ServerConf {
         threads: opts.threads.max(1),
         // Pingora's SIGTERM grace period is a fixed sleep; `Drain` exits earlier once idle.

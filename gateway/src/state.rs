@@ -73,6 +73,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// Remote JWKS slots, fetched by the `JwksFetcher` service.
     pub jwks: Arc<JwksStore>,
+    /// Client for the gateway's own calls (external authorization).
+    pub http: reqwest::Client,
 }
 
 impl Shared {
@@ -83,6 +85,7 @@ impl Shared {
         runtime.jwks = jwks.attach(&runtime.snapshot.jwt);
         // The parsed resources are gone by now; their pages need not stay resident.
         crate::memory::release_free_memory();
+        let diagnostics = runtime.warnings.clone();
         Ok(Arc::new(Shared {
             current: ArcSwap::from_pointee(runtime),
             config_dir: config_dir.to_path_buf(),
@@ -91,7 +94,7 @@ impl Shared {
             rejections: AtomicU64::new(0),
             last_attempt: Mutex::new(LastAttempt {
                 accepted: true,
-                diagnostics: Vec::new(),
+                diagnostics,
             }),
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -99,6 +102,7 @@ impl Shared {
             mirrors: Mirrors::default(),
             limiter: Limiter::default(),
             jwks,
+            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
         }))
     }
 

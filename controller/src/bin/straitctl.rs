@@ -96,6 +96,7 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         labels: parse_labels(&args.labels)?,
         namespace: args.namespace.clone(),
         outbound: OutboundMode::default(),
+        ext_authz: Vec::new(),
     };
     let (input, what) = match &args.input.config_dir {
         Some(dir) => (Input::Dir(dir.clone()), format!("files in {}", dir.display())),

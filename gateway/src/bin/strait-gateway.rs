@@ -157,6 +157,7 @@ fn run() -> anyhow::Result<ExitCode> {
         labels: parse_labels(&cli.labels)?,
         namespace: cli.namespace.clone(),
         outbound: mesh.outbound,
+        ext_authz: mesh.ext_authz.clone(),
     };
     if cli.check {
         let mut diags = mesh_notes;

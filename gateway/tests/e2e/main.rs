@@ -6,6 +6,7 @@ mod balancing;
 mod check;
 mod cors;
 mod egress;
+mod ext_authz;
 mod grpc;
 mod h2_floods;
 mod jwt;
