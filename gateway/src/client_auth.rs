@@ -25,6 +25,7 @@ use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
 use crate::certs::TlsInfo;
 use crate::state::{Runtime, Shared};
+use crate::upstream_tls::read_pem;
 
 /// One server's compiled client-certificate check.
 #[derive(Debug)]
@@ -62,17 +63,8 @@ pub struct PeerIdentity {
     pub xfcc: Option<HeaderValue>,
 }
 
-fn pem(source: &PemSource) -> Result<(String, Vec<u8>), String> {
-    match source {
-        PemSource::Inline { name, pem } => Ok((name.clone(), pem.clone())),
-        PemSource::File { path } => std::fs::read(path)
-            .map(|p| (path.clone(), p))
-            .map_err(|e| format!("cannot read {path}: {e}")),
-    }
-}
-
 fn roots_into(store: &mut RootCertStore, source: &PemSource) -> Result<(), String> {
-    let (name, data) = pem(source)?;
+    let (name, data) = read_pem(source)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{name}: bad certificate PEM: {e}"))?;
@@ -88,7 +80,7 @@ fn roots_into(store: &mut RootCertStore, source: &PemSource) -> Result<(), Strin
 }
 
 fn crls(source: &PemSource) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let (name, data) = pem(source)?;
+    let (name, data) = read_pem(source)?;
     let list: Vec<_> = rustls_pemfile::crls(&mut data.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{name}: bad CRL PEM: {e}"))?;

@@ -59,7 +59,8 @@ pub fn compile_all(snapshot: &Snapshot) -> Result<Vec<Option<Arc<CompiledUpstrea
     }
 }
 
-fn read(source: &PemSource) -> Result<(String, Vec<u8>), String> {
+/// The name and bytes of a PEM, from the bundle or read from its file.
+pub(crate) fn read_pem(source: &PemSource) -> Result<(String, Vec<u8>), String> {
     match source {
         PemSource::Inline { name, pem } => Ok((name.clone(), pem.clone())),
         PemSource::File { path } => std::fs::read(path)
@@ -70,7 +71,7 @@ fn read(source: &PemSource) -> Result<(String, Vec<u8>), String> {
 
 /// DER certificates of a PEM, each checked to parse (Pingora's wrapper panics on bad DER).
 fn certificates(source: &PemSource) -> Result<Vec<Vec<u8>>, String> {
-    let (name, pem) = read(source)?;
+    let (name, pem) = read_pem(source)?;
     let ders: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
         .map(|c| c.map(|c| c.as_ref().to_vec()))
         .collect::<Result<_, _>>()
@@ -98,7 +99,7 @@ fn compile(tls: &UpstreamTls) -> Result<CompiledUpstreamTls, String> {
     let client = match &tls.client {
         Some((cert, key)) => {
             let chain = certificates(cert)?;
-            let (name, pem) = read(key)?;
+            let (name, pem) = read_pem(key)?;
             let key = rustls_pemfile::private_key(&mut pem.as_slice())
                 .map_err(|e| format!("{name}: bad private key PEM: {e}"))?
                 .ok_or_else(|| format!("{name}: no private key in PEM"))?;
