@@ -1,6 +1,12 @@
-//! The admin (`:15000`: `/ready`, `/config_dump`, `/clusters`) and health (`:15021`:
-//! `/healthz/ready`) endpoints.
+//! The admin (`:15000`) and health (`:15021`: `/healthz/ready`) endpoints. Admin
+//! serves `/ready`, `/server_info`, `/config_dump` (whole, or one part with
+//! `?resource=listeners|routes|clusters|secrets`), `/clusters`, `/stats` and
+//! `/logging` (GET shows the level, POST `?level=` changes it).
 
+pub mod logging;
+pub mod sections;
+
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,6 +17,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::state::Shared;
+use sections::Resource;
 
 /// Which endpoints a port serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,19 +77,8 @@ impl AdminApp {
         }
     }
 
-    fn config_dump(&self) -> Response<Vec<u8>> {
-        let runtime = self.shared.current();
-        let last = self.shared.last_attempt.lock().map(|l| l.clone()).unwrap_or_default();
-        let dump = json!({
-            "version": runtime.snapshot.version,
-            "config_dir": self.shared.config_dir.display().to_string(),
-            "sources": runtime.snapshot.sources,
-            "rejected_since_start": self.shared.rejections.load(Ordering::Relaxed),
-            "last_attempt": last,
-            "warnings": runtime.warnings,
-            "snapshot": runtime.snapshot,
-        });
-        match serde_json::to_vec_pretty(&dump) {
+    fn json(value: &serde_json::Value) -> Response<Vec<u8>> {
+        match serde_json::to_vec_pretty(value) {
             Ok(body) => reply(StatusCode::OK, "application/json", body),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,18 +87,201 @@ impl AdminApp {
             ),
         }
     }
+
+    fn config_dump(&self, query: Option<&str>) -> Response<Vec<u8>> {
+        let runtime = self.shared.current();
+        if let Some(name) = param(query, "resource") {
+            return match name.parse::<Resource>() {
+                Ok(resource) => match sections::section(&runtime, resource) {
+                    Ok(v) => Self::json(&v),
+                    Err(e) => reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        e.to_string().into_bytes(),
+                    ),
+                },
+                Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n").into_bytes()),
+            };
+        }
+        let last = self.shared.last_attempt.lock().map(|l| l.clone()).unwrap_or_default();
+        Self::json(&json!({
+            "version": runtime.snapshot.version,
+            "config_dir": self.shared.config_dir.display().to_string(),
+            "sources": runtime.snapshot.sources,
+            "rejected_since_start": self.shared.rejections.load(Ordering::Relaxed),
+            "last_attempt": last,
+            "warnings": runtime.warnings,
+            "snapshot": runtime.snapshot,
+        }))
+    }
+
+    /// What `straitctl proxy-status` reads: the build, the state, and which
+    /// configuration runs (version, digest, files, last attempt).
+    fn server_info(&self) -> Response<Vec<u8>> {
+        let runtime = self.shared.current();
+        let last = self.shared.last_attempt.lock().map(|l| l.clone()).unwrap_or_default();
+        let digest = match sections::config_digest(&runtime) {
+            Ok(d) => d,
+            Err(e) => {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string().into_bytes(),
+                )
+            }
+        };
+        Self::json(&json!({
+            "strait_version": env!("CARGO_PKG_VERSION"),
+            "state": if self.shared.draining.load(Ordering::Relaxed) { "DRAINING" } else { "LIVE" },
+            "config_version": runtime.snapshot.version,
+            "config_digest": digest,
+            "config_dir": self.shared.config_dir.display().to_string(),
+            "sources": runtime.snapshot.sources,
+            "rejected_since_start": self.shared.rejections.load(Ordering::Relaxed),
+            "last_attempt": last,
+        }))
+    }
+
+    /// Envoy-style `name: value` counters of what the engine counts today, sorted
+    /// by name as Envoy sorts them.
+    fn stats(&self) -> Response<Vec<u8>> {
+        let runtime = self.shared.current();
+        let shared = &self.shared;
+        let last = shared.last_attempt.lock().map(|l| l.accepted).unwrap_or(false);
+        let mut stats: Vec<(String, u64)> = vec![
+            ("server.config_version".into(), runtime.snapshot.version),
+            (
+                "server.config_update_rejected".into(),
+                shared.rejections.load(Ordering::Relaxed),
+            ),
+            ("server.config_last_update_accepted".into(), u64::from(last)),
+            (
+                "server.draining".into(),
+                u64::from(shared.draining.load(Ordering::Relaxed)),
+            ),
+            (
+                "server.downstream_rq_active".into(),
+                shared.inflight.load(Ordering::Relaxed) as u64,
+            ),
+            ("server.certificates".into(), runtime.certs.len() as u64),
+        ];
+        let now = crate::upstreams::now_ms();
+        for c in &runtime.upstreams.clusters {
+            let sum =
+                |f: &dyn Fn(&crate::upstreams::EndpointState) -> u64| -> u64 { c.endpoints.iter().map(|e| f(e)).sum() };
+            let ejected = c.endpoints.iter().filter(|e| e.ejected(now)).count() as u64;
+            let total = c.endpoints.len() as u64;
+            let name = &c.name;
+            stats.extend([
+                (format!("cluster.{name}.membership_total"), total),
+                (format!("cluster.{name}.membership_healthy"), total - ejected),
+                (
+                    format!("cluster.{name}.upstream_rq_active"),
+                    u64::from(c.active.load(Ordering::Relaxed)),
+                ),
+                (
+                    format!("cluster.{name}.upstream_rq_pending_active"),
+                    u64::from(c.pending.load(Ordering::Relaxed)),
+                ),
+                (
+                    format!("cluster.{name}.upstream_rq_pending_overflow"),
+                    c.overflows.load(Ordering::Relaxed),
+                ),
+                (
+                    format!("cluster.{name}.upstream_rq_total"),
+                    sum(&|e| e.requests.load(Ordering::Relaxed)),
+                ),
+                // Strait's own: tries answered with a 5xx or not answered at all.
+                (
+                    format!("cluster.{name}.upstream_rq_failed"),
+                    sum(&|e| e.failures.load(Ordering::Relaxed)),
+                ),
+                (format!("cluster.{name}.outlier_detection.ejections_active"), ejected),
+                (
+                    format!("cluster.{name}.outlier_detection.ejections_total"),
+                    sum(&|e| u64::from(e.ejections.load(Ordering::Relaxed))),
+                ),
+            ]);
+        }
+        stats.sort();
+        let mut body = String::new();
+        for (name, value) in &stats {
+            let _ = writeln!(body, "{name}: {value}");
+        }
+        reply(StatusCode::OK, "text/plain", body.into_bytes())
+    }
+
+    /// GET shows the level; POST `?level=` sets one level for every module.
+    fn logging(&self, method: &http::Method, query: Option<&str>) -> Response<Vec<u8>> {
+        let text = |status, body: String| reply(status, "text/plain", body.into_bytes());
+        let level = param(query, "level");
+        match (method, level) {
+            (&http::Method::GET, None) => text(StatusCode::OK, logging::describe()),
+            // Envoy changes state only on POST, so a crawler or a prefetch cannot.
+            (&http::Method::GET, Some(_)) => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST to change the level: curl -X POST 'localhost:15000/logging?level=debug'\n".into(),
+            ),
+            (&http::Method::POST, Some(name)) => match logging::parse_level(name) {
+                Some(level) => {
+                    logging::set_level(level);
+                    log::info!("log level set to {level} through /logging");
+                    text(StatusCode::OK, logging::describe())
+                }
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown level {name:?}; use trace, debug, info, warn, error or off\n"),
+                ),
+            },
+            (&http::Method::POST, None) => text(
+                StatusCode::BAD_REQUEST,
+                "missing ?level=trace|debug|info|warn|error|off\n".into(),
+            ),
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n".into()),
+        }
+    }
+}
+
+/// The value of `key` in a query string (no percent-decoding: the values taken
+/// here are plain words).
+fn param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_string();
-        match (self.endpoints, path.as_str()) {
+        let req = session.req_header();
+        let (method, uri) = (req.method.clone(), req.uri.clone());
+        let (path, query) = (uri.path(), uri.query());
+        log::debug!("admin {method} {uri}");
+        match (self.endpoints, path) {
             (_, "/healthz/ready") => self.ready(),
             (Endpoints::Admin, "/ready") => self.ready(),
-            (Endpoints::Admin, "/config_dump") => self.config_dump(),
+            (Endpoints::Admin, "/server_info") => self.server_info(),
+            (Endpoints::Admin, "/config_dump") => self.config_dump(query),
             (Endpoints::Admin, "/clusters") => self.clusters(),
+            (Endpoints::Admin, "/stats") => self.stats(),
+            (Endpoints::Admin, "/logging") => self.logging(&method, query),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::param;
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(param(Some("resource=routes"), "resource"), Some("routes"));
+        assert_eq!(param(Some("a=1&level=debug"), "level"), Some("debug"));
+        assert_eq!(param(Some("level"), "level"), Some(""));
+        assert_eq!(param(Some("levels=x"), "level"), None);
+        assert_eq!(param(None, "level"), None);
     }
 }

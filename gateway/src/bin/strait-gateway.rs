@@ -118,7 +118,10 @@ fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // RUST_LOG's directives (default info) at start; `/logging` changes them later.
+    if let Err(e) = strait_gateway::admin::logging::init("info") {
+        eprintln!("strait-gateway: logger not installed: {e}");
+    }
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         log::warn!("jemalloc background thread not started, freed memory is returned later: {e}");
     }
