@@ -1,5 +1,6 @@
 //! `straitctl`: the command line for Strait users. `analyze` checks configuration
-//! files as `istioctl analyze` does.
+//! files as `istioctl analyze` does; `proxy-config` and `proxy-status` read running
+//! proxies through their admin ports, as `istioctl proxy-config` / `proxy-status` do.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +10,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strait_config::mesh::OutboundMode;
 use strait_config::{Role, Scope};
+use strait_controller::admin_client::Target;
 use strait_controller::analyze::{analyze, any_errors, load, Input};
+use strait_controller::proxy_config::{self, Section};
+use strait_controller::proxy_status::{self, SyncStatus};
 
 /// Strait's command line.
 #[derive(Parser, Debug)]
@@ -23,6 +27,73 @@ struct Cli {
 enum Command {
     /// Reports problems in Istio resources with Istio's analyzer codes; exits 1 on errors.
     Analyze(AnalyzeArgs),
+    /// Prints one part of a proxy's running configuration, read from its admin port.
+    #[command(name = "proxy-config", visible_alias = "pc")]
+    ProxyConfig(ProxyConfigArgs),
+    /// Shows which configuration each proxy runs and whether they agree.
+    ///
+    /// There is no controller yet, so the proxies are compared with each other: the one
+    /// with the highest config version is the reference; a proxy serving the same
+    /// configuration (same digest) is SYNCED, another one STALE. LAST UPDATE says
+    /// whether the proxy accepted its latest configuration attempt. Exits 1 when a
+    /// target does not answer.
+    #[command(name = "proxy-status", visible_alias = "ps")]
+    ProxyStatus(ProxyStatusArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SectionArg {
+    /// Ports, protocols, SNI names, certificates and where traffic goes.
+    Listeners,
+    /// Virtual hosts, matches and actions.
+    Routes,
+    /// Upstream clusters: endpoints, load balancing, TLS.
+    Clusters,
+    /// Server certificates: DNS names, expiry, fingerprint (never keys).
+    Secrets,
+}
+
+impl From<SectionArg> for Section {
+    fn from(s: SectionArg) -> Section {
+        match s {
+            SectionArg::Listeners => Section::Listeners,
+            SectionArg::Routes => Section::Routes,
+            SectionArg::Clusters => Section::Clusters,
+            SectionArg::Secrets => Section::Secrets,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// Aligned columns.
+    Table,
+    /// The admin API's JSON.
+    Json,
+    /// The same, as YAML.
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+struct ProxyConfigArgs {
+    /// What to show.
+    #[arg(value_enum)]
+    section: SectionArg,
+    /// The proxy's admin address, HOST[:PORT] (port 15000 when left out).
+    target: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Args, Debug)]
+struct ProxyStatusArgs {
+    /// Admin addresses of the proxies, HOST[:PORT] (port 15000 when left out).
+    #[arg(required = true, num_args = 1..)]
+    targets: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +141,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => run_analyze(&args),
+        Command::ProxyConfig(args) => run_proxy_config(&args),
+        Command::ProxyStatus(args) => run_proxy_status(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("straitctl: {e:#}");
@@ -118,6 +191,40 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if any_errors(&reports) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_proxy_config(args: &ProxyConfigArgs) -> anyhow::Result<ExitCode> {
+    let target = Target::parse(&args.target)?;
+    let section = Section::from(args.section);
+    let dump = proxy_config::fetch(&target, section)?;
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+        Format::Yaml => print!("{}", strait_controller::yaml::to_yaml(&dump)),
+        Format::Table => print!("{}", proxy_config::table(section, &dump).render()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| Target::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let statuses = proxy_status::collect(&targets);
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&statuses)?),
+        Format::Yaml => print!(
+            "{}",
+            strait_controller::yaml::to_yaml(&serde_json::to_value(&statuses)?)
+        ),
+        Format::Table => print!("{}", proxy_status::table(&statuses).render()),
+    }
+    Ok(if statuses.iter().any(|s| s.sync == SyncStatus::Unreachable) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
