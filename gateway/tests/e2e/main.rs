@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
 
 mod actions;
+mod admin;
 mod authz;
 mod balancing;
 mod check;
