@@ -6,6 +6,7 @@
 //! files -> `Bundle` -> `validate` -> `translate(scope)` -> `Snapshot`.
 //! This crate does no I/O besides reading the configuration files.
 
+pub mod acme;
 pub mod analyze;
 pub mod authz;
 pub mod bundle;

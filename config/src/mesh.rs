@@ -32,6 +32,8 @@ pub struct MeshConfig {
     pub num_trusted_proxies: u32,
     /// `extensionProviders` of kind `envoyExtAuthzHttp`.
     pub ext_authz: Vec<crate::ext_authz::Provider>,
+    /// `acmeIssuers` (Strait's): ACME CAs Gateways name in `strait.io/acme`.
+    pub acme_issuers: Vec<crate::acme::Issuer>,
 }
 
 /// Fields of the mesh config Strait reads; others get a note.
@@ -40,6 +42,7 @@ const KNOWN: &[&str] = &[
     "pathNormalization",
     "defaultConfig",
     "extensionProviders",
+    "acmeIssuers",
 ];
 
 fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
@@ -159,6 +162,23 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
         &mut errors,
     ) {
         mesh.num_trusted_proxies = n;
+    }
+    let issuers = map.get("acmeIssuers").and_then(Value::as_array);
+    for (i, v) in issuers.into_iter().flatten().enumerate() {
+        match crate::acme::parse_issuer(v) {
+            Ok(issuer) => mesh.acme_issuers.push(issuer),
+            Err((f, message)) => {
+                let path = format!("acmeIssuers[{i}].{f}");
+                errors.push(diag(
+                    file,
+                    Severity::Error,
+                    Code::InvalidValue,
+                    doc.spans.locate(&path),
+                    &path,
+                    message,
+                ));
+            }
+        }
     }
     let providers = map.get("extensionProviders").and_then(Value::as_array);
     for (i, p) in providers.into_iter().flatten().enumerate() {

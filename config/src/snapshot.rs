@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 use crate::resources::networking::Labels;
 
 /// A complete configuration for one proxy.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Snapshot {
     /// Increases with every accepted configuration.
     pub version: u64,
@@ -36,6 +36,9 @@ pub struct Snapshot {
     /// External authorizers the CUSTOM policies name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ext_authz: Vec<ExtAuthz>,
+    /// Server certificates to obtain and renew with ACME.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acme: Vec<crate::acme::ManagedCert>,
 }
 
 /// An external authorizer and the cluster serving it.
@@ -204,6 +207,12 @@ pub enum CertificateSource {
         cert: String,
         /// Private key path.
         key: String,
+    },
+    /// A certificate made up by the engine for `hosts`, served until ACME issues one.
+    #[serde(rename = "self-signed")]
+    SelfSigned {
+        /// Names it covers.
+        hosts: Vec<String>,
     },
 }
 

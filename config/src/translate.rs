@@ -74,6 +74,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         cert_index: HashMap::new(),
         regexes: HashMap::new(),
         rate_limits: rate_limits(bundle),
+        acme: Vec::new(),
     };
     match scope.role {
         Role::Gateway => t.gateways(),
@@ -118,6 +119,7 @@ pub fn translate(bundle: &Bundle, scope: &Scope, version: u64) -> Result<(Snapsh
         authz,
         jwt,
         ext_authz,
+        acme: t.acme,
     };
     Ok((snapshot, t.diags))
 }
@@ -137,6 +139,8 @@ struct Translator<'a> {
     regexes: HashMap<(String, bool), Arc<Regex>>,
     /// RateLimits: (namespace, VirtualService, rule names or all, the limit).
     rate_limits: Vec<(String, String, Vec<String>, Arc<RateLimit>)>,
+    /// Certificates to obtain with ACME.
+    acme: Vec<crate::acme::ManagedCert>,
 }
 
 /// The bundle's RateLimits, compiled (validation has reported the invalid ones).
@@ -395,12 +399,30 @@ impl<'a> Translator<'a> {
 
     fn certificate(&mut self, gw_entry: &Entry, field: &str, server: &Server) -> Option<usize> {
         let tls = server.tls.as_ref()?;
-        let (key, source) = if let Some(name) = tls
+        let credential = tls
             .credential_name
             .as_deref()
-            .or(tls.credential_names.first().map(String::as_str))
-        {
-            let (cert_pem, key_pem, secret_ns) = self.secret(&gw_entry.resource.namespace, name).or_else(|| {
+            .or(tls.credential_names.first().map(String::as_str));
+        let managed = self.acme_managed(gw_entry, field, server, credential);
+        let (key, source) = if let Some(name) = credential {
+            let found = self.secret(&gw_entry.resource.namespace, name);
+            let found = match (found, managed) {
+                (Some(f), _) => Some(f),
+                (None, Some(hosts)) => {
+                    self.diags.push(gw_entry.diag(
+                        Severity::Note,
+                        Code::NotEnforced,
+                        &format!("{field}.tls.credentialName"),
+                        format!(
+                            "no certificate in Secret {name} yet: a self-signed one is served until ACME issues it"
+                        ),
+                    ));
+                    let key = format!("self-signed {}/{name}", gw_entry.resource.namespace);
+                    return Some(self.add_certificate(key, CertificateSource::SelfSigned { hosts }));
+                }
+                (None, None) => None,
+            };
+            let (cert_pem, key_pem, secret_ns) = found.or_else(|| {
                 // As in Istio, a missing Secret takes down only this server, not the config.
                 self.diags.push(gw_entry.diag(
                     Severity::Warning,
@@ -421,15 +443,84 @@ impl<'a> Translator<'a> {
             let (cert, key) = (tls.server_certificate.clone()?, tls.private_key.clone()?);
             (format!("file {cert}"), CertificateSource::Files { cert, key })
         };
+        Some(self.add_certificate(key, source))
+    }
+
+    fn add_certificate(&mut self, key: String, source: CertificateSource) -> usize {
         if let Some(i) = self.cert_index.get(&key) {
-            return Some(*i);
+            return *i;
         }
         self.certificates.push(Certificate {
             name: key.clone(),
             source,
         });
         self.cert_index.insert(key, self.certificates.len() - 1);
-        Some(self.certificates.len() - 1)
+        self.certificates.len() - 1
+    }
+
+    /// For a server of a Gateway annotated `strait.io/acme`, records the certificate
+    /// to order and returns the names it covers.
+    fn acme_managed(
+        &mut self,
+        gw_entry: &Entry,
+        field: &str,
+        server: &Server,
+        credential: Option<&str>,
+    ) -> Option<Vec<String>> {
+        let issuer = gw_entry.resource.metadata.annotations.get(crate::acme::ANNOTATION)?;
+        let Some(credential) = credential else {
+            self.diags.push(gw_entry.diag(
+                Severity::Error,
+                Code::Required,
+                &format!("{field}.tls.credentialName"),
+                format!(
+                    "{}: the server needs a credentialName, the Secret the issued certificate is kept in",
+                    crate::acme::ANNOTATION
+                ),
+            ));
+            return None;
+        };
+        let ns = gw_entry.resource.namespace.as_str();
+        let hosts: Vec<String> = server
+            .hosts
+            .iter()
+            .map(|h| server_host(h, ns).1.to_ascii_lowercase())
+            .collect();
+        if let Some(wild) = hosts.iter().find(|h| h.contains('*')) {
+            self.diags.push(gw_entry.diag(
+                Severity::Error,
+                Code::InvalidValue,
+                &format!("{field}.hosts"),
+                format!(
+                    "{}: {wild} cannot be proven with HTTP-01 or TLS-ALPN-01; list exact names",
+                    crate::acme::ANNOTATION
+                ),
+            ));
+            return None;
+        }
+        let managed = crate::acme::ManagedCert {
+            issuer: issuer.clone(),
+            namespace: ns.to_string(),
+            credential_name: credential.to_string(),
+            hosts: hosts.clone(),
+            source: format!("Gateway {ns}/{} {field}", gw_entry.resource.name),
+        };
+        match self
+            .acme
+            .iter_mut()
+            .find(|m| m.namespace == ns && m.credential_name == credential)
+        {
+            // Servers sharing a credential share one certificate covering all their names.
+            Some(existing) => {
+                for h in &hosts {
+                    if !existing.hosts.contains(h) {
+                        existing.hosts.push(h.clone());
+                    }
+                }
+            }
+            None => self.acme.push(managed),
+        }
+        Some(hosts)
     }
 
     /// DestinationRule `tls` for a cluster: SIMPLE and MUTUAL originate TLS; DISABLE

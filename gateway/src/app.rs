@@ -12,6 +12,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::certs::TlsInfo;
 use crate::proxy::Gateway;
+use crate::tls_front::TlsFront;
 
 /// Serves one listener.
 pub struct EdgeApp {
@@ -20,11 +21,20 @@ pub struct EdgeApp {
     /// Seconds a client may stay silent while sending request headers, and idle
     /// between requests, before the connection is closed.
     pub header_timeout_secs: u64,
+    /// For HTTPS listeners: the TLS handshake.
+    pub tls: Option<TlsFront>,
 }
 
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if let Some(front) = &self.tls {
+            let silence = std::time::Duration::from_secs(self.header_timeout_secs);
+            stream = tokio::time::timeout(silence, front.accept(stream))
+                .await
+                .ok()
+                .flatten()?;
+        }
         if let Some(digest) = stream.get_ssl_digest() {
             if let Some(reason) = digest.extension.get::<TlsInfo>().and_then(|i| i.refused.as_deref()) {
                 // The handshake passed the listener's checks but not its server's.

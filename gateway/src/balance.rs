@@ -96,13 +96,8 @@ mod tests {
     fn state(c: &Cluster) -> std::sync::Arc<ClusterState> {
         let snapshot = strait_config::Snapshot {
             version: 1,
-            sources: Vec::new(),
-            listeners: Vec::new(),
             clusters: vec![cluster(c.policy.lb.clone())],
-            certificates: Vec::new(),
-            authz: Default::default(),
-            jwt: Default::default(),
-            ext_authz: Vec::new(),
+            ..Default::default()
         };
         Upstreams::build(&snapshot, None).clusters.remove(0)
     }

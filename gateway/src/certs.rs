@@ -60,6 +60,7 @@ fn compile(source: &CertificateSource) -> Result<CertifiedKey, String> {
             std::fs::read(cert).map_err(|e| format!("cannot read {cert}: {e}"))?,
             std::fs::read(key).map_err(|e| format!("cannot read {key}: {e}"))?,
         ),
+        CertificateSource::SelfSigned { hosts } => self_signed(hosts)?,
     };
     let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
@@ -77,6 +78,17 @@ fn compile(source: &CertificateSource) -> Result<CertifiedKey, String> {
         .keys_match()
         .map_err(|e| format!("certificate and key do not match: {e}"))?;
     Ok(certified)
+}
+
+/// A throwaway self-signed certificate and key (PEM) for `hosts`.
+pub fn self_signed(hosts: &[String]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Strait self-signed (waiting for ACME)");
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
 }
 
 /// Picks the certificate for a TLS listener by SNI, from the current snapshot.

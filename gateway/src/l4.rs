@@ -13,13 +13,12 @@ use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 
 use crate::balance;
+use crate::client_hello;
 use crate::state::Shared;
 use crate::upstreams::{ActiveGuard, Outcome};
 
 /// How long a client may take to send its ClientHello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest ClientHello record read for SNI (a TLS record is at most 16 KiB + 5).
-const MAX_RECORD: usize = 16 * 1024 + 5;
 
 /// Serves one TCP or TLS-passthrough listener.
 pub struct L4App {
@@ -37,8 +36,8 @@ pub struct L4App {
 impl ServerApp for L4App {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
         let sni = if self.tls {
-            match tokio::time::timeout(HELLO_TIMEOUT, peek_sni(&mut stream)).await {
-                Ok(Ok(sni)) => sni,
+            match tokio::time::timeout(HELLO_TIMEOUT, client_hello::peek(&mut stream)).await {
+                Ok(Ok(hello)) => hello.and_then(|h| h.sni),
                 Ok(Err(e)) => {
                     log::debug!("listener {}: no ClientHello: {e}", self.port);
                     return None;
@@ -101,101 +100,5 @@ impl L4App {
             state.record(&cluster.policy, index, Outcome::LocalFailure);
         }
         None
-    }
-}
-
-/// Reads (without consuming) the ClientHello and returns its SNI, lowercase.
-async fn peek_sni(stream: &mut Stream) -> std::io::Result<Option<String>> {
-    let mut header = [0u8; 5];
-    if !stream.try_peek(&mut header).await? {
-        return Ok(None);
-    }
-    if header[0] != 0x16 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a TLS handshake",
-        ));
-    }
-    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-    let mut record = vec![0u8; (5 + len).min(MAX_RECORD)];
-    stream.try_peek(&mut record).await?;
-    Ok(client_hello_sni(record.get(5..).unwrap_or_default()))
-}
-
-/// The server_name of a ClientHello handshake message (RFC 8446 4.1.2, RFC 6066 3).
-pub fn client_hello_sni(hello: &[u8]) -> Option<String> {
-    let mut r = Reader(hello);
-    if r.u8()? != 1 {
-        return None; // not a ClientHello
-    }
-    r.take(3)?; // length
-    r.take(2 + 32)?; // version, random
-    let session = r.u8()?;
-    r.take(usize::from(session))?;
-    let suites = r.u16()?;
-    r.take(usize::from(suites))?;
-    let compression = r.u8()?;
-    r.take(usize::from(compression))?;
-    let extensions = r.u16()?;
-    let mut ext = Reader(r.take(usize::from(extensions))?);
-    while let (Some(kind), Some(len)) = (ext.u16(), ext.u16()) {
-        let body = ext.take(usize::from(len))?;
-        if kind != 0 {
-            continue;
-        }
-        let mut names = Reader(body);
-        let list = names.u16()?;
-        let mut list = Reader(names.take(usize::from(list))?);
-        while let Some(name_type) = list.u8() {
-            let n = list.u16()?;
-            let name = list.take(usize::from(n))?;
-            if name_type == 0 {
-                return std::str::from_utf8(name).ok().map(str::to_ascii_lowercase);
-            }
-        }
-    }
-    None
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_sni_from_a_real_client_hello() {
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("Shop.Example.com").expect("name");
-        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-        let mut wire = Vec::new();
-        conn.write_tls(&mut wire).expect("hello");
-        assert_eq!(wire[0], 0x16);
-        assert_eq!(client_hello_sni(&wire[5..]), Some("shop.example.com".to_string()));
-        assert_eq!(client_hello_sni(&wire[5..40]), None, "a truncated hello has no SNI");
-        assert_eq!(client_hello_sni(b"garbage"), None);
     }
 }

@@ -2,12 +2,14 @@
 //! certificates, admin endpoints and reloads. The edge/egress gateway binary and
 //! (later) the sidecar run this same engine with different scopes.
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod authn;
 pub mod balance;
 pub mod certs;
 pub mod client_auth;
+pub mod client_hello;
 pub mod cors;
 pub mod dns;
 pub mod echo;
@@ -22,5 +24,6 @@ pub mod reload;
 pub mod retry;
 pub mod server;
 pub mod state;
+pub mod tls_front;
 pub mod upstream_tls;
 pub mod upstreams;

@@ -21,6 +21,7 @@ use strait_config::snapshot::{
     hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
 };
 
+use crate::acme;
 use crate::authn;
 use crate::balance;
 use crate::certs::TlsInfo;
@@ -675,6 +676,17 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         session.set_read_timeout(Some(self.limits.stream_idle_timeout));
         session.set_write_timeout(Some(self.limits.stream_idle_timeout));
+        // ACME's HTTP-01 validation comes before routes, policies and httpsRedirect.
+        if let Some(token) = session.req_header().uri.path().strip_prefix(acme::HTTP01_PREFIX) {
+            if let Some(answer) = self.shared.challenges.http_response(token) {
+                log::info!("answered the HTTP-01 challenge {token}");
+                let octets = [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )];
+                return respond(session, 200, &octets, None, Bytes::from(answer)).await;
+            }
+        }
         if self.limits.underscores != Underscores::Allow
             && session.req_header().headers.keys().any(|k| k.as_str().contains('_'))
         {

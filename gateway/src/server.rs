@@ -15,6 +15,7 @@ use pingora::services::listening::Service;
 use strait_config::snapshot::Protocol;
 use strait_config::{Diagnostic, Scope};
 
+use crate::acme::AcmeManager;
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
 use crate::certs::{HandshakeInfo, SniResolver};
@@ -24,6 +25,7 @@ use crate::l4::L4App;
 use crate::proxy::{Gateway, Limits};
 use crate::reload::{Drain, Watcher};
 use crate::state::Shared;
+use crate::tls_front::TlsFront;
 
 /// How to run the gateway.
 #[derive(Debug, Clone)]
@@ -50,6 +52,10 @@ pub struct Options {
     pub limits: Limits,
     /// Time between fetches of a remote JWKS.
     pub jwks_refresh: Duration,
+    /// ACME issuers from the mesh config.
+    pub acme_issuers: Vec<strait_config::acme::Issuer>,
+    /// How often ACME certificates are looked at.
+    pub acme_check: Duration,
 }
 
 /// Why the gateway could not start.
@@ -142,11 +148,11 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             options.h2c = true;
             proxy.server_options = Some(options);
         }
-        let app = EdgeApp {
+        let mut app = EdgeApp {
             proxy: Arc::new(proxy),
             header_timeout_secs: opts.header_timeout_secs,
+            tls: None,
         };
-        let mut service = Service::new(format!("listener {port}"), app);
         if tls {
             let handshake = HandshakeInfo {
                 shared: shared.clone(),
@@ -162,10 +168,14 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
                 port,
             }));
             settings.enable_h2();
-            service.add_tls_with_settings(&addr, None, settings);
-        } else {
-            service.add_tcp(&addr);
+            // The handshake happens in the application, after a look at the ClientHello.
+            app.tls = Some(TlsFront {
+                acceptor: settings.build(),
+                challenges: shared.challenges.clone(),
+            });
         }
+        let mut service = Service::new(format!("listener {port}"), app);
+        service.add_tcp(&addr);
         log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
         server.add_service(service);
     }
@@ -192,6 +202,15 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         Watcher {
             shared: shared.clone(),
             debounce: Duration::from_millis(100),
+        },
+    ));
+    server.add_service(background_service(
+        "acme",
+        AcmeManager {
+            shared: shared.clone(),
+            issuers: opts.acme_issuers.clone(),
+            store: opts.config_dir.join("acme"),
+            every: opts.acme_check,
         },
     ));
     server.add_service(background_service(

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use strait_config::diag::has_errors;
 use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
 
+use crate::acme::Challenges;
 use crate::certs::{compile_certificates, CompiledCert};
 use crate::client_auth::{self, ClientAuthTable};
 use crate::dns::Dns;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub jwks: Arc<JwksStore>,
     /// Client for the gateway's own calls (external authorization).
     pub http: reqwest::Client,
+    /// Answers to the ACME challenges being validated.
+    pub challenges: Arc<Challenges>,
 }
 
 impl Shared {
@@ -103,6 +106,7 @@ impl Shared {
             limiter: Limiter::default(),
             jwks,
             http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
+            challenges: Arc::default(),
         }))
     }
 

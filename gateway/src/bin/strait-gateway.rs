@@ -77,6 +77,9 @@ struct Cli {
     /// 20 minutes); a failed fetch is retried sooner, with backoff.
     #[arg(long, env = "STRAIT_JWKS_REFRESH_INTERVAL", default_value_t = 1200)]
     jwks_refresh_interval: u64,
+    /// Seconds between looks at the ACME certificates (issue, renew, retry).
+    #[arg(long, env = "STRAIT_ACME_CHECK_INTERVAL", default_value_t = 60)]
+    acme_check_interval: u64,
     /// Worker threads per listener (default: one per core).
     #[arg(long, env = "STRAIT_THREADS")]
     threads: Option<usize>,
@@ -202,6 +205,8 @@ fn run() -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
+        acme_issuers: mesh.acme_issuers.clone(),
+        acme_check: Duration::from_secs(cli.acme_check_interval.max(1)),
     };
     match build(&opts) {
         Ok((server, _shared)) => server.run_forever(),

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
 
+mod acme;
 mod actions;
 mod admin;
 mod authz;

@@ -145,7 +145,20 @@ impl Gateway {
 
     /// Like `start`, returning the log when it does not become ready.
     pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Gateway, String> {
-        let [http, https, admin, health] = free_ports::<4>();
+        let [http, https] = free_ports::<2>();
+        Gateway::try_start_on(dir, extra, http, https)
+    }
+
+    /// Like `start`, with Gateway ports 80 and 443 on `http` and `https`.
+    pub fn start_on(dir: &Path, extra: &[&str], http: u16, https: u16) -> Gateway {
+        match Gateway::try_start_on(dir, extra, http, https) {
+            Ok(g) => g,
+            Err(log) => panic!("gateway did not become ready:\n{log}"),
+        }
+    }
+
+    fn try_start_on(dir: &Path, extra: &[&str], http: u16, https: u16) -> Result<Gateway, String> {
+        let [admin, health] = free_ports::<2>();
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("gateway.log");
         let file = std::fs::File::create(&log).expect("log file");
