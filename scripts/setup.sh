@@ -7,6 +7,8 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# Pebble (Let's Encrypt's test CA) for the ACME tests.
+command -v pebble >/dev/null || need+=(pebble)
 command -v cc >/dev/null || need+=(build-essential)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
