@@ -38,42 +38,98 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A lock older than this was left by a replica that died while ordering.
 const STALE_LOCK: Duration = Duration::from_secs(600);
 
-/// The answers to challenges being validated, read by the listeners.
-#[derive(Debug, Default)]
+/// The answers to challenges being validated, read by the listeners. They are also
+/// written to the store, so that whichever replica the CA reaches can answer for the
+/// one that ordered.
+#[derive(Debug)]
 pub struct Challenges {
+    store: PathBuf,
     http: RwLock<HashMap<String, String>>,
     alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
+/// Whether `s` can be part of a file name: tokens are base64url, names DNS names.
+fn safe(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Challenges {
+    /// Challenges shared through `store` (the config folder's `acme/`).
+    pub fn new(store: PathBuf) -> Challenges {
+        Challenges {
+            store,
+            http: RwLock::default(),
+            alpn: RwLock::default(),
+        }
+    }
+
+    fn http_file(&self, token: &str) -> PathBuf {
+        self.store.join(format!(".challenge-http-{token}"))
+    }
+
+    fn alpn_file(&self, name: &str) -> PathBuf {
+        self.store.join(format!(".challenge-alpn-{name}.pem"))
+    }
+
     /// The key authorization for an HTTP-01 token.
     pub fn http_response(&self, token: &str) -> Option<String> {
-        self.http.read().ok()?.get(token).cloned()
+        if let Some(answer) = self.http.read().ok()?.get(token) {
+            return Some(answer.clone());
+        }
+        // Another replica's order.
+        safe(token)
+            .then(|| std::fs::read_to_string(self.http_file(token)).ok())
+            .flatten()
     }
 
     /// The TLS-ALPN-01 certificate for a name.
     pub fn alpn_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.alpn.read().ok()?.get(&name.to_ascii_lowercase()).cloned()
+        let name = name.to_ascii_lowercase();
+        if let Some(cert) = self.alpn.read().ok()?.get(&name) {
+            return Some(cert.clone());
+        }
+        if !safe(&name) {
+            return None;
+        }
+        let pem = std::fs::read(self.alpn_file(&name)).ok()?;
+        crate::certs::unchecked_key(&pem, &pem).ok().map(Arc::new)
     }
 
-    fn publish_http(&self, token: String, answer: String) {
+    fn publish_http(&self, token: String, answer: String) -> std::io::Result<()> {
+        if safe(&token) {
+            write_private(&self.http_file(&token), answer.as_bytes())?;
+        }
         if let Ok(mut m) = self.http.write() {
             m.insert(token, answer);
         }
+        Ok(())
     }
 
-    fn publish_alpn(&self, name: String, cert: Arc<CertifiedKey>) {
-        if let Ok(mut m) = self.alpn.write() {
-            m.insert(name, cert);
+    fn publish_alpn(&self, name: String, cert: (Arc<CertifiedKey>, String)) -> std::io::Result<()> {
+        if safe(&name) {
+            write_private(&self.alpn_file(&name), cert.1.as_bytes())?;
         }
+        if let Ok(mut m) = self.alpn.write() {
+            m.insert(name, cert.0);
+        }
+        Ok(())
     }
 
     fn withdraw(&self, tokens: &[String], names: &[String]) {
         if let Ok(mut m) = self.http.write() {
-            tokens.iter().for_each(|t| drop(m.remove(t)));
+            for t in tokens {
+                m.remove(t);
+                let _ = std::fs::remove_file(self.http_file(t));
+            }
         }
         if let Ok(mut m) = self.alpn.write() {
-            names.iter().for_each(|n| drop(m.remove(n)));
+            for n in names {
+                m.remove(n);
+                let _ = std::fs::remove_file(self.alpn_file(n));
+            }
         }
     }
 }
@@ -289,12 +345,12 @@ impl AcmeManager {
                 let name = challenge.identifier().to_string();
                 match kind {
                     ChallengeType::TlsAlpn01 => {
-                        challenges.publish_alpn(name.clone(), alpn_certificate(&name, answer.digest().as_ref())?);
-                        names.push(name);
+                        names.push(name.clone());
+                        challenges.publish_alpn(name.clone(), alpn_certificate(&name, answer.digest().as_ref())?)?;
                     }
                     _ => {
-                        challenges.publish_http(challenge.token.clone(), answer.as_str().to_string());
                         tokens.push(challenge.token.clone());
+                        challenges.publish_http(challenge.token.clone(), answer.as_str().to_string())?;
                     }
                 }
                 challenge.set_ready().await?;
@@ -345,16 +401,17 @@ fn rate_limit(e: instant_acme::Error) -> AcmeError {
 }
 
 /// The TLS-ALPN-01 certificate for `name`: self-signed, with the acmeIdentifier
-/// extension holding the key authorization's digest (RFC 8737).
-fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+/// extension holding the key authorization's digest (RFC 8737); also as PEM (chain
+/// and key) for the store.
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<(Arc<CertifiedKey>, String), AcmeError> {
     let other = |e: rcgen::Error| AcmeError::Other(e.to_string());
     let key = rcgen::KeyPair::generate().map_err(other)?;
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(other)?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(other)?;
-    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| AcmeError::Other(e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    let certified = crate::certs::unchecked_key(pem.as_bytes(), pem.as_bytes()).map_err(AcmeError::Other)?;
+    Ok((Arc::new(certified), pem))
 }
 
 /// Writes a file readable by its owner only, replacing it in one step.

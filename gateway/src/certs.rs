@@ -62,22 +62,34 @@ fn compile(source: &CertificateSource) -> Result<CertifiedKey, String> {
         ),
         CertificateSource::SelfSigned { hosts } => self_signed(hosts)?,
     };
-    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    certified_key(&cert_pem, &key_pem)
+}
+
+/// A certificate chain and key, from PEM, checked to belong together.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let certified = unchecked_key(cert_pem, key_pem)?;
+    certified
+        .keys_match()
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok(certified)
+}
+
+/// A certificate chain and key from PEM, not checked against each other: the check
+/// parses the certificate, which refuses critical extensions it does not know, such
+/// as TLS-ALPN-01's acmeIdentifier.
+pub fn unchecked_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad certificate PEM: {e}"))?;
     if chain.is_empty() {
         return Err("no certificate in PEM".into());
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| format!("bad private key PEM: {e}"))?
         .ok_or("no private key in PEM")?;
     let signer =
         rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("unusable private key: {e}"))?;
-    let certified = CertifiedKey::new(chain, signer);
-    certified
-        .keys_match()
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
-    Ok(certified)
+    Ok(CertifiedKey::new(chain, signer))
 }
 
 /// A throwaway self-signed certificate and key (PEM) for `hosts`.

@@ -106,7 +106,7 @@ impl Shared {
             limiter: Limiter::default(),
             jwks,
             http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
-            challenges: Arc::default(),
+            challenges: Arc::new(Challenges::new(config_dir.join("acme"))),
         }))
     }
 

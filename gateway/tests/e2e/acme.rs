@@ -314,3 +314,41 @@ async fn certificates_from_pebble() {
         "the open connection survives the swap"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_the_store_order_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let pebble_tls = TestCert::new(&["localhost"]);
+    std::fs::write(work.path().join("pebble.pem"), &pebble_tls.cert_pem).expect("write");
+    std::fs::write(work.path().join("pebble.key"), &pebble_tls.key_pem).expect("write");
+    let [acme_port, http, https] = free_ports::<3>();
+    let (mesh, gateways) = config(work.path(), acme_port);
+    // Only the HTTP-01 Gateway: the CA reaches replica `a` alone, whichever orders.
+    let app_only = gateways
+        .split("---\n")
+        .filter(|d| !d.contains("name: api"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    std::fs::write(
+        dir.path().join("gateways.yaml"),
+        app_only.replace("gateways: [app, api]", "gateways: [app]"),
+    )
+    .expect("write");
+    let pebble = Pebble::start(work.path(), acme_port, http, https, 3600);
+    let root = pebble.root(&pebble_tls).await;
+    let mesh_arg = mesh.display().to_string();
+    let args = ["--mesh-config", mesh_arg.as_str(), "--acme-check-interval", "1"];
+    let a = Gateway::start_on(dir.path(), &args, http, https);
+    let b = Gateway::start(dir.path(), &args);
+
+    let from_a = wait_served(a.https, "app.example.com", &root, None, Duration::from_secs(30)).await;
+    let from_b = wait_served(b.https, "app.example.com", &root, None, Duration::from_secs(30)).await;
+    assert_eq!(serial(&from_a), serial(&from_b), "one certificate for both replicas");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let orders = [a.log(), b.log()]
+        .iter()
+        .map(|l| l.matches("ordering a certificate").count())
+        .sum::<usize>();
+    assert_eq!(orders, 1, "A:\n{}\nB:\n{}", a.log(), b.log());
+}
