@@ -27,6 +27,7 @@ pub mod router;
 pub mod server_tls;
 pub mod snapshot;
 pub mod testing;
+pub mod tracing;
 pub mod translate;
 pub mod validate;
 pub mod yaml;

@@ -34,6 +34,11 @@ pub struct MeshConfig {
     pub ext_authz: Vec<crate::ext_authz::Provider>,
     /// `acmeIssuers` (Strait's): ACME CAs Gateways name in `strait.io/acme`.
     pub acme_issuers: Vec<crate::acme::Issuer>,
+    /// `extensionProviders` of kind `opentelemetry`.
+    pub tracing_providers: Vec<crate::tracing::Provider>,
+    /// Tracing when it is on: `enableTracing` with the provider `defaultProviders.tracing`
+    /// selects and `defaultConfig.tracing.sampling`.
+    pub tracing: Option<crate::tracing::Tracing>,
 }
 
 /// Fields of the mesh config Strait reads; others get a note.
@@ -43,6 +48,8 @@ const KNOWN: &[&str] = &[
     "defaultConfig",
     "extensionProviders",
     "acmeIssuers",
+    "defaultProviders",
+    "enableTracing",
 ];
 
 fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
@@ -181,9 +188,39 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
         }
     }
     let providers = map.get("extensionProviders").and_then(Value::as_array);
+    let mut provider_names = Vec::new();
     for (i, p) in providers.into_iter().flatten().enumerate() {
         let name = p.get("name").and_then(Value::as_str).unwrap_or("");
         let field = format!("extensionProviders[{i}]");
+        provider_names.push(name);
+        if let Some(otel) = p.get("opentelemetry") {
+            match crate::tracing::parse_provider(name, otel) {
+                Ok(provider) => mesh.tracing_providers.push(provider),
+                Err((f, message)) => {
+                    let path = format!("{field}.opentelemetry.{f}");
+                    errors.push(diag(
+                        file,
+                        Severity::Error,
+                        Code::InvalidValue,
+                        doc.spans.locate(&path),
+                        &path,
+                        message,
+                    ));
+                }
+            }
+            for f in crate::tracing::unused_fields(otel) {
+                let path = format!("{field}.opentelemetry.{f}");
+                notes.push(diag(
+                    file,
+                    Severity::Note,
+                    Code::NotEnforced,
+                    doc.spans.locate(&path),
+                    &path,
+                    format!("{f} is not used by this version of Strait"),
+                ));
+            }
+            continue;
+        }
         match p.get("envoyExtAuthzHttp") {
             Some(http) => match crate::ext_authz::parse(name, http) {
                 Ok(provider) => mesh.ext_authz.push(provider),
@@ -205,14 +242,122 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
                 Code::NotEnforced,
                 doc.spans.locate(&field),
                 &field,
-                format!("extension provider {name:?} is not of a kind this version of Strait uses (envoyExtAuthzHttp)"),
+                format!("extension provider {name:?} is not of a kind this version of Strait uses (envoyExtAuthzHttp, opentelemetry)"),
             )),
         }
     }
+    tracing_settings(&doc, file, &provider_names, &mut mesh, &mut notes, &mut errors);
     if errors.is_empty() {
         Ok((mesh, notes))
     } else {
         Err(errors)
+    }
+}
+
+/// Turns tracing on as Istio does: `enableTracing` (true by default) and the first
+/// provider `defaultProviders.tracing` names, sampled at `defaultConfig.tracing.sampling`.
+fn tracing_settings(
+    doc: &Document,
+    file: &str,
+    provider_names: &[&str],
+    mesh: &mut MeshConfig,
+    notes: &mut Vec<Diagnostic>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let sampling = setting(
+        doc,
+        file,
+        "defaultConfig.tracing.sampling",
+        "a percentage from 0 to 100",
+        crate::tracing::parse_sampling,
+        errors,
+    )
+    .unwrap_or(crate::tracing::DEFAULT_SAMPLING);
+    let enabled = setting(doc, file, "enableTracing", "true or false", Value::as_bool, errors);
+    let tracing_config = doc.value.get("defaultConfig").and_then(|d| d.get("tracing"));
+    for key in tracing_config
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys())
+    {
+        if key != "sampling" {
+            let path = format!("defaultConfig.tracing.{key}");
+            notes.push(diag(
+                file,
+                Severity::Note,
+                Code::NotEnforced,
+                doc.spans.locate(&path),
+                &path,
+                format!("{path} is not used by this version of Strait (only opentelemetry providers are)"),
+            ));
+        }
+    }
+    let selected = doc.value.get("defaultProviders").and_then(|d| d.get("tracing"));
+    let names: Vec<&str> = match selected {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        // Istio's field is a list; a single name is taken as a list of one.
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(other) => {
+            errors.push(diag(
+                file,
+                Severity::Error,
+                Code::InvalidValue,
+                doc.spans.locate("defaultProviders.tracing"),
+                "defaultProviders.tracing",
+                format!("{other} is not a list of provider names"),
+            ));
+            Vec::new()
+        }
+    };
+    for (i, name) in names.iter().enumerate() {
+        let path = format!("defaultProviders.tracing[{i}]");
+        let locate = doc.spans.locate(&path);
+        if !provider_names.contains(name) {
+            errors.push(diag(
+                file,
+                Severity::Error,
+                Code::ReferenceNotFound,
+                locate,
+                &path,
+                format!("no extension provider is named {name:?}"),
+            ));
+        } else if i > 0 {
+            notes.push(diag(
+                file,
+                Severity::Note,
+                Code::NotEnforced,
+                locate,
+                &path,
+                format!("only the first tracing provider is used; {name:?} is not"),
+            ));
+        } else if let Some(p) = mesh.tracing_providers.iter().find(|p| p.name == *name) {
+            if enabled != Some(false) {
+                mesh.tracing = Some(crate::tracing::Tracing {
+                    provider: p.clone(),
+                    sampling,
+                });
+            }
+        } else {
+            notes.push(diag(
+                file,
+                Severity::Note,
+                Code::NotEnforced,
+                locate,
+                &path,
+                format!("tracing provider {name:?} is not an opentelemetry provider: no spans are exported"),
+            ));
+        }
+    }
+    if enabled == Some(true) && names.is_empty() {
+        notes.push(diag(
+            file,
+            Severity::Note,
+            Code::NotEnforced,
+            doc.spans.locate("enableTracing"),
+            "enableTracing",
+            "no defaultProviders.tracing names an opentelemetry provider: no spans are exported".into(),
+        ));
     }
 }
 
@@ -253,6 +398,55 @@ mod tests {
         assert_eq!(
             errors[0].field.as_deref(),
             Some("extensionProviders[0].envoyExtAuthzHttp.service")
+        );
+    }
+
+    const OTEL: &str = "extensionProviders:\n- name: otel\n  opentelemetry: {service: otel.obs.svc.cluster.local, port: 4317}\n- name: zipkin\n  zipkin: {service: zipkin, port: 9411}\n";
+
+    #[test]
+    fn tracing_needs_a_default_provider() {
+        let (mesh, _) = parse("mesh.yaml", OTEL).expect("valid");
+        assert_eq!(mesh.tracing_providers.len(), 1);
+        assert_eq!(mesh.tracing, None);
+        let text = format!("{OTEL}defaultProviders:\n  tracing: [otel]\n");
+        let (mesh, _) = parse("mesh.yaml", &text).expect("valid");
+        let tracing = mesh.tracing.expect("on");
+        assert_eq!((tracing.provider.port, tracing.sampling), (4317, 1.0));
+        let text = format!("{OTEL}defaultProviders:\n  tracing: [otel]\ndefaultConfig:\n  tracing:\n    sampling: 25.5\n    zipkin: {{address: z:9411}}\n");
+        let (mesh, notes) = parse("mesh.yaml", &text).expect("valid");
+        assert_eq!(mesh.tracing.map(|t| t.sampling), Some(25.5));
+        assert_eq!(notes[1].field.as_deref(), Some("defaultConfig.tracing.zipkin"));
+        let text = format!("{OTEL}enableTracing: false\ndefaultProviders:\n  tracing: [otel]\n");
+        assert_eq!(parse("mesh.yaml", &text).expect("valid").0.tracing, None);
+    }
+
+    #[test]
+    fn tracing_diagnostics_name_the_field() {
+        let text = format!("{OTEL}defaultProviders:\n  tracing: [zipkin]\nenableTracing: true\n");
+        let (mesh, notes) = parse("mesh.yaml", &text).expect("valid");
+        assert_eq!(mesh.tracing, None);
+        assert!(notes
+            .iter()
+            .any(|n| n.field.as_deref() == Some("defaultProviders.tracing[0]")));
+        let text = format!("{OTEL}defaultProviders:\n  tracing: [jaeger]\n");
+        let errors = parse("mesh.yaml", &text).expect_err("unknown provider");
+        assert_eq!(errors[0].field.as_deref(), Some("defaultProviders.tracing[0]"));
+        assert_eq!(errors[0].code, Code::ReferenceNotFound);
+        let text =
+            format!("{OTEL}defaultProviders:\n  tracing: [otel]\ndefaultConfig:\n  tracing:\n    sampling: 150\n");
+        let errors = parse("mesh.yaml", &text).expect_err("bad sampling");
+        assert_eq!(errors[0].field.as_deref(), Some("defaultConfig.tracing.sampling"));
+        assert_eq!(errors[0].position.line, 10);
+        let errors = parse("mesh.yaml", "enableTracing: maybe\n").expect_err("bad flag");
+        assert_eq!(errors[0].field.as_deref(), Some("enableTracing"));
+        let errors = parse(
+            "mesh.yaml",
+            "extensionProviders:\n- name: o\n  opentelemetry: {service: c, port: 1, http: {timeout: x}}\n",
+        )
+        .expect_err("bad timeout");
+        assert_eq!(
+            errors[0].field.as_deref(),
+            Some("extensionProviders[0].opentelemetry.http.timeout")
         );
     }
 }
