@@ -26,6 +26,8 @@ pub enum Endpoints {
     Admin,
     /// Health: readiness only.
     Health,
+    /// Metrics: Prometheus's scrape endpoint (Istio's merged metrics port).
+    Metrics,
 }
 
 /// The admin/health HTTP application.
@@ -267,6 +269,11 @@ impl ServeHttp for AdminApp {
             (Endpoints::Admin, "/clusters") => self.clusters(),
             (Endpoints::Admin, "/stats") => self.stats(),
             (Endpoints::Admin, "/logging") => self.logging(&method, query),
+            (Endpoints::Metrics | Endpoints::Admin, "/stats/prometheus") => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.shared.metrics.encode(&self.shared).into_bytes(),
+            ),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

@@ -12,6 +12,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::certs::TlsInfo;
 use crate::proxy::Gateway;
+use crate::state::{ConnectionGuard, Shared};
 use crate::tls_front::TlsFront;
 
 /// Serves one listener.
@@ -23,11 +24,14 @@ pub struct EdgeApp {
     pub header_timeout_secs: u64,
     /// For HTTPS listeners: the TLS handshake.
     pub tls: Option<TlsFront>,
+    /// Engine state (for the connection count).
+    pub shared: Arc<Shared>,
 }
 
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let _open = ConnectionGuard::new(&self.shared);
         if let Some(front) = &self.tls {
             let silence = std::time::Duration::from_secs(self.header_timeout_secs);
             stream = tokio::time::timeout(silence, front.accept(stream))

@@ -13,6 +13,8 @@ use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 
 use crate::balance;
+use crate::flags::Flags;
+use crate::state::ConnectionGuard;
 use crate::client_hello;
 use crate::state::Shared;
 use crate::upstreams::{ActiveGuard, Outcome};
@@ -35,6 +37,7 @@ pub struct L4App {
 #[async_trait]
 impl ServerApp for L4App {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+        let _open = ConnectionGuard::new(&self.shared);
         let sni = if self.tls {
             match tokio::time::timeout(HELLO_TIMEOUT, client_hello::peek(&mut stream)).await {
                 Ok(Ok(hello)) => hello.and_then(|h| h.sni),
@@ -48,9 +51,24 @@ impl ServerApp for L4App {
             None
         };
         // The guard counts the connection as active on its endpoint until it ends.
-        let (mut up, _guard) = self.connect(sni.as_deref()).await?;
-        if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut up).await {
-            log::debug!("listener {}: connection ended: {e}", self.port);
+        let (mut up, _guard, cluster) = self.connect(sni.as_deref()).await?;
+        let runtime = self.shared.current();
+        let tcp = runtime
+            .destination(Some(cluster))
+            .and_then(|d| self.shared.metrics.tcp_open(d, Flags::NONE).ok());
+        // Bytes are counted when the connection ends (Envoy also reports them while
+        // it lasts).
+        let (to_upstream, to_client) = match tokio::io::copy_bidirectional(&mut stream, &mut up).await {
+            Ok(n) => n,
+            Err(e) => {
+                log::debug!("listener {}: connection ended: {e}", self.port);
+                (0, 0)
+            }
+        };
+        if let Some(t) = tcp {
+            t.received.inc_by(to_upstream);
+            t.sent.inc_by(to_client);
+            t.closed.inc();
         }
         None
     }
@@ -59,7 +77,7 @@ impl ServerApp for L4App {
 impl L4App {
     /// Connects to an endpoint of the first route matching `sni`, trying another
     /// endpoint once if the first refuses.
-    async fn connect(&self, sni: Option<&str>) -> Option<(TcpStream, Option<ActiveGuard>)> {
+    async fn connect(&self, sni: Option<&str>) -> Option<(TcpStream, Option<ActiveGuard>, usize)> {
         let runtime = self.shared.current();
         let listener = runtime.snapshot.listener(self.port)?;
         let Some(route) = listener.l4_routes.iter().find(|r| r.matches_sni(sni)) else {
@@ -92,7 +110,7 @@ impl L4App {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     state.record(&cluster.policy, index, Outcome::Connected);
-                    return Some((s, guard));
+                    return Some((s, guard, dest.cluster));
                 }
                 Ok(Err(e)) => log::warn!("listener {}: connect to {address} failed: {e}", self.port),
                 Err(_) => log::warn!("listener {}: connect to {address} timed out", self.port),

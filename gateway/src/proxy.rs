@@ -28,6 +28,8 @@ use crate::certs::TlsInfo;
 use crate::client_auth::PeerIdentity;
 use crate::cors;
 use crate::ext_authz;
+use crate::flags::Flags;
+use crate::metrics::RequestRecord;
 use crate::mirror::PendingCopy;
 use crate::retry::{Attempts, Failure};
 use crate::state::{InflightGuard, Runtime, Shared};
@@ -127,6 +129,12 @@ pub struct RequestCtx {
     /// The request's verified JWT.
     // Boxed for the same reason as `mirror`.
     auth: Option<Box<Verified>>,
+    /// When the request started, for its duration.
+    start: std::time::Instant,
+    /// Why it ended as it did.
+    flags: Flags,
+    /// `grpc-status` of the upstream's answer.
+    grpc_status: Option<u16>,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -235,6 +243,11 @@ fn is_grpc(req: &RequestHeader) -> bool {
     req.headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `grpc-status` of a header or trailer block.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Envoy's mapping of an HTTP status to a gRPC status for local replies.
@@ -578,6 +591,7 @@ impl Gateway {
             let target = self.side_call_target(runtime, ext.cluster).await;
             match ext_authz::check(&self.shared.http, target, &ext.provider, session.req_header()).await {
                 ext_authz::Verdict::Deny { status, headers, body } => {
+                    ctx.flags.add(Flags::EXT_AUTHZ_DENIED);
                     return respond(session, status, &headers, None, body).await;
                 }
                 ext_authz::Verdict::Allow { upstream, downstream } => {
@@ -589,6 +603,7 @@ impl Gateway {
             }
         }
         if denied {
+            ctx.flags.add(Flags::RBAC_DENIED);
             return respond(session, 403, &[], None, Bytes::from_static(b"RBAC: access denied")).await;
         }
         Ok(false)
@@ -670,6 +685,9 @@ impl ProxyHttp for Gateway {
             close_upstream: false,
             rate: None,
             auth: None,
+            start: std::time::Instant::now(),
+            flags: Flags::NONE,
+            grpc_status: None,
         }
     }
 
@@ -726,6 +744,7 @@ impl ProxyHttp for Gateway {
         }
         let runtime = ctx.runtime.clone();
         let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
+            ctx.flags.add(Flags::NO_ROUTE);
             return respond(session, 404, &[], None, Bytes::new()).await;
         };
         if !self.normalize_path(session) {
@@ -757,7 +776,10 @@ impl ProxyHttp for Gateway {
         let routed = listener.route(&view);
         let m = match routed {
             Routed::Matched(m) => m,
-            Routed::NoHost | Routed::NoRoute(_) => return respond(session, 404, &[], None, Bytes::new()).await,
+            Routed::NoHost | Routed::NoRoute(_) => {
+                ctx.flags.add(Flags::NO_ROUTE);
+                return respond(session, 404, &[], None, Bytes::new()).await;
+            }
         };
         if self.tls {
             if let Some(vhost_server) = m.vhost.tls_server {
@@ -808,6 +830,7 @@ impl ProxyHttp for Gateway {
                     ),
                     (header::RETRY_AFTER, HeaderValue::from(verdict.reset_secs)),
                 ];
+                ctx.flags.add(Flags::RATE_LIMITED);
                 return respond(session, 429, &headers, None, Bytes::from_static(b"local_rate_limited")).await;
             }
             ctx.rate = Some((verdict.limit, verdict.remaining));
@@ -825,9 +848,11 @@ impl ProxyHttp for Gateway {
         }
         if let Some(fault) = &policy.fault {
             if let Some(d) = fault.delay.as_ref().filter(|d| roll(d.percent)) {
+                ctx.flags.add(Flags::DELAY_INJECTED);
                 tokio::time::sleep(d.duration).await;
             }
             if let Some(a) = fault.abort.as_ref().filter(|a| roll(a.percent)) {
+                ctx.flags.add(Flags::FAULT_INJECTED);
                 return match a.grpc_status {
                     Some(code) => {
                         let grpc = [
@@ -871,13 +896,15 @@ impl ProxyHttp for Gateway {
             Action::Forward(f) => {
                 let picked = f.pick_index().and_then(|i| Some((i, f.destinations.get(i)?)));
                 let cluster = picked.and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster));
+                ctx.destination = picked.map(|(i, _)| i);
                 if cluster.is_some_and(|c| c.blackhole) {
+                    ctx.flags.add(Flags::NO_ROUTE);
                     return respond(session, 502, &[], None, Bytes::new()).await;
                 }
                 if cluster.is_none_or(|c| c.endpoints.is_empty()) {
+                    ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
                     return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
                 }
-                ctx.destination = picked.map(|(i, _)| i);
                 Ok(false)
             }
         }
@@ -909,7 +936,13 @@ impl ProxyHttp for Gateway {
             }
         }
         let attempts = &ctx.attempts;
-        let index = balance::choose(cluster, state, ctx.hash, |i| attempts.tried(i)).ok_or_else(no_endpoint)?;
+        let Some(index) = balance::choose(cluster, state, ctx.hash, |i| attempts.tried(i)) else {
+            ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
+            return Err(no_endpoint());
+        };
+        if ctx.attempts.tries > 0 {
+            state.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (Some(endpoint), Some(endpoint_state)) = (cluster.endpoints.get(index), state.endpoints.get(index)) else {
             return Err(no_endpoint());
         };
@@ -972,6 +1005,9 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.record(Outcome::LocalFailure);
+        if let Some(s) = ctx.place().cluster_state(&ctx.runtime) {
+            s.connect_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let runtime = ctx.runtime.clone();
         let again = ctx
             .place()
@@ -1171,6 +1207,22 @@ impl ProxyHttp for Gateway {
             (_, ErrorSource::Downstream) => (400, b""),
             _ => (500, b""),
         };
+        ctx.flags.add(match (e.etype(), e.esource()) {
+            _ if ctx.attempts.timed_out => Flags::UPSTREAM_TIMEOUT,
+            _ if ctx.overflow => Flags::UPSTREAM_OVERFLOW,
+            (ErrorType::ConnectNoRoute, _) if ctx.flags.has(Flags::NO_HEALTHY_UPSTREAM) => Flags::NONE,
+            (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => Flags::UPSTREAM_TIMEOUT,
+            (
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError,
+                _,
+            ) => Flags::UPSTREAM_CONNECTION_FAILURE,
+            (_, ErrorSource::Upstream) => Flags::UPSTREAM_TERMINATION,
+            (_, ErrorSource::Downstream) => Flags::DOWNSTREAM_TERMINATION,
+            _ => Flags::NONE,
+        });
         if code > 0 {
             let sent = if is_grpc(session.req_header()) {
                 respond_grpc(session, code, body).await.map(|_| ())
@@ -1187,12 +1239,56 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(status) = grpc_status(trailers) {
+            ctx.grpc_status = Some(status);
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
+            ctx.flags.add(Flags::DOWNSTREAM_TERMINATION);
+        }
+        let written = session.response_written();
+        let status = written.map_or(0, |r| r.status.as_u16());
+        let grpc = is_grpc(session.req_header());
+        if ctx.attempts.tries > 1 && (status >= 500 || e.is_some()) {
+            ctx.flags.add(Flags::UPSTREAM_RETRY_LIMIT);
+        }
+        let record = RequestRecord {
+            grpc,
+            status,
+            grpc_status: if grpc {
+                ctx.grpc_status.or_else(|| written.and_then(|r| grpc_status(&r.headers)))
+            } else {
+                None
+            },
+            flags: ctx.flags,
+            duration: ctx.start.elapsed(),
+            request_bytes: session.body_bytes_read() as u64,
+            response_bytes: session.body_bytes_sent() as u64,
+        };
+        let cluster = ctx.destination().map(|d| d.cluster);
+        if let Some(dest) = ctx.runtime.destination(cluster) {
+            self.shared.metrics.record(dest, &record);
+        }
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(status) = grpc_status(&resp.headers) {
+            ctx.grpc_status = Some(status);
+        }
         if let Some(route) = ctx.route() {
             apply_response_ops(resp, &route.response_headers)?;
         }

@@ -42,6 +42,8 @@ pub struct Options {
     pub admin_port: u16,
     /// Health port (0 = off).
     pub health_port: u16,
+    /// Metrics port (0 = off).
+    pub metrics_port: u16,
     /// Longest wait for in-flight requests on SIGTERM.
     pub drain: Duration,
     /// Request header (and keep-alive idle) timeout, whole seconds.
@@ -152,6 +154,7 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             proxy: Arc::new(proxy),
             header_timeout_secs: opts.header_timeout_secs,
             tls: None,
+            shared: shared.clone(),
         };
         if tls {
             let handshake = HandshakeInfo {
@@ -182,6 +185,7 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
     for (port, endpoints) in [
         (opts.admin_port, Endpoints::Admin),
         (opts.health_port, Endpoints::Health),
+        (opts.metrics_port, Endpoints::Metrics),
     ] {
         if port == 0 {
             continue;

@@ -16,6 +16,7 @@ use crate::certs::{compile_certificates, CompiledCert};
 use crate::client_auth::{self, ClientAuthTable};
 use crate::dns::Dns;
 use crate::jwks::{JwksStore, RemoteJwks};
+use crate::metrics::{Destination, Metrics};
 use crate::mirror::Mirrors;
 use crate::ratelimit::Limiter;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
@@ -38,6 +39,17 @@ pub struct Runtime {
     pub jwks: Vec<Option<Arc<RemoteJwks>>>,
     /// Client certificate checks of the HTTPS servers.
     pub client_auth: ClientAuthTable,
+    /// Metric labels and handles per cluster (index-aligned, then one for none).
+    pub destinations: Vec<Destination>,
+}
+
+impl Runtime {
+    /// The metrics destination of a cluster index (None: the request reached none).
+    pub fn destination(&self, cluster: Option<usize>) -> Option<&Destination> {
+        cluster
+            .and_then(|i| self.destinations.get(i))
+            .or_else(|| self.destinations.last())
+    }
 }
 
 /// The outcome of the last configuration attempt, for `/config_dump`.
@@ -78,6 +90,12 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// Answers to the ACME challenges being validated.
     pub challenges: Arc<Challenges>,
+    /// Istio's metric families.
+    pub metrics: Metrics,
+    /// Client connections open.
+    pub connections: AtomicUsize,
+    /// ACME orders that failed.
+    pub acme_failures: AtomicU64,
 }
 
 impl Shared {
@@ -89,6 +107,7 @@ impl Shared {
         // The parsed resources are gone by now; their pages need not stay resident.
         crate::memory::release_free_memory();
         let diagnostics = runtime.warnings.clone();
+        let metrics = Metrics::new(&scope).map_err(|e| vec![folder_diag(config_dir, &format!("metrics: {e}"))])?;
         Ok(Arc::new(Shared {
             current: ArcSwap::from_pointee(runtime),
             config_dir: config_dir.to_path_buf(),
@@ -107,6 +126,9 @@ impl Shared {
             jwks,
             http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
             challenges: Arc::new(Challenges::new(config_dir.join("acme"))),
+            metrics,
+            connections: AtomicUsize::new(0),
+            acme_failures: AtomicU64::new(0),
         }))
     }
 
@@ -195,6 +217,7 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
             upstreams: Upstreams::build(&snapshot, None),
             upstream_tls,
             jwks: Vec::new(),
+            destinations: crate::metrics::destinations(&snapshot),
             client_auth,
             snapshot,
             certs,
@@ -234,6 +257,24 @@ fn folder_diag(dir: &Path, message: &str) -> Diagnostic {
         resource: None,
         field: None,
         message: message.to_string(),
+    }
+}
+
+/// Counts a client connection as open until dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    /// Starts counting.
+    pub fn new(shared: &Arc<Shared>) -> ConnectionGuard {
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -108,6 +108,10 @@ pub struct ClusterState {
     pub pending: AtomicU32,
     /// Requests refused by the limits (Envoy's upstream_rq_pending_overflow).
     pub overflows: AtomicU64,
+    /// Upstream connections that failed (Envoy's upstream_cx_connect_fail).
+    pub connect_failures: AtomicU64,
+    /// Tries after the first (Envoy's upstream_rq_retry).
+    pub retries: AtomicU64,
     /// One permit per allowed connection (maxConnections), if limited.
     slots: Option<(u32, Arc<Semaphore>)>,
     /// Requests sent per upstream connection (by file descriptor), kept only when
@@ -309,6 +313,8 @@ fn cluster_state(c: &Cluster, old: Option<&Arc<ClusterState>>) -> ClusterState {
         active: old.map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.active.clone()),
         pending: AtomicU32::new(0),
         overflows: AtomicU64::new(old.map_or(0, |o| o.overflows.load(Ordering::Relaxed))),
+        connect_failures: AtomicU64::new(old.map_or(0, |o| o.connect_failures.load(Ordering::Relaxed))),
+        retries: AtomicU64::new(old.map_or(0, |o| o.retries.load(Ordering::Relaxed))),
         slots,
         per_connection: Default::default(),
     }

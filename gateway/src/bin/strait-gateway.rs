@@ -52,6 +52,9 @@ struct Cli {
     /// Health port (`/healthz/ready`); 0 disables.
     #[arg(long, env = "STRAIT_HEALTH_PORT", default_value_t = 15021)]
     health_port: u16,
+    /// Metrics port (Prometheus `/stats/prometheus`, Istio's 15020); 0 disables.
+    #[arg(long, env = "STRAIT_METRICS_PORT", default_value_t = 15020)]
+    metrics_port: u16,
     /// Longest wait for in-flight requests after SIGTERM, in seconds.
     #[arg(long, env = "STRAIT_DRAIN_SECONDS", default_value_t = 10)]
     drain_seconds: u64,
@@ -190,6 +193,7 @@ fn run() -> anyhow::Result<ExitCode> {
         bind: cli.bind_address,
         admin_port: cli.admin_port,
         health_port: cli.health_port,
+        metrics_port: cli.metrics_port,
         drain: Duration::from_secs(cli.drain_seconds),
         header_timeout_secs: cli.request_header_timeout.max(1),
         threads: cli

@@ -90,13 +90,3 @@ async fn grpc_calls_and_grpc_statuses() {
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(err.message(), "upstream request timeout");
 }
-
-/// Accepted connections as the stream tonic's server takes.
-fn tokio_stream_from(
-    listener: tokio::net::TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |l| async move {
-        let accepted = l.accept().await.map(|(s, _)| s);
-        Some((accepted, l))
-    })
-}

@@ -15,6 +15,7 @@ mod jwt;
 mod k6;
 mod l4;
 mod limits;
+mod metrics;
 mod mirror;
 mod mtls;
 mod protocols;

@@ -130,6 +130,7 @@ pub struct Gateway {
     pub https: u16,
     pub admin: u16,
     pub health: u16,
+    pub metrics: u16,
     log: PathBuf,
     _logdir: tempfile::TempDir,
 }
@@ -158,7 +159,7 @@ impl Gateway {
     }
 
     fn try_start_on(dir: &Path, extra: &[&str], http: u16, https: u16) -> Result<Gateway, String> {
-        let [admin, health] = free_ports::<2>();
+        let [admin, health, metrics] = free_ports::<3>();
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("gateway.log");
         let file = std::fs::File::create(&log).expect("log file");
@@ -176,6 +177,7 @@ impl Gateway {
             .arg(format!("--port-map=80={http},443={https}"))
             .arg(format!("--admin-port={admin}"))
             .arg(format!("--health-port={health}"))
+            .arg(format!("--metrics-port={metrics}"))
             .args(extra)
             .env("RUST_LOG", std::env::var("GW_LOG").unwrap_or("info".into()))
             .stdout(Stdio::null())
@@ -188,6 +190,7 @@ impl Gateway {
             https,
             admin,
             health,
+            metrics,
             log,
             _logdir: logdir,
         };
@@ -328,4 +331,14 @@ pub async fn get_json(client: &reqwest::Client, url: &str, headers: &[(&str, &st
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Accepted connections as the stream tonic's server takes.
+pub fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        let accepted = l.accept().await.map(|(s, _)| s);
+        Some((accepted, l))
+    })
 }

@@ -1,0 +1,422 @@
+//! Istio's standard metrics (names, types, labels and buckets as Istio's proxies
+//! export them, so Istio's dashboards and Kiali work unchanged) and the proxy's own
+//! health metrics, served in Prometheus text format on the metrics port.
+//!
+//! Recording is cheap: each destination keeps the metric handles of the label sets it
+//! has seen, found by a small key (status, protocol, gRPC status, flags) under a read
+//! lock; label strings are built only the first time a combination appears.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use strait_config::snapshot::Cluster;
+use strait_config::{Scope, Snapshot};
+
+use crate::flags::Flags;
+use crate::state::Shared;
+
+/// Istio's labels, in Istio's order.
+const LABELS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// Istio's TCP metrics have no response or gRPC code.
+const TCP_LABELS: [&str; 23] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// Istio's buckets for `istio_request_duration_milliseconds`.
+const DURATION_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's buckets for request and response sizes.
+const BYTES_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+const UNKNOWN: &str = "unknown";
+
+/// The metric families, registered once for the life of the process.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    request_bytes: HistogramVec,
+    response_bytes: HistogramVec,
+    tcp_sent: IntCounterVec,
+    tcp_received: IntCounterVec,
+    tcp_opened: IntCounterVec,
+    tcp_closed: IntCounterVec,
+    /// Label values 0..=8: the reporter and this proxy as the source.
+    source: [String; 9],
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("source", &self.source).finish()
+    }
+}
+
+/// Label values 9..=19 for one destination cluster, and its handle cache.
+#[derive(Debug)]
+pub struct Destination {
+    labels: [String; 11],
+    cache: RwLock<Vec<(Key, Arc<Handles>)>>,
+}
+
+/// What varies per request within a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    status: u16,
+    grpc: bool,
+    grpc_status: Option<u16>,
+    flags: Flags,
+}
+
+#[derive(Debug)]
+struct Handles {
+    requests: IntCounter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// One finished HTTP request, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord {
+    /// gRPC (else HTTP).
+    pub grpc: bool,
+    /// Status sent downstream (0 when none was).
+    pub status: u16,
+    /// `grpc-status` of the answer, for gRPC.
+    pub grpc_status: Option<u16>,
+    /// Response flags.
+    pub flags: Flags,
+    /// From the request's start to its end.
+    pub duration: Duration,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+}
+
+/// The TCP counters of one connection's label set.
+#[derive(Debug, Clone)]
+pub struct TcpHandles {
+    /// Bytes sent to the client.
+    pub sent: IntCounter,
+    /// Bytes received from the client.
+    pub received: IntCounter,
+    /// Connections closed.
+    pub closed: IntCounter,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), labels)
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<HistogramVec> {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &LABELS)
+}
+
+impl Metrics {
+    /// Registers Istio's families for a proxy of `scope` (whose labels name it as source).
+    pub fn new(scope: &Scope) -> prometheus::Result<Metrics> {
+        let label = |k: &str| scope.labels.get(k).cloned().unwrap_or_else(|| UNKNOWN.to_string());
+        let app = scope
+            .labels
+            .get("app")
+            .or_else(|| scope.labels.get("istio"))
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.to_string());
+        let metrics = Metrics {
+            registry: Registry::new(),
+            requests: counter("istio_requests_total", "Requests, by source, destination and outcome", &LABELS)?,
+            duration: histogram(
+                "istio_request_duration_milliseconds",
+                "Request duration in milliseconds",
+                &DURATION_BUCKETS,
+            )?,
+            request_bytes: histogram("istio_request_bytes", "Request body sizes in bytes", &BYTES_BUCKETS)?,
+            response_bytes: histogram("istio_response_bytes", "Response body sizes in bytes", &BYTES_BUCKETS)?,
+            tcp_sent: counter("istio_tcp_sent_bytes_total", "Bytes sent to TCP clients", &TCP_LABELS)?,
+            tcp_received: counter("istio_tcp_received_bytes_total", "Bytes received from TCP clients", &TCP_LABELS)?,
+            tcp_opened: counter("istio_tcp_connections_opened_total", "TCP connections opened", &TCP_LABELS)?,
+            tcp_closed: counter("istio_tcp_connections_closed_total", "TCP connections closed", &TCP_LABELS)?,
+            source: [
+                // Gateways report as the source of the requests they send on.
+                "source".to_string(),
+                app.clone(),
+                scope.namespace.clone(),
+                UNKNOWN.to_string(),
+                app.clone(),
+                label("version"),
+                app,
+                label("version").replace(UNKNOWN, "latest"),
+                "Kubernetes".to_string(),
+            ],
+        };
+        for family in [&metrics.requests, &metrics.tcp_sent, &metrics.tcp_received, &metrics.tcp_opened, &metrics.tcp_closed] {
+            metrics.registry.register(Box::new(family.clone()))?;
+        }
+        for family in [&metrics.duration, &metrics.request_bytes, &metrics.response_bytes] {
+            metrics.registry.register(Box::new(family.clone()))?;
+        }
+        Ok(metrics)
+    }
+
+    /// Counts one finished request towards `dest`.
+    pub fn record(&self, dest: &Destination, r: &RequestRecord) {
+        let key = Key {
+            status: r.status,
+            grpc: r.grpc,
+            grpc_status: r.grpc_status,
+            flags: r.flags,
+        };
+        let cached = dest
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()));
+        let handles = match cached {
+            Some(h) => h,
+            None => match self.handles(dest, key) {
+                Ok(h) => h,
+                Err(e) => return log::debug!("metrics: {e}"),
+            },
+        };
+        handles.requests.inc();
+        handles.duration.observe(r.duration.as_secs_f64() * 1000.0);
+        handles.request_bytes.observe(r.request_bytes as f64);
+        handles.response_bytes.observe(r.response_bytes as f64);
+    }
+
+    fn handles(&self, dest: &Destination, key: Key) -> prometheus::Result<Arc<Handles>> {
+        let code = key.status.to_string();
+        let grpc_status = key.grpc_status.map(|s| s.to_string()).unwrap_or_default();
+        let flags = key.flags.text();
+        let protocol = if key.grpc { "grpc" } else { "http" };
+        let mut values: Vec<&str> = self.source.iter().map(String::as_str).collect();
+        values.extend(dest.labels.iter().map(String::as_str));
+        values.extend([protocol, code.as_str(), grpc_status.as_str(), flags.as_str(), UNKNOWN]);
+        let handles = Arc::new(Handles {
+            requests: self.requests.get_metric_with_label_values(&values)?,
+            duration: self.duration.get_metric_with_label_values(&values)?,
+            request_bytes: self.request_bytes.get_metric_with_label_values(&values)?,
+            response_bytes: self.response_bytes.get_metric_with_label_values(&values)?,
+        });
+        if let Ok(mut cache) = dest.cache.write() {
+            cache.push((key, handles.clone()));
+        }
+        Ok(handles)
+    }
+
+    /// Counts a TCP connection opened towards `dest`; its bytes and close go to the
+    /// returned handles.
+    pub fn tcp_open(&self, dest: &Destination, flags: Flags) -> prometheus::Result<TcpHandles> {
+        let flags = flags.text();
+        let mut values: Vec<&str> = self.source.iter().map(String::as_str).collect();
+        values.extend(dest.labels.iter().map(String::as_str));
+        values.extend(["tcp", flags.as_str(), UNKNOWN]);
+        self.tcp_opened.get_metric_with_label_values(&values)?.inc();
+        Ok(TcpHandles {
+            sent: self.tcp_sent.get_metric_with_label_values(&values)?,
+            received: self.tcp_received.get_metric_with_label_values(&values)?,
+            closed: self.tcp_closed.get_metric_with_label_values(&values)?,
+        })
+    }
+
+    /// Everything, in Prometheus text format: Istio's families and the proxy's health.
+    pub fn encode(&self, shared: &Shared) -> String {
+        let mut families = self.registry.gather();
+        families.extend(health(shared).unwrap_or_else(|e| {
+            log::warn!("health metrics: {e}");
+            Vec::new()
+        }));
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+            log::warn!("metrics encoding: {e}");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The destination labels of a cluster (None: requests that reached no cluster).
+fn destination(cluster: Option<&Cluster>) -> Destination {
+    let (service, name, namespace) = match cluster {
+        None => (UNKNOWN.to_string(), UNKNOWN.to_string(), UNKNOWN.to_string()),
+        Some(c) => {
+            // Kubernetes services are `<name>.<namespace>.svc.<domain>`; other hosts
+            // (ServiceEntries) are named by the host itself.
+            let mut parts = c.host.split('.');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(n), Some(ns), Some("svc")) => (c.host.clone(), n.to_string(), ns.to_string()),
+                _ => (c.host.clone(), c.host.clone(), UNKNOWN.to_string()),
+            }
+        }
+    };
+    let version = cluster
+        .and_then(|c| c.subset.clone())
+        .unwrap_or_else(|| UNKNOWN.to_string());
+    Destination {
+        labels: [
+            UNKNOWN.to_string(),
+            namespace.clone(),
+            UNKNOWN.to_string(),
+            name.clone(),
+            version.clone(),
+            service,
+            name.clone(),
+            namespace,
+            name,
+            if version == UNKNOWN { "latest".to_string() } else { version },
+            if cluster.is_some() { "Kubernetes" } else { UNKNOWN }.to_string(),
+        ],
+        cache: RwLock::new(Vec::new()),
+    }
+}
+
+/// One per cluster of `snapshot`, index-aligned, then one for requests without a cluster.
+pub fn destinations(snapshot: &Snapshot) -> Vec<Destination> {
+    let mut out: Vec<Destination> = snapshot.clusters.iter().map(|c| destination(Some(c))).collect();
+    out.push(destination(None));
+    out
+}
+
+/// The proxy's own health, read from its state at scrape time.
+fn health(shared: &Shared) -> prometheus::Result<Vec<MetricFamily>> {
+    let runtime = shared.current();
+    let registry = Registry::new();
+    let gauge = |name: &str, help: &str, value: i64| -> prometheus::Result<()> {
+        let g = prometheus::IntGauge::new(name, help)?;
+        g.set(value);
+        registry.register(Box::new(g))
+    };
+    let total = |name: &str, help: &str, value: u64| -> prometheus::Result<()> {
+        let c = IntCounter::new(name, help)?;
+        c.inc_by(value);
+        registry.register(Box::new(c))
+    };
+    gauge("strait_config_version", "Version of the running configuration", runtime.snapshot.version as i64)?;
+    total(
+        "strait_config_rejections_total",
+        "Configurations rejected since start",
+        shared.rejections.load(Ordering::Relaxed),
+    )?;
+    gauge(
+        "envoy_http_downstream_rq_active",
+        "Requests being served",
+        shared.inflight.load(Ordering::Relaxed) as i64,
+    )?;
+    gauge(
+        "envoy_server_total_connections",
+        "Client connections open",
+        shared.connections.load(Ordering::Relaxed) as i64,
+    )?;
+    total(
+        "strait_acme_failures_total",
+        "ACME orders that failed",
+        shared.acme_failures.load(Ordering::Relaxed),
+    )?;
+    let per_cluster = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["cluster_name"]);
+    let connect_fail = per_cluster("envoy_cluster_upstream_cx_connect_fail", "Upstream connections that failed")?;
+    let retries = per_cluster("envoy_cluster_upstream_rq_retry", "Retries sent upstream")?;
+    let ejections = per_cluster(
+        "envoy_cluster_outlier_detection_ejections_enforced_total",
+        "Endpoints ejected by outlier detection",
+    )?;
+    let ejected = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "envoy_cluster_outlier_detection_ejections_active",
+            "Endpoints ejected now",
+        ),
+        &["cluster_name"],
+    )?;
+    let now = crate::upstreams::now_ms();
+    for c in &runtime.upstreams.clusters {
+        let name = [c.name.as_str()];
+        connect_fail
+            .get_metric_with_label_values(&name)?
+            .inc_by(c.connect_failures.load(Ordering::Relaxed));
+        retries
+            .get_metric_with_label_values(&name)?
+            .inc_by(c.retries.load(Ordering::Relaxed));
+        let total: u64 = c.endpoints.iter().map(|e| u64::from(e.ejections.load(Ordering::Relaxed))).sum();
+        ejections.get_metric_with_label_values(&name)?.inc_by(total);
+        let active = c.endpoints.iter().filter(|e| e.ejected(now)).count();
+        ejected.get_metric_with_label_values(&name)?.set(active as i64);
+    }
+    registry.register(Box::new(connect_fail))?;
+    registry.register(Box::new(retries))?;
+    registry.register(Box::new(ejections))?;
+    registry.register(Box::new(ejected))?;
+    let expiry = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "strait_certificate_expiry_timestamp_seconds",
+            "When each server certificate expires (seconds since the epoch)",
+        ),
+        &["certificate"],
+    )?;
+    for cert in &runtime.certs {
+        let not_after = cert
+            .key
+            .cert
+            .first()
+            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, c)| c.validity().not_after.timestamp());
+        if let Some(t) = not_after {
+            expiry.get_metric_with_label_values(&[cert.name.as_str()])?.set(t);
+        }
+    }
+    registry.register(Box::new(expiry))?;
+    Ok(registry.gather())
+}
