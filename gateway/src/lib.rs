@@ -27,5 +27,6 @@ pub mod retry;
 pub mod server;
 pub mod state;
 pub mod tls_front;
+pub mod trace;
 pub mod upstream_tls;
 pub mod upstreams;
