@@ -34,6 +34,10 @@ pub struct MeshConfig {
     pub ext_authz: Vec<crate::ext_authz::Provider>,
     /// `acmeIssuers` (Strait's): ACME CAs Gateways name in `strait.io/acme`.
     pub acme_issuers: Vec<crate::acme::Issuer>,
+    /// `accessLogFile`: where access logs go (None: off, Istio's default).
+    pub access_log_file: Option<String>,
+    /// `accessLogEncoding: JSON` (else TEXT).
+    pub access_log_json: bool,
     /// `extensionProviders` of kind `opentelemetry`.
     pub tracing_providers: Vec<crate::tracing::Provider>,
     /// Tracing when it is on: `enableTracing` with the provider `defaultProviders.tracing`
@@ -50,6 +54,8 @@ const KNOWN: &[&str] = &[
     "acmeIssuers",
     "defaultProviders",
     "enableTracing",
+    "accessLogFile",
+    "accessLogEncoding",
 ];
 
 fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &str, message: String) -> Diagnostic {
@@ -169,6 +175,29 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
         &mut errors,
     ) {
         mesh.num_trusted_proxies = n;
+    }
+    mesh.access_log_file = setting(
+        &doc,
+        file,
+        "accessLogFile",
+        "a file path",
+        |v| v.as_str().map(str::to_string),
+        &mut errors,
+    )
+    .filter(|f| !f.is_empty());
+    if let Some(json) = setting(
+        &doc,
+        file,
+        "accessLogEncoding",
+        "one of TEXT, JSON",
+        |v| match v.as_str()? {
+            "TEXT" => Some(false),
+            "JSON" => Some(true),
+            _ => None,
+        },
+        &mut errors,
+    ) {
+        mesh.access_log_json = json;
     }
     let issuers = map.get("acmeIssuers").and_then(Value::as_array);
     for (i, v) in issuers.into_iter().flatten().enumerate() {

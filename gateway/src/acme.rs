@@ -263,7 +263,9 @@ impl AcmeManager {
     }
 
     fn failed(&self, m: &ManagedCert, book: &mut Book, e: AcmeError) {
-        self.shared.acme_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .acme_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         book.failures = book.failures.saturating_add(1);
         let delay = match e {
             AcmeError::RateLimited(_) => MAX_BACKOFF,

@@ -13,9 +13,9 @@ use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 
 use crate::balance;
+use crate::client_hello;
 use crate::flags::Flags;
 use crate::state::ConnectionGuard;
-use crate::client_hello;
 use crate::state::Shared;
 use crate::upstreams::{ActiveGuard, Outcome};
 

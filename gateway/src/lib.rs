@@ -2,6 +2,7 @@
 //! certificates, admin endpoints and reloads. The edge/egress gateway binary and
 //! (later) the sidecar run this same engine with different scopes.
 
+pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod app;
@@ -13,8 +14,8 @@ pub mod client_hello;
 pub mod cors;
 pub mod dns;
 pub mod echo;
-pub mod flags;
 pub mod ext_authz;
+pub mod flags;
 pub mod jwks;
 pub mod l4;
 pub mod memory;

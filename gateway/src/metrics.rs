@@ -180,7 +180,11 @@ impl Metrics {
             .unwrap_or_else(|| UNKNOWN.to_string());
         let metrics = Metrics {
             registry: Registry::new(),
-            requests: counter("istio_requests_total", "Requests, by source, destination and outcome", &LABELS)?,
+            requests: counter(
+                "istio_requests_total",
+                "Requests, by source, destination and outcome",
+                &LABELS,
+            )?,
             duration: histogram(
                 "istio_request_duration_milliseconds",
                 "Request duration in milliseconds",
@@ -189,9 +193,21 @@ impl Metrics {
             request_bytes: histogram("istio_request_bytes", "Request body sizes in bytes", &BYTES_BUCKETS)?,
             response_bytes: histogram("istio_response_bytes", "Response body sizes in bytes", &BYTES_BUCKETS)?,
             tcp_sent: counter("istio_tcp_sent_bytes_total", "Bytes sent to TCP clients", &TCP_LABELS)?,
-            tcp_received: counter("istio_tcp_received_bytes_total", "Bytes received from TCP clients", &TCP_LABELS)?,
-            tcp_opened: counter("istio_tcp_connections_opened_total", "TCP connections opened", &TCP_LABELS)?,
-            tcp_closed: counter("istio_tcp_connections_closed_total", "TCP connections closed", &TCP_LABELS)?,
+            tcp_received: counter(
+                "istio_tcp_received_bytes_total",
+                "Bytes received from TCP clients",
+                &TCP_LABELS,
+            )?,
+            tcp_opened: counter(
+                "istio_tcp_connections_opened_total",
+                "TCP connections opened",
+                &TCP_LABELS,
+            )?,
+            tcp_closed: counter(
+                "istio_tcp_connections_closed_total",
+                "TCP connections closed",
+                &TCP_LABELS,
+            )?,
             source: [
                 // Gateways report as the source of the requests they send on.
                 "source".to_string(),
@@ -205,7 +221,13 @@ impl Metrics {
                 "Kubernetes".to_string(),
             ],
         };
-        for family in [&metrics.requests, &metrics.tcp_sent, &metrics.tcp_received, &metrics.tcp_opened, &metrics.tcp_closed] {
+        for family in [
+            &metrics.requests,
+            &metrics.tcp_sent,
+            &metrics.tcp_received,
+            &metrics.tcp_opened,
+            &metrics.tcp_closed,
+        ] {
             metrics.registry.register(Box::new(family.clone()))?;
         }
         for family in [&metrics.duration, &metrics.request_bytes, &metrics.response_bytes] {
@@ -318,7 +340,11 @@ fn destination(cluster: Option<&Cluster>) -> Destination {
             name.clone(),
             namespace,
             name,
-            if version == UNKNOWN { "latest".to_string() } else { version },
+            if version == UNKNOWN {
+                "latest".to_string()
+            } else {
+                version
+            },
             if cluster.is_some() { "Kubernetes" } else { UNKNOWN }.to_string(),
         ],
         cache: RwLock::new(Vec::new()),
@@ -346,7 +372,11 @@ fn health(shared: &Shared) -> prometheus::Result<Vec<MetricFamily>> {
         c.inc_by(value);
         registry.register(Box::new(c))
     };
-    gauge("strait_config_version", "Version of the running configuration", runtime.snapshot.version as i64)?;
+    gauge(
+        "strait_config_version",
+        "Version of the running configuration",
+        runtime.snapshot.version as i64,
+    )?;
     total(
         "strait_config_rejections_total",
         "Configurations rejected since start",
@@ -368,7 +398,10 @@ fn health(shared: &Shared) -> prometheus::Result<Vec<MetricFamily>> {
         shared.acme_failures.load(Ordering::Relaxed),
     )?;
     let per_cluster = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["cluster_name"]);
-    let connect_fail = per_cluster("envoy_cluster_upstream_cx_connect_fail", "Upstream connections that failed")?;
+    let connect_fail = per_cluster(
+        "envoy_cluster_upstream_cx_connect_fail",
+        "Upstream connections that failed",
+    )?;
     let retries = per_cluster("envoy_cluster_upstream_rq_retry", "Retries sent upstream")?;
     let ejections = per_cluster(
         "envoy_cluster_outlier_detection_ejections_enforced_total",
@@ -390,7 +423,11 @@ fn health(shared: &Shared) -> prometheus::Result<Vec<MetricFamily>> {
         retries
             .get_metric_with_label_values(&name)?
             .inc_by(c.retries.load(Ordering::Relaxed));
-        let total: u64 = c.endpoints.iter().map(|e| u64::from(e.ejections.load(Ordering::Relaxed))).sum();
+        let total: u64 = c
+            .endpoints
+            .iter()
+            .map(|e| u64::from(e.ejections.load(Ordering::Relaxed)))
+            .sum();
         ejections.get_metric_with_label_values(&name)?.inc_by(total);
         let active = c.endpoints.iter().filter(|e| e.ejected(now)).count();
         ejected.get_metric_with_label_values(&name)?.set(active as i64);

@@ -21,6 +21,7 @@ use strait_config::snapshot::{
     hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
 };
 
+use crate::access_log::{self, AccessLog};
 use crate::acme;
 use crate::authn;
 use crate::balance;
@@ -33,6 +34,7 @@ use crate::metrics::RequestRecord;
 use crate::mirror::PendingCopy;
 use crate::retry::{Attempts, Failure};
 use crate::state::{InflightGuard, Runtime, Shared};
+use crate::trace::{RequestSpan, Tracer};
 use crate::upstreams::{ActiveGuard, Admission, ClusterState, Outcome};
 
 /// Request limits enforced before routing.
@@ -135,6 +137,13 @@ pub struct RequestCtx {
     flags: Flags,
     /// `grpc-status` of the upstream's answer.
     grpc_status: Option<u16>,
+    /// An upstream answered (the response is not the gateway's own).
+    upstream_answered: bool,
+    /// The `x-request-id` the gateway made up, when the client sent none.
+    request_id: Option<HeaderValue>,
+    /// The request's span, when tracing is on.
+    // Boxed for the same reason as `mirror`.
+    span: Option<Box<RequestSpan>>,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -243,6 +252,80 @@ fn is_grpc(req: &RequestHeader) -> bool {
     req.headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The span data of a request, from the session and its metrics record.
+fn trace_record<'a>(
+    session: &'a Session,
+    operation: &'a str,
+    cluster: &'a str,
+    upstream: &'a str,
+    record: &RequestRecord,
+) -> crate::trace::Record<'a> {
+    let req = session.req_header();
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    crate::trace::Record {
+        operation,
+        method: req.method.as_str(),
+        scheme: if connection_tls(session).is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        authority: authority(req),
+        path: path_and_query(req),
+        protocol: if req.version == http::Version::HTTP_2 {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        },
+        status: record.status,
+        request_size: record.request_bytes,
+        response_size: record.response_bytes,
+        response_flags: "-",
+        upstream_cluster: cluster,
+        upstream_address: upstream,
+        peer_address: "",
+        request_id: "",
+        user_agent: header("user-agent"),
+        downstream_cluster: header("x-envoy-downstream-service-cluster"),
+        end: std::time::SystemTime::now(),
+    }
+}
+
+/// Envoy's `%RESPONSE_CODE_DETAILS%`: whether the upstream answered, else why the
+/// gateway did.
+fn details(upstream_answered: bool, flags: Flags, status: u16) -> &'static str {
+    const REASONS: [(Flags, &str); 11] = [
+        (Flags::NO_ROUTE, "route_not_found"),
+        (Flags::RBAC_DENIED, "rbac_access_denied_matched_policy"),
+        (Flags::EXT_AUTHZ_DENIED, "ext_authz_denied"),
+        (Flags::RATE_LIMITED, "local_rate_limited"),
+        (Flags::FAULT_INJECTED, "fault_filter_abort"),
+        (Flags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"),
+        (
+            Flags::UPSTREAM_OVERFLOW,
+            "upstream_reset_before_response_started{overflow}",
+        ),
+        (Flags::UPSTREAM_TIMEOUT, "response_timeout"),
+        (
+            Flags::UPSTREAM_CONNECTION_FAILURE,
+            "upstream_reset_before_response_started{connection_failure}",
+        ),
+        (
+            Flags::UPSTREAM_TERMINATION,
+            "upstream_reset_before_response_started{connection_termination}",
+        ),
+        (Flags::DOWNSTREAM_TERMINATION, "downstream_remote_disconnect"),
+    ];
+    if upstream_answered {
+        return "via_upstream";
+    }
+    match REASONS.iter().find(|(f, _)| flags.has(*f)) {
+        Some((_, reason)) => reason,
+        None if status == 401 => "jwt_authn_access_denied",
+        None => "direct_response",
+    }
 }
 
 /// The `grpc-status` of a header or trailer block.
@@ -609,6 +692,89 @@ impl Gateway {
         Ok(false)
     }
 
+    /// Sends the request's span.
+    fn finish_span(
+        &self,
+        tracer: &Tracer,
+        span: RequestSpan,
+        session: &Session,
+        ctx: &RequestCtx,
+        record: &RequestRecord,
+    ) {
+        if !span.is_sampled() {
+            return tracer.finish(span, &trace_record(session, "", "", "", record));
+        }
+        let req = session.req_header();
+        let place = ctx.place();
+        let cluster = place.cluster(&ctx.runtime);
+        let operation = cluster.map_or_else(String::new, |c| crate::trace::operation_name(&c.host, c.port));
+        let upstream = ctx
+            .endpoint
+            .as_ref()
+            .and_then(|(i, _)| cluster.and_then(|c| c.endpoints.get(*i)))
+            .map(|e| e.address.to_string())
+            .unwrap_or_default();
+        let mut r = trace_record(
+            session,
+            &operation,
+            cluster.map_or("", |c| c.name.as_str()),
+            &upstream,
+            record,
+        );
+        let flags = record.flags.text();
+        r.response_flags = &flags;
+        let made_up = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+        r.request_id = req
+            .headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(made_up);
+        tracer.finish(span, &r);
+    }
+
+    /// Writes the request's access log line.
+    fn access_log(&self, log: &AccessLog, session: &Session, ctx: &RequestCtx, record: &RequestRecord) {
+        let req = session.req_header();
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let place = ctx.place();
+        let cluster = place.cluster(&ctx.runtime);
+        let upstream_host = ctx
+            .endpoint
+            .as_ref()
+            .and_then(|(i, _)| cluster.and_then(|c| c.endpoints.get(*i)))
+            .map(|e| e.address);
+        let protocol = match req.version {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let started = std::time::SystemTime::now() - record.duration;
+        // A request that never went upstream still gets an id, as Envoy gives every request one.
+        let made_up = ctx.request_id.clone().unwrap_or_else(request_id);
+        log.log(&access_log::Entry {
+            start_time: access_log::rfc3339(started),
+            method: req.method.as_str(),
+            path: path_and_query(req),
+            protocol,
+            response_code: record.status,
+            response_flags: record.flags.text(),
+            response_code_details: details(ctx.upstream_answered, record.flags, record.status),
+            bytes_received: record.request_bytes,
+            bytes_sent: record.response_bytes,
+            duration: record.duration.as_millis() as u64,
+            x_forwarded_for: header("x-forwarded-for"),
+            user_agent: header("user-agent"),
+            request_id: header("x-request-id").or_else(|| made_up.to_str().ok()),
+            authority: Some(authority(req)).filter(|a| !a.is_empty()),
+            upstream_host,
+            upstream_cluster: cluster.map(|c| c.name.as_str()),
+            downstream_local_address: session.server_addr().and_then(|a| a.as_inet()).copied(),
+            downstream_remote_address: session.client_addr().and_then(|a| a.as_inet()).copied(),
+            requested_server_name: connection_sni(session),
+            route_name: place.route(&ctx.runtime).and_then(|r| r.name.as_deref()),
+        });
+    }
+
     /// An endpoint of `cluster` for a request the gateway makes itself (a mirror copy,
     /// an authorization check), chosen by the cluster's balancer.
     async fn side_call_target(&self, runtime: &Runtime, cluster: usize) -> Option<std::net::SocketAddr> {
@@ -688,12 +854,20 @@ impl ProxyHttp for Gateway {
             start: std::time::Instant::now(),
             flags: Flags::NONE,
             grpc_status: None,
+            upstream_answered: false,
+            request_id: None,
+            span: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         session.set_read_timeout(Some(self.limits.stream_idle_timeout));
         session.set_write_timeout(Some(self.limits.stream_idle_timeout));
+        if let Some(tracer) = self.shared.tracer.get() {
+            ctx.span = Some(Box::new(
+                tracer.start(&session.req_header().headers, std::time::SystemTime::now()),
+            ));
+        }
         // ACME's HTTP-01 validation comes before routes, policies and httpsRedirect.
         if let Some(token) = session.req_header().uri.path().strip_prefix(acme::HTTP01_PREFIX) {
             if let Some(answer) = self.shared.challenges.http_response(token) {
@@ -1058,6 +1232,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        ctx.upstream_answered = true;
         ctx.record(Outcome::Status(status));
         let Some(route) = ctx.route() else { return Ok(()) };
         let grpc_status = upstream_response
@@ -1135,10 +1310,19 @@ impl ProxyHttp for Gateway {
             None => {}
         }
         if upstream.headers.get(&X_REQUEST_ID).is_none() {
-            upstream.insert_header("x-request-id", request_id())?;
+            let id = request_id();
+            if self.shared.access_log.get().is_some() || ctx.span.is_some() {
+                ctx.request_id = Some(id.clone());
+            }
+            upstream.insert_header("x-request-id", id)?;
         }
         if ctx.close_upstream {
             upstream.insert_header(header::CONNECTION, "close")?;
+        }
+        if let Some(span) = &ctx.span {
+            span.inject(|name, value| {
+                let _ = upstream.insert_header(name, value);
+            });
         }
         if !ctx.mirror_decided {
             ctx.mirror_decided = true;
@@ -1265,7 +1449,8 @@ impl ProxyHttp for Gateway {
             grpc,
             status,
             grpc_status: if grpc {
-                ctx.grpc_status.or_else(|| written.and_then(|r| grpc_status(&r.headers)))
+                ctx.grpc_status
+                    .or_else(|| written.and_then(|r| grpc_status(&r.headers)))
             } else {
                 None
             },
@@ -1277,6 +1462,12 @@ impl ProxyHttp for Gateway {
         let cluster = ctx.destination().map(|d| d.cluster);
         if let Some(dest) = ctx.runtime.destination(cluster) {
             self.shared.metrics.record(dest, &record);
+        }
+        if let Some(log) = self.shared.access_log.get() {
+            self.access_log(log, session, ctx, &record);
+        }
+        if let (Some(tracer), Some(span)) = (self.shared.tracer.get(), ctx.span.take()) {
+            self.finish_span(tracer, *span, session, ctx, &record);
         }
     }
 

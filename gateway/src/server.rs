@@ -54,6 +54,10 @@ pub struct Options {
     pub limits: Limits,
     /// Time between fetches of a remote JWKS.
     pub jwks_refresh: Duration,
+    /// Access log file and encoding (None: off).
+    pub access_log: Option<(String, crate::access_log::Encoding)>,
+    /// Tracing from the mesh config (None: off).
+    pub tracing: Option<strait_config::tracing::Tracing>,
     /// ACME issuers from the mesh config.
     pub acme_issuers: Vec<strait_config::acme::Issuer>,
     /// How often ACME certificates are looked at.
@@ -70,6 +74,17 @@ pub enum StartError {
         dir: PathBuf,
         /// What is wrong.
         diagnostics: Vec<Diagnostic>,
+    },
+    /// Tracing could not be set up.
+    #[error("tracing: {0}")]
+    Tracing(String),
+    /// The access log could not be opened.
+    #[error("access log {path}: {source}")]
+    AccessLog {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// Pingora refused a listener's settings.
     #[error("listener on port {port}: {message}")]
@@ -96,6 +111,28 @@ fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Option
     o
 }
 
+/// The gateway's names in spans, as Istio gives them.
+fn identity(scope: &Scope) -> crate::trace::Identity {
+    let app = scope
+        .labels
+        .get("app")
+        .or_else(|| scope.labels.get("istio"))
+        .cloned()
+        .unwrap_or_else(|| "strait-gateway".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let ns = scope.namespace.clone();
+    crate::trace::Identity {
+        service_name: format!("{app}.{ns}"),
+        node_id: format!("router~~{}.{ns}~{ns}.svc.cluster.local", host.trim()),
+        zone: String::new(),
+        mesh_id: "cluster.local".into(),
+        namespace: ns,
+        canonical_service: app,
+        canonical_revision: scope.labels.get("version").cloned().unwrap_or_else(|| "latest".into()),
+        cluster_id: "Kubernetes".into(),
+    }
+}
+
 /// Loads the configuration and builds the server; `run_forever` it to serve.
 pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
     let shared = Shared::start(&opts.config_dir, opts.scope.clone(), opts.jwks_refresh).map_err(|diagnostics| {
@@ -106,6 +143,24 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
     })?;
     for d in &shared.current().warnings {
         log::warn!("{d}");
+    }
+    if let Some((path, encoding)) = &opts.access_log {
+        let log = crate::access_log::AccessLog::open(path, *encoding).map_err(|source| StartError::AccessLog {
+            path: path.clone(),
+            source,
+        })?;
+        let _ = shared.access_log.set(log);
+    }
+    if let Some(tracing) = &opts.tracing {
+        let (tracer, task) = crate::trace::Tracer::new(crate::trace::Settings {
+            tracing: tracing.clone(),
+            identity: identity(&opts.scope),
+            kind: crate::trace::GATEWAY_SPAN_KIND,
+            queue: Default::default(),
+        })
+        .map_err(|e| StartError::Tracing(e.to_string()))?;
+        task.spawn_thread().map_err(|e| StartError::Tracing(e.to_string()))?;
+        let _ = shared.tracer.set(tracer);
     }
     let conf = ServerConf {
         threads: opts.threads.max(1),

@@ -96,6 +96,10 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// ACME orders that failed.
     pub acme_failures: AtomicU64,
+    /// The access log, when the mesh config turns it on.
+    pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
+    /// The tracer, when the mesh config turns tracing on.
+    pub tracer: std::sync::OnceLock<crate::trace::Tracer>,
 }
 
 impl Shared {
@@ -129,6 +133,8 @@ impl Shared {
             metrics,
             connections: AtomicUsize::new(0),
             acme_failures: AtomicU64::new(0),
+            access_log: std::sync::OnceLock::new(),
+            tracer: std::sync::OnceLock::new(),
         }))
     }
 

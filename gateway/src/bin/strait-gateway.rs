@@ -209,6 +209,15 @@ fn run() -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
+        access_log: mesh.access_log_file.clone().map(|f| {
+            let encoding = if mesh.access_log_json {
+                strait_gateway::access_log::Encoding::Json
+            } else {
+                strait_gateway::access_log::Encoding::Text
+            };
+            (f, encoding)
+        }),
+        tracing: mesh.tracing.clone(),
         acme_issuers: mesh.acme_issuers.clone(),
         acme_check: Duration::from_secs(cli.acme_check_interval.max(1)),
     };

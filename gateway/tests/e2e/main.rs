@@ -1,5 +1,6 @@
 //! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
 
+mod access_log;
 mod acme;
 mod actions;
 mod admin;
@@ -18,6 +19,8 @@ mod limits;
 mod metrics;
 mod mirror;
 mod mtls;
+#[path = "../otlp/mod.rs"]
+mod otlp;
 mod protocols;
 mod ratelimit;
 mod reload;
@@ -26,3 +29,4 @@ mod routing;
 mod shutdown;
 mod sni;
 mod support;
+mod tracing;

@@ -88,12 +88,27 @@ async fn istio_metrics_for_known_traffic() {
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
     let c = client(&[("app.example.com", gw.http), ("other.example.com", gw.http)], &[]);
     for _ in 0..3 {
-        assert_eq!(get_json(&c, &format!("http://app.example.com:{}/ok", gw.http), &[]).await.0, 200);
+        assert_eq!(
+            get_json(&c, &format!("http://app.example.com:{}/ok", gw.http), &[])
+                .await
+                .0,
+            200
+        );
     }
     for _ in 0..2 {
-        assert_eq!(get_json(&c, &format!("http://app.example.com:{}/down", gw.http), &[]).await.0, 503);
+        assert_eq!(
+            get_json(&c, &format!("http://app.example.com:{}/down", gw.http), &[])
+                .await
+                .0,
+            503
+        );
     }
-    assert_eq!(get_json(&c, &format!("http://other.example.com:{}/", gw.http), &[]).await.0, 404);
+    assert_eq!(
+        get_json(&c, &format!("http://other.example.com:{}/", gw.http), &[])
+            .await
+            .0,
+        404
+    );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))
         .expect("endpoint")
         .origin("http://grpc.example.com".parse().expect("origin"))
@@ -160,7 +175,10 @@ async fn istio_metrics_for_known_traffic() {
     );
     assert_eq!(sample(&text, "istio_response_bytes_count", &ok), Some(3.0));
     let down_cluster = [("cluster_name", "outbound|80||down.internal")];
-    assert_eq!(sample(&text, "envoy_cluster_upstream_rq_retry", &down_cluster), Some(2.0));
+    assert_eq!(
+        sample(&text, "envoy_cluster_upstream_rq_retry", &down_cluster),
+        Some(2.0)
+    );
     assert_eq!(
         sample(&text, "envoy_cluster_upstream_cx_connect_fail", &down_cluster),
         Some(4.0)
@@ -177,7 +195,10 @@ async fn istio_metrics_for_known_traffic() {
     );
     std::fs::write(work.path().join("prometheus.yml"), config).expect("write");
     let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", work.path().join("prometheus.yml").display()))
+        .arg(format!(
+            "--config.file={}",
+            work.path().join("prometheus.yml").display()
+        ))
         .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(Stdio::null())
