@@ -70,6 +70,11 @@ fn diag(file: &str, severity: Severity, code: Code, position: Position, field: &
     }
 }
 
+/// A diagnostic on the field at `path` of the mesh config.
+fn at(doc: &Document, file: &str, severity: Severity, code: Code, path: &str, message: String) -> Diagnostic {
+    diag(file, severity, code, doc.spans.locate(path), path, message)
+}
+
 /// The setting at the dotted `path`, read by `parse`; a value it refuses is an error
 /// saying the value is not `expected`.
 fn setting<T>(
@@ -83,11 +88,11 @@ fn setting<T>(
     let value = path.split('.').try_fold(&doc.value, |v, key| v.get(key))?;
     let parsed = parse(value);
     if parsed.is_none() {
-        errors.push(diag(
+        errors.push(at(
+            doc,
             file,
             Severity::Error,
             Code::InvalidValue,
-            doc.spans.locate(path),
             path,
             format!("{value} is not {expected}"),
         ));
@@ -122,21 +127,21 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
     let mut errors = Vec::new();
     let mut mesh = MeshConfig::default();
     let Some(map) = doc.value.as_object() else {
-        return Err(vec![diag(
+        return Err(vec![at(
+            &doc,
             file,
             Severity::Error,
             Code::Schema,
-            doc.spans.locate(""),
             "",
             "the mesh config must be a mapping".into(),
         )]);
     };
     for key in map.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
-        notes.push(diag(
+        notes.push(at(
+            &doc,
             file,
             Severity::Note,
             Code::NotEnforced,
-            doc.spans.locate(key),
             key,
             format!("{key} is not used by this version of Strait"),
         ));
@@ -205,14 +210,7 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
             Ok(issuer) => mesh.acme_issuers.push(issuer),
             Err((f, message)) => {
                 let path = format!("acmeIssuers[{i}].{f}");
-                errors.push(diag(
-                    file,
-                    Severity::Error,
-                    Code::InvalidValue,
-                    doc.spans.locate(&path),
-                    &path,
-                    message,
-                ));
+                errors.push(at(&doc, file, Severity::Error, Code::InvalidValue, &path, message));
             }
         }
     }
@@ -227,23 +225,16 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
                 Ok(provider) => mesh.tracing_providers.push(provider),
                 Err((f, message)) => {
                     let path = format!("{field}.opentelemetry.{f}");
-                    errors.push(diag(
-                        file,
-                        Severity::Error,
-                        Code::InvalidValue,
-                        doc.spans.locate(&path),
-                        &path,
-                        message,
-                    ));
+                    errors.push(at(&doc, file, Severity::Error, Code::InvalidValue, &path, message));
                 }
             }
             for f in crate::tracing::unused_fields(otel) {
                 let path = format!("{field}.opentelemetry.{f}");
-                notes.push(diag(
+                notes.push(at(
+                    &doc,
                     file,
                     Severity::Note,
                     Code::NotEnforced,
-                    doc.spans.locate(&path),
                     &path,
                     format!("{f} is not used by this version of Strait"),
                 ));
@@ -255,24 +246,10 @@ pub fn parse(file: &str, text: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Ve
                 Ok(provider) => mesh.ext_authz.push(provider),
                 Err((f, message)) => {
                     let path = format!("{field}.envoyExtAuthzHttp.{f}");
-                    errors.push(diag(
-                        file,
-                        Severity::Error,
-                        Code::InvalidValue,
-                        doc.spans.locate(&path),
-                        &path,
-                        message,
-                    ));
+                    errors.push(at(&doc, file, Severity::Error, Code::InvalidValue, &path, message));
                 }
             },
-            None => notes.push(diag(
-                file,
-                Severity::Note,
-                Code::NotEnforced,
-                doc.spans.locate(&field),
-                &field,
-                format!("extension provider {name:?} is not of a kind this version of Strait uses (envoyExtAuthzHttp, opentelemetry)"),
-            )),
+            None => notes.push(at(&doc, file, Severity::Note, Code::NotEnforced, &field, format!("extension provider {name:?} is not of a kind this version of Strait uses (envoyExtAuthzHttp, opentelemetry)"))),
         }
     }
     tracing_settings(&doc, file, &provider_names, &mut mesh, &mut notes, &mut errors);
@@ -311,11 +288,11 @@ fn tracing_settings(
     {
         if key != "sampling" {
             let path = format!("defaultConfig.tracing.{key}");
-            notes.push(diag(
+            notes.push(at(
+                doc,
                 file,
                 Severity::Note,
                 Code::NotEnforced,
-                doc.spans.locate(&path),
                 &path,
                 format!("{path} is not used by this version of Strait (only opentelemetry providers are)"),
             ));
@@ -328,11 +305,11 @@ fn tracing_settings(
         // Istio's field is a list; a single name is taken as a list of one.
         Some(Value::String(s)) => vec![s.as_str()],
         Some(other) => {
-            errors.push(diag(
+            errors.push(at(
+                doc,
                 file,
                 Severity::Error,
                 Code::InvalidValue,
-                doc.spans.locate("defaultProviders.tracing"),
                 "defaultProviders.tracing",
                 format!("{other} is not a list of provider names"),
             ));
@@ -379,11 +356,11 @@ fn tracing_settings(
         }
     }
     if enabled == Some(true) && names.is_empty() {
-        notes.push(diag(
+        notes.push(at(
+            doc,
             file,
             Severity::Note,
             Code::NotEnforced,
-            doc.spans.locate("enableTracing"),
             "enableTracing",
             "no defaultProviders.tracing names an opentelemetry provider: no spans are exported".into(),
         ));

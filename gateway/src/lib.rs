@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod retry;
+pub mod rfc3339;
 pub mod server;
 pub mod state;
 pub mod tls_front;

@@ -48,31 +48,12 @@ const LABELS: [&str; 25] = [
 ];
 
 /// Istio's TCP metrics have no response or gRPC code.
-const TCP_LABELS: [&str; 23] = [
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_cluster",
-    "request_protocol",
-    "response_flags",
-    "connection_security_policy",
-];
+fn tcp_labels() -> Vec<&'static str> {
+    LABELS
+        .into_iter()
+        .filter(|l| !matches!(*l, "response_code" | "grpc_response_status"))
+        .collect()
+}
 
 /// Istio's buckets for `istio_request_duration_milliseconds`.
 const DURATION_BUCKETS: [f64; 19] = [
@@ -178,6 +159,7 @@ impl Metrics {
             .or_else(|| scope.labels.get("istio"))
             .cloned()
             .unwrap_or_else(|| UNKNOWN.to_string());
+        let tcp = tcp_labels();
         let metrics = Metrics {
             registry: Registry::new(),
             requests: counter(
@@ -192,22 +174,14 @@ impl Metrics {
             )?,
             request_bytes: histogram("istio_request_bytes", "Request body sizes in bytes", &BYTES_BUCKETS)?,
             response_bytes: histogram("istio_response_bytes", "Response body sizes in bytes", &BYTES_BUCKETS)?,
-            tcp_sent: counter("istio_tcp_sent_bytes_total", "Bytes sent to TCP clients", &TCP_LABELS)?,
+            tcp_sent: counter("istio_tcp_sent_bytes_total", "Bytes sent to TCP clients", &tcp)?,
             tcp_received: counter(
                 "istio_tcp_received_bytes_total",
                 "Bytes received from TCP clients",
-                &TCP_LABELS,
+                &tcp,
             )?,
-            tcp_opened: counter(
-                "istio_tcp_connections_opened_total",
-                "TCP connections opened",
-                &TCP_LABELS,
-            )?,
-            tcp_closed: counter(
-                "istio_tcp_connections_closed_total",
-                "TCP connections closed",
-                &TCP_LABELS,
-            )?,
+            tcp_opened: counter("istio_tcp_connections_opened_total", "TCP connections opened", &tcp)?,
+            tcp_closed: counter("istio_tcp_connections_closed_total", "TCP connections closed", &tcp)?,
             source: [
                 // Gateways report as the source of the requests they send on.
                 "source".to_string(),

@@ -752,7 +752,7 @@ impl Gateway {
         // A request that never went upstream still gets an id, as Envoy gives every request one.
         let made_up = ctx.request_id.clone().unwrap_or_else(request_id);
         log.log(&access_log::Entry {
-            start_time: access_log::rfc3339(started),
+            start_time: crate::rfc3339::millis(started),
             method: req.method.as_str(),
             path: path_and_query(req),
             protocol,

@@ -202,8 +202,14 @@ pub fn describe_certificate(der: &[u8]) -> Map<String, Value> {
             if !uris.is_empty() {
                 out.insert("uris".into(), uris.into());
             }
-            out.insert("not_before".into(), rfc3339(validity.not_before.timestamp()).into());
-            out.insert("not_after".into(), rfc3339(validity.not_after.timestamp()).into());
+            out.insert(
+                "not_before".into(),
+                crate::rfc3339::seconds(validity.not_before.timestamp()).into(),
+            );
+            out.insert(
+                "not_after".into(),
+                crate::rfc3339::seconds(validity.not_after.timestamp()).into(),
+            );
         }
         // Compiled certificates were parsed by rustls already; say so rather than hide it.
         Err(e) => {
@@ -220,28 +226,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// `2025-01-31T12:00:00Z` for Unix seconds (proleptic Gregorian, UTC).
-fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// A digest of what the proxy serves: the snapshot as `/config_dump` shows it
@@ -266,14 +250,6 @@ pub fn config_digest(runtime: &Runtime) -> Result<String, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn resource_names() {

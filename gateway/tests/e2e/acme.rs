@@ -239,15 +239,47 @@ fn serial(der: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// A config folder, a work folder with Pebble's own TLS certificate, ports for
+/// Pebble and the gateway, and the mesh config and Gateways naming Pebble.
+struct Setup {
+    dir: tempfile::TempDir,
+    work: tempfile::TempDir,
+    pebble_tls: TestCert,
+    ports: [u16; 3],
+    mesh: std::path::PathBuf,
+    gateways: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = tempfile::tempdir().expect("tempdir");
+        let pebble_tls = TestCert::new(&["localhost"]);
+        std::fs::write(work.path().join("pebble.pem"), &pebble_tls.cert_pem).expect("write");
+        std::fs::write(work.path().join("pebble.key"), &pebble_tls.key_pem).expect("write");
+        let ports = free_ports::<3>();
+        let (mesh, gateways) = config(work.path(), ports[0]);
+        Setup {
+            dir,
+            work,
+            pebble_tls,
+            ports,
+            mesh,
+            gateways,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_from_pebble() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let pebble_tls = TestCert::new(&["localhost"]);
-    std::fs::write(work.path().join("pebble.pem"), &pebble_tls.cert_pem).expect("write");
-    std::fs::write(work.path().join("pebble.key"), &pebble_tls.key_pem).expect("write");
-    let [acme_port, http, https] = free_ports::<3>();
-    let (mesh, gateways) = config(work.path(), acme_port);
+    let Setup {
+        dir,
+        work,
+        pebble_tls,
+        ports: [acme_port, http, https],
+        mesh,
+        gateways,
+    } = Setup::new();
     std::fs::write(dir.path().join("gateways.yaml"), gateways).expect("write");
     // Certificates live 30 s: renewal comes at two thirds, 20 s after issuance.
     let validity = 30;
@@ -317,13 +349,14 @@ async fn certificates_from_pebble() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_the_store_order_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let pebble_tls = TestCert::new(&["localhost"]);
-    std::fs::write(work.path().join("pebble.pem"), &pebble_tls.cert_pem).expect("write");
-    std::fs::write(work.path().join("pebble.key"), &pebble_tls.key_pem).expect("write");
-    let [acme_port, http, https] = free_ports::<3>();
-    let (mesh, gateways) = config(work.path(), acme_port);
+    let Setup {
+        dir,
+        work,
+        pebble_tls,
+        ports: [acme_port, http, https],
+        mesh,
+        gateways,
+    } = Setup::new();
     // Only the HTTP-01 Gateway: the CA reaches replica `a` alone, whichever orders.
     let app_only = gateways
         .split("---\n")
