@@ -111,6 +111,15 @@ struct Handles {
     response_bytes: Histogram,
 }
 
+impl Handles {
+    fn observe(&self, r: &RequestRecord) {
+        self.requests.inc();
+        self.duration.observe(r.duration.as_secs_f64() * 1000.0);
+        self.request_bytes.observe(r.request_bytes as f64);
+        self.response_bytes.observe(r.response_bytes as f64);
+    }
+}
+
 /// One finished HTTP request, as the metrics see it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestRecord {
@@ -218,22 +227,15 @@ impl Metrics {
             grpc_status: r.grpc_status,
             flags: r.flags,
         };
-        let cached = dest
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()));
-        let handles = match cached {
-            Some(h) => h,
-            None => match self.handles(dest, key) {
-                Ok(h) => h,
-                Err(e) => return log::debug!("metrics: {e}"),
-            },
-        };
-        handles.requests.inc();
-        handles.duration.observe(r.duration.as_secs_f64() * 1000.0);
-        handles.request_bytes.observe(r.request_bytes as f64);
-        handles.response_bytes.observe(r.response_bytes as f64);
+        if let Ok(cache) = dest.cache.read() {
+            if let Some((_, handles)) = cache.iter().find(|(k, _)| *k == key) {
+                return handles.observe(r);
+            }
+        }
+        match self.handles(dest, key) {
+            Ok(handles) => handles.observe(r),
+            Err(e) => log::debug!("metrics: {e}"),
+        }
     }
 
     fn handles(&self, dest: &Destination, key: Key) -> prometheus::Result<Arc<Handles>> {

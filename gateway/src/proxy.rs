@@ -869,7 +869,8 @@ impl ProxyHttp for Gateway {
             ));
         }
         // ACME's HTTP-01 validation comes before routes, policies and httpsRedirect.
-        if let Some(token) = session.req_header().uri.path().strip_prefix(acme::HTTP01_PREFIX) {
+        let acme_path = session.req_header().uri.path().strip_prefix(acme::HTTP01_PREFIX);
+        if let Some(token) = acme_path.filter(|_| !ctx.runtime.snapshot.acme.is_empty()) {
             if let Some(answer) = self.shared.challenges.http_response(token) {
                 log::info!("answered the HTTP-01 challenge {token}");
                 let octets = [(
