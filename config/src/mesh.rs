@@ -375,12 +375,13 @@ mod tests {
     fn reads_the_outbound_policy_and_notes_the_rest() {
         let (mesh, notes) = parse(
             "mesh.yaml",
-            "accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
+            "accessLogFile: /dev/stdout\naccessLogFormat: '%START_TIME%'\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
         )
         .expect("valid");
         assert_eq!(mesh.outbound, OutboundMode::RegistryOnly);
+        assert_eq!(mesh.access_log_file.as_deref(), Some("/dev/stdout"));
         assert_eq!(notes.len(), 1);
-        assert_eq!(notes[0].field.as_deref(), Some("accessLogFile"));
+        assert_eq!(notes[0].field.as_deref(), Some("accessLogFormat"));
         let errors = parse("mesh.yaml", "outboundTrafficPolicy:\n  mode: SOMETIMES\n").expect_err("invalid");
         assert_eq!((errors[0].position.line, errors[0].position.column), (2, 3));
         assert_eq!(parse("mesh.yaml", "").expect("empty").0, MeshConfig::default());
