@@ -80,13 +80,16 @@ pub enum Location {
 pub enum Jwks {
     /// The rule's inline `jwks`, parsed at load.
     Inline(#[serde(serialize_with = "ser_keys")] Arc<KeySet>),
-    /// Fetched by the proxy from `jwksUri`.
+    /// Fetched by the proxy from `jwksUri`, or found through the issuer's OpenID
+    /// discovery document when the rule has neither `jwks` nor `jwksUri`.
     Remote {
-        /// The URL.
+        /// The URL: the JWKS, or the discovery document when `discover`.
         uri: String,
         /// How long one fetch may take.
         #[serde(serialize_with = "ser_duration")]
         timeout: Duration,
+        /// `uri` is `<issuer>/.well-known/openid-configuration`, whose `jwks_uri` names the keys.
+        discover: bool,
     },
 }
 
@@ -529,19 +532,28 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(Jwks::Remote {
                 uri: uri.clone(),
                 timeout,
+                discover: false,
             }),
             _ => {
                 err("jwksUri", format!("{uri:?} is not an http or https URL"));
                 None
             }
         },
-        (None, None) => {
-            err(
-                "jwksUri",
-                "jwks or jwksUri is required (Strait does not discover keys from the issuer)".into(),
-            );
-            None
-        }
+        // As istiod does: the keys are found from the issuer's OpenID configuration.
+        (None, None) => match issuer.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(Jwks::Remote {
+                uri: format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')),
+                timeout,
+                discover: true,
+            }),
+            _ => {
+                err(
+                    "jwksUri",
+                    "jwks or jwksUri is required when the issuer is not an http(s) URL to discover keys from".into(),
+                );
+                None
+            }
+        },
     };
     let mut locations = Vec::new();
     for (i, h) in rule.from_headers.iter().enumerate() {

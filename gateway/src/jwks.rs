@@ -39,6 +39,8 @@ pub struct RemoteJwks {
     /// The URL.
     pub uri: String,
     timeout: Duration,
+    /// `uri` is an OpenID discovery document naming the JWKS.
+    discover: bool,
     state: watch::Sender<Fetched>,
     started: AtomicBool,
 }
@@ -90,13 +92,14 @@ impl JwksStore {
             .iter()
             .map(|p| match &p.jwks {
                 Jwks::Inline(_) => None,
-                Jwks::Remote { uri, timeout } => {
+                Jwks::Remote { uri, timeout, discover } => {
                     if let Some(slot) = slots.get(uri).and_then(Weak::upgrade) {
                         return Some(slot);
                     }
                     let slot = Arc::new(RemoteJwks {
                         uri: uri.clone(),
                         timeout: *timeout,
+                        discover: *discover,
                         state: watch::Sender::new(Fetched::default()),
                         started: AtomicBool::new(false),
                     });
@@ -150,7 +153,10 @@ async fn refresh(slot: Weak<RemoteJwks>, client: reqwest::Client, every: Duratio
     let mut failures: u32 = 0;
     loop {
         let Some(s) = slot.upgrade() else { return };
-        let outcome = fetch(&client, &s.uri, s.timeout).await;
+        let outcome = match s.discover {
+            false => fetch(&client, &s.uri, s.timeout).await,
+            true => discover(&client, &s.uri, s.timeout).await,
+        };
         let delay = match outcome {
             Ok(keys) => {
                 if failures > 0 || !s.state.borrow().attempted {
@@ -186,7 +192,25 @@ async fn refresh(slot: Weak<RemoteJwks>, client: reqwest::Client, every: Duratio
     }
 }
 
+/// The keys named by an OpenID discovery document's `jwks_uri`.
+async fn discover(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<KeySet, String> {
+    let doc = get(client, uri, timeout).await?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&doc).map_err(|e| format!("the OpenID configuration is not JSON: {e}"))?;
+    let jwks_uri = doc
+        .get("jwks_uri")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("the OpenID configuration has no jwks_uri")?;
+    fetch(client, jwks_uri, timeout).await
+}
+
 async fn fetch(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<KeySet, String> {
+    let body = get(client, uri, timeout).await?;
+    KeySet::parse(&String::from_utf8_lossy(&body))
+}
+
+/// A successful answer's body, at most `MAX_JWKS_BYTES`.
+async fn get(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     let mut resp = client
         .get(uri)
         .timeout(timeout)
@@ -203,5 +227,5 @@ async fn fetch(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result
         }
         body.extend_from_slice(&chunk);
     }
-    KeySet::parse(&String::from_utf8_lossy(&body))
+    Ok(body)
 }

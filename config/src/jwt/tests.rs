@@ -175,6 +175,17 @@ fn rule_compilation() {
         "outputClaimToHeaders": [{"header": "x", "claim": "a..b"}]
     }))
     .expect("rule");
+    let discovered = compile_rule(
+        "ns/r".into(),
+        &JwtRule {
+            issuer: Some("https://accounts.example.com/".into()),
+            ..JwtRule::default()
+        },
+    )
+    .expect("keys discovered from the issuer");
+    assert!(matches!(&discovered.jwks, Jwks::Remote { uri, discover: true, .. }
+        if uri == "https://accounts.example.com/.well-known/openid-configuration"));
+
     let fields: Vec<String> = compile_rule("ns/r".into(), &bad)
         .err()
         .unwrap_or_default()

@@ -37,9 +37,19 @@ impl JwksServer {
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
+                let read = stream.read(&mut buf).await.unwrap_or(0);
+                let discovery = String::from_utf8_lossy(&buf[..read]).contains("/.well-known/openid-configuration");
                 n.fetch_add(1, Ordering::SeqCst);
-                let response = if f.load(Ordering::SeqCst) {
+                let response = if discovery {
+                    // OpenID discovery: the issuer's document names the JWKS.
+                    let doc = format!(
+                        r#"{{"issuer":"http://127.0.0.1:{port}","jwks_uri":"http://127.0.0.1:{port}/jwks.json"}}"#
+                    );
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    )
+                } else if f.load(Ordering::SeqCst) {
                     "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string()
                 } else {
                     let doc = b.lock().map(|d| d.clone()).unwrap_or_default();
@@ -115,6 +125,8 @@ spec:
   - issuer: {DOWN}
     jwksUri: http://127.0.0.1:{down_port}/jwks.json
     timeout: 1s
+  - issuer: http://127.0.0.1:{jwks_port}
+    fromHeaders: [{{name: x-oidc-token}}]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -379,6 +391,13 @@ async fn tokens_are_verified_with_istio_semantics() {
     let via_param = call(&c, port, "GET", &format!("/secure/p?a=1&token={remote}"), &[]).await;
     assert_eq!(via_param.status, 200);
     assert_eq!(via_param.echo()["path"], format!("/secure/p?a=1&token={remote}"));
+    let discovered = remote_key.sign(&claims(&format!("http://127.0.0.1:{}", jwks_server.port), "erin"));
+    let via_discovery = call(&c, port, "GET", "/secure/d", &[("x-oidc-token", &discovered)]).await;
+    assert_eq!(
+        via_discovery.status, 200,
+        "keys through OpenID discovery: {}",
+        via_discovery.body
+    );
     let cookie = format!("theme=dark; session={remote}");
     assert_eq!(
         call(&c, port, "GET", "/secure/c", &[("cookie", &cookie)]).await.status,
