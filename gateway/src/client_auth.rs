@@ -1,21 +1,19 @@
 //! Client certificates at the gateway (Gateway `tls.mode` MUTUAL and OPTIONAL_MUTUAL)
 //! and the per-server TLS limits (versions, TLS 1.2 suites).
 //!
-//! Pingora gives a listener one rustls configuration, and rustls's client verifier is
-//! not told the SNI name. So the handshake verifies a client certificate against the
-//! roots of every mutual server on the port (and requires one when every server on
-//! the port is MUTUAL); right after the handshake, `inspect` checks the connection
-//! against the server its SNI selected: that server's own roots, CRL and subject
-//! names, whether it requires a certificate, its versions and suites. A connection
-//! that fails there is closed before any request is read.
+//! The listener reads the ClientHello first (`tls_front`): when its SNI selects a
+//! server that checks client certificates, the handshake runs with that server's own
+//! verifier (its roots and CRL; a certificate required for MUTUAL), as Envoy's
+//! per-SNI filter chains do. Pingora fixes a listener's protocol versions and suites,
+//! so right after the handshake `inspect` checks those against the server's settings,
+//! and the subject names of the certificate; a connection that fails there is closed
+//! before any request is read.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use pingora::protocols::tls::TlsRef;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
@@ -24,7 +22,7 @@ use strait_config::snapshot::{ClientAuth, PemSource, TlsServer, TlsVersion};
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
 use crate::certs::TlsInfo;
-use crate::state::{Runtime, Shared};
+use crate::state::Runtime;
 use crate::upstream_tls::read_pem;
 
 /// One server's compiled client-certificate check.
@@ -35,22 +33,11 @@ pub struct ServerAuth {
     subject_alt_names: Vec<String>,
 }
 
-/// What the handshake on one port does with client certificates.
-#[derive(Debug)]
-pub struct PortAuth {
-    /// Verifies against the roots of every mutual server on the port.
-    verifier: Arc<dyn ClientCertVerifier>,
-    /// Every TLS server on the port is MUTUAL: the handshake itself requires a certificate.
-    all_required: bool,
-}
-
 /// Client authentication of a snapshot.
 #[derive(Debug, Default)]
 pub struct ClientAuthTable {
     /// By listener index, then TLS server index.
-    servers: Vec<Vec<Option<ServerAuth>>>,
-    /// By Gateway port, for ports with a mutual server.
-    ports: HashMap<u16, Arc<PortAuth>>,
+    servers: Vec<Vec<Option<Arc<ServerAuth>>>>,
 }
 
 /// The client a verified certificate names.
@@ -90,21 +77,19 @@ fn crls(source: &PemSource) -> Result<Vec<CertificateRevocationListDer<'static>>
     Ok(list)
 }
 
-fn verifier(auths: &[&ClientAuth]) -> Result<Arc<dyn ClientCertVerifier>, String> {
+fn verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
-    let mut revoked = Vec::new();
-    for auth in auths {
-        roots_into(&mut roots, &auth.ca)?;
-        if let Some(crl) = &auth.crl {
-            revoked.extend(crls(crl)?);
-        }
-    }
+    roots_into(&mut roots, &auth.ca)?;
+    let revoked = match &auth.crl {
+        Some(crl) => crls(crl)?,
+        None => Vec::new(),
+    };
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
         .with_crls(revoked)
-        // Envoy checks the leaf against the CRL; a CRL of one server's CA says nothing of another's.
+        // Envoy checks the leaf against the CRL; the CRL need not cover intermediates.
         .only_check_end_entity_revocation()
         .allow_unknown_revocation_status()
-        // Whether a certificate is required is decided per port and per server, not here.
+        // Whether a certificate is required is `ServerVerifier`'s decision.
         .allow_unauthenticated()
         .build()
         .map_err(|e| format!("client certificate roots: {e}"))
@@ -128,12 +113,12 @@ pub fn compile(snapshot: &Snapshot) -> Result<ClientAuthTable, Vec<Diagnostic>> 
         for server in &listener.tls_servers {
             let compiled = match &server.client_auth {
                 None => None,
-                Some(auth) => match verifier(&[auth]) {
-                    Ok(v) => Some(ServerAuth {
+                Some(auth) => match verifier(auth) {
+                    Ok(v) => Some(Arc::new(ServerAuth {
                         verifier: v,
                         required: auth.required,
                         subject_alt_names: auth.subject_alt_names.clone(),
-                    }),
+                    })),
                     Err(e) => {
                         diags.push(diag(server, e));
                         None
@@ -143,30 +128,6 @@ pub fn compile(snapshot: &Snapshot) -> Result<ClientAuthTable, Vec<Diagnostic>> 
             servers.push(compiled);
         }
         table.servers.push(servers);
-        let auths: Vec<&ClientAuth> = listener
-            .tls_servers
-            .iter()
-            .filter_map(|s| s.client_auth.as_ref())
-            .collect();
-        if auths.is_empty() {
-            continue;
-        }
-        match verifier(&auths) {
-            Ok(verifier) => {
-                let all_required = listener
-                    .tls_servers
-                    .iter()
-                    .all(|s| s.client_auth.as_ref().is_some_and(|a| a.required));
-                table
-                    .ports
-                    .insert(listener.port, Arc::new(PortAuth { verifier, all_required }));
-            }
-            Err(e) => {
-                if let Some(server) = listener.tls_servers.first() {
-                    diags.push(diag(server, e));
-                }
-            }
-        }
     }
     if diags.is_empty() {
         Ok(table)
@@ -175,44 +136,30 @@ pub fn compile(snapshot: &Snapshot) -> Result<ClientAuthTable, Vec<Diagnostic>> 
     }
 }
 
-/// The listener's client verifier: follows the running configuration of its port.
+impl ClientAuthTable {
+    /// The client-certificate check of a listener's TLS server, if it has one.
+    pub fn server(&self, listener: usize, server: usize) -> Option<Arc<ServerAuth>> {
+        self.servers.get(listener)?.get(server)?.clone()
+    }
+}
+
+/// The client verifier of one server, used when the ClientHello's SNI selects it: the
+/// handshake then checks the certificate against that server's own roots and
+/// requires one for MUTUAL, as Envoy's per-SNI filter chains do.
 #[derive(Debug)]
-pub struct PortVerifier {
-    /// Engine state.
-    pub shared: Arc<Shared>,
-    /// The listener's Gateway port.
-    pub port: u16,
-    algorithms: WebPkiSupportedAlgorithms,
-}
+pub struct ServerVerifier(pub Arc<ServerAuth>);
 
-impl PortVerifier {
-    /// A verifier for the HTTPS listener of `port`.
-    pub fn new(shared: Arc<Shared>, port: u16) -> PortVerifier {
-        PortVerifier {
-            shared,
-            port,
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        }
-    }
-
-    fn current(&self) -> Option<Arc<PortAuth>> {
-        self.shared.current().client_auth.ports.get(&self.port).cloned()
-    }
-}
-
-impl ClientCertVerifier for PortVerifier {
+impl ClientCertVerifier for ServerVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.current().is_some()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.current().is_some_and(|p| p.all_required)
+        self.0.required
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // The roots change with the configuration; clients pick their certificate
-        // without hints.
-        &[]
+        self.0.verifier.root_hint_subjects()
     }
 
     fn verify_client_cert(
@@ -221,12 +168,7 @@ impl ClientCertVerifier for PortVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.current() {
-            Some(port) => port.verifier.verify_client_cert(end_entity, intermediates, now),
-            None => Err(rustls::Error::General(
-                "client certificates are not accepted on this port".into(),
-            )),
-        }
+        self.0.verifier.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -235,7 +177,7 @@ impl ClientCertVerifier for PortVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.0.verifier.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -244,11 +186,11 @@ impl ClientCertVerifier for PortVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.0.verifier.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.0.verifier.supported_verify_schemes()
     }
 }
 

@@ -19,7 +19,6 @@ use crate::acme::AcmeManager;
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
 use crate::certs::{HandshakeInfo, SniResolver};
-use crate::client_auth::PortVerifier;
 use crate::jwks::JwksFetcher;
 use crate::l4::L4App;
 use crate::proxy::{Gateway, Limits};
@@ -220,17 +219,13 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
                 port,
                 message: e.to_string(),
             })?;
-            settings.set_client_cert_verifier(Arc::new(PortVerifier::new(shared.clone(), port)));
             settings.set_cert_resolver(Arc::new(SniResolver {
                 shared: shared.clone(),
                 port,
             }));
             settings.enable_h2();
             // The handshake happens in the application, after a look at the ClientHello.
-            app.tls = Some(TlsFront {
-                acceptor: settings.build(),
-                challenges: shared.challenges.clone(),
-            });
+            app.tls = Some(TlsFront::new(settings.build(), shared.clone(), port));
         }
         let mut service = Service::new(format!("listener {port}"), app);
         service.add_tcp(&addr);

@@ -22,7 +22,13 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::acme::Challenges;
+use crate::certs::{HandshakeInfo, SniResolver};
+use crate::client_auth::ServerVerifier;
 use crate::client_hello;
+use crate::state::Shared;
+use pingora::listeners::tls::TlsSettings;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -132,9 +138,64 @@ pub struct TlsFront {
     pub acceptor: Acceptor,
     /// Pending TLS-ALPN-01 challenges.
     pub challenges: Arc<Challenges>,
+    /// Engine state (the servers the SNI selects).
+    pub shared: Arc<Shared>,
+    /// The listener's Gateway port.
+    pub port: u16,
+    /// Acceptors of the servers that check client certificates, for one config version.
+    per_server: Mutex<(u64, HashMap<usize, Arc<Acceptor>>)>,
 }
 
 impl TlsFront {
+    /// The front of the HTTPS listener of `port`, with Pingora's `acceptor`.
+    pub fn new(acceptor: Acceptor, shared: Arc<Shared>, port: u16) -> TlsFront {
+        TlsFront {
+            acceptor,
+            challenges: shared.challenges.clone(),
+            shared,
+            port,
+            per_server: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// The acceptor of the server `sni` selects, when that server checks client
+    /// certificates (built once per configuration version).
+    fn server_acceptor(&self, sni: Option<&str>) -> Option<Arc<Acceptor>> {
+        let runtime = self.shared.current();
+        let (li, listener) = runtime
+            .snapshot
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.port == self.port)?;
+        let server = match sni {
+            Some(name) => strait_config::router::with_host(name, |h| listener.sni.lookup(h))?,
+            None => 0,
+        };
+        let auth = runtime.client_auth.server(li, server)?;
+        let mut cache = self.per_server.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != runtime.snapshot.version {
+            *cache = (runtime.snapshot.version, HashMap::new());
+        }
+        if let Some(a) = cache.1.get(&server) {
+            return Some(a.clone());
+        }
+        let handshake = HandshakeInfo {
+            shared: self.shared.clone(),
+            port: self.port,
+        };
+        let mut settings = TlsSettings::with_callbacks(Box::new(handshake)).ok()?;
+        settings.set_cert_resolver(Arc::new(SniResolver {
+            shared: self.shared.clone(),
+            port: self.port,
+        }));
+        settings.set_client_cert_verifier(Arc::new(ServerVerifier(auth)));
+        settings.enable_h2();
+        let acceptor = Arc::new(settings.build());
+        cache.1.insert(server, acceptor.clone());
+        Some(acceptor)
+    }
+
     /// Completes the handshake; None when the connection was an ACME validation
     /// (answered and closed) or the handshake failed.
     pub async fn accept(&self, mut stream: Stream) -> Option<Stream> {
@@ -150,7 +211,9 @@ impl TlsFront {
             self.answer_challenge(stream, hello.sni.as_deref()).await;
             return None;
         }
-        match self.acceptor.tls_handshake(Plain(stream)).await {
+        let per_server = self.server_acceptor(hello.sni.as_deref());
+        let acceptor = per_server.as_deref().unwrap_or(&self.acceptor);
+        match acceptor.tls_handshake(Plain(stream)).await {
             Ok(tls) => Some(Box::new(tls)),
             Err(e) => {
                 log::debug!("TLS handshake failed: {e}");
