@@ -274,3 +274,54 @@ fn unreadable_input_and_bad_usage_exit_2() {
     );
     assert_eq!(r.status, 2, "{}", r.stderr);
 }
+
+#[test]
+fn custom_policies_are_checked_against_the_mesh_config() {
+    let policy = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: ext
+  namespace: istio-system
+spec:
+  action: CUSTOM
+  provider:
+    name: ext-authz
+  rules:
+  - to:
+    - operation:
+        paths: [/api/*]
+";
+    let mesh = "extensionProviders:\n- name: ext-authz\n  envoyExtAuthzHttp: {service: backend.default.svc.cluster.local, port: 80}\n";
+    let vs = virtual_service("app.example.com", "backend");
+    let files = [
+        ("gw.yaml", GATEWAY),
+        ("backend.yaml", BACKEND),
+        ("app.yaml", vs.as_str()),
+        ("policy.yaml", policy),
+    ];
+    let without = run(&files, &["analyze", "--config-dir", "."]);
+    assert_eq!(without.status, 0, "{}", without.stdout);
+    assert!(
+        without.stdout.contains("IST0101") && without.stdout.contains("ext-authz"),
+        "{}",
+        without.stdout
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write fixture");
+    }
+    let mesh_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(mesh_dir.path().join("mesh.yaml"), mesh).expect("write mesh");
+    let mesh_path = mesh_dir.path().join("mesh.yaml").display().to_string();
+    let with = run_in(
+        dir.path(),
+        &["analyze", "--config-dir", ".", "--mesh-config", &mesh_path],
+    );
+    assert_output(
+        &with,
+        0,
+        &["\u{2714} No validation issues found when analyzing files in .."],
+    );
+}

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use strait_config::mesh::OutboundMode;
 use strait_config::{Role, Scope};
 use strait_controller::admin_client::Target;
 use strait_controller::analyze::{analyze, any_errors, load, Input};
@@ -127,6 +126,10 @@ struct AnalyzeArgs {
     /// after the Gateway's own).
     #[arg(short, long, env = "STRAIT_NAMESPACE", default_value = "istio-system")]
     namespace: String,
+    /// Istio's mesh config the gateway runs with (outbound policy, extension
+    /// providers that CUSTOM AuthorizationPolicies name).
+    #[arg(long)]
+    mesh_config: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -164,12 +167,24 @@ fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let mesh = match &args.mesh_config {
+        None => strait_config::mesh::MeshConfig::default(),
+        Some(path) => match strait_config::mesh::load(path) {
+            Ok((mesh, _notes)) => mesh,
+            Err(diags) => {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                return Ok(ExitCode::from(1));
+            }
+        },
+    };
     let scope = Scope {
         role: Role::Gateway,
         labels: parse_labels(&args.labels)?,
         namespace: args.namespace.clone(),
-        outbound: OutboundMode::default(),
-        ext_authz: Vec::new(),
+        outbound: mesh.outbound,
+        ext_authz: mesh.ext_authz,
     };
     let (input, what) = match &args.input.config_dir {
         Some(dir) => (Input::Dir(dir.clone()), format!("files in {}", dir.display())),
