@@ -279,6 +279,8 @@ pub fn strait(env: &Env, examples: &Path, routes: Option<usize>) -> Result<Targe
         format!("--port-map=80={},443={}", http.port(), https.port()),
         "--admin-port=0".into(),
         format!("--health-port={health}"),
+        // Every Strait target runs at once: each needs its own metrics port.
+        format!("--metrics-port={}", free_port()),
         "--threads=1".into(),
     ];
     Target {
