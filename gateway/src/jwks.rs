@@ -132,12 +132,20 @@ pub struct JwksFetcher {
 #[async_trait]
 impl BackgroundService for JwksFetcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let client = match reqwest::Client::builder().build() {
-            Ok(c) => c,
-            Err(e) => return log::error!("no HTTP client for JWKS fetches: {e}; tokens of remote issuers get 401"),
-        };
+        // Made when the first remote key set appears: most gateways have none.
+        let mut client: Option<reqwest::Client> = None;
         loop {
             for slot in self.store.unstarted() {
+                let client = match &client {
+                    Some(c) => c,
+                    None => match reqwest::Client::builder().build() {
+                        Ok(c) => client.insert(c),
+                        Err(e) => {
+                            log::error!("no HTTP client for JWKS fetches: {e}; tokens of remote issuers get 401");
+                            continue;
+                        }
+                    },
+                };
                 tokio::spawn(refresh(Arc::downgrade(&slot), client.clone(), self.store.refresh));
             }
             tokio::select! {

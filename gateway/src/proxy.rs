@@ -672,7 +672,7 @@ impl Gateway {
         };
         if let Some(ext) = custom.and_then(|i| runtime.snapshot.ext_authz.get(i)) {
             let target = self.side_call_target(runtime, ext.cluster).await;
-            match ext_authz::check(&self.shared.http, target, &ext.provider, session.req_header()).await {
+            match ext_authz::check(self.shared.http(), target, &ext.provider, session.req_header()).await {
                 ext_authz::Verdict::Deny { status, headers, body } => {
                     ctx.flags.add(Flags::EXT_AUTHZ_DENIED);
                     return respond(session, status, &headers, None, body).await;

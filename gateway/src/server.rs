@@ -258,15 +258,18 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             debounce: Duration::from_millis(100),
         },
     ));
-    server.add_service(background_service(
-        "acme",
-        AcmeManager {
-            shared: shared.clone(),
-            issuers: opts.acme_issuers.clone(),
-            store: opts.config_dir.join("acme"),
-            every: opts.acme_check,
-        },
-    ));
+    // Issuers come from the mesh config, read at start: without any, nothing to order.
+    if !opts.acme_issuers.is_empty() {
+        server.add_service(background_service(
+            "acme",
+            AcmeManager {
+                shared: shared.clone(),
+                issuers: opts.acme_issuers.clone(),
+                store: opts.config_dir.join("acme"),
+                every: opts.acme_check,
+            },
+        ));
+    }
     server.add_service(background_service(
         "jwks fetcher",
         JwksFetcher {

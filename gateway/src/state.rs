@@ -86,8 +86,9 @@ pub struct Shared {
     pub limiter: Limiter,
     /// Remote JWKS slots, fetched by the `JwksFetcher` service.
     pub jwks: Arc<JwksStore>,
-    /// Client for the gateway's own calls (external authorization).
-    pub http: reqwest::Client,
+    /// Client for the gateway's own calls (external authorization), made on first use:
+    /// its TLS roots cost memory a gateway without such calls need not hold.
+    http: std::sync::OnceLock<reqwest::Client>,
     /// Answers to the ACME challenges being validated.
     pub challenges: Arc<Challenges>,
     /// Istio's metric families.
@@ -128,7 +129,7 @@ impl Shared {
             mirrors: Mirrors::default(),
             limiter: Limiter::default(),
             jwks,
-            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
+            http: std::sync::OnceLock::new(),
             challenges: Arc::new(Challenges::new(config_dir.join("acme"))),
             metrics,
             connections: AtomicUsize::new(0),
@@ -136,6 +137,12 @@ impl Shared {
             access_log: std::sync::OnceLock::new(),
             tracer: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The client for the gateway's own HTTP calls.
+    pub fn http(&self) -> &reqwest::Client {
+        self.http
+            .get_or_init(|| reqwest::Client::builder().no_proxy().build().unwrap_or_default())
     }
 
     /// The configuration new requests use.
