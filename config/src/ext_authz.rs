@@ -24,7 +24,7 @@ pub struct Provider {
     /// Its port.
     pub port: u16,
     /// Longest wait for an answer.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "crate::snapshot::ser_duration")]
     pub timeout: Duration,
     /// Prefix put before the request's path in the check request.
     pub path_prefix: String,
@@ -82,10 +82,6 @@ impl Pattern {
 /// Whether any pattern of `list` matches `name`.
 pub fn any_matches(list: &[Pattern], name: &str) -> bool {
     list.iter().any(|p| p.matches(name))
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{}s", d.as_secs_f64()))
 }
 
 fn ser_pairs<S: serde::Serializer>(pairs: &[(HeaderName, String)], s: S) -> Result<S::Ok, S::Error> {

@@ -64,7 +64,7 @@ pub enum Location {
     /// A header, after a prefix such as `Bearer ` (compared without case).
     Header {
         /// Header name.
-        #[serde(serialize_with = "ser_name")]
+        #[serde(serialize_with = "crate::snapshot::ser_name")]
         name: HeaderName,
         /// Prefix before the token.
         prefix: String,
@@ -86,7 +86,7 @@ pub enum Jwks {
         /// The URL: the JWKS, or the discovery document when `discover`.
         uri: String,
         /// How long one fetch may take.
-        #[serde(serialize_with = "ser_duration")]
+        #[serde(serialize_with = "crate::snapshot::ser_duration")]
         timeout: Duration,
         /// `uri` is `<issuer>/.well-known/openid-configuration`, whose `jwks_uri` names the keys.
         discover: bool,
@@ -299,7 +299,7 @@ pub struct Peeked<'a> {
 impl Peeked<'_> {
     /// The `iss` claim, if any.
     pub fn issuer(&self) -> Option<&str> {
-        self.payload.get("iss").and_then(Value::as_str)
+        token_issuer(&self.payload)
     }
 }
 
@@ -469,13 +469,9 @@ impl JwtAuth {
     }
 }
 
-fn ser_name<S: serde::Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(n.as_str())
-}
-
 fn ser_opt_name<S: serde::Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
     match n {
-        Some(n) => s.serialize_str(n.as_str()),
+        Some(n) => crate::snapshot::ser_name(n, s),
         None => s.serialize_none(),
     }
 }
@@ -486,10 +482,6 @@ fn ser_claim_headers<S: serde::Serializer>(list: &[(HeaderName, ClaimPath)], s: 
 
 fn ser_keys<S: serde::Serializer>(keys: &Arc<KeySet>, s: S) -> Result<S::Ok, S::Error> {
     keys.serialize(s)
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{}s", d.as_secs_f64()))
 }
 
 fn header_name(text: &str) -> Result<HeaderName, String> {

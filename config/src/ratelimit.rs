@@ -20,7 +20,7 @@ pub struct RateLimit {
     /// Requests per period (also the burst).
     pub requests: u32,
     /// The period.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "crate::snapshot::ser_duration")]
     pub per: Duration,
     /// What buckets are kept per.
     pub key: RateKey,
@@ -32,17 +32,9 @@ pub enum RateKey {
     /// The client address.
     ClientIp,
     /// A request header's value (requests without it share one bucket).
-    Header(#[serde(serialize_with = "ser_name")] HeaderName),
+    Header(#[serde(serialize_with = "crate::snapshot::ser_name")] HeaderName),
     /// A verified JWT claim (requests without one share one bucket).
     Claim(crate::claims::ClaimPath),
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{}s", d.as_secs_f64()))
-}
-
-fn ser_name<S: serde::Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(n.as_str())
 }
 
 /// Compiles a RateLimit; errors are (field, message).

@@ -1088,7 +1088,8 @@ fn ser_len<T, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{} entries", v.len()))
 }
 
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// A duration as `<seconds>s`, Istio's notation.
+pub(crate) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{}s", d.as_secs_f64()))
 }
 
@@ -1119,7 +1120,8 @@ fn ser_regex<S: Serializer>(r: &Arc<Regex>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(r.as_str())
 }
 
-fn ser_name<S: Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+/// A header name as its text.
+pub(crate) fn ser_name<S: Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(n.as_str())
 }
 

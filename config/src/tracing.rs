@@ -53,7 +53,7 @@ pub struct Provider {
     /// gRPC or HTTP, with their settings.
     pub transport: Transport,
     /// Longest wait for one export (`http.timeout` or `grpc.timeout`).
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "crate::snapshot::ser_duration")]
     pub timeout: Duration,
     /// Longest request path kept in `http.url` (`maxTagLength`).
     pub max_tag_length: u32,
@@ -75,10 +75,6 @@ pub struct Tracing {
     pub provider: Provider,
     /// Percentage (0-100) of requests without a parent decision that are traced.
     pub sampling: f64,
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{}s", d.as_secs_f64()))
 }
 
 /// Reads Istio's `HttpHeader` list (`[{name, value}]`); errors are (field, message).

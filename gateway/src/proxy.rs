@@ -209,6 +209,12 @@ impl RequestCtx {
         self.place().route(&self.runtime)
     }
 
+    /// The endpoint of the last try.
+    fn upstream_endpoint(&self) -> Option<std::net::SocketAddr> {
+        let (index, _) = self.endpoint.as_ref()?;
+        Some(self.place().cluster(&self.runtime)?.endpoints.get(*index)?.address)
+    }
+
     fn destination(&self) -> Option<&WeightedCluster> {
         self.place().destination(&self.runtime)
     }
@@ -708,12 +714,7 @@ impl Gateway {
         let place = ctx.place();
         let cluster = place.cluster(&ctx.runtime);
         let operation = cluster.map_or_else(String::new, |c| crate::trace::operation_name(&c.host, c.port));
-        let upstream = ctx
-            .endpoint
-            .as_ref()
-            .and_then(|(i, _)| cluster.and_then(|c| c.endpoints.get(*i)))
-            .map(|e| e.address.to_string())
-            .unwrap_or_default();
+        let upstream = ctx.upstream_endpoint().map(|a| a.to_string()).unwrap_or_default();
         let mut r = trace_record(
             session,
             &operation,
@@ -738,11 +739,7 @@ impl Gateway {
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         let place = ctx.place();
         let cluster = place.cluster(&ctx.runtime);
-        let upstream_host = ctx
-            .endpoint
-            .as_ref()
-            .and_then(|(i, _)| cluster.and_then(|c| c.endpoints.get(*i)))
-            .map(|e| e.address);
+        let upstream_host = ctx.upstream_endpoint();
         let protocol = match req.version {
             http::Version::HTTP_2 => "HTTP/2",
             http::Version::HTTP_10 => "HTTP/1.0",
