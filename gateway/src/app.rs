@@ -11,6 +11,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use crate::certs::TlsInfo;
+use crate::h2_front;
 use crate::proxy::Gateway;
 use crate::state::{ConnectionGuard, Shared};
 use crate::tls_front::TlsFront;
@@ -26,6 +27,9 @@ pub struct EdgeApp {
     pub tls: Option<TlsFront>,
     /// Engine state (for the connection count).
     pub shared: Arc<Shared>,
+    /// Requests one connection may carry (0: no limit); then HTTP/1 clients get
+    /// `Connection: close` and HTTP/2 clients a GOAWAY.
+    pub max_requests_per_connection: u32,
 }
 
 #[async_trait]
@@ -47,7 +51,8 @@ impl ServerApp for EdgeApp {
             }
         }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            h2_front::serve(&self.proxy, stream, shutdown, self.max_requests_per_connection).await;
+            return None;
         }
         // HTTP/2 with prior knowledge (gRPC clients over plain TCP) starts with "PRI";
         // no HTTP/1 method does, and every HTTP/1 request is longer than 3 bytes.
@@ -56,7 +61,8 @@ impl ServerApp for EdgeApp {
             let silence = std::time::Duration::from_secs(self.header_timeout_secs);
             match tokio::time::timeout(silence, stream.try_peek(&mut start)).await {
                 Ok(Ok(true)) if &start == b"PRI" => {
-                    return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+                    h2_front::serve(&self.proxy, stream, shutdown, self.max_requests_per_connection).await;
+                    return None;
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => return None,
@@ -70,6 +76,9 @@ impl ServerApp for EdgeApp {
         } else {
             Some(self.header_timeout_secs)
         });
+        if self.max_requests_per_connection > 0 {
+            session.set_keepalive_reuses_remaining(Some(self.max_requests_per_connection - 1));
+        }
         let mut result = self.proxy.process_new_http(session, shutdown).await;
         while let Some((stream, settings)) = result.map(|r| r.consume()) {
             let mut session = ServerSession::new_http1(stream);

@@ -220,6 +220,14 @@ impl RequestCtx {
     }
 }
 
+/// The error types of a client that went away (closed, reset its stream): nobody
+/// is left to answer.
+macro_rules! client_gone {
+    () => {
+        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::H2Error
+    };
+}
+
 /// Envoy's body for answers of its fault filter.
 const FAULT_BODY: &[u8] = b"fault filter abort";
 
@@ -1383,9 +1391,7 @@ impl ProxyHttp for Gateway {
                 503,
                 b"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
             ),
-            (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => {
-                (0, b"")
-            }
+            (client_gone!(), ErrorSource::Downstream) => (0, b""),
             (_, ErrorSource::Downstream) => (400, b""),
             _ => (500, b""),
         };
@@ -1421,6 +1427,16 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // A client that went away is the access log's `DC`, not an error of the
+        // proxy; logging each at error level would let a client flood the log.
+        let gone = error.esource() == &ErrorSource::Downstream && matches!(error.etype(), client_gone!());
+        if gone {
+            log::debug!("client went away: {error}");
+        }
+        gone
+    }
+
     fn upstream_response_trailer_filter(
         &self,
         _session: &mut Session,
@@ -1436,6 +1452,9 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
             ctx.flags.add(Flags::DOWNSTREAM_TERMINATION);
+            if session.req_header().version == http::Version::HTTP_2 {
+                crate::h2_front::note_early_reset();
+            }
         }
         let written = session.response_written();
         let status = written.map_or(0, |r| r.status.as_u16());

@@ -51,6 +51,8 @@ pub struct Options {
     pub threads: usize,
     /// Request limits.
     pub limits: Limits,
+    /// Requests one client connection may carry (0: no limit).
+    pub max_requests_per_connection: u32,
     /// Time between fetches of a remote JWKS.
     pub jwks_refresh: Duration,
     /// Access log file and encoding (None: off).
@@ -209,6 +211,7 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             header_timeout_secs: opts.header_timeout_secs,
             tls: None,
             shared: shared.clone(),
+            max_requests_per_connection: opts.max_requests_per_connection,
         };
         if tls {
             let handshake = HandshakeInfo {

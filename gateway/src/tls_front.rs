@@ -4,125 +4,24 @@
 //! challenge, answered with the challenge certificate on the same port; every other
 //! handshake goes through Pingora's rustls acceptor as before.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use pingora::listeners::tls::Acceptor;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
-    UniqueID, UniqueIDType,
-};
+use pingora::listeners::tls::{Acceptor, TlsSettings};
+use pingora::protocols::{Shutdown, Stream};
 use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::acme::Challenges;
 use crate::certs::{HandshakeInfo, SniResolver};
 use crate::client_auth::ServerVerifier;
 use crate::client_hello;
+use crate::relay_stream::RelayStream;
 use crate::state::Shared;
-use pingora::listeners::tls::TlsSettings;
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// A plain connection handed to a TLS acceptor (Pingora's acceptor wants its own
-/// traits on the stream, which the boxed stream only has through this wrapper).
-#[derive(Debug)]
-struct Plain(Stream);
-
-impl AsyncRead for Plain {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Plain {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-}
-
-#[async_trait]
-impl Shutdown for Plain {
-    async fn shutdown(&mut self) {
-        Shutdown::shutdown(&mut *self.0).await
-    }
-}
-
-impl UniqueID for Plain {
-    fn id(&self) -> UniqueIDType {
-        self.0.id()
-    }
-}
-
-impl Ssl for Plain {}
-
-impl GetTimingDigest for Plain {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.0.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.0.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.0.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for Plain {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.0.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for Plain {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.0.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.0.set_socket_digest(digest)
-    }
-}
-
-#[async_trait]
-impl Peek for Plain {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.0.try_peek(buf).await
-    }
-}
-
-/// Serves the challenge certificate of the ClientHello's name.
 #[derive(Debug)]
 struct ChallengeResolver(Arc<CertifiedKey>);
 
@@ -213,8 +112,8 @@ impl TlsFront {
         }
         let per_server = self.server_acceptor(hello.sni.as_deref());
         let acceptor = per_server.as_deref().unwrap_or(&self.acceptor);
-        match acceptor.tls_handshake(Plain(stream)).await {
-            Ok(tls) => Some(Box::new(tls)),
+        match acceptor.tls_handshake(RelayStream::plain(stream)).await {
+            Ok(tls) => Some(Box::new(RelayStream::flush_on_idle_read(Box::new(tls)))),
             Err(e) => {
                 log::debug!("TLS handshake failed: {e}");
                 None
@@ -240,7 +139,7 @@ impl TlsFront {
         };
         config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
         let acceptor = Acceptor::from_server_config(Arc::new(config));
-        match acceptor.tls_handshake(Plain(stream)).await {
+        match acceptor.tls_handshake(RelayStream::plain(stream)).await {
             Ok(mut tls) => {
                 log::info!("answered the TLS-ALPN-01 challenge for {sni:?}");
                 Shutdown::shutdown(&mut tls).await;

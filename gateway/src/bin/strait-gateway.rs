@@ -76,6 +76,10 @@ struct Cli {
     /// Seconds a request may see no traffic (reading or writing) before it is ended.
     #[arg(long, env = "STRAIT_STREAM_IDLE_TIMEOUT", default_value_t = 300)]
     stream_idle_timeout: u64,
+    /// Requests one client connection may carry, HTTP/1 or HTTP/2 (nginx's
+    /// `keepalive_requests`); then the client is asked to reconnect. 0: no limit.
+    #[arg(long, env = "STRAIT_MAX_REQUESTS_PER_CONNECTION", default_value_t = 1000)]
+    max_requests_per_connection: u32,
     /// Seconds between fetches of a RequestAuthentication's jwksUri (Istio's default:
     /// 20 minutes); a failed fetch is retried sooner, with backoff.
     #[arg(long, env = "STRAIT_JWKS_REFRESH_INTERVAL", default_value_t = 1200)]
@@ -208,6 +212,7 @@ fn run() -> anyhow::Result<ExitCode> {
             trusted_hops: mesh.num_trusted_proxies,
             ..Limits::default()
         },
+        max_requests_per_connection: cli.max_requests_per_connection,
         jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
         access_log: mesh.access_log_file.clone().map(|f| {
             let encoding = if mesh.access_log_json {

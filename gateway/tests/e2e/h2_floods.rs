@@ -1,11 +1,9 @@
 //! HTTP/2 abuse at the edge: a rapid-reset flood and a CONTINUATION flood on one
 //! connection each, after which the gateway still answers everyone else.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
 
 use crate::support::*;
 
@@ -29,30 +27,6 @@ spec:
   http:
   - directResponse: {status: 200, body: {string: fine}}
 "#;
-
-/// A TLS connection to the gateway that negotiated h2.
-async fn h2_tls(port: u16, cert: &TestCert) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(cert.der.clone()))
-        .expect("root");
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("app.example.com").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
-}
 
 async fn still_serving(gw: &Gateway, cert: &TestCert) {
     let c = client(&[("app.example.com", gw.https)], &[cert]);

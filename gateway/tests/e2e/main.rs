@@ -7,6 +7,7 @@ mod admin;
 mod authz;
 mod balancing;
 mod check;
+mod connection_abuse;
 mod cors;
 mod egress;
 mod ext_authz;

@@ -1,0 +1,154 @@
+//! A boxed Pingora stream behind a concrete type. Pingora's TLS acceptor wants its
+//! traits on a concrete stream, which the boxed stream only has through a wrapper;
+//! and a finished TLS connection needs one behaviour Pingora's stream lacks:
+//! writing out what the TLS layer queued while only reading (see `flush_on_idle_read`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
+    UniqueID, UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A stream that passes everything through to the boxed stream it holds.
+#[derive(Debug)]
+pub struct RelayStream {
+    inner: Stream,
+    /// When a read finds nothing to read, flush what the inner stream holds.
+    flush_on_idle_read: bool,
+}
+
+impl RelayStream {
+    /// A plain pass-through, to hand a boxed stream to a TLS acceptor.
+    pub fn plain(inner: Stream) -> RelayStream {
+        RelayStream {
+            inner,
+            flush_on_idle_read: false,
+        }
+    }
+
+    /// For an established TLS connection: rustls answers some records it reads
+    /// (a TLS 1.2 renegotiation attempt gets a `no_renegotiation` alert, a TLS 1.3
+    /// KeyUpdate request its KeyUpdate) by queueing a record, which only goes out on
+    /// the next write. A server that is waiting for the client's next request
+    /// writes nothing, so the client would wait for an answer until the connection
+    /// times out. Flushing whenever a read has to wait sends such records at once,
+    /// as OpenSSL-based servers do; with nothing queued the flush writes nothing.
+    pub fn flush_on_idle_read(inner: Stream) -> RelayStream {
+        RelayStream {
+            inner,
+            flush_on_idle_read: true,
+        }
+    }
+}
+
+impl AsyncRead for RelayStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if read.is_pending() && self.flush_on_idle_read {
+            // An error here will show again on the next read or write.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.inner).poll_flush(cx) {
+                log::debug!("flushing while waiting to read: {e}");
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for RelayStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for RelayStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for RelayStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for RelayStream {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for RelayStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for RelayStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for RelayStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for RelayStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
