@@ -360,6 +360,7 @@ mod tests {
                 address: ([10, 0, 0, 1], 8000 + i).into(),
                 hostname: None,
                 labels: Default::default(),
+                workload: None,
             })
             .collect()
     }

@@ -30,6 +30,8 @@ struct EndpointDef {
     /// Port name -> port on the endpoint.
     ports: BTreeMap<String, u16>,
     labels: Labels,
+    /// The workload's name (a WorkloadEntry's), for metrics.
+    workload: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,6 +106,7 @@ impl Registry {
                         dns,
                         ports: ports_map(&e.ports),
                         labels: e.labels.clone(),
+                        workload: None,
                     })
                 })
                 .collect();
@@ -118,6 +121,7 @@ impl Registry {
                                 dns,
                                 ports: ports_map(&we.ports),
                                 labels,
+                                workload: Some(we_entry.resource.name.clone()),
                             });
                         }
                     }
@@ -134,6 +138,7 @@ impl Registry {
                         dns,
                         ports: BTreeMap::new(),
                         labels: Labels::default(),
+                        workload: None,
                     });
                 }
             }
@@ -185,6 +190,7 @@ impl Registry {
                             dns: false,
                             ports: ports.clone(),
                             labels: Labels::new(),
+                            workload: None,
                         });
                     }
                 }
@@ -277,6 +283,7 @@ impl Registry {
                     address: SocketAddr::new(ip, target),
                     hostname,
                     labels: e.labels.clone(),
+                    workload: e.workload.clone(),
                 })
             })
             .collect();

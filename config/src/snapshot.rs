@@ -1078,6 +1078,10 @@ pub struct Endpoint {
     pub hostname: Option<String>,
     /// Labels.
     pub labels: Labels,
+    /// The workload it belongs to, for metrics (a WorkloadEntry's name, as Istio names
+    /// it); None when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 fn ser_opt_arc<T: Serialize, S: Serializer>(v: &Option<Arc<T>>, s: S) -> Result<S::Ok, S::Error> {

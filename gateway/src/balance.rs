@@ -76,6 +76,7 @@ mod tests {
                 address: ([127, 0, 0, 1], 9000 + i).into(),
                 hostname: None,
                 labels: Default::default(),
+                workload: None,
             })
             .collect();
         Cluster {

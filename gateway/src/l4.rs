@@ -51,11 +51,11 @@ impl ServerApp for L4App {
             None
         };
         // The guard counts the connection as active on its endpoint until it ends.
-        let (mut up, _guard, cluster) = self.connect(sni.as_deref()).await?;
+        let (mut up, _guard, cluster, endpoint) = self.connect(sni.as_deref()).await?;
         let runtime = self.shared.current();
         let tcp = runtime
             .destination(Some(cluster))
-            .and_then(|d| self.shared.metrics.tcp_open(d, Flags::NONE).ok());
+            .and_then(|d| self.shared.metrics.tcp_open(d, Some(endpoint), Flags::NONE).ok());
         // Bytes are counted when the connection ends (Envoy also reports them while
         // it lasts).
         let (to_upstream, to_client) = match tokio::io::copy_bidirectional(&mut stream, &mut up).await {
@@ -76,8 +76,8 @@ impl ServerApp for L4App {
 
 impl L4App {
     /// Connects to an endpoint of the first route matching `sni`, trying another
-    /// endpoint once if the first refuses.
-    async fn connect(&self, sni: Option<&str>) -> Option<(TcpStream, Option<ActiveGuard>, usize)> {
+    /// endpoint once if the first refuses; returns the cluster and endpoint indexes too.
+    async fn connect(&self, sni: Option<&str>) -> Option<(TcpStream, Option<ActiveGuard>, usize, usize)> {
         let runtime = self.shared.current();
         let listener = runtime.snapshot.listener(self.port)?;
         let Some(route) = listener.l4_routes.iter().find(|r| r.matches_sni(sni)) else {
@@ -110,7 +110,7 @@ impl L4App {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     state.record(&cluster.policy, index, Outcome::Connected);
-                    return Some((s, guard, dest.cluster));
+                    return Some((s, guard, dest.cluster, index));
                 }
                 Ok(Err(e)) => log::warn!("listener {}: connect to {address} failed: {e}", self.port),
                 Err(_) => log::warn!("listener {}: connect to {address} timed out", self.port),

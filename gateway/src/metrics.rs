@@ -47,6 +47,16 @@ const LABELS: [&str; 25] = [
     "connection_security_policy",
 ];
 
+/// This proxy's workload name as Istio's metrics and spans give it: its `app` label
+/// (`istio-ingressgateway` for Istio's gateway), else its `istio` label.
+pub fn workload_name(scope: &Scope) -> Option<&str> {
+    scope
+        .labels
+        .get("app")
+        .or_else(|| scope.labels.get("istio"))
+        .map(String::as_str)
+}
+
 /// Istio's TCP metrics have no response or gRPC code.
 fn tcp_labels() -> Vec<&'static str> {
     LABELS
@@ -91,7 +101,32 @@ impl std::fmt::Debug for Metrics {
 #[derive(Debug)]
 pub struct Destination {
     labels: [String; 11],
+    /// The distinct workload names of the cluster's endpoints.
+    workloads: Vec<String>,
+    /// Per endpoint (index-aligned with the cluster's), its index in `workloads`.
+    endpoint_workload: Vec<Option<u32>>,
     cache: RwLock<Vec<(Key, Arc<Handles>)>>,
+}
+
+/// Index of `destination_workload` among the label values.
+const DESTINATION_WORKLOAD: usize = 9;
+
+impl Destination {
+    /// The index of the workload that `endpoint` (of the cluster) belongs to.
+    fn workload_of(&self, endpoint: Option<usize>) -> Option<u32> {
+        self.endpoint_workload.get(endpoint?).copied().flatten()
+    }
+
+    /// The label values for `workload`: Istio's source reporter names the
+    /// destination workload after the endpoint that answered.
+    fn values<'a>(&'a self, source: &'a [String; 9], workload: Option<u32>) -> Vec<&'a str> {
+        let mut values: Vec<&str> = source.iter().map(String::as_str).collect();
+        values.extend(self.labels.iter().map(String::as_str));
+        if let Some(name) = workload.and_then(|w| self.workloads.get(w as usize)) {
+            values[DESTINATION_WORKLOAD] = name;
+        }
+        values
+    }
 }
 
 /// What varies per request within a destination.
@@ -101,6 +136,7 @@ struct Key {
     grpc: bool,
     grpc_status: Option<u16>,
     flags: Flags,
+    workload: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -162,12 +198,7 @@ impl Metrics {
     /// Registers Istio's families for a proxy of `scope` (whose labels name it as source).
     pub fn new(scope: &Scope) -> prometheus::Result<Metrics> {
         let label = |k: &str| scope.labels.get(k).cloned().unwrap_or_else(|| UNKNOWN.to_string());
-        let app = scope
-            .labels
-            .get("app")
-            .or_else(|| scope.labels.get("istio"))
-            .cloned()
-            .unwrap_or_else(|| UNKNOWN.to_string());
+        let app = workload_name(scope).unwrap_or(UNKNOWN).to_string();
         let tcp = tcp_labels();
         let metrics = Metrics {
             registry: Registry::new(),
@@ -216,16 +247,27 @@ impl Metrics {
         for family in [&metrics.duration, &metrics.request_bytes, &metrics.response_bytes] {
             metrics.registry.register(Box::new(family.clone()))?;
         }
+        // Every Istio proxy exports its version this way; the dashboards'
+        // "Istio Component Versions" panels read it.
+        let build = prometheus::IntGaugeVec::new(
+            Opts::new("istio_build", "Istio component build info"),
+            &["component", "tag"],
+        )?;
+        build
+            .get_metric_with_label_values(&["proxy", env!("CARGO_PKG_VERSION")])?
+            .set(1);
+        metrics.registry.register(Box::new(build))?;
         Ok(metrics)
     }
 
-    /// Counts one finished request towards `dest`.
-    pub fn record(&self, dest: &Destination, r: &RequestRecord) {
+    /// Counts one finished request towards `dest`, answered by its `endpoint`.
+    pub fn record(&self, dest: &Destination, endpoint: Option<usize>, r: &RequestRecord) {
         let key = Key {
             status: r.status,
             grpc: r.grpc,
             grpc_status: r.grpc_status,
             flags: r.flags,
+            workload: dest.workload_of(endpoint),
         };
         if let Ok(cache) = dest.cache.read() {
             if let Some((_, handles)) = cache.iter().find(|(k, _)| *k == key) {
@@ -243,8 +285,7 @@ impl Metrics {
         let grpc_status = key.grpc_status.map(|s| s.to_string()).unwrap_or_default();
         let flags = key.flags.text();
         let protocol = if key.grpc { "grpc" } else { "http" };
-        let mut values: Vec<&str> = self.source.iter().map(String::as_str).collect();
-        values.extend(dest.labels.iter().map(String::as_str));
+        let mut values = dest.values(&self.source, key.workload);
         values.extend([protocol, code.as_str(), grpc_status.as_str(), flags.as_str(), UNKNOWN]);
         let handles = Arc::new(Handles {
             requests: self.requests.get_metric_with_label_values(&values)?,
@@ -258,12 +299,16 @@ impl Metrics {
         Ok(handles)
     }
 
-    /// Counts a TCP connection opened towards `dest`; its bytes and close go to the
-    /// returned handles.
-    pub fn tcp_open(&self, dest: &Destination, flags: Flags) -> prometheus::Result<TcpHandles> {
+    /// Counts a TCP connection opened towards `dest`'s `endpoint`; its bytes and close
+    /// go to the returned handles.
+    pub fn tcp_open(
+        &self,
+        dest: &Destination,
+        endpoint: Option<usize>,
+        flags: Flags,
+    ) -> prometheus::Result<TcpHandles> {
         let flags = flags.text();
-        let mut values: Vec<&str> = self.source.iter().map(String::as_str).collect();
-        values.extend(dest.labels.iter().map(String::as_str));
+        let mut values = dest.values(&self.source, dest.workload_of(endpoint));
         values.extend(["tcp", flags.as_str(), UNKNOWN]);
         self.tcp_opened.get_metric_with_label_values(&values)?.inc();
         Ok(TcpHandles {
@@ -305,6 +350,19 @@ fn destination(cluster: Option<&Cluster>) -> Destination {
     let version = cluster
         .and_then(|c| c.subset.clone())
         .unwrap_or_else(|| UNKNOWN.to_string());
+    let mut workloads: Vec<String> = Vec::new();
+    let endpoint_workload = cluster
+        .map_or(&[][..], |c| &c.endpoints[..])
+        .iter()
+        .map(|e| {
+            let name = e.workload.as_ref()?;
+            let index = workloads.iter().position(|w| w == name).unwrap_or_else(|| {
+                workloads.push(name.clone());
+                workloads.len() - 1
+            });
+            u32::try_from(index).ok()
+        })
+        .collect();
     Destination {
         labels: [
             UNKNOWN.to_string(),
@@ -323,6 +381,8 @@ fn destination(cluster: Option<&Cluster>) -> Destination {
             },
             if cluster.is_some() { "Kubernetes" } else { UNKNOWN }.to_string(),
         ],
+        workloads,
+        endpoint_workload,
         cache: RwLock::new(Vec::new()),
     }
 }

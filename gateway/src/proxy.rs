@@ -1478,7 +1478,8 @@ impl ProxyHttp for Gateway {
         };
         let cluster = ctx.destination().map(|d| d.cluster);
         if let Some(dest) = ctx.runtime.destination(cluster) {
-            self.shared.metrics.record(dest, &record);
+            let endpoint = ctx.endpoint.as_ref().map(|(i, _)| *i);
+            self.shared.metrics.record(dest, endpoint, &record);
         }
         if let Some(log) = self.shared.access_log.get() {
             self.access_log(log, session, ctx, &record);

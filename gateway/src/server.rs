@@ -114,12 +114,9 @@ fn h2_options(limits: &Limits) -> pingora::protocols::http::v2::server::H2Option
 
 /// The gateway's names in spans, as Istio gives them.
 fn identity(scope: &Scope) -> crate::trace::Identity {
-    let app = scope
-        .labels
-        .get("app")
-        .or_else(|| scope.labels.get("istio"))
-        .cloned()
-        .unwrap_or_else(|| "strait-gateway".into());
+    let app = crate::metrics::workload_name(scope)
+        .unwrap_or("strait-gateway")
+        .to_string();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let ns = scope.namespace.clone();
     crate::trace::Identity {

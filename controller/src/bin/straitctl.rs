@@ -119,7 +119,7 @@ struct AnalyzeArgs {
         long,
         env = "STRAIT_LABELS",
         value_delimiter = ',',
-        default_value = "istio=ingressgateway"
+        default_value = "app=istio-ingressgateway,istio=ingressgateway"
     )]
     labels: Vec<String>,
     /// Namespace of the gateway to translate for (where TLS Secrets are looked up

@@ -32,12 +32,13 @@ struct Cli {
     /// Gateway port to listening port, e.g. `80=8080,443=8443`.
     #[arg(long, env = "STRAIT_PORT_MAP", value_delimiter = ',')]
     port_map: Vec<String>,
-    /// This gateway's labels, matched by Gateway `selector`s.
+    /// This gateway's labels, matched by Gateway `selector`s; `app` names it in
+    /// metrics and traces. The default is the labels of Istio's ingress gateway.
     #[arg(
         long,
         env = "STRAIT_LABELS",
         value_delimiter = ',',
-        default_value = "istio=ingressgateway"
+        default_value = "app=istio-ingressgateway,istio=ingressgateway"
     )]
     labels: Vec<String>,
     /// This gateway's namespace (TLS Secrets are looked up here after the Gateway's own).

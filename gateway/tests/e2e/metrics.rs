@@ -125,7 +125,7 @@ async fn istio_metrics_for_known_traffic() {
     let requests = |labels: &[(&str, &str)]| sample(&text, "istio_requests_total", labels);
     let source = [
         ("reporter", "source"),
-        ("source_workload", "ingressgateway"),
+        ("source_workload", "istio-ingressgateway"),
         ("source_workload_namespace", "default"),
         ("source_principal", "unknown"),
         ("connection_security_policy", "unknown"),
@@ -222,4 +222,76 @@ async fn istio_metrics_for_known_traffic() {
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert!((value - 5.0 / 7.0).abs() < 1e-9, "success rate {value}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_workload_and_build_version() {
+    let v1 = echo("reviews", "v1").await;
+    let v2 = echo("reviews", "v2").await;
+    let workload_entry = |name: &str, version: &str, port: u16| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: 127.0.0.1\n  ports: {{http: {port}}}\n  labels: {{app: reviews, version: {version}}}\n"
+        )
+    };
+    let config = http_gateway("[reviews.example.com]")
+        + r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [gw]
+  http:
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"# + &workload_entry("reviews-v1", "v1", v1.addr.port())
+        + &workload_entry("reviews-v2", "v2", v2.addr.port());
+    let (gw, _dir) = start_with(&[("reviews.yaml", &config)]);
+    let c = client(&[("reviews.example.com", gw.http)], &[]);
+    let url = format!("http://reviews.example.com:{}/", gw.http);
+    for _ in 0..2 {
+        assert_eq!(get_json(&c, &url, &[]).await.0, 200);
+    }
+    assert_eq!(get_json(&c, &url, &[("x-version", "v2")]).await.0, 200);
+
+    let scrape = format!("http://127.0.0.1:{}/stats/prometheus", gw.metrics);
+    let text = reqwest::get(&scrape).await.expect("scrape").text().await.expect("body");
+    let requests = |workload: &str| {
+        sample(
+            &text,
+            "istio_requests_total",
+            &[
+                ("source_workload", "istio-ingressgateway"),
+                ("source_app", "istio-ingressgateway"),
+                ("destination_workload", workload),
+                ("destination_workload_namespace", "default"),
+                ("destination_service_name", "reviews"),
+            ],
+        )
+    };
+    assert_eq!(requests("reviews-v1"), Some(2.0), "{text}");
+    assert_eq!(requests("reviews-v2"), Some(1.0), "{text}");
+    let build = format!(
+        "istio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.lines().any(|l| l == build), "{build} missing from {text}");
 }

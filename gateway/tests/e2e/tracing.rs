@@ -58,7 +58,7 @@ async fn spans_reach_the_collector_and_context_goes_upstream() {
     assert_eq!(hex(&span.span.parent_span_id), PARENT_ID);
     assert_eq!(hex(&span.span.span_id), parts[2]);
     assert_eq!(span.span.name, "backend.default.svc.cluster.local:80/*");
-    assert_eq!(span.service_name, "ingressgateway.default");
+    assert_eq!(span.service_name, "istio-ingressgateway.default");
     assert_eq!(span.attr("http.status_code").as_deref(), Some("200"));
     assert_eq!(
         span.attr("upstream_cluster").as_deref(),
