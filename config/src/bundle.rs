@@ -413,6 +413,30 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_bomb_is_refused_at_its_line_and_other_files_still_load() {
+        // The file: a valid VirtualService with nine levels of aliases
+        // under an unknown key (it grew past 5 GB before copies were bounded).
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: b}}]\n";
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("a-bomb.yaml"),
+            format!("{vs}{}", crate::yaml::alias_bomb(9)),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("b-good.yaml"), vs.replace("name: vs", "name: good")).expect("write");
+        let l = load_dir(dir.path()).expect("loads");
+        let names: Vec<&str> = l.bundle.entries.iter().map(|e| e.resource.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+        assert_eq!(l.diagnostics.len(), 1, "{:?}", l.diagnostics);
+        let d = &l.diagnostics[0];
+        assert_eq!(
+            (d.code, d.file.as_str(), d.position.line),
+            (Code::Syntax, "a-bomb.yaml", 13)
+        );
+        assert!(d.is_error() && d.message.contains("alias bomb"), "{d}");
+    }
+
+    #[test]
     fn syntax_error_names_the_file() {
         let l = load("a: [\n");
         assert_eq!(l.diagnostics[0].code, Code::Syntax);
