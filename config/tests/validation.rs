@@ -19,6 +19,10 @@ fn vs(http: &str) -> String {
     format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n{http}")
 }
 
+fn dr(spec: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: dr}}\nspec:\n  host: backend\n{spec}")
+}
+
 #[test]
 fn each_invalid_snippet_gives_the_expected_error() {
     let dest = "    route: [{destination: {host: backend}}]\n";
@@ -77,6 +81,13 @@ fn each_invalid_snippet_gives_the_expected_error() {
             Code::InvalidValue,
             "data.tls.crt",
         ),
+        // Durations: at most what a protobuf Duration holds, at least 1ms where
+        // Istio wants a positive one (a route timeout of 0 stays "no timeout").
+        (vs("  - route: [{destination: {host: backend}}]\n    timeout: \"9223372036854775807s\"\n"), Code::InvalidValue, "spec.http[0].timeout"),
+        (vs("  - route: [{destination: {host: backend}}]\n    retries: {attempts: 2, perTryTimeout: 0s}\n"), Code::InvalidValue, "spec.http[0].retries.perTryTimeout"),
+        (dr("  trafficPolicy: {outlierDetection: {interval: 0s}}\n"), Code::InvalidValue, "spec.trafficPolicy.outlierDetection.interval"),
+        (dr("  trafficPolicy: {outlierDetection: {baseEjectionTime: 400000000000s}}\n"), Code::InvalidValue, "spec.trafficPolicy.outlierDetection.baseEjectionTime"),
+        (dr("  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}\n"), Code::InvalidValue, "spec.trafficPolicy.connectionPool.tcp.connectTimeout"),
     ];
     for (yaml, code, field) in cases {
         let diags = diagnostics(&yaml);
@@ -106,6 +117,13 @@ fn valid_istio_yaml_draws_no_warnings() {
       weight: 100
       headers: {response: {set: {f: g}}}
 "#);
+    let diags = diagnostics(&yaml);
+    assert!(diags.is_empty(), "{diags:#?}");
+}
+
+#[test]
+fn a_route_timeout_of_zero_is_no_timeout() {
+    let yaml = vs("  - route: [{destination: {host: backend}}]\n    timeout: 0s\n");
     let diags = diagnostics(&yaml);
     assert!(diags.is_empty(), "{diags:#?}");
 }
