@@ -273,6 +273,41 @@ impl Validator<'_> {
                 "a route needs at least one destination",
             );
         }
+        let weights: Vec<Option<i64>> = r.route.iter().map(|d| d.weight).collect();
+        self.route_weights(e, f, &weights);
+    }
+
+    /// The weights of route `f`'s destinations: each an int32 that is not negative,
+    /// as in Istio; one positive when there are several; and a sum (taken so that it
+    /// cannot wrap) that fits the u32 a destination is picked with.
+    fn route_weights(&mut self, e: &Entry, f: &str, weights: &[Option<i64>]) {
+        let mut valid = Vec::with_capacity(weights.len());
+        for (di, w) in weights.iter().enumerate() {
+            match w.map(crate::translate::route_weight) {
+                Some(Ok(w)) => valid.push(w),
+                Some(Err(msg)) => self.err(e, Code::InvalidValue, &format!("{f}.route[{di}].weight"), msg),
+                None => {}
+            }
+        }
+        if valid.len() < weights.iter().flatten().count() {
+            // The weights already refused say what is wrong.
+            return;
+        }
+        match crate::translate::total_weight(valid) {
+            None => self.err(
+                e,
+                Code::InvalidValue,
+                &format!("{f}.route"),
+                crate::translate::TOTAL_WEIGHT_TOO_LARGE,
+            ),
+            Some(0) if weights.len() > 1 => self.err(
+                e,
+                Code::InvalidValue,
+                &format!("{f}.route"),
+                "with several destinations, at least one weight must be positive",
+            ),
+            Some(_) => {}
+        }
     }
 
     fn gateway_exists(&mut self, e: &Entry, field: &str, reference: &str) {
@@ -420,7 +455,6 @@ impl Validator<'_> {
                 self.gateway_exists(e, &format!("{mf}.gateways[{gi}]"), g);
             }
         }
-        let mut total = 0i64;
         for (di, d) in r.route.iter().enumerate() {
             let df = format!("{f}.route[{di}]");
             let Some(dest) = &d.destination else {
@@ -462,25 +496,9 @@ impl Validator<'_> {
                     );
                 }
             }
-            match d.weight {
-                Some(w) if w < 0 => self.err(
-                    e,
-                    Code::InvalidValue,
-                    &format!("{df}.weight"),
-                    "weight must not be negative",
-                ),
-                Some(w) => total += w,
-                None => {}
-            }
         }
-        if r.route.len() > 1 && total == 0 {
-            self.err(
-                e,
-                Code::InvalidValue,
-                &format!("{f}.route"),
-                "with several destinations, at least one weight must be positive",
-            );
-        }
+        let weights: Vec<Option<i64>> = r.route.iter().map(|d| d.weight).collect();
+        self.route_weights(e, f, &weights);
         if let Some(rw) = &r.rewrite {
             if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
                 self.err(

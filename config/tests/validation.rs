@@ -19,6 +19,10 @@ fn vs(http: &str) -> String {
     format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n{http}")
 }
 
+fn tcp(route: &str) -> String {
+    format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  tcp:\n  - route:\n{route}")
+}
+
 fn dr(spec: &str) -> String {
     format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: dr}}\nspec:\n  host: backend\n{spec}")
 }
@@ -88,6 +92,12 @@ fn each_invalid_snippet_gives_the_expected_error() {
         (dr("  trafficPolicy: {outlierDetection: {interval: 0s}}\n"), Code::InvalidValue, "spec.trafficPolicy.outlierDetection.interval"),
         (dr("  trafficPolicy: {outlierDetection: {baseEjectionTime: 400000000000s}}\n"), Code::InvalidValue, "spec.trafficPolicy.outlierDetection.baseEjectionTime"),
         (dr("  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}\n"), Code::InvalidValue, "spec.trafficPolicy.connectionPool.tcp.connectTimeout"),
+        // Weights: Istio's are int32 and not negative; their sum must not wrap.
+        (vs("  - route:\n    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: 4294967296}\n"), Code::InvalidValue, "spec.http[0].route[1].weight"),
+        (vs("  - route:\n    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: -1}\n"), Code::InvalidValue, "spec.http[0].route[1].weight"),
+        (vs("  - route:\n    - {destination: {host: a}, weight: 2147483647}\n    - {destination: {host: b}, weight: 2147483647}\n    - {destination: {host: c}, weight: 2}\n"), Code::InvalidValue, "spec.http[0].route"),
+        (tcp("    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: 2147483648}\n"), Code::InvalidValue, "spec.tcp[0].route[1].weight"),
+        (tcp("    - {destination: {host: a}, weight: 0}\n    - {destination: {host: b}}\n"), Code::InvalidValue, "spec.tcp[0].route"),
     ];
     for (yaml, code, field) in cases {
         let diags = diagnostics(&yaml);
@@ -119,6 +129,23 @@ fn valid_istio_yaml_draws_no_warnings() {
 "#);
     let diags = diagnostics(&yaml);
     assert!(diags.is_empty(), "{diags:#?}");
+}
+
+#[test]
+fn weights_that_wrapped_to_zero_are_refused_each() {
+    let yaml = vs("  - route:\n    - {destination: {host: a}, weight: 9223372036854775807}\n    - {destination: {host: b}, weight: 9223372036854775807}\n");
+    let fields: Vec<_> = diagnostics(&yaml)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.code, d.field))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (Code::InvalidValue, Some("spec.http[0].route[0].weight".to_string())),
+            (Code::InvalidValue, Some("spec.http[0].route[1].weight".to_string())),
+        ]
+    );
 }
 
 #[test]
