@@ -1075,10 +1075,13 @@ struct FoundSecret {
 
 /// A route destination's weight: Istio's weights are int32 and not negative.
 pub fn route_weight(w: i64) -> Result<u32, String> {
+    if w < 0 {
+        return Err("weight must not be negative".into());
+    }
     i32::try_from(w)
         .ok()
         .and_then(|w| u32::try_from(w).ok())
-        .ok_or_else(|| format!("weight {w} is not in 0-2147483647 (Istio's weights are int32 and not negative)"))
+        .ok_or_else(|| format!("weight {w} is more than 2147483647 (Istio's weights are int32)"))
 }
 
 /// The sum of a route's weights, taken in u64 so that it cannot wrap; `None` when it

@@ -289,10 +289,12 @@ impl Validator<'_> {
                 None => {}
             }
         }
-        if valid.len() < weights.iter().flatten().count() {
-            // The weights already refused say what is wrong.
-            return;
-        }
+        // A weight refused for being too large was meant to be positive: the sum of
+        // the others being 0 says nothing more.
+        let too_large = weights
+            .iter()
+            .flatten()
+            .any(|w| *w > 0 && crate::translate::route_weight(*w).is_err());
         match crate::translate::total_weight(valid) {
             None => self.err(
                 e,
@@ -300,7 +302,7 @@ impl Validator<'_> {
                 &format!("{f}.route"),
                 crate::translate::TOTAL_WEIGHT_TOO_LARGE,
             ),
-            Some(0) if weights.len() > 1 => self.err(
+            Some(0) if weights.len() > 1 && !too_large => self.err(
                 e,
                 Code::InvalidValue,
                 &format!("{f}.route"),

@@ -149,6 +149,31 @@ fn weights_that_wrapped_to_zero_are_refused_each() {
 }
 
 #[test]
+fn a_negative_weight_leaves_no_positive_one() {
+    // As in Istio: both the weight and the route's total are reported.
+    let yaml =
+        vs("  - route:\n    - {destination: {host: a}, weight: -5}\n    - {destination: {host: b}, weight: 0}\n");
+    let errors: Vec<_> = diagnostics(&yaml)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.field, d.message))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                Some("spec.http[0].route[0].weight".to_string()),
+                "weight must not be negative".to_string()
+            ),
+            (
+                Some("spec.http[0].route".to_string()),
+                "with several destinations, at least one weight must be positive".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
 fn a_route_timeout_of_zero_is_no_timeout() {
     let yaml = vs("  - route: [{destination: {host: backend}}]\n    timeout: 0s\n");
     let diags = diagnostics(&yaml);
