@@ -98,6 +98,40 @@ fn each_invalid_snippet_gives_the_expected_error() {
         (vs("  - route:\n    - {destination: {host: a}, weight: 2147483647}\n    - {destination: {host: b}, weight: 2147483647}\n    - {destination: {host: c}, weight: 2}\n"), Code::InvalidValue, "spec.http[0].route"),
         (tcp("    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: 2147483648}\n"), Code::InvalidValue, "spec.tcp[0].route[1].weight"),
         (tcp("    - {destination: {host: a}, weight: 0}\n    - {destination: {host: b}}\n"), Code::InvalidValue, "spec.tcp[0].route"),
+        // Hosts, as Istio checks them: DNS-1123 labels, a leading `*` only.
+        (
+            format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: ['admin.internal ']\n  gateways: [gw]\n  http:\n{dest}").replace("http:\n    route", "http:\n  - route"),
+            Code::InvalidValue,
+            "spec.hosts[0]",
+        ),
+        (vs("  - route: [{destination: {host: ' backend'}}]\n"), Code::InvalidValue, "spec.http[0].route[0].destination.host"),
+        (vs("  - route: [{destination: {host: '*'}}]\n"), Code::InvalidValue, "spec.http[0].route[0].destination.host"),
+        (vs(&format!("  - mirror: {{host: 'copy\\tsink'}}\n{dest}")), Code::InvalidValue, "spec.http[0].mirror.host"),
+        (
+            format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: t}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{{sniHosts: ['app.example.com.*']}}]\n    route: [{{destination: {{host: backend}}}}]\n"),
+            Code::InvalidValue,
+            "spec.tls[0].match[0].sniHosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [\"api.example\\n.com\"]\n  resolution: DNS\n  ports: [{number: 80, name: http}]\n".into(),
+            Code::InvalidValue,
+            "spec.hosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: ' ratings'\n".into(),
+            Code::InvalidValue,
+            "spec.host",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [' web/app.example.com']\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].hosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [web/app]\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].hosts[0]",
+        ),
     ];
     for (yaml, code, field) in cases {
         let diags = diagnostics(&yaml);
@@ -146,6 +180,18 @@ fn weights_that_wrapped_to_zero_are_refused_each() {
             (Code::InvalidValue, Some("spec.http[0].route[1].weight".to_string())),
         ]
     );
+}
+
+#[test]
+fn hosts_istio_accepts_stay_accepted() {
+    let yaml = format!(
+        "{GW}apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g2}}\nspec:\n  servers:\n  - port: {{number: 443, name: tls, protocol: TLS}}\n    hosts: [shop/*, ./api.example.com, '*/*.example.com', 10.0.0.1]\n    tls: {{mode: PASSTHROUGH}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ip}}\nspec:\n  hosts: [10.0.0.1, '*.example.com', reviews, istio.io.]\n  gateways: [g2]\n  tls:\n  - match: [{{sniHosts: [outbound_.80_._.reviews.default.svc.cluster.local, 10.0.0.1]}}]\n    route: [{{destination: {{host: reviews.default.svc.cluster.local}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: '*.example.com'\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s}}\nspec:\n  hosts: ['*.api.example.com', Api.Example.COM]\n  resolution: NONE\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n"
+    );
+    let errors: Vec<_> = diagnostics(&yaml).into_iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[test]
