@@ -138,7 +138,7 @@ struct Frame {
     path: String,
     /// Its anchor id, 0 for none.
     anchor: usize,
-    /// Nodes in it so far, itself included: what an alias of it copies.
+    /// Nodes in it so far (keys, values and itself): what an alias of it copies.
     size: usize,
     /// Where it starts.
     at: Position,
@@ -240,9 +240,12 @@ impl Builder {
                     if let Some(Frame {
                         content: Content::Map(_, key),
                         path,
+                        size,
                         ..
                     }) = self.stack.last_mut()
                     {
+                        // Keys are copied with their mapping: they count in its size.
+                        *size = size.saturating_add(1);
                         let full = if path.is_empty() {
                             text.to_string()
                         } else {
