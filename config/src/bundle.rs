@@ -108,8 +108,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
     for path in files {
         let shown = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => load_text(&mut loaded, &shown, &text),
+        match std::fs::read(&path) {
+            Ok(bytes) => load_bytes(&mut loaded, &shown, &bytes),
             Err(e) => loaded.diagnostics.push(file_diag(
                 &shown,
                 Code::Io,
@@ -137,6 +137,35 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses one file's content into `loaded`; content that is not UTF-8 (as YAML
+/// and JSON must be) is refused with the line and column of its first bad byte.
+pub fn load_bytes(loaded: &mut Loaded, file: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_text(loaded, file, text),
+        Err(e) => {
+            let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            // The bytes before the bad one are UTF-8, so columns count characters
+            // as the YAML parser's positions do.
+            let column = String::from_utf8_lossy(valid.get(line_start..).unwrap_or_default())
+                .chars()
+                .count()
+                + 1;
+            let position = Position {
+                line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+                column,
+            };
+            let bad = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+            loaded.diagnostics.push(file_diag(
+                file,
+                Code::Syntax,
+                position,
+                format!("not UTF-8: byte 0x{bad:02x} cannot start or continue a character (YAML and JSON files must be UTF-8)"),
+            ));
+        }
+    }
 }
 
 /// Parses one file's text into `loaded`.
@@ -410,6 +439,49 @@ mod tests {
         let l = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x, tls.key: y}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, labels: {kubernetes.io/service-name: svc}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\nports: [{name: http, port: 8080}]\n");
         assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
         assert_eq!(l.bundle.entries.len(), 2);
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_its_line_and_other_files_still_load() {
+        // The file: a valid VirtualService with nine levels of aliases
+        // under an unknown key (it grew past 5 GB before copies were bounded).
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n  hosts: [a.example.com]\n  http:\n  - route: [{destination: {host: b}}]\n";
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("a-bomb.yaml"),
+            format!("{vs}{}", crate::yaml::alias_bomb(9)),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("b-good.yaml"), vs.replace("name: vs", "name: good")).expect("write");
+        let l = load_dir(dir.path()).expect("loads");
+        let names: Vec<&str> = l.bundle.entries.iter().map(|e| e.resource.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+        assert_eq!(l.diagnostics.len(), 1, "{:?}", l.diagnostics);
+        let d = &l.diagnostics[0];
+        assert_eq!(
+            (d.code, d.file.as_str(), d.position.line),
+            (Code::Syntax, "a-bomb.yaml", 13)
+        );
+        assert!(d.is_error() && d.message.contains("alias bomb"), "{d}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_located() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Line 3 is `metadata: {name: ét` then a Latin-1 é: column 20, counted in
+        // characters (the UTF-8 é before it is two bytes, one column).
+        let bytes = b"apiVersion: v1\nkind: Secret\nmetadata: {name: \xc3\xa9t\xe9}\ntype: Opaque\n";
+        std::fs::write(dir.path().join("latin1.yaml"), bytes).expect("write");
+        let l = load_dir(dir.path()).expect("loads");
+        let d = &l.diagnostics[0];
+        assert_eq!(
+            (d.code, d.file.as_str(), d.position.line, d.position.column),
+            (Code::Syntax, "latin1.yaml", 3, 20),
+            "{d}"
+        );
+        assert!(d.to_string().starts_with("latin1.yaml:3:20: error[syntax]"), "{d}");
+        assert!(d.message.contains("0xe9"), "{d}");
+        assert_eq!(l.bundle.files, ["latin1.yaml"]);
     }
 
     #[test]

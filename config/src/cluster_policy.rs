@@ -118,8 +118,9 @@ fn err(field: &str, message: impl Into<String>) -> PolicyError {
     }
 }
 
+/// A timeout or interval that Istio requires to be at least 1ms.
 fn dur(field: &str, text: Option<&String>, errors: &mut Vec<PolicyError>) -> Option<Duration> {
-    match duration::parse(text?) {
+    match duration::parse_positive(text?) {
         Ok(d) => Some(d),
         Err(e) => {
             errors.push(err(field, e.to_string()));
@@ -250,7 +251,15 @@ fn pool_limits(pool: &ConnectionPoolSettings, out: &mut ClusterPolicy, errors: &
     if let Some(t) = &pool.tcp {
         limits.max_connections = count("connectionPool.tcp.maxConnections", t.max_connections, errors);
         out.connect_timeout = dur("connectionPool.tcp.connectTimeout", t.connect_timeout.as_ref(), errors);
-        out.idle_timeout = dur("connectionPool.tcp.idleTimeout", t.idle_timeout.as_ref(), errors);
+        // Istio: 0s disables the idle timeout; anything else is at least 1ms.
+        out.idle_timeout = match t.idle_timeout.as_deref().map(duration::parse_optional) {
+            None => None,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                errors.push(err("connectionPool.tcp.idleTimeout", e.to_string()));
+                None
+            }
+        };
     }
     if let Some(h) = &pool.http {
         limits.max_pending = count(
@@ -399,6 +408,33 @@ mod tests {
         );
         let p = policy("loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}");
         assert!(compile(&effective(Some(&p), None, 80), &endpoints(1)).is_err());
+    }
+
+    #[test]
+    fn timeouts_and_intervals_are_positive_and_bounded() {
+        let p = policy(
+            "connectionPool: {tcp: {connectTimeout: 0s, idleTimeout: 500us}, http: {idleTimeout: 0s}}\n\
+             outlierDetection: {interval: 0s, baseEjectionTime: 9223372036854775807s}",
+        );
+        let errs = compile(&effective(Some(&p), None, 80), &endpoints(1)).expect_err("invalid");
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "connectionPool.tcp.connectTimeout",
+                "connectionPool.tcp.idleTimeout",
+                "connectionPool.http.idleTimeout",
+                "outlierDetection.interval",
+                "outlierDetection.baseEjectionTime",
+            ]
+        );
+        // A tcp idleTimeout of 0s disables it, as in Istio.
+        let p = policy("connectionPool: {tcp: {connectTimeout: 1ms, idleTimeout: 0s}}");
+        let c = compile(&effective(Some(&p), None, 80), &endpoints(1)).expect("policy");
+        assert_eq!(
+            (c.connect_timeout, c.idle_timeout),
+            (Some(Duration::from_millis(1)), None)
+        );
     }
 
     #[test]

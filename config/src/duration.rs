@@ -3,6 +3,13 @@
 
 use std::time::Duration;
 
+/// The longest duration a protobuf `Duration` holds (10,000 years), Istio's limit.
+/// Anything longer is a mistake, and would overflow when added to an instant.
+pub const MAX: Duration = Duration::from_secs(315_576_000_000);
+
+/// The shortest timeout or interval Istio accepts where a duration must be positive.
+pub const MIN_POSITIVE: Duration = Duration::from_millis(1);
+
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
@@ -15,9 +22,16 @@ pub enum DurationError {
     /// Negative durations are meaningless here.
     #[error("negative duration {0:?}")]
     Negative(String),
+    /// Longer than `MAX`.
+    #[error("duration {0:?} is longer than 315576000000s (10,000 years), the most a protobuf Duration holds")]
+    TooLong(String),
+    /// Shorter than `MIN_POSITIVE` where a positive duration is required.
+    #[error("duration {0:?} must be at least 1ms")]
+    TooShort(String),
 }
 
-/// Parses `1s`, `0.5s`, `250ms`, `1m30s`, `2h`, `10us`, `100ns`. A bare `0` is zero.
+/// Parses `1s`, `0.5s`, `250ms`, `1m30s`, `2h`, `10us`, `100ns`, up to `MAX`. A bare
+/// `0` is zero.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
@@ -56,7 +70,30 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         total += value * seconds_per_unit;
         rest = &rest[unit_len..];
     }
+    if total > MAX.as_secs_f64() {
+        return Err(DurationError::TooLong(text.to_string()));
+    }
     Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+/// Parses a duration Istio requires to be positive (at least `MIN_POSITIVE`):
+/// timeouts and intervals where zero would mean "at once" rather than "never".
+pub fn parse_positive(text: &str) -> Result<Duration, DurationError> {
+    let d = parse(text)?;
+    if d < MIN_POSITIVE {
+        return Err(DurationError::TooShort(text.to_string()));
+    }
+    Ok(d)
+}
+
+/// Parses a duration that is either zero (Istio's "disabled", returned as `None`)
+/// or at least `MIN_POSITIVE`.
+pub fn parse_optional(text: &str) -> Result<Option<Duration>, DurationError> {
+    match parse(text)? {
+        d if d.is_zero() => Ok(None),
+        d if d < MIN_POSITIVE => Err(DurationError::TooShort(text.to_string())),
+        d => Ok(Some(d)),
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +123,39 @@ mod tests {
             assert!(parse(text).is_err(), "{text} should be refused");
         }
         assert!(matches!(parse("-1s"), Err(DurationError::Negative(_))));
+    }
+
+    #[test]
+    fn refuses_more_than_a_protobuf_duration_holds() {
+        assert_eq!(parse("315576000000s"), Ok(MAX));
+        assert_eq!(parse("87660000h"), Ok(Duration::from_secs(315_576_000_000)));
+        for text in [
+            "9223372036854775807s",
+            "315576000001s",
+            "87660001h",
+            "99999999999999999999999h",
+        ] {
+            assert!(matches!(parse(text), Err(DurationError::TooLong(_))), "{text}");
+        }
+        let err = parse("9223372036854775807s").expect_err("too long");
+        assert!(err.to_string().contains("315576000000s"), "{err}");
+    }
+
+    #[test]
+    fn positive_and_optional_durations() {
+        assert_eq!(parse_positive("1ms"), Ok(Duration::from_millis(1)));
+        for text in ["0", "0s", "999us", "1ns"] {
+            assert!(
+                matches!(parse_positive(text), Err(DurationError::TooShort(_))),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_optional("0s"), Ok(None));
+        assert_eq!(parse_optional("2s"), Ok(Some(Duration::from_secs(2))));
+        assert!(matches!(parse_optional("500us"), Err(DurationError::TooShort(_))));
+        assert!(matches!(
+            parse_positive("1000000000000s"),
+            Err(DurationError::TooLong(_))
+        ));
     }
 }

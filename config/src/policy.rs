@@ -3,7 +3,6 @@
 //! these functions, so `--check` reports exactly what a reload would refuse.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::HeaderValue;
 use regex::Regex;
@@ -62,9 +61,10 @@ pub fn route_policy(
     let mut errors = Vec::new();
     let mut policy = RoutePolicy::default();
     if let Some(t) = &rule.timeout {
-        match duration::parse(t) {
-            Ok(d) if d.is_zero() => policy.timeout = None,
-            Ok(d) => policy.timeout = Some(d),
+        // Istio's webhook wants at least 1ms; Strait also keeps 0 as "no timeout",
+        // which is what Envoy makes of it.
+        match duration::parse_optional(t) {
+            Ok(d) => policy.timeout = d,
             Err(e) => errors.push(error("timeout", Code::InvalidValue, e.to_string())),
         }
     }
@@ -118,12 +118,7 @@ pub fn retry_policy(retries: Option<&HttpRetry>) -> Result<RetryPolicy, Vec<Poli
         ..RetryPolicy::default()
     };
     if let Some(t) = &r.per_try_timeout {
-        match duration::parse(t) {
-            Ok(d) if d < Duration::from_millis(1) => errors.push(error(
-                "retries.perTryTimeout",
-                Code::InvalidValue,
-                "perTryTimeout must be at least 1ms",
-            )),
+        match duration::parse_positive(t) {
             Ok(d) => policy.per_try_timeout = Some(d),
             Err(e) => errors.push(error("retries.perTryTimeout", Code::InvalidValue, e.to_string())),
         }
@@ -197,18 +192,13 @@ fn fault(f: &HttpFaultInjection) -> Result<Option<Fault>, Vec<PolicyError>> {
                 "exponentialDelay is not supported (nor by Istio); use fixedDelay",
             ));
         }
-        match d.fixed_delay.as_deref().map(duration::parse) {
+        match d.fixed_delay.as_deref().map(duration::parse_positive) {
             None => errors.push(error(
                 "fault.delay.fixedDelay",
                 Code::Required,
                 "fixedDelay is required",
             )),
             Some(Err(e)) => errors.push(error("fault.delay.fixedDelay", Code::InvalidValue, e.to_string())),
-            Some(Ok(duration)) if duration < Duration::from_millis(1) => errors.push(error(
-                "fault.delay.fixedDelay",
-                Code::InvalidValue,
-                "fixedDelay must be at least 1ms",
-            )),
             Some(Ok(duration)) => match share("fault.delay.percentage", d.percentage.as_ref(), d.percent) {
                 Ok(percent) => delay = Some(FaultDelay { duration, percent }),
                 Err(e) => errors.push(e),
@@ -357,6 +347,8 @@ fn origin_match(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn compile(re: &str) -> Result<Arc<Regex>, String> {
@@ -429,6 +421,27 @@ mod tests {
             ]
         );
         assert!(errs[2].message.contains("sometimes"), "{}", errs[2].message);
+    }
+
+    #[test]
+    fn durations_are_bounded_as_istio_bounds_them() {
+        let policy = |yaml: &str| route_policy(&rule(yaml), &mut compile);
+        assert_eq!(policy("timeout: 0s").expect("0 is no timeout").timeout, None);
+        for (yaml, field) in [
+            ("timeout: 9223372036854775807s", "timeout"),
+            ("timeout: 500us", "timeout"),
+            (
+                "retries: {attempts: 1, perTryTimeout: 9223372036854775807s}",
+                "retries.perTryTimeout",
+            ),
+            ("fault: {delay: {fixedDelay: 400000000000s}}", "fault.delay.fixedDelay"),
+            ("corsPolicy: {maxAge: 9223372036854775807s}", "corsPolicy.maxAge"),
+        ] {
+            let errs = policy(yaml).expect_err(yaml);
+            assert_eq!(errs[0].field, field, "{yaml}");
+        }
+        let long = policy("timeout: 9223372036854775807s").expect_err("too long");
+        assert!(long[0].message.contains("10,000 years"), "{}", long[0].message);
     }
 
     #[test]

@@ -705,7 +705,7 @@ impl<'a> Translator<'a> {
             sni_hosts.dedup();
             let dests = route.iter().map(|d| (d.destination.as_ref(), d.weight, None)).collect();
             let destinations = self.weighted(entry, &field, vs_ns, port, dests);
-            let total_weight = destinations.iter().map(|d| d.weight).sum();
+            let total_weight = self.total_weight(entry, &field, &destinations);
             out.push(L4Route {
                 source: format!("VirtualService {vs_ns}/{} {kind}[{ri}]", entry.resource.name),
                 sni_hosts,
@@ -892,7 +892,7 @@ impl<'a> Translator<'a> {
             }),
             authority: r.authority.clone(),
         });
-        let total_weight = destinations.iter().map(|d| d.weight).sum();
+        let total_weight = self.total_weight(entry, field, &destinations);
         Some(Action::Forward(Forward {
             destinations,
             total_weight,
@@ -916,7 +916,14 @@ impl<'a> Translator<'a> {
         for (di, (dest, weight, headers)) in dests.into_iter().enumerate() {
             let dfield = format!("{field}.route[{di}]");
             let Some(dest) = dest else { continue };
-            let weight = weight.map_or(if single { 100 } else { 0 }, |w| u32::try_from(w).unwrap_or(0));
+            let weight = match weight.map_or(Ok(if single { 100 } else { 0 }), route_weight) {
+                Ok(w) => w,
+                Err(e) => {
+                    let at = format!("{dfield}.weight");
+                    self.diags.push(entry.diag(Severity::Error, Code::InvalidValue, &at, e));
+                    continue;
+                }
+            };
             if weight == 0 && !single {
                 continue;
             }
@@ -930,6 +937,16 @@ impl<'a> Translator<'a> {
             });
         }
         out
+    }
+
+    /// The sum of a route's weights; an error (and 0) when it passes `u32::MAX`.
+    fn total_weight(&mut self, entry: &Entry, field: &str, destinations: &[WeightedCluster]) -> u32 {
+        total_weight(destinations.iter().map(|d| d.weight)).unwrap_or_else(|| {
+            let at = format!("{field}.route");
+            self.diags
+                .push(entry.diag(Severity::Error, Code::InvalidValue, &at, TOTAL_WEIGHT_TOO_LARGE));
+            0
+        })
     }
 
     /// The cluster of a destination named in a resource of namespace `vs_ns`.
@@ -1055,6 +1072,27 @@ struct FoundSecret {
     namespace: String,
     keys: BTreeMap<String, Vec<u8>>,
 }
+
+/// A route destination's weight: Istio's weights are int32 and not negative.
+pub fn route_weight(w: i64) -> Result<u32, String> {
+    if w < 0 {
+        return Err("weight must not be negative".into());
+    }
+    i32::try_from(w)
+        .ok()
+        .and_then(|w| u32::try_from(w).ok())
+        .ok_or_else(|| format!("weight {w} is more than 2147483647 (Istio's weights are int32)"))
+}
+
+/// The sum of a route's weights, taken in u64 so that it cannot wrap; `None` when it
+/// passes the u32 a destination is picked with.
+pub fn total_weight(weights: impl IntoIterator<Item = u32>) -> Option<u32> {
+    u32::try_from(weights.into_iter().map(u64::from).sum::<u64>()).ok()
+}
+
+/// Why a route's weights cannot be picked from, when their sum passes `u32::MAX`.
+pub const TOTAL_WEIGHT_TOO_LARGE: &str =
+    "the weights of this route add up to more than 4294967295; weights are relative: scale them down";
 
 /// The value of a Secret key from `stringData` or base64 `data`.
 pub fn secret_value(body: &crate::resources::kube::SecretBody, key: &str) -> Option<Vec<u8>> {

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::bundle::{Bundle, Entry};
 use crate::diag::{Code, Diagnostic, Severity};
-use crate::hosts::{fqdn, gateway_ref};
+use crate::hosts::{
+    check_server_host, check_service_host, check_virtual_service_host, check_wildcard_domain, fqdn, gateway_ref,
+};
 use crate::registry::Registry;
 use crate::resources::kube::SecretBody;
 use crate::resources::networking::{
@@ -134,9 +136,8 @@ impl Validator<'_> {
                 );
             }
             for (hi, h) in s.hosts.iter().enumerate() {
-                let host = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
-                if let Err(msg) = check_host(host) {
-                    self.err(e, Code::InvalidValue, &format!("{f}.hosts[{hi}]"), msg);
+                if let Err(msg) = check_server_host(h) {
+                    self.err(e, Code::InvalidValue, &format!("{f}.hosts[{hi}]"), msg.to_string());
                 }
             }
             let https = matches!(proto.to_ascii_uppercase().as_str(), "HTTPS" | "TLS");
@@ -193,10 +194,14 @@ impl Validator<'_> {
                 "a VirtualService needs at least one host",
             );
         }
+        // Istio checks hosts by what the VirtualService is bound to: gateways only
+        // (with SNI routes, generated AUTO_PASSTHROUGH names pass), or the mesh.
+        let bound_to_gateway = !vs.gateways.iter().any(|g| g == "mesh");
+        let sni = vs.tls.iter().any(|t| t.matches.iter().any(|m| !m.sni_hosts.is_empty()));
         let mut seen = HashSet::new();
         for (i, h) in vs.hosts.iter().enumerate() {
-            if let Err(msg) = check_host(h) {
-                self.err(e, Code::InvalidValue, &format!("spec.hosts[{i}]"), msg);
+            if let Err(msg) = check_virtual_service_host(h, bound_to_gateway && !vs.gateways.is_empty(), sni) {
+                self.err(e, Code::InvalidValue, &format!("spec.hosts[{i}]"), msg.to_string());
             }
             if !seen.insert(fqdn(h, &ns)) {
                 self.err(
@@ -232,13 +237,14 @@ impl Validator<'_> {
         }
         for (kind, routes) in [("tls", &vs.tls), ("tcp", &vs.tcp)] {
             for (i, r) in routes.iter().enumerate() {
-                self.l4_route(e, &format!("spec.{kind}[{i}]"), r, kind == "tls");
+                self.l4_route(e, &format!("spec.{kind}[{i}]"), r, kind == "tls", bound_to_gateway);
             }
         }
     }
 
-    /// A `tcp` route, or a `tls` one (whose matches need `sniHosts`).
-    fn l4_route(&mut self, e: &Entry, f: &str, r: &L4RouteSpec, tls: bool) {
+    /// A `tcp` route, or a `tls` one (whose matches need `sniHosts`); `gateway`: the
+    /// VirtualService is not bound to the mesh.
+    fn l4_route(&mut self, e: &Entry, f: &str, r: &L4RouteSpec, tls: bool, gateway: bool) {
         if tls && r.matches.is_empty() {
             self.err(
                 e,
@@ -256,6 +262,17 @@ impl Validator<'_> {
                     "sniHosts is required",
                 );
             }
+            for (k, h) in m.sni_hosts.iter().enumerate() {
+                // IP addresses pass: Istio only warns that clients rarely send them as SNI.
+                if let Err(msg) = check_virtual_service_host(h, gateway, true) {
+                    self.err(
+                        e,
+                        Code::InvalidValue,
+                        &format!("{f}.match[{j}].sniHosts[{k}]"),
+                        msg.to_string(),
+                    );
+                }
+            }
             if !m.destination_subnets.is_empty() || !m.source_labels.is_empty() || m.source_namespace.is_some() {
                 self.warn(
                     e,
@@ -272,6 +289,59 @@ impl Validator<'_> {
                 &format!("{f}.route"),
                 "a route needs at least one destination",
             );
+        }
+        for (di, d) in r.route.iter().enumerate() {
+            if let Some(dest) = &d.destination {
+                self.destination_host(e, &format!("{f}.route[{di}].destination.host"), &dest.host);
+            }
+        }
+        let weights: Vec<Option<i64>> = r.route.iter().map(|d| d.weight).collect();
+        self.route_weights(e, f, &weights);
+    }
+
+    /// A destination's host, when given (a missing one is reported where it is
+    /// required): a service name, never `*` alone.
+    fn destination_host(&mut self, e: &Entry, field: &str, host: &str) {
+        if host.is_empty() {
+            return;
+        }
+        if let Err(msg) = check_service_host(host) {
+            self.err(e, Code::InvalidValue, field, msg.to_string());
+        }
+    }
+
+    /// The weights of route `f`'s destinations: each an int32 that is not negative,
+    /// as in Istio; one positive when there are several; and a sum (taken so that it
+    /// cannot wrap) that fits the u32 a destination is picked with.
+    fn route_weights(&mut self, e: &Entry, f: &str, weights: &[Option<i64>]) {
+        let mut valid = Vec::with_capacity(weights.len());
+        for (di, w) in weights.iter().enumerate() {
+            match w.map(crate::translate::route_weight) {
+                Some(Ok(w)) => valid.push(w),
+                Some(Err(msg)) => self.err(e, Code::InvalidValue, &format!("{f}.route[{di}].weight"), msg),
+                None => {}
+            }
+        }
+        // A weight refused for being too large was meant to be positive: the sum of
+        // the others being 0 says nothing more.
+        let too_large = weights
+            .iter()
+            .flatten()
+            .any(|w| *w > 0 && crate::translate::route_weight(*w).is_err());
+        match crate::translate::total_weight(valid) {
+            None => self.err(
+                e,
+                Code::InvalidValue,
+                &format!("{f}.route"),
+                crate::translate::TOTAL_WEIGHT_TOO_LARGE,
+            ),
+            Some(0) if weights.len() > 1 && !too_large => self.err(
+                e,
+                Code::InvalidValue,
+                &format!("{f}.route"),
+                "with several destinations, at least one weight must be positive",
+            ),
+            Some(_) => {}
         }
     }
 
@@ -324,6 +394,12 @@ impl Validator<'_> {
                 &format!("{f}.retries.retryRemoteLocalities"),
                 "ignored: Strait does not balance by locality, so retries already go to any endpoint not tried yet",
             ));
+        }
+        if let Some(m) = &r.mirror {
+            self.destination_host(e, &format!("{f}.mirror.host"), &m.host);
+        }
+        for (i, m) in r.mirrors.iter().enumerate() {
+            self.destination_host(e, &format!("{f}.mirrors[{i}].destination.host"), &m.destination.host);
         }
         if r.mirror.is_some() && !r.mirrors.is_empty() {
             self.err(
@@ -420,7 +496,6 @@ impl Validator<'_> {
                 self.gateway_exists(e, &format!("{mf}.gateways[{gi}]"), g);
             }
         }
-        let mut total = 0i64;
         for (di, d) in r.route.iter().enumerate() {
             let df = format!("{f}.route[{di}]");
             let Some(dest) = &d.destination else {
@@ -441,6 +516,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            self.destination_host(e, &format!("{df}.destination.host"), &dest.host);
             let host = fqdn(&dest.host, &e.resource.namespace);
             if let Some(subset) = &dest.subset {
                 if !self.registry.has_subset(&host, subset) {
@@ -462,25 +538,9 @@ impl Validator<'_> {
                     );
                 }
             }
-            match d.weight {
-                Some(w) if w < 0 => self.err(
-                    e,
-                    Code::InvalidValue,
-                    &format!("{df}.weight"),
-                    "weight must not be negative",
-                ),
-                Some(w) => total += w,
-                None => {}
-            }
         }
-        if r.route.len() > 1 && total == 0 {
-            self.err(
-                e,
-                Code::InvalidValue,
-                &format!("{f}.route"),
-                "with several destinations, at least one weight must be positive",
-            );
-        }
+        let weights: Vec<Option<i64>> = r.route.iter().map(|d| d.weight).collect();
+        self.route_weights(e, f, &weights);
         if let Some(rw) = &r.rewrite {
             if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
                 self.err(
@@ -596,6 +656,8 @@ impl Validator<'_> {
     fn destination_rule(&mut self, e: &Entry, dr: &DestinationRuleSpec) {
         if dr.host.is_empty() {
             self.err(e, Code::Required, "spec.host", "a DestinationRule needs a host");
+        } else if let Err(msg) = check_wildcard_domain(&dr.host) {
+            self.err(e, Code::InvalidValue, "spec.host", msg.to_string());
         }
         let mut names = HashSet::new();
         for (i, s) in dr.subsets.iter().enumerate() {
@@ -782,6 +844,11 @@ impl Validator<'_> {
                 "a ServiceEntry needs at least one host",
             );
         }
+        for (i, h) in se.hosts.iter().enumerate() {
+            if let Err(msg) = check_service_host(h) {
+                self.err(e, Code::InvalidValue, &format!("spec.hosts[{i}]"), msg.to_string());
+            }
+        }
         for (i, p) in se.ports.iter().enumerate() {
             if !p.number.is_some_and(|n| (1..=65535).contains(&n)) {
                 self.err(
@@ -892,27 +959,5 @@ impl Validator<'_> {
                 format!("host {h} on gateway {gw} is also routed by {first}; routes are merged in file order"),
             );
         }
-    }
-}
-
-/// Istio's host syntax: a DNS name, optionally with a leading `*` label, or `*`.
-fn check_host(h: &str) -> Result<(), String> {
-    if h.is_empty() {
-        return Err("host must not be empty".into());
-    }
-    if h == "*" {
-        return Ok(());
-    }
-    let name = h.strip_prefix("*.").unwrap_or(h);
-    let ok = name.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{h:?} is not a valid host name"))
     }
 }

@@ -118,10 +118,36 @@ pub fn for_each_document(text: &str, mut f: impl FnMut(Document)) -> Result<(), 
     Ok(())
 }
 
-/// A container being filled, with the path of the container itself.
-enum Frame {
-    Seq(Vec<Value>, String, usize),
-    Map(Map<String, Value>, String, Option<String>, usize),
+/// Nodes that anchors and aliases may copy into one file, beyond `COPY_RATIO` per
+/// node written out in it. Aliases are the only way a YAML file's tree can outgrow
+/// its text: nine levels of ten aliases each turn 700 bytes into 10^9 nodes. Bounding
+/// copies by a multiple of the file's own nodes keeps memory linear in its size
+/// (a serde_json node costs some 50-100 bytes, so the floor is 5-10 MB), while the
+/// floor leaves room for the anchors real configurations use (a shared retry policy
+/// or header block reused by every route of a file).
+const COPY_FLOOR: usize = 100_000;
+
+/// Copied nodes allowed per node written out in the file (see `COPY_FLOOR`).
+const COPY_RATIO: usize = 10;
+
+/// A container being filled.
+struct Frame {
+    /// Its entries so far.
+    content: Content,
+    /// Its own path.
+    path: String,
+    /// Its anchor id, 0 for none.
+    anchor: usize,
+    /// Nodes in it so far (keys, values and itself): what an alias of it copies.
+    size: usize,
+    /// Where it starts.
+    at: Position,
+}
+
+enum Content {
+    Seq(Vec<Value>),
+    /// Entries, and the key waiting for its value.
+    Map(Map<String, Value>, Option<String>),
 }
 
 #[derive(Default)]
@@ -130,8 +156,39 @@ struct Builder {
     finished: Option<Document>,
     stack: Vec<Frame>,
     spans: SpanIndex,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their node counts.
+    anchors: HashMap<usize, (Value, usize)>,
     root: Option<Value>,
+    /// The file's allowance for copies.
+    budget: CopyBudget,
+}
+
+/// Counts of one file's nodes, against which copies are allowed.
+#[derive(Default)]
+struct CopyBudget {
+    /// Nodes written out so far (scalars, keys, containers, aliases).
+    written: usize,
+    /// Nodes copied so far by aliases and by keeping anchored values.
+    copied: usize,
+}
+
+impl CopyBudget {
+    /// Counts `nodes` copied at `at`, refusing the file once copies pass its allowance.
+    fn copy(&mut self, nodes: usize, at: Position) -> Result<(), SyntaxError> {
+        self.copied = self.copied.saturating_add(nodes);
+        let allowed = COPY_FLOOR.saturating_add(self.written.saturating_mul(COPY_RATIO));
+        if self.copied > allowed {
+            return Err(SyntaxError {
+                message: format!(
+                    "anchors and aliases expand this file by more than {allowed} nodes \
+                     ({COPY_FLOOR} plus {COPY_RATIO} per node written out); refused as a likely \
+                     YAML alias bomb: write the repeated parts out, or reuse fewer of them"
+                ),
+                position: at,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn pos(span: &Span) -> Position {
@@ -144,15 +201,18 @@ fn pos(span: &Span) -> Position {
 impl Builder {
     /// The path the next value will take, or `None` when the next scalar is a map key.
     fn next_path(&self) -> Option<String> {
-        match self.stack.last() {
-            None => Some(String::new()),
-            Some(Frame::Seq(items, path, _)) => Some(format!("{path}[{}]", items.len())),
-            Some(Frame::Map(_, path, Some(key), _)) => Some(if path.is_empty() {
+        let Some(frame) = self.stack.last() else {
+            return Some(String::new());
+        };
+        let path = &frame.path;
+        match &frame.content {
+            Content::Seq(items) => Some(format!("{path}[{}]", items.len())),
+            Content::Map(_, Some(key)) => Some(if path.is_empty() {
                 key.clone()
             } else {
                 format!("{path}.{key}")
             }),
-            Some(Frame::Map(_, _, None, _)) => None,
+            Content::Map(_, None) => None,
         }
     }
 
@@ -174,9 +234,18 @@ impl Builder {
                 }
             }
             Event::Scalar(text, style, anchor, _) => {
+                self.budget.written += 1;
                 if self.next_path().is_none() {
                     // A mapping key: remember it until its value arrives.
-                    if let Some(Frame::Map(_, path, key, _)) = self.stack.last_mut() {
+                    if let Some(Frame {
+                        content: Content::Map(_, key),
+                        path,
+                        size,
+                        ..
+                    }) = self.stack.last_mut()
+                    {
+                        // Keys are copied with their mapping: they count in its size.
+                        *size = size.saturating_add(1);
                         let full = if path.is_empty() {
                             text.to_string()
                         } else {
@@ -188,31 +257,31 @@ impl Builder {
                     return Ok(());
                 }
                 let value = scalar(&text, style);
-                self.push(value, anchor, Some(pos(&span)))?;
+                self.push(value, 1, anchor, pos(&span))?;
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                    message: "alias refers to an unknown anchor".into(),
-                    position: pos(&span),
-                })?;
-                self.push(value, 0, Some(pos(&span)))?;
+                self.budget.written += 1;
+                let at = pos(&span);
+                let Some((value, size)) = self.anchors.get(&id) else {
+                    return Err(SyntaxError {
+                        message: "alias refers to an unknown anchor".into(),
+                        position: at,
+                    });
+                };
+                // Counted before the copy is made: a refused copy never allocates.
+                self.budget.copy(*size, at)?;
+                let (value, size) = (value.clone(), *size);
+                self.push(value, size, 0, at)?;
             }
-            Event::SequenceStart(anchor, _) => {
-                let path = self.container_path(&span)?;
-                self.stack.push(Frame::Seq(Vec::new(), path, anchor));
-            }
-            Event::MappingStart(anchor, _) => {
-                let path = self.container_path(&span)?;
-                self.stack.push(Frame::Map(Map::new(), path, None, anchor));
-            }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq(items, _, anchor)) = self.stack.pop() {
-                    self.push(Value::Array(items), anchor, None)?;
-                }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map(map, _, _, anchor)) = self.stack.pop() {
-                    self.push(Value::Object(map), anchor, None)?;
+            Event::SequenceStart(anchor, _) => self.open(Content::Seq(Vec::new()), anchor, &span)?,
+            Event::MappingStart(anchor, _) => self.open(Content::Map(Map::new(), None), anchor, &span)?,
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(frame) = self.stack.pop() {
+                    let value = match frame.content {
+                        Content::Seq(items) => Value::Array(items),
+                        Content::Map(map, _) => Value::Object(map),
+                    };
+                    self.push(value, frame.size, frame.anchor, frame.at)?;
                 }
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
@@ -220,30 +289,46 @@ impl Builder {
         Ok(())
     }
 
-    fn container_path(&mut self, span: &Span) -> Result<String, SyntaxError> {
-        match self.next_path() {
-            Some(path) => {
-                self.spans.record(&path, pos(span), false);
-                Ok(path)
-            }
-            None => Err(SyntaxError {
+    /// Starts a container at the path the next value takes.
+    fn open(&mut self, content: Content, anchor: usize, span: &Span) -> Result<(), SyntaxError> {
+        self.budget.written += 1;
+        let at = pos(span);
+        let Some(path) = self.next_path() else {
+            return Err(SyntaxError {
                 message: "mapping keys must be plain scalars".into(),
-                position: pos(span),
-            }),
-        }
+                position: at,
+            });
+        };
+        self.spans.record(&path, at, false);
+        self.stack.push(Frame {
+            content,
+            path,
+            anchor,
+            size: 1,
+            at,
+        });
+        Ok(())
     }
 
-    fn push(&mut self, value: Value, anchor: usize, at: Option<Position>) -> Result<(), SyntaxError> {
-        if let (Some(at), Some(path)) = (at, self.next_path()) {
+    /// Adds a complete node of `size` nodes (starting at `at`) to its parent.
+    fn push(&mut self, value: Value, size: usize, anchor: usize, at: Position) -> Result<(), SyntaxError> {
+        if let Some(path) = self.next_path() {
             self.spans.record(&path, at, false);
         }
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            // Keeping the anchored value is a copy too: nested anchors would
+            // otherwise keep a quadratic number of nodes.
+            self.budget.copy(size, at)?;
+            self.anchors.insert(anchor, (value.clone(), size));
         }
-        match self.stack.last_mut() {
-            None => self.root = Some(value),
-            Some(Frame::Seq(items, _, _)) => items.push(value),
-            Some(Frame::Map(map, _, key, _)) => {
+        let Some(frame) = self.stack.last_mut() else {
+            self.root = Some(value);
+            return Ok(());
+        };
+        frame.size = frame.size.saturating_add(size);
+        match &mut frame.content {
+            Content::Seq(items) => items.push(value),
+            Content::Map(map, key) => {
                 if let Some(key) = key.take() {
                     if key == "<<" {
                         // YAML merge key: copy the anchored mapping's entries in.
@@ -292,9 +377,55 @@ fn scalar(text: &str, style: ScalarStyle) -> Value {
     Value::String(text.to_string())
 }
 
+/// A "billion laughs" file: `levels` anchors under `bomb:`, each a list of ten
+/// aliases of the one before, the first a list of ten strings.
+#[cfg(test)]
+pub(crate) fn alias_bomb(levels: usize) -> String {
+    let mut text = String::from("bomb:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..levels {
+        let prev = format!("*l{}", i - 1);
+        text.push_str(&format!("  l{i}: &l{i} [{}]\n", vec![prev; 10].join(", ")));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alias_bombs_are_refused_at_the_alias_that_passes_the_allowance() {
+        // Five levels copy some 250,000 nodes: past the allowance, yet small enough
+        // for this test to survive a parser without the bound. Nine levels is the
+        // size of the 739-byte file that grew past 5 GB.
+        for levels in [5, 9] {
+            let text = alias_bomb(levels);
+            let err = parse_documents(&text).expect_err("refused");
+            assert!(err.message.contains("alias bomb"), "{}", err.message);
+            // l0..l3 copy about 25,000 nodes; l4 (line 6) passes 100,000.
+            assert_eq!(err.position.line, 6, "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn copies_are_counted_for_the_whole_file() {
+        // Four levels stay under the allowance, twenty such documents do not.
+        let one = alias_bomb(4);
+        assert!(parse_documents(&one).is_ok());
+        let many = vec![one; 20].join("---\n");
+        assert!(parse_documents(&many).is_err());
+    }
+
+    #[test]
+    fn anchors_reused_by_every_route_stay_allowed() {
+        let mut text =
+            String::from("common: &c {attempts: 3, perTryTimeout: 2s, retryOn: 5xx, h: {a: b, c: d}}\nroutes:\n");
+        for i in 0..5_000 {
+            text.push_str(&format!("- name: r{i}\n  retries: *c\n  p: {{<<: *c, extra: 1}}\n"));
+        }
+        let docs = parse_documents(&text).expect("parses");
+        assert_eq!(docs[0].value["routes"][4_999]["p"]["h"]["c"], "d");
+    }
 
     #[test]
     fn multi_document_with_positions() {

@@ -286,6 +286,38 @@ spec:
 }
 
 #[test]
+fn the_largest_weights_add_up_without_wrapping() {
+    let routes = "  - route:\n    - {destination: {host: backend}, weight: 2147483647}\n    - {destination: {host: backend}, weight: 2147483647}\n";
+    let (s, _) = snapshot(&with_routes(routes));
+    let Action::Forward(f) = &s.listener(80).expect("listener").virtual_hosts[0].routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.total_weight, 4_294_967_294);
+    assert_eq!(f.destinations.len(), 2);
+}
+
+#[test]
+fn translation_alone_refuses_weights_istio_refuses() {
+    // Translation does not trust that validation ran: a weight past int32 (it was
+    // taken as 0) and a sum past u32 (it wrapped) are errors there too.
+    for (routes, field) in [
+        (
+            "  - route:\n    - {destination: {host: backend}, weight: 1}\n    - {destination: {host: backend}, weight: 4294967296}\n",
+            "spec.http[0].route[1].weight",
+        ),
+        (
+            "  - route:\n    - {destination: {host: backend}, weight: 2147483647}\n    - {destination: {host: backend}, weight: 2147483647}\n    - {destination: {host: backend}, weight: 2}\n",
+            "spec.http[0].route",
+        ),
+    ] {
+        let mut loaded = Loaded::default();
+        load_text(&mut loaded, "test.yaml", &with_routes(routes));
+        let errors = translate(&loaded.bundle, &scope(), 1).expect_err("refused");
+        assert!(errors.iter().any(|d| d.field.as_deref() == Some(field)), "{errors:#?}");
+    }
+}
+
+#[test]
 fn destinations_subsets_and_relative_weights() {
     let yaml = format!(
         r#"{}---

@@ -19,6 +19,14 @@ fn vs(http: &str) -> String {
     format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n{http}")
 }
 
+fn tcp(route: &str) -> String {
+    format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  tcp:\n  - route:\n{route}")
+}
+
+fn dr(spec: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: dr}}\nspec:\n  host: backend\n{spec}")
+}
+
 #[test]
 fn each_invalid_snippet_gives_the_expected_error() {
     let dest = "    route: [{destination: {host: backend}}]\n";
@@ -77,6 +85,53 @@ fn each_invalid_snippet_gives_the_expected_error() {
             Code::InvalidValue,
             "data.tls.crt",
         ),
+        // Durations: at most what a protobuf Duration holds, at least 1ms where
+        // Istio wants a positive one (a route timeout of 0 stays "no timeout").
+        (vs("  - route: [{destination: {host: backend}}]\n    timeout: \"9223372036854775807s\"\n"), Code::InvalidValue, "spec.http[0].timeout"),
+        (vs("  - route: [{destination: {host: backend}}]\n    retries: {attempts: 2, perTryTimeout: 0s}\n"), Code::InvalidValue, "spec.http[0].retries.perTryTimeout"),
+        (dr("  trafficPolicy: {outlierDetection: {interval: 0s}}\n"), Code::InvalidValue, "spec.trafficPolicy.outlierDetection.interval"),
+        (dr("  trafficPolicy: {outlierDetection: {baseEjectionTime: 400000000000s}}\n"), Code::InvalidValue, "spec.trafficPolicy.outlierDetection.baseEjectionTime"),
+        (dr("  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}\n"), Code::InvalidValue, "spec.trafficPolicy.connectionPool.tcp.connectTimeout"),
+        // Weights: Istio's are int32 and not negative; their sum must not wrap.
+        (vs("  - route:\n    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: 4294967296}\n"), Code::InvalidValue, "spec.http[0].route[1].weight"),
+        (vs("  - route:\n    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: -1}\n"), Code::InvalidValue, "spec.http[0].route[1].weight"),
+        (vs("  - route:\n    - {destination: {host: a}, weight: 2147483647}\n    - {destination: {host: b}, weight: 2147483647}\n    - {destination: {host: c}, weight: 2}\n"), Code::InvalidValue, "spec.http[0].route"),
+        (tcp("    - {destination: {host: a}, weight: 1}\n    - {destination: {host: b}, weight: 2147483648}\n"), Code::InvalidValue, "spec.tcp[0].route[1].weight"),
+        (tcp("    - {destination: {host: a}, weight: 0}\n    - {destination: {host: b}}\n"), Code::InvalidValue, "spec.tcp[0].route"),
+        // Hosts, as Istio checks them: DNS-1123 labels, a leading `*` only.
+        (
+            format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: ['admin.internal ']\n  gateways: [gw]\n  http:\n{dest}").replace("http:\n    route", "http:\n  - route"),
+            Code::InvalidValue,
+            "spec.hosts[0]",
+        ),
+        (vs("  - route: [{destination: {host: ' backend'}}]\n"), Code::InvalidValue, "spec.http[0].route[0].destination.host"),
+        (vs("  - route: [{destination: {host: '*'}}]\n"), Code::InvalidValue, "spec.http[0].route[0].destination.host"),
+        (vs(&format!("  - mirror: {{host: 'copy\\tsink'}}\n{dest}")), Code::InvalidValue, "spec.http[0].mirror.host"),
+        (
+            format!("{GW}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: t}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{{sniHosts: ['app.example.com.*']}}]\n    route: [{{destination: {{host: backend}}}}]\n"),
+            Code::InvalidValue,
+            "spec.tls[0].match[0].sniHosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [\"api.example\\n.com\"]\n  resolution: DNS\n  ports: [{number: 80, name: http}]\n".into(),
+            Code::InvalidValue,
+            "spec.hosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: ' ratings'\n".into(),
+            Code::InvalidValue,
+            "spec.host",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [' web/app.example.com']\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].hosts[0]",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [web/app]\n".into(),
+            Code::InvalidValue,
+            "spec.servers[0].hosts[0]",
+        ),
     ];
     for (yaml, code, field) in cases {
         let diags = diagnostics(&yaml);
@@ -106,6 +161,67 @@ fn valid_istio_yaml_draws_no_warnings() {
       weight: 100
       headers: {response: {set: {f: g}}}
 "#);
+    let diags = diagnostics(&yaml);
+    assert!(diags.is_empty(), "{diags:#?}");
+}
+
+#[test]
+fn weights_that_wrapped_to_zero_are_refused_each() {
+    let yaml = vs("  - route:\n    - {destination: {host: a}, weight: 9223372036854775807}\n    - {destination: {host: b}, weight: 9223372036854775807}\n");
+    let fields: Vec<_> = diagnostics(&yaml)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.code, d.field))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (Code::InvalidValue, Some("spec.http[0].route[0].weight".to_string())),
+            (Code::InvalidValue, Some("spec.http[0].route[1].weight".to_string())),
+        ]
+    );
+}
+
+#[test]
+fn hosts_istio_accepts_stay_accepted() {
+    let yaml = format!(
+        "{GW}apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g2}}\nspec:\n  servers:\n  - port: {{number: 443, name: tls, protocol: TLS}}\n    hosts: [shop/*, ./api.example.com, '*/*.example.com', 10.0.0.1]\n    tls: {{mode: PASSTHROUGH}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ip}}\nspec:\n  hosts: [10.0.0.1, '*.example.com', reviews, istio.io.]\n  gateways: [g2]\n  tls:\n  - match: [{{sniHosts: [outbound_.80_._.reviews.default.svc.cluster.local, 10.0.0.1]}}]\n    route: [{{destination: {{host: reviews.default.svc.cluster.local}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: '*.example.com'\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s}}\nspec:\n  hosts: ['*.api.example.com', Api.Example.COM]\n  resolution: NONE\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n"
+    );
+    let errors: Vec<_> = diagnostics(&yaml).into_iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn a_negative_weight_leaves_no_positive_one() {
+    // As in Istio: both the weight and the route's total are reported.
+    let yaml =
+        vs("  - route:\n    - {destination: {host: a}, weight: -5}\n    - {destination: {host: b}, weight: 0}\n");
+    let errors: Vec<_> = diagnostics(&yaml)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.field, d.message))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                Some("spec.http[0].route[0].weight".to_string()),
+                "weight must not be negative".to_string()
+            ),
+            (
+                Some("spec.http[0].route".to_string()),
+                "with several destinations, at least one weight must be positive".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_route_timeout_of_zero_is_no_timeout() {
+    let yaml = vs("  - route: [{destination: {host: backend}}]\n    timeout: 0s\n");
     let diags = diagnostics(&yaml);
     assert!(diags.is_empty(), "{diags:#?}");
 }

@@ -59,12 +59,18 @@ impl Limiter {
         if allowed {
             bucket.tokens -= 1;
         }
-        let next_fill = (bucket.filled_at + per).saturating_duration_since(now);
+        // `per` comes from the config: past what an Instant holds, the next fill is never.
+        let next_fill = bucket
+            .filled_at
+            .checked_add(per)
+            .map_or(Duration::MAX, |t| t.saturating_duration_since(now));
         Verdict {
             allowed,
             limit: limit.requests,
             remaining: bucket.tokens,
-            reset_secs: next_fill.as_secs() + u64::from(next_fill.subsec_nanos() > 0),
+            reset_secs: next_fill
+                .as_secs()
+                .saturating_add(u64::from(next_fill.subsec_nanos() > 0)),
         }
     }
 }
@@ -91,5 +97,19 @@ mod tests {
         assert_eq!((denied.allowed, denied.remaining, denied.reset_secs), (false, 0, 6));
         let refilled = l.take(&limit, "a", t0 + Duration::from_secs(10));
         assert_eq!((refilled.allowed, refilled.remaining), (true, 2));
+    }
+
+    #[test]
+    fn a_period_beyond_any_instant_never_refills() {
+        let limit = RateLimit {
+            id: "default/r".into(),
+            requests: 1,
+            per: Duration::MAX,
+            key: RateKey::ClientIp,
+        };
+        let l = Limiter::default();
+        assert!(l.take(&limit, "a", Instant::now()).allowed);
+        let denied = l.take(&limit, "a", Instant::now());
+        assert_eq!((denied.allowed, denied.reset_secs), (false, u64::MAX));
     }
 }

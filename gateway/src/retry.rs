@@ -39,7 +39,9 @@ impl Attempts {
     /// Called before every try; the first one starts the route's deadline.
     pub fn begin_try(&mut self, policy: &RoutePolicy, endpoint: usize) {
         if self.tries == 0 {
-            self.deadline = policy.timeout.map(|t| Instant::now() + t);
+            // A deadline past what an Instant holds is no deadline: a plain `+`
+            // would panic the worker on a huge configured timeout.
+            self.deadline = policy.timeout.and_then(|t| Instant::now().checked_add(t));
         }
         self.tried[self.tries as usize % REMEMBERED] = endpoint + 1;
         self.tries += 1;
@@ -127,5 +129,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(!a.retry(&policy.retry, Failure::Connect));
         assert!(a.timed_out);
+    }
+
+    #[test]
+    fn a_timeout_beyond_any_instant_is_no_deadline() {
+        let policy = RoutePolicy {
+            timeout: Some(Duration::MAX),
+            ..RoutePolicy::default()
+        };
+        let mut a = Attempts::default();
+        a.begin_try(&policy, 0);
+        assert_eq!(a.remaining(), None);
+        assert!(a.retry(&policy.retry, Failure::Connect));
     }
 }

@@ -251,11 +251,13 @@ impl ClusterState {
         if ejected >= allowed {
             return;
         }
-        let times = e.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let times = e.ejections.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         // Envoy caps an ejection at max_ejection_time, 300 s by default.
-        let length = (o.base_ejection_time * times).min(Duration::from_secs(300).max(o.base_ejection_time));
+        // Saturating: base_ejection_time comes from the config and `times` only grows.
+        let length =
+            (o.base_ejection_time.saturating_mul(times)).min(Duration::from_secs(300).max(o.base_ejection_time));
         e.ejected_until_ms.store(
-            now + u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+            now.saturating_add(u64::try_from(length.as_millis()).unwrap_or(u64::MAX)),
             Ordering::Relaxed,
         );
         e.consecutive_5xx.store(0, Ordering::Relaxed);
@@ -349,4 +351,40 @@ pub fn describe(c: &Cluster, s: &ClusterState) -> serde_json::Value {
         "overflows": s.overflows.load(Ordering::Relaxed),
         "endpoints": endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_base_ejection_time_saturates() {
+        let endpoint = Arc::new(EndpointState::new(([10, 0, 0, 1], 80).into()));
+        // Ejected five times already: the next ejection is six base ejection times.
+        endpoint.ejections.store(5, Ordering::Relaxed);
+        let state = ClusterState {
+            name: "c".into(),
+            endpoints: vec![endpoint.clone()],
+            active: Arc::default(),
+            pending: AtomicU32::new(0),
+            overflows: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            slots: None,
+            per_connection: Default::default(),
+        };
+        let policy = ClusterPolicy {
+            outlier: Some(Outlier {
+                consecutive_5xx: Some(1),
+                consecutive_gateway: None,
+                interval: Duration::from_secs(10),
+                base_ejection_time: Duration::MAX,
+                max_ejection_percent: 100,
+                min_health_percent: 0,
+            }),
+            ..ClusterPolicy::default()
+        };
+        state.record(&policy, 0, Outcome::Status(503));
+        assert!(endpoint.ejected(now_ms()));
+    }
 }
