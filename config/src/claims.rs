@@ -58,6 +58,15 @@ pub fn header_value(value: &Value) -> Option<String> {
     }
 }
 
+/// How a VirtualService header match names a JWT claim.
+pub const CLAIM_KEY: &str = "@request.auth.claims";
+
+/// The claim path of an `@request.auth.claims.<name>` (or `[name]`) header key.
+pub fn claim_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(CLAIM_KEY)?;
+    Some(rest.strip_prefix('.').unwrap_or(rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ pub struct Provider {
     /// Its port.
     pub port: u16,
     /// Longest wait for an answer.
-    #[serde(serialize_with = "crate::snapshot::ser_duration")]
+    #[serde(serialize_with = "crate::ser::ser_duration")]
     pub timeout: Duration,
     /// Prefix put before the request's path in the check request.
     pub path_prefix: String,

@@ -1,8 +1,6 @@
-//! RequestAuthentication for one proxy: the JWT rules that select it, compiled, and
-//! token verification with the meaning Istio gives them (Envoy's jwt_authn as istiod
-//! configures it): any configured issuer suffices, 60 s of clock skew, `exp` and
-//! `nbf` optional but checked, no `audiences` accepts any `aud`, keys only from the
-//! issuer's JWKS (never from the token's own `jwk`, `jku` or `x5u`).
+//! RequestAuthentication as the request path applies it: JWT providers, where a
+//! token is looked for, key sets, and verification with Istio's semantics. The
+//! compilers are in `compile::jwt`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,19 +12,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bundle::{Bundle, Entry};
 use crate::claims::ClaimPath;
-use crate::diag::{Code, Diagnostic, Severity};
-use crate::duration;
-use crate::resources::security::{JwtRule, RequestAuthenticationSpec};
-use crate::resources::Spec;
-use crate::translate::Scope;
 
 /// Envoy's allowance for clocks that disagree, applied to `exp` and `nbf`.
 pub const CLOCK_SKEW_SECS: u64 = 60;
-
-/// Istio's default time to wait for a JWKS.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The JWT providers (one per jwtRule) that apply to one proxy.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,7 +53,7 @@ pub enum Location {
     /// A header, after a prefix such as `Bearer ` (compared without case).
     Header {
         /// Header name.
-        #[serde(serialize_with = "crate::snapshot::ser_name")]
+        #[serde(serialize_with = "crate::ser::ser_name")]
         name: HeaderName,
         /// Prefix before the token.
         prefix: String,
@@ -86,7 +75,7 @@ pub enum Jwks {
         /// The URL: the JWKS, or the discovery document when `discover`.
         uri: String,
         /// How long one fetch may take.
-        #[serde(serialize_with = "crate::snapshot::ser_duration")]
+        #[serde(serialize_with = "crate::ser::ser_duration")]
         timeout: Duration,
         /// `uri` is `<issuer>/.well-known/openid-configuration`, whose `jwks_uri` names the keys.
         discover: bool,
@@ -471,7 +460,7 @@ impl JwtAuth {
 
 fn ser_opt_name<S: serde::Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
     match n {
-        Some(n) => crate::snapshot::ser_name(n, s),
+        Some(n) => crate::ser::ser_name(n, s),
         None => s.serialize_none(),
     }
 }
@@ -483,171 +472,3 @@ fn ser_claim_headers<S: serde::Serializer>(list: &[(HeaderName, ClaimPath)], s: 
 fn ser_keys<S: serde::Serializer>(keys: &Arc<KeySet>, s: S) -> Result<S::Ok, S::Error> {
     keys.serialize(s)
 }
-
-fn header_name(text: &str) -> Result<HeaderName, String> {
-    if text.starts_with(':') {
-        return Err(format!("{text:?}: pseudo-headers cannot be used"));
-    }
-    HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{text:?} is not a header name"))
-}
-
-/// Compiles one jwtRule; errors are (field under the rule, message).
-pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(String, String)>> {
-    let mut errors = Vec::new();
-    let mut err = |field: &str, message: String| errors.push((field.to_string(), message));
-    let issuer = rule.issuer.clone().unwrap_or_default();
-    if issuer.is_empty() {
-        err("issuer", "the issuer is required".into());
-    }
-    let timeout = match rule.timeout.as_deref().map(duration::parse) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(d)) if !d.is_zero() => d,
-        Some(Ok(_)) => {
-            err("timeout", "the timeout must be above zero".into());
-            DEFAULT_TIMEOUT
-        }
-        Some(Err(e)) => {
-            err("timeout", e.to_string());
-            DEFAULT_TIMEOUT
-        }
-    };
-    let jwks = match (&rule.jwks, &rule.jwks_uri) {
-        // Istio: inline keys win over the URI.
-        (Some(inline), _) => match KeySet::parse(inline) {
-            Ok(keys) => Some(Jwks::Inline(Arc::new(keys))),
-            Err(e) => {
-                err("jwks", e);
-                None
-            }
-        },
-        (None, Some(uri)) => match uri.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(Jwks::Remote {
-                uri: uri.clone(),
-                timeout,
-                discover: false,
-            }),
-            _ => {
-                err("jwksUri", format!("{uri:?} is not an http or https URL"));
-                None
-            }
-        },
-        // As istiod does: the keys are found from the issuer's OpenID configuration.
-        (None, None) => match issuer.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(Jwks::Remote {
-                uri: format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')),
-                timeout,
-                discover: true,
-            }),
-            _ => {
-                err(
-                    "jwksUri",
-                    "jwks or jwksUri is required when the issuer is not an http(s) URL to discover keys from".into(),
-                );
-                None
-            }
-        },
-    };
-    let mut locations = Vec::new();
-    for (i, h) in rule.from_headers.iter().enumerate() {
-        match header_name(h.name.as_deref().unwrap_or("")) {
-            Ok(name) => locations.push(Location::Header {
-                name,
-                prefix: h.prefix.clone().unwrap_or_default(),
-            }),
-            Err(e) => err(&format!("fromHeaders[{i}].name"), e),
-        }
-    }
-    locations.extend(rule.from_params.iter().cloned().map(Location::Param));
-    locations.extend(rule.from_cookies.iter().cloned().map(Location::Cookie));
-    if locations.is_empty() {
-        // Istio's defaults: a bearer token, then the access_token parameter.
-        locations.push(Location::Header {
-            name: http::header::AUTHORIZATION,
-            prefix: "Bearer ".into(),
-        });
-        locations.push(Location::Param("access_token".into()));
-    }
-    let payload_header = match rule.output_payload_to_header.as_deref() {
-        None | Some("") => None,
-        Some(h) => match header_name(h) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                err("outputPayloadToHeader", e);
-                None
-            }
-        },
-    };
-    let mut claim_headers = Vec::new();
-    for (i, c) in rule.output_claim_to_headers.iter().enumerate() {
-        let header = header_name(c.header.as_deref().unwrap_or(""));
-        let claim = ClaimPath::parse(c.claim.as_deref().unwrap_or(""));
-        match (header, claim) {
-            (Ok(h), Ok(c)) => claim_headers.push((h, c)),
-            (Err(e), _) => err(&format!("outputClaimToHeaders[{i}].header"), e),
-            (_, Err(e)) => err(&format!("outputClaimToHeaders[{i}].claim"), e),
-        }
-    }
-    match jwks {
-        Some(jwks) if errors.is_empty() => Ok(Provider {
-            policy,
-            issuer,
-            audiences: rule.audiences.clone(),
-            locations,
-            jwks,
-            forward: rule.forward_original_token.unwrap_or(false),
-            payload_header,
-            claim_headers,
-        }),
-        _ => Err(errors),
-    }
-}
-
-/// Compiles every rule of a RequestAuthentication; errors name the full field.
-pub fn compile(policy: &str, spec: &RequestAuthenticationSpec) -> Result<Vec<Provider>, Vec<(String, String)>> {
-    let mut providers = Vec::new();
-    let mut errors = Vec::new();
-    for (i, rule) in spec.jwt_rules.iter().enumerate() {
-        match compile_rule(policy.to_string(), rule) {
-            Ok(p) => providers.push(p),
-            Err(e) => errors.extend(e.into_iter().map(|(f, m)| (format!("spec.jwtRules[{i}].{f}"), m))),
-        }
-    }
-    if errors.is_empty() {
-        Ok(providers)
-    } else {
-        Err(errors)
-    }
-}
-
-/// The providers of the RequestAuthentications that apply to the proxy of `scope`
-/// (selected as AuthorizationPolicies are).
-pub fn for_scope(bundle: &Bundle, scope: &Scope) -> (JwtAuth, Vec<Diagnostic>) {
-    let mut auth = JwtAuth::default();
-    let mut diags = Vec::new();
-    let policies: Vec<(&Entry, &RequestAuthenticationSpec)> = bundle
-        .of(|s| match s {
-            Spec::RequestAuthentication(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    for (entry, spec) in policies {
-        let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
-        if !crate::authz::applies(entry, spec.selector.as_ref(), targeted, scope, &mut diags) {
-            continue;
-        }
-        let name = format!("{}/{}", entry.resource.namespace, entry.resource.name);
-        match compile(&name, spec) {
-            Ok(providers) => auth.providers.extend(providers),
-            Err(errors) => {
-                // Validation reports these; a bundle with them never gets here.
-                for (field, e) in errors {
-                    diags.push(entry.diag(Severity::Error, Code::InvalidValue, &field, e));
-                }
-            }
-        }
-    }
-    (auth, diags)
-}
-
-#[cfg(test)]
-mod tests;

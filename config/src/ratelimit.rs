@@ -20,7 +20,7 @@ pub struct RateLimit {
     /// Requests per period (also the burst).
     pub requests: u32,
     /// The period.
-    #[serde(serialize_with = "crate::snapshot::ser_duration")]
+    #[serde(serialize_with = "crate::ser::ser_duration")]
     pub per: Duration,
     /// What buckets are kept per.
     pub key: RateKey,
@@ -32,7 +32,7 @@ pub enum RateKey {
     /// The client address.
     ClientIp,
     /// A request header's value (requests without it share one bucket).
-    Header(#[serde(serialize_with = "crate::snapshot::ser_name")] HeaderName),
+    Header(#[serde(serialize_with = "crate::ser::ser_name")] HeaderName),
     /// A verified JWT claim (requests without one share one bucket).
     Claim(crate::claims::ClaimPath),
 }

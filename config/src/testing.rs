@@ -5,6 +5,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod jwt;
+pub mod layering;
 
 /// YAML for a Gateway on port 80, a ServiceEntry `backend` at 127.0.0.1:`backend_port`
 /// and one VirtualService per host.
@@ -34,15 +35,18 @@ pub fn large_config(hosts: usize, routes: usize, backend_port: u16) -> String {
 pub fn large_snapshot(hosts: usize, routes: usize, backend_port: u16) -> crate::Snapshot {
     let mut loaded = crate::Loaded::default();
     crate::bundle::load_text(&mut loaded, "large.yaml", &large_config(hosts, routes, backend_port));
-    let scope = crate::Scope {
-        outbound: Default::default(),
-        ext_authz: Vec::new(),
-        role: crate::Role::Gateway,
-        labels: std::collections::BTreeMap::from([("istio".into(), "ingressgateway".into())]),
-        namespace: "default".into(),
-    };
-    match crate::translate(&loaded.bundle, &scope, 1) {
-        Ok((snapshot, _)) => snapshot,
+    match crate::build(&loaded, &ingress_scope("default"), 1) {
+        Ok(built) => built.snapshot,
         Err(diags) => panic!("generated configuration does not translate: {diags:?}"),
     }
+}
+
+/// The scope of Istio's ingress gateway (labels `app: istio-ingressgateway`,
+/// `istio: ingressgateway`) in `namespace`, with the default mesh config.
+pub fn ingress_scope(namespace: &str) -> crate::Scope {
+    let labels = std::collections::BTreeMap::from([
+        ("app".to_string(), "istio-ingressgateway".to_string()),
+        ("istio".to_string(), "ingressgateway".to_string()),
+    ]);
+    crate::Scope::gateway(namespace, labels, crate::mesh::MeshConfig::default())
 }

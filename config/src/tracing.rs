@@ -53,7 +53,7 @@ pub struct Provider {
     /// gRPC or HTTP, with their settings.
     pub transport: Transport,
     /// Longest wait for one export (`http.timeout` or `grpc.timeout`).
-    #[serde(serialize_with = "crate::snapshot::ser_duration")]
+    #[serde(serialize_with = "crate::ser::ser_duration")]
     pub timeout: Duration,
     /// Longest request path kept in `http.url` (`maxTagLength`).
     pub max_tag_length: u32,

@@ -1,13 +1,11 @@
 //! Table tests of translation and matching from YAML, with Istio's semantics.
 
-use std::collections::BTreeMap;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use strait_config::bundle::{load_text, Loaded};
 use strait_config::router::{RequestView, Routed};
 use strait_config::snapshot::{Action, Snapshot};
-use strait_config::validate::validate;
-use strait_config::{translate, Diagnostic, Role, Scope};
+use strait_config::testing::ingress_scope;
+use strait_config::{build, Diagnostic, Scope};
 
 const GATEWAY: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -34,27 +32,15 @@ spec:
 "#;
 
 fn scope() -> Scope {
-    Scope {
-        outbound: Default::default(),
-        ext_authz: Vec::new(),
-        role: Role::Gateway,
-        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
-        namespace: "istio-system".into(),
-    }
+    ingress_scope("istio-system")
 }
 
-/// Loads, validates and translates; panics on errors.
+/// Loads, compiles and translates; panics on errors.
 fn snapshot(yaml: &str) -> (Snapshot, Vec<Diagnostic>) {
     let mut loaded = Loaded::default();
     load_text(&mut loaded, "test.yaml", yaml);
-    let mut diags = loaded.diagnostics.clone();
-    diags.extend(validate(&loaded.bundle));
-    assert!(!diags.iter().any(Diagnostic::is_error), "{diags:#?}");
-    match translate(&loaded.bundle, &scope(), 1) {
-        Ok((s, w)) => {
-            diags.extend(w);
-            (s, diags)
-        }
+    match build(&loaded, &scope(), 1) {
+        Ok(built) => (built.snapshot, built.warnings),
         Err(e) => panic!("{e:#?}"),
     }
 }
@@ -297,9 +283,8 @@ fn the_largest_weights_add_up_without_wrapping() {
 }
 
 #[test]
-fn translation_alone_refuses_weights_istio_refuses() {
-    // Translation does not trust that validation ran: a weight past int32 (it was
-    // taken as 0) and a sum past u32 (it wrapped) are errors there too.
+fn the_build_refuses_weights_istio_refuses() {
+    // A weight past int32 (it was taken as 0) and a sum past u32 (it wrapped).
     for (routes, field) in [
         (
             "  - route:\n    - {destination: {host: backend}, weight: 1}\n    - {destination: {host: backend}, weight: 4294967296}\n",
@@ -312,7 +297,7 @@ fn translation_alone_refuses_weights_istio_refuses() {
     ] {
         let mut loaded = Loaded::default();
         load_text(&mut loaded, "test.yaml", &with_routes(routes));
-        let errors = translate(&loaded.bundle, &scope(), 1).expect_err("refused");
+        let errors = build(&loaded, &scope(), 1).expect_err("refused");
         assert!(errors.iter().any(|d| d.field.as_deref() == Some(field)), "{errors:#?}");
     }
 }

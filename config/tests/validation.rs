@@ -2,15 +2,13 @@
 //! expected code and field path.
 
 use strait_config::bundle::{load_text, Loaded};
-use strait_config::validate::validate;
+use strait_config::pipeline::checks;
 use strait_config::{Code, Diagnostic};
 
 fn diagnostics(yaml: &str) -> Vec<Diagnostic> {
     let mut loaded = Loaded::default();
     load_text(&mut loaded, "t.yaml", yaml);
-    let mut d = loaded.diagnostics.clone();
-    d.extend(validate(&loaded.bundle));
-    d
+    checks(&loaded)
 }
 
 const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\n";
@@ -208,12 +206,12 @@ fn a_negative_weight_leaves_no_positive_one() {
         errors,
         [
             (
-                Some("spec.http[0].route[0].weight".to_string()),
-                "weight must not be negative".to_string()
-            ),
-            (
                 Some("spec.http[0].route".to_string()),
                 "with several destinations, at least one weight must be positive".to_string()
+            ),
+            (
+                Some("spec.http[0].route[0].weight".to_string()),
+                "weight must not be negative".to_string()
             ),
         ]
     );

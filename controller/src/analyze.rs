@@ -1,5 +1,5 @@
-//! `straitctl analyze`: the config flow every proxy runs (load, validate, translate
-//! for one scope) plus the cross-resource analyzers, reported as `istioctl analyze`
+//! `straitctl analyze`: the config flow every proxy runs (`strait_config::build` for
+//! one scope) plus the cross-resource analyzers, reported as `istioctl analyze`
 //! reports: Istio's IST0xxx message code where Istio has one, Strait's STR0xxx
 //! code where it does not, and always Strait's file:line and field.
 
@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use serde::{Serialize, Serializer};
 use strait_config::analyze::{Finding, Message};
 use strait_config::bundle::{load_dir, load_text, LoadError, Loaded};
-use strait_config::diag::has_errors;
-use strait_config::{translate, Code, Diagnostic, Scope, Severity};
+use strait_config::{Code, Diagnostic, Scope, Severity};
 
 /// Where the resources come from.
 #[derive(Debug, Clone)]
@@ -186,14 +185,7 @@ pub fn load(input: &Input) -> Result<Loaded, Error> {
 /// reports the same field as translation, the analyzer's finding is kept.
 pub fn analyze(loaded: &Loaded, scope: &Scope) -> Vec<Report> {
     let bundle = &loaded.bundle;
-    let mut diags = loaded.diagnostics.clone();
-    diags.extend(strait_config::validate::validate(bundle));
-    if !has_errors(&diags) {
-        match translate(bundle, scope, 0) {
-            Ok((_, warnings)) => diags.extend(warnings),
-            Err(errors) => diags.extend(errors),
-        }
-    }
+    let mut diags = strait_config::pipeline::check(loaded, scope);
     let findings = strait_config::analyze::analyze(bundle);
     diags.retain(|d| !findings.iter().any(|f| same_place(&f.diagnostic, d)));
     let mut reports: Vec<Report> = diags

@@ -43,10 +43,10 @@ fn tokens(providers: &[Provider], req: &RequestHeader) -> Vec<Found> {
     found
 }
 
-async fn keys(runtime: &Runtime, index: usize) -> Option<std::sync::Arc<jwt::KeySet>> {
-    match &runtime.snapshot.jwt.providers.get(index)?.jwks {
+async fn keys(runtime: &Runtime, policy: usize, index: usize) -> Option<std::sync::Arc<jwt::KeySet>> {
+    match &runtime.snapshot.policies.get(policy)?.jwt.providers.get(index)?.jwks {
         Jwks::Inline(keys) => Some(keys.clone()),
-        Jwks::Remote { .. } => runtime.jwks.get(index)?.as_ref()?.keys().await,
+        Jwks::Remote { .. } => runtime.jwks.get(policy)?.get(index)?.as_ref()?.keys().await,
     }
 }
 
@@ -54,8 +54,15 @@ async fn keys(runtime: &Runtime, index: usize) -> Option<std::sync::Arc<jwt::Key
 /// provider's output headers is replaced by the verified values (so a client cannot
 /// forge them), tokens not to be forwarded are removed, and the first verified token
 /// is returned.
-pub async fn authenticate(runtime: &Runtime, req: &mut RequestHeader) -> Result<Option<Box<Verified>>, Failure> {
-    let providers = &runtime.snapshot.jwt.providers;
+pub async fn authenticate(
+    runtime: &Runtime,
+    policy: usize,
+    req: &mut RequestHeader,
+) -> Result<Option<Box<Verified>>, Failure> {
+    let Some(policy_of_listener) = runtime.snapshot.policies.get(policy) else {
+        return Ok(None);
+    };
+    let providers = &policy_of_listener.jwt.providers;
     for p in providers {
         for name in p.payload_header.iter().chain(p.claim_headers.iter().map(|(h, _)| h)) {
             req.remove_header(name);
@@ -76,7 +83,7 @@ pub async fn authenticate(runtime: &Runtime, req: &mut RequestHeader) -> Result<
         let Some(provider) = providers.get(pi) else {
             return Err(Failure::UnknownIssuer);
         };
-        let keyset = keys(runtime, pi).await.ok_or(Failure::JwksUnavailable)?;
+        let keyset = keys(runtime, policy, pi).await.ok_or(Failure::JwksUnavailable)?;
         let verified = jwt::verify(peeked, provider, &keyset, now())?;
         output(req, provider, &verified);
         if !provider.forward {

@@ -38,7 +38,7 @@ pub fn choose(
 fn pick(cluster: &Cluster, state: &ClusterState, hash: Option<u64>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
     let n = cluster.endpoints.len();
     match (&cluster.policy.lb, hash) {
-        (LoadBalancer::Hash(h), Some(hash)) => h.table.lookup_where(hash, accept),
+        (LoadBalancer::Hash(_), Some(hash)) => cluster.hash_table.as_ref()?.lookup_where(hash, accept),
         (LoadBalancer::RoundRobin, _) => cluster.round_robin(accept),
         (LoadBalancer::LeastRequest | LoadBalancer::Passthrough, _) => {
             let a = random_accepted(n, accept)?;
@@ -68,7 +68,7 @@ fn random_accepted(n: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::upstreams::Upstreams;
-    use strait_config::snapshot::{ClusterPolicy, Endpoint, HashKey, HashPolicy, HashTable};
+    use strait_config::snapshot::{ClusterKind, ClusterPolicy, Endpoint, HashKey, HashPolicy, HashTableKind};
 
     fn cluster(lb: LoadBalancer) -> Cluster {
         let endpoints: Vec<Endpoint> = (0..3u16)
@@ -84,12 +84,13 @@ mod tests {
             host: "svc".into(),
             port: 80,
             subset: None,
+            kind: ClusterKind::Static,
             endpoints,
+            hash_table: None,
             policy: ClusterPolicy {
                 lb,
                 ..ClusterPolicy::default()
             },
-            blackhole: false,
             next: Default::default(),
         }
     }
@@ -126,9 +127,11 @@ mod tests {
     #[test]
     fn hash_keeps_a_key_on_one_endpoint() {
         let mut c = cluster(LoadBalancer::RoundRobin);
+        let table = HashTableKind::Ring { min_size: 1024 };
+        c.hash_table = Some(table.build(&c.endpoints));
         c.policy.lb = LoadBalancer::Hash(Box::new(HashPolicy {
             key: HashKey::SourceIp,
-            table: HashTable::ring(&c.endpoints, 1024),
+            table,
         }));
         let s = state(&c);
         let first = choose(&c, &s, Some(42), |_| false);

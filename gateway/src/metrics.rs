@@ -51,9 +51,9 @@ const LABELS: [&str; 25] = [
 /// (`istio-ingressgateway` for Istio's gateway), else its `istio` label.
 pub fn workload_name(scope: &Scope) -> Option<&str> {
     scope
-        .labels
+        .labels()
         .get("app")
-        .or_else(|| scope.labels.get("istio"))
+        .or_else(|| scope.labels().get("istio"))
         .map(String::as_str)
 }
 
@@ -197,7 +197,7 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Hist
 impl Metrics {
     /// Registers Istio's families for a proxy of `scope` (whose labels name it as source).
     pub fn new(scope: &Scope) -> prometheus::Result<Metrics> {
-        let label = |k: &str| scope.labels.get(k).cloned().unwrap_or_else(|| UNKNOWN.to_string());
+        let label = |k: &str| scope.labels().get(k).cloned().unwrap_or_else(|| UNKNOWN.to_string());
         let app = workload_name(scope).unwrap_or(UNKNOWN).to_string();
         let tcp = tcp_labels();
         let metrics = Metrics {
@@ -226,7 +226,7 @@ impl Metrics {
                 // Gateways report as the source of the requests they send on.
                 "source".to_string(),
                 app.clone(),
-                scope.namespace.clone(),
+                scope.namespace().to_string(),
                 UNKNOWN.to_string(),
                 app.clone(),
                 label("version"),

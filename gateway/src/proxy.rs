@@ -18,7 +18,7 @@ use strait_config::path::Normalization;
 use strait_config::ratelimit::RateKey;
 use strait_config::router::{strip_port, RequestView, Routed};
 use strait_config::snapshot::{
-    hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
+    hash_bytes, roll, Action, Cluster, ClusterKind, HashKey, HeaderOps, HttpPolicy, Redirect, Route, WeightedCluster,
 };
 
 use crate::access_log::{self, AccessLog};
@@ -649,7 +649,13 @@ impl Gateway {
 
     /// AuthorizationPolicy in Istio's order: a matching CUSTOM policy's external
     /// authorizer, then DENY and ALLOW. True when the request was answered.
-    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx, runtime: &Runtime) -> Result<bool> {
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        runtime: &Runtime,
+        policy: &HttpPolicy,
+    ) -> Result<bool> {
         let (custom, denied) = {
             let req = session.req_header();
             let host = strip_port(authority(req)).to_ascii_lowercase();
@@ -671,7 +677,7 @@ impl Gateway {
                 peer: connection_peer(session).map(|p| p.principal.as_str()),
                 auth: ctx.auth.as_deref(),
             };
-            let authz = &runtime.snapshot.authz;
+            let authz = &policy.authz;
             let decision = authz.decide(&request, |policy| {
                 log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
             });
@@ -684,7 +690,7 @@ impl Gateway {
             };
             (authz.custom_provider(&request), denied)
         };
-        if let Some(ext) = custom.and_then(|i| runtime.snapshot.ext_authz.get(i)) {
+        if let Some(ext) = custom.and_then(|i| policy.ext_authz.get(i)) {
             let target = self.side_call_target(runtime, ext.cluster).await;
             match ext_authz::check(self.shared.http(), target, &ext.provider, session.req_header()).await {
                 ext_authz::Verdict::Deny { status, headers, body } => {
@@ -931,9 +937,12 @@ impl ProxyHttp for Gateway {
             return respond(session, 400, &[], None, Bytes::from_static(b"invalid path")).await;
         }
         let scheme = if self.tls { "https" } else { "http" };
+        let policy = listener
+            .policy
+            .and_then(|i| Some((i, runtime.snapshot.policies.get(i)?)));
         // Istio lets CORS preflights through unauthenticated: browsers send them without credentials.
-        if !runtime.snapshot.jwt.is_empty() && !cors::is_preflight(session.req_header()) {
-            match authn::authenticate(&runtime, session.req_header_mut()).await {
+        if let Some((pi, _)) = policy.filter(|(_, p)| !p.jwt.is_empty() && !cors::is_preflight(session.req_header())) {
+            match authn::authenticate(&runtime, pi, session.req_header_mut()).await {
                 Ok(auth) => ctx.auth = auth,
                 Err(failure) => {
                     log::debug!("JWT refused: {failure}");
@@ -949,8 +958,10 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if !runtime.snapshot.authz.is_empty() && self.authorize(session, ctx, &runtime).await? {
-            return Ok(true);
+        if let Some((_, p)) = policy.filter(|(_, p)| !p.authz.is_empty()) {
+            if self.authorize(session, ctx, &runtime, p).await? {
+                return Ok(true);
+            }
         }
         let view = request_view(session.req_header(), scheme, ctx.auth.as_deref());
         let routed = listener.route(&view);
@@ -1077,7 +1088,7 @@ impl ProxyHttp for Gateway {
                 let picked = f.pick_index().and_then(|i| Some((i, f.destinations.get(i)?)));
                 let cluster = picked.and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster));
                 ctx.destination = picked.map(|(i, _)| i);
-                if cluster.is_some_and(|c| c.blackhole) {
+                if cluster.is_some_and(|c| c.kind == ClusterKind::Blackhole) {
                     ctx.flags.add(Flags::NO_ROUTE);
                     return respond(session, 502, &[], None, Bytes::new()).await;
                 }

@@ -118,7 +118,7 @@ fn identity(scope: &Scope) -> crate::trace::Identity {
         .unwrap_or("strait-gateway")
         .to_string();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let ns = scope.namespace.clone();
+    let ns = scope.namespace().to_string();
     crate::trace::Identity {
         service_name: format!("{app}.{ns}"),
         node_id: format!("router~~{}.{ns}~{ns}.svc.cluster.local", host.trim()),
@@ -126,7 +126,11 @@ fn identity(scope: &Scope) -> crate::trace::Identity {
         mesh_id: "cluster.local".into(),
         namespace: ns,
         canonical_service: app,
-        canonical_revision: scope.labels.get("version").cloned().unwrap_or_else(|| "latest".into()),
+        canonical_revision: scope
+            .labels()
+            .get("version")
+            .cloned()
+            .unwrap_or_else(|| "latest".into()),
         cluster_id: "Kubernetes".into(),
     }
 }

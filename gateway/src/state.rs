@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use strait_config::diag::has_errors;
-use strait_config::{load_dir, translate, Diagnostic, Scope, Snapshot};
+use strait_config::pipeline::sorted;
+use strait_config::{load_dir, Diagnostic, Scope, Snapshot};
 
 use crate::acme::Challenges;
 use crate::certs::{compile_certificates, CompiledCert};
@@ -35,8 +35,9 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     /// Upstream TLS material, index-aligned with `snapshot.clusters`.
     pub upstream_tls: Vec<Option<Arc<CompiledUpstreamTls>>>,
-    /// Remote key sets, index-aligned with `snapshot.jwt.providers` (None: inline keys).
-    pub jwks: Vec<Option<Arc<RemoteJwks>>>,
+    /// Remote key sets, index-aligned with `snapshot.policies` and then with each
+    /// policy's JWT providers (None: inline keys).
+    pub jwks: Vec<Vec<Option<Arc<RemoteJwks>>>>,
     /// Client certificate checks of the HTTPS servers.
     pub client_auth: ClientAuthTable,
     /// Metric labels and handles per cluster (index-aligned, then one for none).
@@ -108,7 +109,7 @@ impl Shared {
     pub fn start(config_dir: &Path, scope: Scope, jwks_refresh: Duration) -> Result<Arc<Shared>, Vec<Diagnostic>> {
         let jwks = Arc::new(JwksStore::new(jwks_refresh));
         let mut runtime = build(config_dir, &scope, 1)?;
-        runtime.jwks = jwks.attach(&runtime.snapshot.jwt);
+        runtime.jwks = attach_jwks(&jwks, &runtime.snapshot);
         // The parsed resources are gone by now; their pages need not stay resident.
         crate::memory::release_free_memory();
         let diagnostics = runtime.warnings.clone();
@@ -161,7 +162,7 @@ impl Shared {
         let mut runtime = build(&self.config_dir, &self.scope, self.next_version.load(Ordering::Relaxed))?;
         // Endpoints that stay keep their in-flight counts, counters and ejections.
         runtime.upstreams = Upstreams::build(&runtime.snapshot, Some(&self.current().upstreams));
-        runtime.jwks = self.jwks.attach(&runtime.snapshot.jwt);
+        runtime.jwks = attach_jwks(&self.jwks, &runtime.snapshot);
         Ok(runtime)
     }
 
@@ -208,19 +209,8 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
         loaded.bundle.entries.len(),
         loaded.bundle.files
     );
-    let mut diags = loaded.diagnostics;
-    diags.extend(strait_config::validate::validate(&loaded.bundle));
-    if has_errors(&diags) {
-        return Err(sorted(diags));
-    }
-    let (snapshot, warnings) = match translate(&loaded.bundle, scope, version) {
-        Ok(t) => t,
-        Err(t) => {
-            diags.extend(t);
-            return Err(sorted(diags));
-        }
-    };
-    diags.extend(warnings);
+    let built = strait_config::build(&loaded, scope, version)?;
+    let (snapshot, mut diags) = (built.snapshot, built.warnings);
     match (
         compile_certificates(&snapshot),
         upstream_tls::compile_all(&snapshot),
@@ -245,20 +235,17 @@ pub fn build(dir: &Path, scope: &Scope, version: u64) -> Result<Runtime, Vec<Dia
     }
 }
 
+/// The remote key sets of every policy's JWT providers.
+fn attach_jwks(store: &JwksStore, snapshot: &Snapshot) -> Vec<Vec<Option<Arc<RemoteJwks>>>> {
+    snapshot.policies.iter().map(|p| store.attach(&p.jwt)).collect()
+}
+
 /// What `--check` prints: every diagnostic of a full build.
 pub fn check(dir: &Path, scope: &Scope) -> Vec<Diagnostic> {
     match build(dir, scope, 0) {
         Ok(runtime) => runtime.warnings,
         Err(diags) => diags,
     }
-}
-
-fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    diags.sort_by(|a, b| {
-        (&a.file, a.position.line, a.position.column).cmp(&(&b.file, b.position.line, b.position.column))
-    });
-    diags.dedup();
-    diags
 }
 
 fn folder_diag(dir: &Path, message: &str) -> Diagnostic {

@@ -123,3 +123,14 @@ pub struct SecretBody {
     /// Immutable flag.
     pub immutable: Option<bool>,
 }
+
+/// The value of a Secret key from `stringData` or base64 `data`.
+pub fn secret_value(body: &SecretBody, key: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(v) = body.string_data.get(key) {
+        return Some(v.clone().into_bytes());
+    }
+    let v = body.data.get(key)?;
+    let compact: String = v.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(compact).ok()
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use strait_config::{Role, Scope};
+use strait_config::Scope;
 use strait_controller::admin_client::Target;
 use strait_controller::analyze::{analyze, any_errors, load, Input};
 use strait_controller::proxy_config::{self, Section};
@@ -179,13 +179,7 @@ fn run_analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let scope = Scope {
-        role: Role::Gateway,
-        labels: parse_labels(&args.labels)?,
-        namespace: args.namespace.clone(),
-        outbound: mesh.outbound,
-        ext_authz: mesh.ext_authz,
-    };
+    let scope = Scope::gateway(&args.namespace, parse_labels(&args.labels)?, mesh);
     let (input, what) = match &args.input.config_dir {
         Some(dir) => (Input::Dir(dir.clone()), format!("files in {}", dir.display())),
         None => {

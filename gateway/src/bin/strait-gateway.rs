@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use strait_config::mesh::MeshConfig;
-use strait_config::{Role, Scope, Severity};
+use strait_config::{Scope, Severity};
 use strait_gateway::proxy::{Limits, Underscores};
 use strait_gateway::server::{build, Options, StartError};
 
@@ -166,13 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let scope = Scope {
-        role: Role::Gateway,
-        labels: parse_labels(&cli.labels)?,
-        namespace: cli.namespace.clone(),
-        outbound: mesh.outbound,
-        ext_authz: mesh.ext_authz.clone(),
-    };
+    let scope = Scope::gateway(&cli.namespace, parse_labels(&cli.labels)?, mesh.clone());
     if cli.check {
         let mut diags = mesh_notes;
         diags.extend(strait_gateway::state::check(&config_dir, &scope));

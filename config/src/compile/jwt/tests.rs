@@ -1,5 +1,9 @@
 use super::*;
 use crate::testing::jwt::{hs256, jwks, now, raw_token, TestKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::HeaderMap;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::Header;
 use serde_json::json;
 

@@ -352,7 +352,7 @@ mod tests {
     use super::*;
 
     fn compile(re: &str) -> Result<Arc<Regex>, String> {
-        crate::translate::compile_full_match(re, false).map(Arc::new)
+        crate::compile::regex::compile_full_match(re, false).map(Arc::new)
     }
 
     fn rule(yaml: &str) -> HttpRoute {

@@ -1,19 +1,19 @@
 //! A DestinationRule's traffic policy for one cluster: Istio's merge of the
 //! top-level policy, the subset's and the port's, compiled into what the engine
-//! uses (load balancer with its hash table, pool limits, outlier detection).
-//! Validation and translation share these functions.
+//! uses (load balancer, pool limits, outlier detection). Consistent-hash tables are
+//! built from the endpoints, which change on their own.
 
 use std::time::Duration;
 
 use http::HeaderName;
 
+use super::route_policy::PolicyError;
 use crate::diag::Code;
 use crate::duration;
-use crate::policy::PolicyError;
 use crate::resources::networking::{
     ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, TrafficPolicy,
 };
-use crate::snapshot::{ClusterPolicy, Endpoint, HashKey, HashPolicy, HashTable, LoadBalancer, Outlier, PoolLimits};
+use crate::snapshot::{ClusterPolicy, HashKey, HashPolicy, HashTableKind, LoadBalancer, Outlier, PoolLimits};
 
 /// The policy blocks in force for one (subset, port), before compilation.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -83,13 +83,13 @@ fn overlay(
     }
 }
 
-/// Compiles the effective policy for a cluster with `endpoints`. Errors name the
-/// field under the traffic policy.
-pub fn compile(e: &Effective, endpoints: &[Endpoint]) -> Result<ClusterPolicy, Vec<PolicyError>> {
+/// Compiles the effective policy of a cluster. Errors name the field under the
+/// traffic policy.
+pub fn compile(e: &Effective) -> Result<ClusterPolicy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut out = ClusterPolicy::default();
     if let Some(lb) = &e.load_balancer {
-        match load_balancer(lb, endpoints) {
+        match load_balancer(lb) {
             Ok(l) => out.lb = l,
             Err(err) => errors.push(err),
         }
@@ -140,7 +140,7 @@ fn count(field: &str, n: Option<i64>, errors: &mut Vec<PolicyError>) -> Option<u
     }
 }
 
-fn load_balancer(lb: &LoadBalancerSettings, endpoints: &[Endpoint]) -> Result<LoadBalancer, PolicyError> {
+fn load_balancer(lb: &LoadBalancerSettings) -> Result<LoadBalancer, PolicyError> {
     if let Some(h) = &lb.consistent_hash {
         let keys = [
             h.http_header_name.is_some(),
@@ -203,7 +203,7 @@ fn load_balancer(lb: &LoadBalancerSettings, endpoints: &[Endpoint]) -> Result<Lo
                             format!("{size} is not a prime"),
                         )
                     })?;
-                HashTable::maglev(endpoints, size)
+                HashTableKind::Maglev { size }
             }
             (None, ring) => {
                 let size = ring
@@ -220,7 +220,7 @@ fn load_balancer(lb: &LoadBalancerSettings, endpoints: &[Endpoint]) -> Result<Lo
                             format!("{size} is out of range"),
                         )
                     })?;
-                HashTable::ring(endpoints, size)
+                HashTableKind::Ring { min_size: size }
             }
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -363,17 +363,6 @@ mod tests {
         serde_json::from_value(value).expect("policy")
     }
 
-    fn endpoints(n: u16) -> Vec<Endpoint> {
-        (0..n)
-            .map(|i| Endpoint {
-                address: ([10, 0, 0, 1], 8000 + i).into(),
-                hostname: None,
-                labels: Default::default(),
-                workload: None,
-            })
-            .collect()
-    }
-
     #[test]
     fn subset_and_port_override_block_by_block() {
         let top = policy(
@@ -382,11 +371,11 @@ mod tests {
         );
         let subset = policy("connectionPool: {tcp: {maxConnections: 1}}");
         let e = effective(Some(&top), Some(&subset), 80);
-        let c = compile(&e, &endpoints(2)).expect("policy");
+        let c = compile(&e).expect("policy");
         assert_eq!((c.lb.name(), c.limits.max_connections), ("ROUND_ROBIN", Some(1)));
         let e = effective(Some(&top), Some(&subset), 8080);
-        assert_eq!(compile(&e, &endpoints(2)).expect("policy").lb.name(), "RANDOM");
-        let none = compile(&effective(None, None, 80), &endpoints(2)).expect("policy");
+        assert_eq!(compile(&e).expect("policy").lb.name(), "RANDOM");
+        let none = compile(&effective(None, None, 80)).expect("policy");
         assert_eq!(none.lb.name(), "LEAST_REQUEST", "Istio's default");
     }
 
@@ -396,7 +385,7 @@ mod tests {
             "loadBalancer: {simple: FASTEST}\nconnectionPool: {tcp: {connectTimeout: soon}}\n\
              outlierDetection: {maxEjectionPercent: 150}",
         );
-        let errs = compile(&effective(Some(&p), None, 80), &endpoints(1)).expect_err("invalid");
+        let errs = compile(&effective(Some(&p), None, 80)).expect_err("invalid");
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -407,7 +396,7 @@ mod tests {
             ]
         );
         let p = policy("loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}");
-        assert!(compile(&effective(Some(&p), None, 80), &endpoints(1)).is_err());
+        assert!(compile(&effective(Some(&p), None, 80)).is_err());
     }
 
     #[test]
@@ -416,7 +405,7 @@ mod tests {
             "connectionPool: {tcp: {connectTimeout: 0s, idleTimeout: 500us}, http: {idleTimeout: 0s}}\n\
              outlierDetection: {interval: 0s, baseEjectionTime: 9223372036854775807s}",
         );
-        let errs = compile(&effective(Some(&p), None, 80), &endpoints(1)).expect_err("invalid");
+        let errs = compile(&effective(Some(&p), None, 80)).expect_err("invalid");
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -430,40 +419,10 @@ mod tests {
         );
         // A tcp idleTimeout of 0s disables it, as in Istio.
         let p = policy("connectionPool: {tcp: {connectTimeout: 1ms, idleTimeout: 0s}}");
-        let c = compile(&effective(Some(&p), None, 80), &endpoints(1)).expect("policy");
+        let c = compile(&effective(Some(&p), None, 80)).expect("policy");
         assert_eq!(
             (c.connect_timeout, c.idle_timeout),
             (Some(Duration::from_millis(1)), None)
         );
-    }
-
-    #[test]
-    fn hash_tables_spread_and_stay_put() {
-        for table in [
-            HashTable::ring(&endpoints(4), 1024),
-            HashTable::maglev(&endpoints(4), 65537),
-        ] {
-            let mut hits = [0u32; 4];
-            for key in 0..4000u64 {
-                let i = table
-                    .lookup(crate::snapshot::hash_bytes(&key.to_le_bytes()))
-                    .expect("endpoint");
-                hits[i] += 1;
-            }
-            assert!(hits.iter().all(|h| (600..=1400).contains(h)), "{hits:?}");
-            // One endpoint fewer moves only the keys that were on it (maglev: nearly so).
-            let smaller = match &table {
-                HashTable::Ring(_) => HashTable::ring(&endpoints(3), 1024),
-                HashTable::Maglev(_) => HashTable::maglev(&endpoints(3), 65537),
-            };
-            let moved = (0..4000u64)
-                .filter(|k| {
-                    let h = crate::snapshot::hash_bytes(&k.to_le_bytes());
-                    let before = table.lookup(h).expect("endpoint");
-                    before != 3 && smaller.lookup(h) != Some(before)
-                })
-                .count();
-            assert!(moved < 400, "{moved} keys moved off surviving endpoints");
-        }
     }
 }

@@ -1,0 +1,153 @@
+//! RequestAuthentication compiled from its resource: one JWT provider per rule,
+//! and the providers that apply to a proxy's workload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::claims::ClaimPath;
+use crate::duration;
+use crate::jwt::*;
+use crate::resources::security::{JwtRule, RequestAuthenticationSpec};
+
+/// Istio's default time to wait for a JWKS.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn header_name(text: &str) -> Result<HeaderName, String> {
+    if text.starts_with(':') {
+        return Err(format!("{text:?}: pseudo-headers cannot be used"));
+    }
+    HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{text:?} is not a header name"))
+}
+
+/// Compiles one jwtRule; errors are (field under the rule, message).
+pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(String, String)>> {
+    let mut errors = Vec::new();
+    let mut err = |field: &str, message: String| errors.push((field.to_string(), message));
+    let issuer = rule.issuer.clone().unwrap_or_default();
+    if issuer.is_empty() {
+        err("issuer", "the issuer is required".into());
+    }
+    let timeout = match rule.timeout.as_deref().map(duration::parse) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            err("timeout", "the timeout must be above zero".into());
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(e)) => {
+            err("timeout", e.to_string());
+            DEFAULT_TIMEOUT
+        }
+    };
+    let jwks = match (&rule.jwks, &rule.jwks_uri) {
+        // Istio: inline keys win over the URI.
+        (Some(inline), _) => match KeySet::parse(inline) {
+            Ok(keys) => Some(Jwks::Inline(Arc::new(keys))),
+            Err(e) => {
+                err("jwks", e);
+                None
+            }
+        },
+        (None, Some(uri)) => match uri.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(Jwks::Remote {
+                uri: uri.clone(),
+                timeout,
+                discover: false,
+            }),
+            _ => {
+                err("jwksUri", format!("{uri:?} is not an http or https URL"));
+                None
+            }
+        },
+        // As istiod does: the keys are found from the issuer's OpenID configuration.
+        (None, None) => match issuer.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(Jwks::Remote {
+                uri: format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')),
+                timeout,
+                discover: true,
+            }),
+            _ => {
+                err(
+                    "jwksUri",
+                    "jwks or jwksUri is required when the issuer is not an http(s) URL to discover keys from".into(),
+                );
+                None
+            }
+        },
+    };
+    let mut locations = Vec::new();
+    for (i, h) in rule.from_headers.iter().enumerate() {
+        match header_name(h.name.as_deref().unwrap_or("")) {
+            Ok(name) => locations.push(Location::Header {
+                name,
+                prefix: h.prefix.clone().unwrap_or_default(),
+            }),
+            Err(e) => err(&format!("fromHeaders[{i}].name"), e),
+        }
+    }
+    locations.extend(rule.from_params.iter().cloned().map(Location::Param));
+    locations.extend(rule.from_cookies.iter().cloned().map(Location::Cookie));
+    if locations.is_empty() {
+        // Istio's defaults: a bearer token, then the access_token parameter.
+        locations.push(Location::Header {
+            name: http::header::AUTHORIZATION,
+            prefix: "Bearer ".into(),
+        });
+        locations.push(Location::Param("access_token".into()));
+    }
+    let payload_header = match rule.output_payload_to_header.as_deref() {
+        None | Some("") => None,
+        Some(h) => match header_name(h) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                err("outputPayloadToHeader", e);
+                None
+            }
+        },
+    };
+    let mut claim_headers = Vec::new();
+    for (i, c) in rule.output_claim_to_headers.iter().enumerate() {
+        let header = header_name(c.header.as_deref().unwrap_or(""));
+        let claim = ClaimPath::parse(c.claim.as_deref().unwrap_or(""));
+        match (header, claim) {
+            (Ok(h), Ok(c)) => claim_headers.push((h, c)),
+            (Err(e), _) => err(&format!("outputClaimToHeaders[{i}].header"), e),
+            (_, Err(e)) => err(&format!("outputClaimToHeaders[{i}].claim"), e),
+        }
+    }
+    match jwks {
+        Some(jwks) if errors.is_empty() => Ok(Provider {
+            policy,
+            issuer,
+            audiences: rule.audiences.clone(),
+            locations,
+            jwks,
+            forward: rule.forward_original_token.unwrap_or(false),
+            payload_header,
+            claim_headers,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Compiles every rule of a RequestAuthentication; errors name the full field.
+pub fn compile(policy: &str, spec: &RequestAuthenticationSpec) -> Result<Vec<Provider>, Vec<(String, String)>> {
+    let mut providers = Vec::new();
+    let mut errors = Vec::new();
+    for (i, rule) in spec.jwt_rules.iter().enumerate() {
+        match compile_rule(policy.to_string(), rule) {
+            Ok(p) => providers.push(p),
+            Err(e) => errors.extend(e.into_iter().map(|(f, m)| (format!("spec.jwtRules[{i}].{f}"), m))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(providers)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The clusters of a snapshot: one per (host, port, subset) a route, mirror or
+//! external authorizer names, with its endpoints from the registry, the compiled
+//! DestinationRule policy and the upstream TLS it needs.
+
+use std::collections::BTreeMap;
+
+use crate::bundle::Entry;
+use crate::compile::virtual_service::Target;
+use crate::diag::{Code, Severity};
+use crate::mesh::OutboundMode;
+use crate::registry::ResolveError;
+use crate::resources::kube::secret_value;
+use crate::resources::networking::ClientTlsSettings;
+use crate::resources::Spec;
+use crate::snapshot::{Cluster, ClusterKind, LoadBalancer, PemSource, UpstreamTls};
+
+use super::Translator;
+
+/// A Secret found for a reference, with its keys decoded.
+pub(super) struct FoundSecret {
+    pub(super) namespace: String,
+    pub(super) keys: BTreeMap<String, Vec<u8>>,
+}
+
+impl Translator<'_, '_> {
+    /// The index of the cluster for `target` named at `field` of `entry`, added on
+    /// first use. A host the registry does not know gets a cluster without endpoints
+    /// (503), or under REGISTRY_ONLY a blackhole (502), and a diagnostic.
+    pub(super) fn cluster(&mut self, entry: &Entry, field: &str, target: &Target, listener_port: u16) -> usize {
+        let host = target.host.as_str();
+        let subset = target.subset.as_deref();
+        let port = target.port.and_then(|p| u16::try_from(p).ok());
+        let registry_only = self.scope.mesh.outbound == OutboundMode::RegistryOnly;
+        let mut unknown = false;
+        let (port, endpoints) = match self.compiled.registry.resolve(host, port, subset) {
+            Ok(r) => r,
+            Err(e) => {
+                let severity = match e {
+                    ResolveError::HostNotFound(_) => Severity::Warning,
+                    ResolveError::PortNotFound { .. } => Severity::Error,
+                };
+                let answer = if registry_only {
+                    "requests to it get 502 (outboundTrafficPolicy REGISTRY_ONLY)"
+                } else {
+                    "requests to it get 503"
+                };
+                self.diags.push(entry.diag(
+                    severity,
+                    Code::ReferenceNotFound,
+                    &format!("{field}.host"),
+                    format!("{e}; {answer}"),
+                ));
+                unknown = true;
+                (port.unwrap_or(listener_port), Vec::new())
+            }
+        };
+        let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or(""));
+        if let Some(i) = self.cluster_index.get(&name) {
+            return *i;
+        }
+        let compiled = self.compiled.cluster_policies.get(host, subset, port);
+        let mut policy = compiled.map(|c| c.policy.clone()).unwrap_or_default();
+        if let Some(tls) = compiled.and_then(|c| c.tls.as_ref()) {
+            policy.tls = self.upstream_tls(entry, field, host, tls);
+        }
+        // HTTP/2 upstream for ports declared HTTP2 or gRPC, as Istio does; for HTTP
+        // ports when the DestinationRule asks (h2UpgradePolicy: UPGRADE).
+        if matches!(
+            self.compiled.registry.port_protocol(host, port),
+            Some("HTTP2" | "GRPC" | "GRPC-WEB")
+        ) {
+            policy.h2_upstream = true;
+        }
+        let kind = if unknown && registry_only {
+            ClusterKind::Blackhole
+        } else if endpoints.iter().any(|e| e.hostname.is_some()) {
+            ClusterKind::Dns
+        } else {
+            ClusterKind::Static
+        };
+        let hash_table = match &policy.lb {
+            LoadBalancer::Hash(h) => Some(h.table.build(&endpoints)),
+            _ => None,
+        };
+        self.clusters.push(Cluster {
+            name: name.clone(),
+            host: host.to_string(),
+            port,
+            subset: subset.map(str::to_string),
+            kind,
+            endpoints,
+            hash_table,
+            policy,
+            next: Default::default(),
+        });
+        self.cluster_index.insert(name, self.clusters.len() - 1);
+        self.clusters.len() - 1
+    }
+
+    /// DestinationRule `tls` for a cluster: SIMPLE and MUTUAL originate TLS; DISABLE
+    /// (and ISTIO_MUTUAL, the sidecar's, which the compile stage flags) leave it plain.
+    fn upstream_tls(&mut self, entry: &Entry, field: &str, host: &str, tls: &ClientTlsSettings) -> Option<UpstreamTls> {
+        let mode = tls.mode.as_deref().unwrap_or("DISABLE");
+        if !matches!(mode, "SIMPLE" | "MUTUAL") {
+            return None;
+        }
+        let file = |p: &Option<String>| p.as_ref().map(|path| PemSource::File { path: path.clone() });
+        let mut ca = file(&tls.ca_certificates);
+        let mut client = match (file(&tls.client_certificate), file(&tls.private_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        };
+        if let Some(name) = &tls.credential_name {
+            let ns = self.scope.namespace().to_string();
+            match self.find_secret(&ns, name, &[]) {
+                Some(found) => {
+                    let inline = |key: &str| {
+                        found.keys.get(key).map(|pem| PemSource::Inline {
+                            name: format!("secret {}/{name} {key}", found.namespace),
+                            pem: pem.clone(),
+                        })
+                    };
+                    ca = inline("ca.crt").or(ca);
+                    if let (Some(c), Some(k)) = (inline("tls.crt"), inline("tls.key")) {
+                        client = Some((c, k));
+                    }
+                }
+                None => self.diags.push(entry.diag(
+                    Severity::Error,
+                    Code::ReferenceNotFound,
+                    &format!("{field}.host"),
+                    format!(
+                        "the DestinationRule for {host} names credentialName {name}, which is not a Secret in namespace {ns}"
+                    ),
+                )),
+            }
+        }
+        if mode == "MUTUAL" && client.is_none() {
+            self.diags.push(entry.diag(
+                Severity::Error,
+                Code::Required,
+                &format!("{field}.host"),
+                format!(
+                    "the DestinationRule for {host} has tls.mode MUTUAL without a client certificate (clientCertificate and privateKey, or credentialName)"
+                ),
+            ));
+        }
+        Some(UpstreamTls {
+            sni: tls.sni.clone().unwrap_or_else(|| host.to_string()),
+            ca,
+            client,
+            insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        })
+    }
+
+    /// The Secret `name` in `ns`, else in the proxy's namespace: the first of them that
+    /// has every key in `needed`, with all its keys decoded.
+    pub(super) fn find_secret(&self, ns: &str, name: &str, needed: &[&str]) -> Option<FoundSecret> {
+        [ns, self.scope.namespace()].iter().find_map(|ns| {
+            let (entry, body) = self
+                .compiled
+                .bundle
+                .of(|s| match s {
+                    Spec::Secret(b) => Some(b),
+                    _ => None,
+                })
+                .find(|(e, _)| e.resource.namespace == *ns && e.resource.name == name)?;
+            let keys: BTreeMap<String, Vec<u8>> = body
+                .string_data
+                .keys()
+                .chain(body.data.keys())
+                .filter_map(|k| Some((k.clone(), secret_value(body, k)?)))
+                .collect();
+            needed.iter().all(|k| keys.contains_key(*k)).then(|| FoundSecret {
+                namespace: entry.resource.namespace.clone(),
+                keys,
+            })
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! Translation: a compiled bundle made into the snapshot of one proxy, for its scope.
+//! Gateways get listeners from the Gateway servers that select them; every proxy
+//! gets the clusters its routes name and the HTTP policy of its workload. Nothing
+//! is compiled here: routes and policies are the compile stage's, resolved against
+//! this proxy's listeners and clusters.
+
+mod clusters;
+mod gateway;
+mod policy;
+mod routes;
+
+use std::collections::HashMap;
+
+use crate::compile::Compiled;
+use crate::diag::{has_errors, Diagnostic};
+use crate::scope::{Role, Scope};
+use crate::snapshot::{Certificate, Cluster, HttpPolicy, Listener, Protocol, Snapshot};
+
+/// Builds the snapshot of `compiled` for `scope`. Errors reject the bundle; warnings
+/// are returned beside the snapshot.
+pub fn translate(
+    compiled: &Compiled<'_>,
+    scope: &Scope,
+    version: u64,
+) -> Result<(Snapshot, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut t = Translator {
+        compiled,
+        scope,
+        diags: Vec::new(),
+        listeners: Vec::new(),
+        clusters: Vec::new(),
+        cluster_index: HashMap::new(),
+        certificates: Vec::new(),
+        cert_index: HashMap::new(),
+        acme: Vec::new(),
+    };
+    match scope.role {
+        Role::Gateway => t.gateways(),
+        Role::Sidecar => t.diags.push(Diagnostic {
+            severity: crate::diag::Severity::Error,
+            code: crate::diag::Code::NotEnforced,
+            file: String::new(),
+            position: Default::default(),
+            resource: None,
+            field: None,
+            message: "the sidecar role is translated by the sidecar's own version of Strait".into(),
+        }),
+    }
+    let policy = t.workload_policy();
+    let mut policies = Vec::new();
+    if !policy.is_empty() {
+        policies.push(policy);
+        // A gateway applies its workload's policy on every HTTP listener.
+        for l in t
+            .listeners
+            .iter_mut()
+            .filter(|l| matches!(l.protocol, Protocol::Http | Protocol::Https))
+        {
+            l.policy = Some(0);
+        }
+    }
+    if has_errors(&t.diags) {
+        return Err(t.diags);
+    }
+    let snapshot = Snapshot {
+        version,
+        sources: compiled.bundle.files.clone(),
+        listeners: t.listeners,
+        clusters: t.clusters,
+        certificates: t.certificates,
+        policies,
+        acme: t.acme,
+    };
+    Ok((snapshot, t.diags))
+}
+
+/// The snapshot being built.
+struct Translator<'a, 'b> {
+    compiled: &'a Compiled<'b>,
+    scope: &'a Scope,
+    diags: Vec<Diagnostic>,
+    listeners: Vec<Listener>,
+    clusters: Vec<Cluster>,
+    cluster_index: HashMap<String, usize>,
+    certificates: Vec<Certificate>,
+    cert_index: HashMap<String, usize>,
+    /// Certificates to obtain with ACME.
+    acme: Vec<crate::acme::ManagedCert>,
+}
+
+impl Translator<'_, '_> {
+    /// The HTTP policy of the proxy's workload: the RequestAuthentications and
+    /// AuthorizationPolicies that select it, with their external authorizers.
+    fn workload_policy(&mut self) -> HttpPolicy {
+        let mut policy = HttpPolicy {
+            jwt: self.jwt_for_workload(),
+            ..HttpPolicy::default()
+        };
+        let (authz, ext_authz) = self.authz_for_workload();
+        policy.authz = authz;
+        policy.ext_authz = ext_authz;
+        policy
+    }
+}

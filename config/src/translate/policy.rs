@@ -1,0 +1,122 @@
+//! The security policies that apply to a proxy's workload (Istio's selection: its
+//! namespace with a matching selector or none, the root namespace without one),
+//! taken from the compile stage's results.
+
+use crate::authz::{Authz, Custom};
+use crate::bundle::Entry;
+use crate::diag::{Code, Diagnostic, Severity};
+use crate::hosts::fqdn;
+use crate::jwt::JwtAuth;
+use crate::resources::security::{Action, WorkloadSelector};
+use crate::scope::{selects, Scope, ROOT_NAMESPACE};
+use crate::snapshot::ExtAuthz;
+
+use super::Translator;
+
+/// Whether a security policy applies to the proxy of `scope`: in its namespace with a
+/// matching selector (or none), or in the root namespace without one. Policies with
+/// `targetRefs` select Gateway API resources, which Strait does not serve: they are
+/// skipped with a warning.
+fn applies(
+    entry: &Entry,
+    selector: Option<&WorkloadSelector>,
+    targeted: bool,
+    scope: &Scope,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    if targeted {
+        diags.push(entry.diag(
+            Severity::Warning,
+            Code::NotEnforced,
+            "spec.targetRefs",
+            "targetRefs select Gateway API resources, which this version of Strait does not serve; policy skipped",
+        ));
+        return false;
+    }
+    let ns = entry.resource.namespace.as_str();
+    match selector {
+        Some(sel) => ns == scope.namespace() && selects(&sel.match_labels, scope.labels()),
+        None => ns == scope.namespace() || ns == ROOT_NAMESPACE,
+    }
+}
+
+impl Translator<'_, '_> {
+    /// The JWT providers of the RequestAuthentications that apply.
+    pub(super) fn jwt_for_workload(&mut self) -> JwtAuth {
+        let mut auth = JwtAuth::default();
+        for ra in &self.compiled.authentication {
+            let targeted = ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty();
+            if applies(
+                ra.entry,
+                ra.spec.selector.as_ref(),
+                targeted,
+                self.scope,
+                &mut self.diags,
+            ) {
+                auth.providers.extend(ra.providers.iter().cloned());
+            }
+        }
+        auth
+    }
+
+    /// The AuthorizationPolicies that apply, and the external authorizers their
+    /// CUSTOM policies name (each with its cluster).
+    pub(super) fn authz_for_workload(&mut self) -> (Authz, Vec<ExtAuthz>) {
+        let mut authz = Authz::default();
+        let mut ext_authz: Vec<ExtAuthz> = Vec::new();
+        for ap in &self.compiled.authorization {
+            let (entry, spec) = (ap.entry, ap.spec);
+            let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
+            if !applies(entry, spec.selector.as_ref(), targeted, self.scope, &mut self.diags) {
+                continue;
+            }
+            let policy = ap.policy.clone();
+            match spec.action {
+                Action::Allow => authz.allow.push(policy),
+                Action::Deny => authz.deny.push(policy),
+                Action::Audit => authz.audit.push(policy),
+                Action::Custom => {
+                    let name = spec.provider.as_ref().and_then(|p| p.name.as_deref()).unwrap_or("");
+                    match self.ext_authz_provider(entry, name, &mut ext_authz) {
+                        Some(provider) => authz.custom.push(Custom { policy, provider }),
+                        None => {
+                            // As Istio: a CUSTOM policy without its provider denies what it matches.
+                            self.diags.push(entry.diag(
+                                Severity::Warning,
+                                Code::ReferenceNotFound,
+                                "spec.provider.name",
+                                format!(
+                                    "no envoyExtAuthzHttp extension provider {name:?} in the mesh config: matching requests are denied"
+                                ),
+                            ));
+                            authz.deny.push(policy);
+                        }
+                    }
+                }
+            }
+        }
+        (authz, ext_authz)
+    }
+
+    /// The index of the external authorizer `name` in `list`, added (with the cluster
+    /// of its service) on first use; None when the mesh config has no such provider.
+    fn ext_authz_provider(&mut self, entry: &Entry, name: &str, list: &mut Vec<ExtAuthz>) -> Option<usize> {
+        if let Some(i) = list.iter().position(|e| e.provider.name == name) {
+            return Some(i);
+        }
+        let provider = self.scope.mesh.ext_authz.iter().find(|p| p.name == name)?.clone();
+        // `[<namespace>/]<hostname>`: a short name is in the policy's namespace.
+        let (ns, host) = provider
+            .service
+            .split_once('/')
+            .unwrap_or((entry.resource.namespace.as_str(), provider.service.as_str()));
+        let target = crate::compile::virtual_service::Target {
+            host: fqdn(host, ns),
+            port: Some(i64::from(provider.port)),
+            subset: None,
+        };
+        let cluster = self.cluster(entry, "spec.provider", &target, 0);
+        list.push(ExtAuthz { provider, cluster });
+        Some(list.len() - 1)
+    }
+}
