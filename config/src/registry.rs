@@ -36,8 +36,29 @@ struct EndpointDef {
 
 #[derive(Debug, Clone, Default)]
 struct ServiceDef {
+    /// Namespace of the resource that defines it.
+    namespace: String,
+    /// Whether it is a Kubernetes Service (short names resolve in its namespace).
+    kubernetes: bool,
     ports: Vec<PortDef>,
     endpoints: Vec<EndpointDef>,
+    /// Virtual IPs (ServiceEntry `addresses`, a Service's cluster IPs).
+    addresses: Vec<IpAddr>,
+}
+
+/// A service as proxies of the mesh see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceView<'a> {
+    /// Host, fully qualified.
+    pub host: &'a str,
+    /// Namespace of the resource that defines it.
+    pub namespace: &'a str,
+    /// A Kubernetes Service (`name.namespace.svc.cluster.local`).
+    pub kubernetes: bool,
+    /// Ports: number and Istio protocol (uppercase) when declared.
+    pub ports: Vec<(u16, Option<&'a str>)>,
+    /// Virtual IPs.
+    pub addresses: &'a [IpAddr],
 }
 
 /// Why a destination could not be resolved.
@@ -127,8 +148,18 @@ impl Registry {
                     }
                 }
             }
+            // Single addresses only: a CIDR names a range, not a service's VIP.
+            let addresses: Vec<IpAddr> = se
+                .addresses
+                .iter()
+                .filter_map(|a| a.trim_end_matches("/32").trim_end_matches("/128").parse().ok())
+                .collect();
             for host in &se.hosts {
                 let def = reg.services.entry(fqdn(host, ns)).or_default();
+                if def.namespace.is_empty() {
+                    def.namespace = ns.clone();
+                }
+                def.addresses.extend(addresses.iter().copied());
                 def.ports.extend(ports.iter().cloned());
                 def.endpoints.extend(endpoints.iter().cloned());
                 // DNS resolution without endpoints: the host itself is resolved.
@@ -155,7 +186,18 @@ impl Registry {
         }) {
             let ns = &entry.resource.namespace;
             let name = &entry.resource.name;
-            let mut def = ServiceDef::default();
+            let mut def = ServiceDef {
+                namespace: ns.clone(),
+                kubernetes: true,
+                addresses: svc
+                    .cluster_ips
+                    .iter()
+                    .chain(svc.cluster_ip.iter())
+                    .filter_map(|a| a.parse().ok())
+                    .collect(),
+                ..ServiceDef::default()
+            };
+            def.addresses.dedup();
             for p in &svc.ports {
                 let Some(number) = port_u16(p.port) else { continue };
                 let target = p
@@ -227,6 +269,29 @@ impl Registry {
             .and_then(|name| self.subsets.get(host)?.iter().find(|s| s.name == name))
             .and_then(|s| s.traffic_policy.as_deref());
         (self.policies.get(host), subset)
+    }
+
+    /// Every service, in host order.
+    pub fn services(&self) -> Vec<ServiceView<'_>> {
+        let mut out: Vec<ServiceView<'_>> = self
+            .services
+            .iter()
+            .map(|(host, def)| {
+                let mut ports: Vec<(u16, Option<&str>)> =
+                    def.ports.iter().map(|p| (p.number, p.protocol.as_deref())).collect();
+                ports.sort_unstable();
+                ports.dedup_by_key(|p| p.0);
+                ServiceView {
+                    host,
+                    namespace: &def.namespace,
+                    kubernetes: def.kubernetes,
+                    ports,
+                    addresses: &def.addresses,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.host);
+        out
     }
 
     /// The protocol declared for `host`'s `port`, uppercase.

@@ -18,7 +18,7 @@ use crate::snapshot::{
 use super::regex::re2_replacement;
 use super::route_policy::route_policy;
 use super::virtual_service::{
-    gateway_refs, CompiledAction, CompiledForward, CompiledMatch, CompiledMirror, CompiledRule, Target,
+    AppliesOn, CompiledAction, CompiledForward, CompiledMatch, CompiledMirror, CompiledRule, Target,
 };
 use super::Compiler;
 
@@ -40,7 +40,7 @@ impl Compiler<'_> {
                 }
                 CompiledMatch {
                     condition: self.request_match(e, &mf, m),
-                    gateways: gateway_refs(&m.gateways, &e.resource.namespace),
+                    on: AppliesOn::of(&m.gateways, &e.resource.namespace),
                 }
             })
             .collect();

@@ -55,14 +55,43 @@ pub struct CompiledRule {
 pub struct CompiledMatch {
     /// The conditions.
     pub condition: RequestMatch,
-    /// (namespace, name) of the gateways it applies on; empty: all of the rule's.
-    pub gateways: Vec<(String, String)>,
+    /// Where it applies.
+    pub on: AppliesOn,
 }
 
-impl CompiledMatch {
-    /// Whether the block applies on Gateway `ns/name`.
-    pub fn applies_on(&self, ns: &str, name: &str) -> bool {
-        self.gateways.is_empty() || self.gateways.iter().any(|(n, g)| n == ns && g == name)
+/// The gateways a match block lists (`match.gateways`); none: all of its resource's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliesOn {
+    /// Whether the block lists gateways at all.
+    pub listed: bool,
+    /// (namespace, name) of the Gateways listed.
+    pub gateways: Vec<(String, String)>,
+    /// Whether `mesh` is listed.
+    pub mesh: bool,
+}
+
+impl AppliesOn {
+    /// Reads `match.gateways` of a resource in namespace `ns`.
+    pub fn of(refs: &[String], ns: &str) -> AppliesOn {
+        AppliesOn {
+            listed: !refs.is_empty(),
+            gateways: refs
+                .iter()
+                .filter_map(|g| gateway_ref(g, ns))
+                .map(|(n, g)| (n.to_string(), g.to_string()))
+                .collect(),
+            mesh: refs.iter().any(|g| g == "mesh"),
+        }
+    }
+
+    /// Whether the block applies on Gateway `ns/name` (its resource being bound to it).
+    pub fn gateway(&self, ns: &str, name: &str) -> bool {
+        !self.listed || self.gateways.iter().any(|(n, g)| n == ns && g == name)
+    }
+
+    /// Whether the block applies to sidecars (its resource being bound to the mesh).
+    pub fn mesh(&self) -> bool {
+        !self.listed || self.mesh
     }
 }
 
@@ -156,10 +185,10 @@ pub struct CompiledL4Rule {
 /// A `tcp`/`tls` match block.
 #[derive(Debug, Clone)]
 pub struct CompiledL4Match {
-    /// Gateway port it applies on, if limited.
+    /// Port it applies on, if limited.
     pub port: Option<i64>,
-    /// (namespace, name) of the gateways it applies on; empty: all.
-    pub gateways: Vec<(String, String)>,
+    /// Where it applies.
+    pub on: AppliesOn,
     /// SNI names (lowercase), for `tls` rules.
     pub sni_hosts: Vec<String>,
 }
@@ -184,14 +213,6 @@ pub fn total_weight(weights: impl IntoIterator<Item = u32>) -> Option<u32> {
 /// Why a route's weights cannot be picked from, when their sum passes `u32::MAX`.
 pub const TOTAL_WEIGHT_TOO_LARGE: &str =
     "the weights of this route add up to more than 4294967295; weights are relative: scale them down";
-
-/// Gateway references of a match block, resolved in the resource's namespace.
-pub(super) fn gateway_refs(refs: &[String], ns: &str) -> Vec<(String, String)> {
-    refs.iter()
-        .filter_map(|g| gateway_ref(g, ns))
-        .map(|(n, g)| (n.to_string(), g.to_string()))
-        .collect()
-}
 
 impl<'a> Compiler<'a> {
     pub(super) fn virtual_service(&mut self, e: &'a Entry, vs: &'a VirtualServiceSpec) -> CompiledVirtualService<'a> {
@@ -340,7 +361,7 @@ impl<'a> Compiler<'a> {
                 .iter()
                 .map(|m| CompiledL4Match {
                     port: m.port,
-                    gateways: gateway_refs(&m.gateways, ns),
+                    on: AppliesOn::of(&m.gateways, ns),
                     sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 })
                 .collect(),

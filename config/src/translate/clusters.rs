@@ -27,40 +27,51 @@ impl Translator<'_, '_> {
     /// first use. A host the registry does not know gets a cluster without endpoints
     /// (503), or under REGISTRY_ONLY a blackhole (502), and a diagnostic.
     pub(super) fn cluster(&mut self, entry: &Entry, field: &str, target: &Target, listener_port: u16) -> usize {
+        let (index, unresolved) = self.cluster_of(Some((entry, field)), target, listener_port);
+        if let Some(e) = unresolved {
+            let severity = match e {
+                ResolveError::HostNotFound(_) => Severity::Warning,
+                ResolveError::PortNotFound { .. } => Severity::Error,
+            };
+            let answer = if self.scope.mesh.outbound == OutboundMode::RegistryOnly {
+                "requests to it get 502 (outboundTrafficPolicy REGISTRY_ONLY)"
+            } else {
+                "requests to it get 503"
+            };
+            self.diags.push(entry.diag(
+                severity,
+                Code::ReferenceNotFound,
+                &format!("{field}.host"),
+                format!("{e}; {answer}"),
+            ));
+        }
+        index
+    }
+
+    /// The index of the cluster for `target`, added on first use, and why its host
+    /// could not be resolved, if it could not. `named_at` is where a resource names
+    /// it (for the diagnostics of its upstream TLS).
+    pub(super) fn cluster_of(
+        &mut self,
+        named_at: Option<(&Entry, &str)>,
+        target: &Target,
+        listener_port: u16,
+    ) -> (usize, Option<ResolveError>) {
         let host = target.host.as_str();
         let subset = target.subset.as_deref();
         let port = target.port.and_then(|p| u16::try_from(p).ok());
         let registry_only = self.scope.mesh.outbound == OutboundMode::RegistryOnly;
-        let mut unknown = false;
-        let (port, endpoints) = match self.compiled.registry.resolve(host, port, subset) {
-            Ok(r) => r,
-            Err(e) => {
-                let severity = match e {
-                    ResolveError::HostNotFound(_) => Severity::Warning,
-                    ResolveError::PortNotFound { .. } => Severity::Error,
-                };
-                let answer = if registry_only {
-                    "requests to it get 502 (outboundTrafficPolicy REGISTRY_ONLY)"
-                } else {
-                    "requests to it get 503"
-                };
-                self.diags.push(entry.diag(
-                    severity,
-                    Code::ReferenceNotFound,
-                    &format!("{field}.host"),
-                    format!("{e}; {answer}"),
-                ));
-                unknown = true;
-                (port.unwrap_or(listener_port), Vec::new())
-            }
+        let (port, endpoints, unresolved) = match self.compiled.registry.resolve(host, port, subset) {
+            Ok((port, endpoints)) => (port, endpoints, None),
+            Err(e) => (port.unwrap_or(listener_port), Vec::new(), Some(e)),
         };
         let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or(""));
         if let Some(i) = self.cluster_index.get(&name) {
-            return *i;
+            return (*i, unresolved);
         }
         let compiled = self.compiled.cluster_policies.get(host, subset, port);
         let mut policy = compiled.map(|c| c.policy.clone()).unwrap_or_default();
-        if let Some(tls) = compiled.and_then(|c| c.tls.as_ref()) {
+        if let (Some(tls), Some((entry, field))) = (compiled.and_then(|c| c.tls.as_ref()), named_at) {
             policy.tls = self.upstream_tls(entry, field, host, tls);
         }
         // HTTP/2 upstream for ports declared HTTP2 or gRPC, as Istio does; for HTTP
@@ -71,7 +82,7 @@ impl Translator<'_, '_> {
         ) {
             policy.h2_upstream = true;
         }
-        let kind = if unknown && registry_only {
+        let kind = if unresolved.is_some() && registry_only {
             ClusterKind::Blackhole
         } else if endpoints.iter().any(|e| e.hostname.is_some()) {
             ClusterKind::Dns
@@ -82,8 +93,8 @@ impl Translator<'_, '_> {
             LoadBalancer::Hash(h) => Some(h.table.build(&endpoints)),
             _ => None,
         };
-        self.clusters.push(Cluster {
-            name: name.clone(),
+        let index = self.add_cluster(Cluster {
+            name,
             host: host.to_string(),
             port,
             subset: subset.map(str::to_string),
@@ -93,7 +104,31 @@ impl Translator<'_, '_> {
             policy,
             next: Default::default(),
         });
-        self.cluster_index.insert(name, self.clusters.len() - 1);
+        (index, unresolved)
+    }
+
+    /// A cluster without endpoints of its own (passthrough, blackhole, the local
+    /// workload), named as Istio names them, added on first use.
+    pub(super) fn special_cluster(&mut self, name: &str, kind: ClusterKind) -> usize {
+        if let Some(i) = self.cluster_index.get(name) {
+            return *i;
+        }
+        self.add_cluster(Cluster {
+            name: name.to_string(),
+            host: String::new(),
+            port: 0,
+            subset: None,
+            kind,
+            endpoints: Vec::new(),
+            hash_table: None,
+            policy: Default::default(),
+            next: Default::default(),
+        })
+    }
+
+    fn add_cluster(&mut self, cluster: Cluster) -> usize {
+        self.cluster_index.insert(cluster.name.clone(), self.clusters.len());
+        self.clusters.push(cluster);
         self.clusters.len() - 1
     }
 

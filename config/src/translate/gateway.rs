@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::bundle::Entry;
 use crate::compile::server_tls;
+use crate::compile::virtual_service::AppliesOn;
 use crate::compile::CompiledVirtualService;
 use crate::diag::{Code, Severity};
 use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
@@ -177,11 +178,13 @@ impl Translator<'_, '_> {
             }
             if matches!(protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
                 let tls = protocol == Protocol::TlsPassthrough;
-                let routes = self.l4_routes(compiled_vs, gw_ns, &gw_entry.resource.name, port, tls);
+                let on = |a: &AppliesOn| a.gateway(gw_ns, &gw_entry.resource.name);
+                let routes = self.l4_routes(compiled_vs, &on, port, tls);
                 self.listeners[li].l4_routes.extend(routes);
                 continue;
             }
-            let routes = self.routes(compiled_vs, gw_ns, &gw_entry.resource.name, port);
+            let on = |a: &AppliesOn| a.gateway(gw_ns, &gw_entry.resource.name);
+            let routes = self.routes(compiled_vs, &on, port);
             for domain in domains {
                 let listener = &mut self.listeners[li];
                 let vi = match listener.virtual_hosts.iter().position(|v| v.domain == domain) {

@@ -1,6 +1,8 @@
 //! Translation: a compiled bundle made into the snapshot of one proxy, for its scope.
-//! Gateways get listeners from the Gateway servers that select them; every proxy
-//! gets the clusters its routes name and the HTTP policy of its workload. Nothing
+//! Gateways get listeners from the Gateway servers that select them, sidecars an
+//! outbound listener per service port and an inbound one; every proxy gets the
+//! clusters its routes name and the HTTP policy of its workload, on the listeners
+//! that apply it. Nothing
 //! is compiled here: routes and policies are the compile stage's, resolved against
 //! this proxy's listeners and clusters.
 
@@ -8,6 +10,9 @@ mod clusters;
 mod gateway;
 mod policy;
 mod routes;
+mod sidecar;
+
+pub use sidecar::{BLACKHOLE, INBOUND, INBOUND_PORT, PASSTHROUGH};
 
 use std::collections::HashMap;
 
@@ -36,26 +41,18 @@ pub fn translate(
     };
     match scope.role {
         Role::Gateway => t.gateways(),
-        Role::Sidecar => t.diags.push(Diagnostic {
-            severity: crate::diag::Severity::Error,
-            code: crate::diag::Code::NotEnforced,
-            file: String::new(),
-            position: Default::default(),
-            resource: None,
-            field: None,
-            message: "the sidecar role is translated by the sidecar's own version of Strait".into(),
-        }),
+        Role::Sidecar => t.sidecar(),
     }
     let policy = t.workload_policy();
     let mut policies = Vec::new();
     if !policy.is_empty() {
         policies.push(policy);
-        // A gateway applies its workload's policy on every HTTP listener.
-        for l in t
-            .listeners
-            .iter_mut()
-            .filter(|l| matches!(l.protocol, Protocol::Http | Protocol::Https))
-        {
+        // A gateway applies its workload's policy on every HTTP listener; a sidecar
+        // on what reaches its workload only.
+        for l in t.listeners.iter_mut().filter(|l| match scope.role {
+            Role::Gateway => matches!(l.protocol, Protocol::Http | Protocol::Https),
+            Role::Sidecar => l.port == INBOUND_PORT,
+        }) {
             l.policy = Some(0);
         }
     }

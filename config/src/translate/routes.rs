@@ -1,19 +1,19 @@
 //! A VirtualService's compiled rules bound to one Gateway server: the match blocks
 //! that apply on that gateway, and destinations resolved to this snapshot's clusters.
 
-use crate::compile::virtual_service::{CompiledAction, CompiledDestination, CompiledVirtualService};
+use crate::compile::virtual_service::{AppliesOn, CompiledAction, CompiledDestination, CompiledVirtualService};
 use crate::diag::{Code, Severity};
 use crate::snapshot::{Action, Forward, L4Route, Mirror, Route, WeightedCluster};
 
 use super::Translator;
 
 impl Translator<'_, '_> {
-    /// The HTTP routes of `vs` on Gateway `gw_ns/gw_name`'s port `port`.
+    /// The HTTP routes of `vs` on a listener of `port`, keeping the match blocks for
+    /// which `on` holds (this gateway's, or the mesh's).
     pub(super) fn routes(
         &mut self,
         vs: &CompiledVirtualService<'_>,
-        gw_ns: &str,
-        gw_name: &str,
+        on: &dyn Fn(&AppliesOn) -> bool,
         port: u16,
     ) -> Vec<Route> {
         let mut routes = Vec::new();
@@ -21,7 +21,7 @@ impl Translator<'_, '_> {
             let matches: Vec<_> = rule
                 .matches
                 .iter()
-                .filter(|m| m.applies_on(gw_ns, gw_name))
+                .filter(|m| on(&m.on))
                 .map(|m| m.condition.clone())
                 .collect();
             if rule.has_matches && matches.is_empty() {
@@ -70,12 +70,12 @@ impl Translator<'_, '_> {
         routes
     }
 
-    /// The `tcp` (or, for TLS passthrough, `tls`) routes of `vs` on one gateway port.
+    /// The `tcp` (or, for TLS passthrough, `tls`) routes of `vs` on one port, keeping
+    /// the match blocks for which `on` holds.
     pub(super) fn l4_routes(
         &mut self,
         vs: &CompiledVirtualService<'_>,
-        gw_ns: &str,
-        gw_name: &str,
+        on: &dyn Fn(&AppliesOn) -> bool,
         port: u16,
         tls: bool,
     ) -> Vec<L4Route> {
@@ -86,7 +86,7 @@ impl Translator<'_, '_> {
                 .matches
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == i64::from(port)))
-                .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|(n, g)| n == gw_ns && g == gw_name))
+                .filter(|m| on(&m.on))
                 .collect();
             if rule.has_matches && applicable.is_empty() {
                 continue;

@@ -1,0 +1,234 @@
+//! The sidecar role's snapshot: outbound listeners per service port routed by the
+//! VirtualServices bound to the mesh, unknown destinations passed through (or
+//! refused under REGISTRY_ONLY), and the workload's policy on the inbound listener
+//! only.
+
+use http::HeaderMap;
+use strait_config::bundle::{load_text, Loaded};
+use strait_config::mesh::{MeshConfig, OutboundMode};
+use strait_config::router::{RequestView, Routed};
+use strait_config::snapshot::{Action, ClusterKind, Protocol, Snapshot};
+use strait_config::translate::{INBOUND_PORT, PASSTHROUGH};
+use strait_config::{build, Role, Scope, Workload};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  clusterIP: 10.96.0.7
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: reviews-1, namespace: shop, labels: {kubernetes.io/service-name: reviews}}
+ports: [{name: http, port: 9080}]
+endpoints:
+- addresses: [10.1.0.1]
+- addresses: [10.1.0.2]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.internal]
+  addresses: [10.96.0.9]
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  endpoints: [{address: 10.2.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - name: canary
+    match: [{headers: {x-canary: {exact: "1"}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - name: rest
+    route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-only, namespace: shop}
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  gateways: [istio-system/edge]
+  http:
+  - name: edge
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewers, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules: [{from: [{source: {namespaces: [shop]}}]}]
+"#;
+
+fn sidecar(outbound: OutboundMode) -> Scope {
+    Scope {
+        role: Role::Sidecar,
+        workload: Workload {
+            namespace: "shop".into(),
+            labels: [("app".to_string(), "reviews".to_string())].into(),
+            service_account: Some("reviews".into()),
+            ips: vec!["10.1.0.1".parse().expect("ip")],
+        },
+        mesh: MeshConfig {
+            outbound,
+            ..MeshConfig::default()
+        },
+    }
+}
+
+fn snapshot(scope: &Scope) -> Snapshot {
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "mesh.yaml", MESH);
+    match build(&loaded, scope, 1) {
+        Ok(built) => built.snapshot,
+        Err(e) => panic!("{e:#?}"),
+    }
+}
+
+/// The route name and first destination's cluster for a request on `port`.
+fn route(s: &Snapshot, port: u16, authority: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    let listener = s
+        .listeners
+        .iter()
+        .find(|l| l.port == port && l.protocol == Protocol::Http)
+        .expect("an HTTP listener on the port");
+    let view = RequestView {
+        method: "GET",
+        path: "/",
+        authority,
+        scheme: "http",
+        headers: &map,
+        claims: None,
+    };
+    match listener.route(&view) {
+        Routed::Matched(m) => {
+            let Action::Forward(f) = &m.route.action else {
+                panic!("not forwarded")
+            };
+            let cluster = &s.clusters[f.destinations[0].cluster];
+            (m.route.name.clone().unwrap_or_default(), cluster.name.clone())
+        }
+        other => (format!("{other:?}"), String::new()),
+    }
+}
+
+#[test]
+fn outbound_http_follows_the_mesh_virtual_services() {
+    let s = snapshot(&sidecar(OutboundMode::AllowAny));
+    let v1 = "outbound|9080|v1|reviews.shop.svc.cluster.local";
+    let v2 = "outbound|9080|v2|reviews.shop.svc.cluster.local";
+    // Every name a client in `shop` uses for the service, and its VIP.
+    for host in [
+        "reviews",
+        "reviews:9080",
+        "reviews.shop",
+        "reviews.shop.svc.cluster.local",
+        "10.96.0.7",
+    ] {
+        assert_eq!(
+            route(&s, 9080, host, &[]),
+            ("rest".to_string(), v1.to_string()),
+            "{host}"
+        );
+    }
+    assert_eq!(route(&s, 9080, "reviews", &[("x-canary", "1")]).1, v2);
+    // The VirtualService bound to the edge gateway only is not the mesh's.
+    assert!(s.listeners.iter().all(|l| l
+        .virtual_hosts
+        .iter()
+        .all(|v| v.routes.iter().all(|r| r.name.as_deref() != Some("edge")))));
+    // Anything else goes where the client was going.
+    let (_, fallback) = route(&s, 9080, "example.org", &[]);
+    assert_eq!(fallback, PASSTHROUGH);
+    let passthrough = s.clusters.iter().find(|c| c.name == PASSTHROUGH).expect("cluster");
+    assert_eq!(passthrough.kind, ClusterKind::OriginalDestination);
+}
+
+#[test]
+fn registry_only_refuses_unknown_destinations() {
+    let s = snapshot(&sidecar(OutboundMode::RegistryOnly));
+    let (_, fallback) = route(&s, 9080, "example.org", &[]);
+    let cluster = s.clusters.iter().find(|c| c.name == fallback).expect("cluster");
+    assert_eq!(cluster.kind, ClusterKind::Blackhole);
+}
+
+#[test]
+fn tcp_services_get_tcp_listeners() {
+    let s = snapshot(&sidecar(OutboundMode::AllowAny));
+    let db = s
+        .listeners
+        .iter()
+        .find(|l| l.port == 5432)
+        .expect("a listener for the database port");
+    assert_eq!(db.protocol, Protocol::Tcp);
+    let cluster = &s.clusters[db.l4_routes[0].destinations[0].cluster];
+    assert_eq!(cluster.name, "outbound|5432||db.internal");
+    assert_eq!(cluster.endpoints.len(), 1);
+}
+
+#[test]
+fn the_workload_policy_sits_on_the_inbound_listener_only() {
+    let s = snapshot(&sidecar(OutboundMode::AllowAny));
+    let inbound = s.listener(INBOUND_PORT).expect("inbound listener");
+    let policy = s.policy(inbound).expect("the workload's policy");
+    assert_eq!(policy.authz.allow.len(), 1);
+    let to_workload = &s.clusters[match &inbound.virtual_hosts[0].routes[0].action {
+        Action::Forward(f) => f.destinations[0].cluster,
+        _ => panic!("forwarded"),
+    }];
+    assert_eq!(to_workload.kind, ClusterKind::LocalWorkload);
+    assert!(
+        s.listeners
+            .iter()
+            .filter(|l| l.port != INBOUND_PORT)
+            .all(|l| l.policy.is_none()),
+        "outbound traffic is the caller's, not checked by the caller's policy"
+    );
+}
+
+#[test]
+fn a_gateway_of_the_same_bundle_serves_its_own_routes() {
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "mesh.yaml", MESH);
+    let gateway = strait_config::testing::ingress_scope("istio-system");
+    let s = build(&loaded, &gateway, 1).expect("builds").snapshot;
+    let names: Vec<_> = s.listeners.iter().map(|l| l.port).collect();
+    assert_eq!(names, [80]);
+    assert_eq!(route(&s, 80, "reviews.shop.svc.cluster.local", &[]).0, "edge");
+    assert!(
+        s.policies.is_empty(),
+        "the policy selects the reviews workload, not the gateway"
+    );
+}
