@@ -32,5 +32,6 @@ pub mod server;
 pub mod state;
 pub mod tls_front;
 pub mod trace;
+pub mod upstream;
 pub mod upstream_tls;
 pub mod upstreams;

@@ -24,7 +24,6 @@ use strait_config::snapshot::{
 use crate::access_log::{self, AccessLog};
 use crate::acme;
 use crate::authn;
-use crate::balance;
 use crate::certs::TlsInfo;
 use crate::client_auth::PeerIdentity;
 use crate::cors;
@@ -35,6 +34,7 @@ use crate::mirror::PendingCopy;
 use crate::retry::{Attempts, Failure};
 use crate::state::{InflightGuard, Runtime, Shared};
 use crate::trace::{RequestSpan, Tracer};
+use crate::upstream::{self, PickError};
 use crate::upstreams::{ActiveGuard, Admission, ClusterState, Outcome};
 
 /// Request limits enforced before routing.
@@ -685,7 +685,7 @@ impl Gateway {
             (authz.custom_provider(&request), denied)
         };
         if let Some(ext) = custom.and_then(|i| runtime.snapshot.ext_authz.get(i)) {
-            let target = self.side_call_target(runtime, ext.cluster).await;
+            let target = upstream::side_call_target(&self.shared.dns, runtime, ext.cluster).await;
             match ext_authz::check(self.shared.http(), target, &ext.provider, session.req_header()).await {
                 ext_authz::Verdict::Deny { status, headers, body } => {
                     ctx.flags.add(Flags::EXT_AUTHZ_DENIED);
@@ -780,28 +780,6 @@ impl Gateway {
         });
     }
 
-    /// An endpoint of `cluster` for a request the gateway makes itself (a mirror copy,
-    /// an authorization check), chosen by the cluster's balancer.
-    async fn side_call_target(&self, runtime: &Runtime, cluster: usize) -> Option<std::net::SocketAddr> {
-        let (Some(c), Some(state)) = (
-            runtime.snapshot.clusters.get(cluster),
-            runtime.upstreams.clusters.get(cluster),
-        ) else {
-            return None;
-        };
-        let endpoint = balance::choose(c, state, None, |_| false).and_then(|i| c.endpoints.get(i))?;
-        match &endpoint.hostname {
-            None => Some(endpoint.address),
-            Some(host) => match self.shared.dns.resolve(host, endpoint.address.port()).await {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    log::debug!("{}: {e}", c.name);
-                    None
-                }
-            },
-        }
-    }
-
     /// A copy of the upstream request for the route's mirrors that won their roll.
     async fn mirror_copy(&self, ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
         let runtime = ctx.runtime.clone();
@@ -810,7 +788,7 @@ impl Gateway {
         };
         let mut targets = Vec::new();
         for m in forward.mirrors.iter().filter(|m| roll(m.percent)) {
-            targets.extend(self.side_call_target(&runtime, m.cluster).await);
+            targets.extend(upstream::side_call_target(&self.shared.dns, &runtime, m.cluster).await);
         }
         if targets.is_empty() {
             return None;
@@ -1116,30 +1094,28 @@ impl ProxyHttp for Gateway {
             }
         }
         let attempts = &ctx.attempts;
-        let Some(index) = balance::choose(cluster, state, ctx.hash, |i| attempts.tried(i)) else {
-            ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
-            return Err(no_endpoint());
+        let dns = &self.shared.dns;
+        let (address, index) = match upstream::endpoint(dns, cluster, state, ctx.hash, |i| attempts.tried(i)).await {
+            Ok((address, index)) => (Ok(address), index),
+            Err(PickError::NoEndpoint) => {
+                ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
+                return Err(no_endpoint());
+            }
+            Err(PickError::Unresolved { index, reason }) => (Err(reason), index),
         };
         if ctx.attempts.tries > 0 {
             state.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let (Some(endpoint), Some(endpoint_state)) = (cluster.endpoints.get(index), state.endpoints.get(index)) else {
+        let Some(endpoint_state) = state.endpoints.get(index) else {
             return Err(no_endpoint());
         };
+        // Held even when the name did not resolve: the try is this endpoint's, in the logs.
         ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
+        let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason))?;
         let tls = place
             .destination(&runtime)
             .and_then(|d| runtime.upstream_tls.get(d.cluster))
             .and_then(Option::as_ref);
-        let address = match &endpoint.hostname {
-            None => endpoint.address,
-            Some(host) => self
-                .shared
-                .dns
-                .resolve(host, endpoint.address.port())
-                .await
-                .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e))?,
-        };
         let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
         if let Some(t) = tls {
             t.apply(&mut peer);
