@@ -13,29 +13,29 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
-use strait_config::jwt::Verified;
 use strait_config::path::Normalization;
 use strait_config::ratelimit::RateKey;
-use strait_config::router::{strip_port, RequestView, Routed};
-use strait_config::snapshot::{
-    hash_bytes, roll, Action, Cluster, HashKey, HeaderOps, Redirect, Route, WeightedCluster,
-};
+use strait_config::router::{strip_port, Routed};
+use strait_config::snapshot::{hash_bytes, roll, Action, HashKey, HeaderOps, Redirect};
 
 use crate::access_log::{self, AccessLog};
 use crate::acme;
 use crate::authn;
-use crate::certs::TlsInfo;
-use crate::client_auth::PeerIdentity;
+use crate::context::RequestCtx;
 use crate::cors;
 use crate::ext_authz;
 use crate::flags::Flags;
 use crate::metrics::RequestRecord;
 use crate::mirror::PendingCopy;
-use crate::retry::{Attempts, Failure};
-use crate::state::{InflightGuard, Runtime, Shared};
+use crate::request::{
+    authority, connection_peer, connection_sni, connection_tls, is_grpc, local_port, path_and_query, peer_ip,
+    remote_ip, request_view, scheme, X_FORWARDED_FOR,
+};
+use crate::retry::Failure;
+use crate::state::{Runtime, Shared};
 use crate::trace::{RequestSpan, Tracer};
 use crate::upstream::{self, PickError};
-use crate::upstreams::{ActiveGuard, Admission, ClusterState, Outcome};
+use crate::upstreams::{ActiveGuard, Outcome};
 
 /// Request limits enforced before routing.
 #[derive(Debug, Clone, Copy)]
@@ -94,132 +94,6 @@ pub struct Gateway {
     pub limits: Limits,
 }
 
-/// Per-request state.
-pub struct RequestCtx {
-    runtime: Arc<Runtime>,
-    _inflight: InflightGuard,
-    listener: usize,
-    /// (virtual host, route) indexes once matched.
-    route: Option<(usize, usize)>,
-    /// Index of the chosen destination of a Forward action.
-    destination: Option<usize>,
-    prefix_len: Option<usize>,
-    /// Tries so far, the deadline, where they went.
-    attempts: Attempts,
-    /// Headers the gateway adds to the response (CORS, external authorization).
-    response_headers: Vec<(HeaderName, HeaderValue)>,
-    /// The request's place in its cluster's connection limits.
-    admission: Option<Admission>,
-    /// Refused by the cluster's limits.
-    overflow: bool,
-    /// The endpoint of the current try, counted as active while held.
-    endpoint: Option<(usize, ActiveGuard)>,
-    /// Hash for consistent hashing, computed at the first try.
-    hash: Option<u64>,
-    /// A generated hash cookie to hand to the client.
-    set_cookie: Option<HeaderValue>,
-    /// A mirrored copy waiting for the request body.
-    // Boxed: the context lives in the request's future, which Pingora moves on
-    // every request; a copy in progress is rare.
-    mirror: Option<Box<PendingCopy>>,
-    /// Mirroring was decided (once per request, not per try).
-    mirror_decided: bool,
-    /// This try is the last request its upstream connection may carry.
-    close_upstream: bool,
-    /// The rate limit's allowance and what is left, for the response headers.
-    rate: Option<(u32, u32)>,
-    /// The request's verified JWT.
-    // Boxed for the same reason as `mirror`.
-    auth: Option<Box<Verified>>,
-    /// When the request started, for its duration.
-    start: std::time::Instant,
-    /// Why it ended as it did.
-    flags: Flags,
-    /// `grpc-status` of the upstream's answer.
-    grpc_status: Option<u16>,
-    /// An upstream answered (the response is not the gateway's own).
-    upstream_answered: bool,
-    /// The `x-request-id` the gateway made up, when the client sent none.
-    request_id: Option<HeaderValue>,
-    /// The request's span, when tracing is on.
-    // Boxed for the same reason as `mirror`.
-    span: Option<Box<RequestSpan>>,
-}
-
-/// Where a request was routed, by index into its snapshot.
-#[derive(Debug, Clone, Copy)]
-struct Place {
-    listener: usize,
-    route: Option<(usize, usize)>,
-    destination: Option<usize>,
-}
-
-impl Place {
-    fn route(self, runtime: &Runtime) -> Option<&Route> {
-        let (v, r) = self.route?;
-        runtime
-            .snapshot
-            .listeners
-            .get(self.listener)?
-            .virtual_hosts
-            .get(v)?
-            .routes
-            .get(r)
-    }
-
-    fn destination(self, runtime: &Runtime) -> Option<&WeightedCluster> {
-        match &self.route(runtime)?.action {
-            Action::Forward(f) => f.destinations.get(self.destination?),
-            _ => None,
-        }
-    }
-
-    fn cluster(self, runtime: &Runtime) -> Option<&Cluster> {
-        runtime.snapshot.clusters.get(self.destination(runtime)?.cluster)
-    }
-
-    fn cluster_state(self, runtime: &Runtime) -> Option<&ClusterState> {
-        runtime
-            .upstreams
-            .clusters
-            .get(self.destination(runtime)?.cluster)
-            .map(|s| &**s)
-    }
-}
-
-impl RequestCtx {
-    /// Records the outcome of the current try for outlier detection and counters.
-    fn record(&self, outcome: Outcome) {
-        let Some((index, _)) = &self.endpoint else { return };
-        let place = self.place();
-        if let (Some(c), Some(s)) = (place.cluster(&self.runtime), place.cluster_state(&self.runtime)) {
-            s.record(&c.policy, *index, outcome);
-        }
-    }
-
-    fn place(&self) -> Place {
-        Place {
-            listener: self.listener,
-            route: self.route,
-            destination: self.destination,
-        }
-    }
-
-    fn route(&self) -> Option<&Route> {
-        self.place().route(&self.runtime)
-    }
-
-    /// The endpoint of the last try.
-    fn upstream_endpoint(&self) -> Option<std::net::SocketAddr> {
-        let (index, _) = self.endpoint.as_ref()?;
-        Some(self.place().cluster(&self.runtime)?.endpoints.get(*index)?.address)
-    }
-
-    fn destination(&self) -> Option<&WeightedCluster> {
-        self.place().destination(&self.runtime)
-    }
-}
-
 /// The error types of a client that went away (closed, reset its stream): nobody
 /// is left to answer.
 macro_rules! client_gone {
@@ -234,38 +108,8 @@ const FAULT_BODY: &[u8] = b"fault filter abort";
 /// Marks an upstream answer the retry policy replaces with another try.
 const RETRIABLE_STATUS: ErrorType = ErrorType::Custom("retriable upstream status");
 
-fn authority(req: &RequestHeader) -> &str {
-    req.headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
-fn request_view<'a>(req: &'a RequestHeader, scheme: &'a str, auth: Option<&'a Verified>) -> RequestView<'a> {
-    RequestView {
-        method: req.method.as_str(),
-        path: path_and_query(req),
-        authority: authority(req),
-        scheme,
-        headers: &req.headers,
-        claims: auth.map(|a| &a.claims),
-    }
-}
-
-fn path_and_query(req: &RequestHeader) -> &str {
-    req.uri.path_and_query().map_or("/", |p| p.as_str())
-}
-
 fn header_bytes(req: &RequestHeader) -> usize {
     req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
-}
-
-/// Whether the client speaks gRPC (`application/grpc`, `+proto`, `-web`...).
-fn is_grpc(req: &RequestHeader) -> bool {
-    req.headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The span data of a request, from the session and its metrics record.
@@ -506,7 +350,6 @@ fn hash_key(session: &Session, key: &HashKey, set_cookie: &mut Option<HeaderValu
 }
 
 // Parsed once: looking a header up by string parses the name on every call.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
@@ -539,44 +382,6 @@ fn rate_headers(rate: Option<(u32, u32)>) -> Vec<(HeaderName, HeaderValue)> {
             ),
         ]
     })
-}
-
-/// The address of the connection's peer.
-fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
-}
-
-/// What the handshake of this connection told.
-fn connection_tls(session: &Session) -> Option<&TlsInfo> {
-    session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|d| d.extension.get::<TlsInfo>())
-}
-
-/// The SNI name the client sent on this connection, lowercase.
-fn connection_sni(session: &Session) -> Option<&str> {
-    connection_tls(session).and_then(|i| i.sni.as_deref())
-}
-
-/// The identity of the client certificate of this connection.
-fn connection_peer(session: &Session) -> Option<&PeerIdentity> {
-    connection_tls(session).and_then(|i| i.peer.as_ref())
-}
-
-/// The original client as Envoy's `xff_num_trusted_hops` finds it: with `hops` trusted
-/// proxies in front, the `hops`-th address from the right of `x-forwarded-for`; the
-/// peer itself when nothing is trusted or the header is shorter.
-fn trusted_client(xff: Option<&str>, peer: Option<IpAddr>, hops: u32) -> Option<IpAddr> {
-    let hops = hops as usize;
-    if hops == 0 {
-        return peer;
-    }
-    let entries: Vec<&str> = xff.map(|x| x.split(',').map(str::trim).collect()).unwrap_or_default();
-    match entries.len().checked_sub(hops).and_then(|i| entries.get(i)) {
-        Some(ip) => ip.parse().ok().or(peer),
-        None => peer,
-    }
 }
 
 /// `x-forwarded-for` with `ip` appended to what the client sent, built in one buffer.
@@ -633,20 +438,6 @@ impl Gateway {
         }
     }
 
-    /// `remote.ip`: the client as the trusted proxies in front of the gateway report
-    /// it in `x-forwarded-for`, else the peer.
-    fn remote_ip(&self, session: &Session) -> Option<IpAddr> {
-        trusted_client(
-            session
-                .req_header()
-                .headers
-                .get(&X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok()),
-            peer_ip(session),
-            self.limits.trusted_hops,
-        )
-    }
-
     /// AuthorizationPolicy in Istio's order: a matching CUSTOM policy's external
     /// authorizer, then DENY and ALLOW. True when the request was answered.
     async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx, runtime: &Runtime) -> Result<bool> {
@@ -655,10 +446,7 @@ impl Gateway {
             let host = strip_port(authority(req)).to_ascii_lowercase();
             let path = path_and_query(req).split('?').next().unwrap_or("/");
             let source_ip = peer_ip(session);
-            let port = session
-                .server_addr()
-                .and_then(|a| a.as_inet())
-                .map_or(self.port, |a| a.port());
+            let port = local_port(session, self.port);
             let request = strait_config::authz::Request {
                 host: &host,
                 port,
@@ -666,7 +454,7 @@ impl Gateway {
                 path,
                 headers: &req.headers,
                 source_ip,
-                remote_ip: self.remote_ip(session),
+                remote_ip: remote_ip(session, self.limits.trusted_hops),
                 sni: connection_sni(session),
                 peer: connection_peer(session).map(|p| p.principal.as_str()),
                 auth: ctx.auth.as_deref(),
@@ -808,39 +596,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        let runtime = self.shared.current();
-        let listener = runtime
-            .snapshot
-            .listeners
-            .iter()
-            .position(|l| l.port == self.port)
-            .unwrap_or(usize::MAX);
-        RequestCtx {
-            runtime,
-            _inflight: InflightGuard::new(&self.shared),
-            listener,
-            route: None,
-            destination: None,
-            prefix_len: None,
-            attempts: Attempts::default(),
-            response_headers: Vec::new(),
-            admission: None,
-            overflow: false,
-            endpoint: None,
-            hash: None,
-            set_cookie: None,
-            mirror: None,
-            mirror_decided: false,
-            close_upstream: false,
-            rate: None,
-            auth: None,
-            start: std::time::Instant::now(),
-            flags: Flags::NONE,
-            grpc_status: None,
-            upstream_answered: false,
-            request_id: None,
-            span: None,
-        }
+        RequestCtx::new(&self.shared, self.port)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -908,7 +664,7 @@ impl ProxyHttp for Gateway {
         if !self.normalize_path(session) {
             return respond(session, 400, &[], None, Bytes::from_static(b"invalid path")).await;
         }
-        let scheme = if self.tls { "https" } else { "http" };
+        let scheme = scheme(self.tls);
         // Istio lets CORS preflights through unauthenticated: browsers send them without credentials.
         if !runtime.snapshot.jwt.is_empty() && !cors::is_preflight(session.req_header()) {
             match authn::authenticate(&runtime, session.req_header_mut()).await {
@@ -957,7 +713,9 @@ impl ProxyHttp for Gateway {
         if let Some(limit) = &policy.rate_limit {
             let req = session.req_header();
             let key = match &limit.key {
-                RateKey::ClientIp => self.remote_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
+                RateKey::ClientIp => remote_ip(session, self.limits.trusted_hops)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
                 RateKey::Header(name) => req
                     .headers
                     .get(name)
@@ -1280,7 +1038,7 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header("x-forwarded-for", xff)?;
             }
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header("x-forwarded-proto", scheme(self.tls))?;
         // Envoy's SANITIZE_SET: only the gateway speaks of the client's certificate.
         match connection_peer(session).and_then(|p| p.xfcc.clone()) {
             Some(xfcc) => {
@@ -1557,17 +1315,6 @@ mod tests {
             assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
             assert_ne!(value, request_id());
         }
-    }
-
-    #[test]
-    fn trusted_hops_pick_the_client_from_x_forwarded_for() {
-        let peer: Option<IpAddr> = "10.0.0.1".parse().ok();
-        let xff = Some("203.0.113.7, 198.51.100.2, 10.0.0.9");
-        assert_eq!(trusted_client(xff, peer, 0), peer, "nothing trusted: the peer");
-        assert_eq!(trusted_client(xff, peer, 1), "10.0.0.9".parse().ok());
-        assert_eq!(trusted_client(xff, peer, 3), "203.0.113.7".parse().ok());
-        assert_eq!(trusted_client(xff, peer, 4), peer, "shorter than the trusted hops");
-        assert_eq!(trusted_client(Some("garbage"), peer, 1), peer);
     }
 
     #[test]
