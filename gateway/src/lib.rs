@@ -4,9 +4,11 @@
 
 pub mod access_log;
 pub mod acme;
+pub mod actions;
 pub mod admin;
 pub mod app;
 pub mod authn;
+pub mod authz;
 pub mod balance;
 pub mod certs;
 pub mod client_auth;
@@ -14,6 +16,7 @@ pub mod client_hello;
 pub mod context;
 pub mod cors;
 pub mod dns;
+pub mod downstream;
 pub mod echo;
 pub mod ext_authz;
 pub mod flags;
@@ -27,6 +30,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod relay_stream;
 pub mod reload;
+pub mod reply;
 pub mod request;
 pub mod retry;
 pub mod rfc3339;

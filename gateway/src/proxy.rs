@@ -4,83 +4,33 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
-use strait_config::path::Normalization;
-use strait_config::ratelimit::RateKey;
-use strait_config::router::{strip_port, Routed};
-use strait_config::snapshot::{hash_bytes, roll, Action, HashKey, HeaderOps, Redirect};
+use strait_config::snapshot::{hash_bytes, roll, Action, HashKey};
 
 use crate::access_log::{self, AccessLog};
-use crate::acme;
-use crate::authn;
+use crate::actions;
+use crate::authz;
 use crate::context::RequestCtx;
-use crate::cors;
-use crate::ext_authz;
+use crate::downstream::{self, request_id, Limits, X_REQUEST_ID};
 use crate::flags::Flags;
 use crate::metrics::RequestRecord;
 use crate::mirror::PendingCopy;
+use crate::reply::{self, details, Halt, Reply};
 use crate::request::{
-    authority, connection_peer, connection_sni, connection_tls, is_grpc, local_port, path_and_query, peer_ip,
-    remote_ip, request_view, scheme, X_FORWARDED_FOR,
+    authority, connection_peer, connection_sni, connection_tls, is_grpc, path_and_query, peer_ip, scheme,
 };
 use crate::retry::Failure;
 use crate::state::{Runtime, Shared};
 use crate::trace::{RequestSpan, Tracer};
 use crate::upstream::{self, PickError};
 use crate::upstreams::{ActiveGuard, Outcome};
-
-/// Request limits enforced before routing.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Most request headers accepted (431 beyond).
-    pub max_headers: usize,
-    /// Most bytes of request headers accepted, names and values (431 beyond).
-    pub max_header_bytes: usize,
-    /// Upstream connect timeout.
-    pub connect_timeout: Duration,
-    /// What to do with request headers whose names contain underscores.
-    pub underscores: Underscores,
-    /// A request whose connection stays silent this long (reading or writing) is ended.
-    pub stream_idle_timeout: Duration,
-    /// How request paths are normalized before routing and authorization.
-    pub normalization: Normalization,
-    /// Proxies in front of the gateway whose `x-forwarded-for` entries are believed.
-    pub trusted_hops: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_headers: 100,
-            max_header_bytes: 60 * 1024,
-            connect_timeout: Duration::from_secs(10),
-            underscores: Underscores::Reject,
-            stream_idle_timeout: Duration::from_secs(300),
-            normalization: Normalization::Base,
-            trusted_hops: 0,
-        }
-    }
-}
-
-/// Envoy's `headers_with_underscores_action`: such names are a classic way to
-/// smuggle a header past checks that normalise `_` and `-` differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Underscores {
-    /// Answer 400.
-    Reject,
-    /// Remove those headers and go on.
-    Drop,
-    /// Pass them on.
-    Allow,
-}
 
 /// The proxy for one listener.
 pub struct Gateway {
@@ -94,23 +44,8 @@ pub struct Gateway {
     pub limits: Limits,
 }
 
-/// The error types of a client that went away (closed, reset its stream): nobody
-/// is left to answer.
-macro_rules! client_gone {
-    () => {
-        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::H2Error
-    };
-}
-
-/// Envoy's body for answers of its fault filter.
-const FAULT_BODY: &[u8] = b"fault filter abort";
-
 /// Marks an upstream answer the retry policy replaces with another try.
 const RETRIABLE_STATUS: ErrorType = ErrorType::Custom("retriable upstream status");
-
-fn header_bytes(req: &RequestHeader) -> usize {
-    req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
-}
 
 /// The span data of a request, from the session and its metrics record.
 fn trace_record<'a>(
@@ -151,158 +86,9 @@ fn trace_record<'a>(
     }
 }
 
-/// Envoy's `%RESPONSE_CODE_DETAILS%`: whether the upstream answered, else why the
-/// gateway did.
-fn details(upstream_answered: bool, flags: Flags, status: u16) -> &'static str {
-    const REASONS: [(Flags, &str); 11] = [
-        (Flags::NO_ROUTE, "route_not_found"),
-        (Flags::RBAC_DENIED, "rbac_access_denied_matched_policy"),
-        (Flags::EXT_AUTHZ_DENIED, "ext_authz_denied"),
-        (Flags::RATE_LIMITED, "local_rate_limited"),
-        (Flags::FAULT_INJECTED, "fault_filter_abort"),
-        (Flags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"),
-        (
-            Flags::UPSTREAM_OVERFLOW,
-            "upstream_reset_before_response_started{overflow}",
-        ),
-        (Flags::UPSTREAM_TIMEOUT, "response_timeout"),
-        (
-            Flags::UPSTREAM_CONNECTION_FAILURE,
-            "upstream_reset_before_response_started{connection_failure}",
-        ),
-        (
-            Flags::UPSTREAM_TERMINATION,
-            "upstream_reset_before_response_started{connection_termination}",
-        ),
-        (Flags::DOWNSTREAM_TERMINATION, "downstream_remote_disconnect"),
-    ];
-    if upstream_answered {
-        return "via_upstream";
-    }
-    match REASONS.iter().find(|(f, _)| flags.has(*f)) {
-        Some((_, reason)) => reason,
-        None if status == 401 => "jwt_authn_access_denied",
-        None => "direct_response",
-    }
-}
-
 /// The `grpc-status` of a header or trailer block.
 fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
-}
-
-/// Envoy's mapping of an HTTP status to a gRPC status for local replies.
-fn grpc_status_of(http: u16) -> u32 {
-    match http {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    }
-}
-
-/// A gRPC "trailers-only" answer: HTTP 200 whose headers carry the status.
-async fn respond_grpc(session: &mut Session, http: u16, message: &[u8]) -> Result<bool> {
-    let mut resp = ResponseHeader::build(200, Some(3))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
-    resp.insert_header("grpc-status", grpc_status_of(http))?;
-    if let Ok(m) = HeaderValue::from_bytes(message) {
-        resp.insert_header("grpc-message", m)?;
-    }
-    session.write_response_header(Box::new(resp), true).await?;
-    Ok(true)
-}
-
-/// Writes a complete response from the proxy itself; to gRPC clients, as a gRPC
-/// status (Envoy's local replies do the same).
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    extra: &[(HeaderName, HeaderValue)],
-    ops: Option<&HeaderOps>,
-    body: Bytes,
-) -> Result<bool> {
-    if status >= 400 && is_grpc(session.req_header()) {
-        return respond_grpc(session, status, &body).await;
-    }
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if !body.is_empty() {
-        resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
-    }
-    for (k, v) in extra {
-        resp.insert_header(k.clone(), v.clone())?;
-    }
-    if let Some(ops) = ops {
-        apply_response_ops(&mut resp, ops)?;
-    }
-    let empty = body.is_empty();
-    session.write_response_header(Box::new(resp), empty).await?;
-    if !empty {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(true)
-}
-
-fn apply_request_ops(req: &mut RequestHeader, ops: &HeaderOps) -> Result<()> {
-    for (k, v) in &ops.set {
-        req.insert_header(k.clone(), v.clone())?;
-    }
-    for (k, v) in &ops.add {
-        req.append_header(k.clone(), v.clone())?;
-    }
-    for k in &ops.remove {
-        req.remove_header(k);
-    }
-    Ok(())
-}
-
-fn apply_response_ops(resp: &mut ResponseHeader, ops: &HeaderOps) -> Result<()> {
-    for (k, v) in &ops.set {
-        resp.insert_header(k.clone(), v.clone())?;
-    }
-    for (k, v) in &ops.add {
-        resp.append_header(k.clone(), v.clone())?;
-    }
-    for k in &ops.remove {
-        resp.remove_header(k);
-    }
-    Ok(())
-}
-
-/// The Location of a redirect, as Envoy builds it from Istio's HTTPRedirect.
-fn location(r: &Redirect, scheme: &str, authority: &str, listener_port: u16, path: &str) -> String {
-    let new_scheme = r.scheme.as_deref().unwrap_or(scheme);
-    let host = r.authority.as_deref().map_or_else(|| strip_port(authority), strip_port);
-    let port = if let Some(p) = r.port {
-        Some(p)
-    } else if r.port_from_request {
-        authority
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .or(Some(listener_port))
-    } else if let Some(a) = r.authority.as_deref().filter(|a| a.contains(':') && !a.ends_with(']')) {
-        a.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
-    } else if r.scheme.is_none() {
-        authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
-    } else {
-        None
-    };
-    let port = port.filter(|p| !matches!((new_scheme, p), ("http", 80) | ("https", 443)));
-    let (orig_path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
-    let new_path = match (&r.uri, query) {
-        (Some(u), _) if u.contains('?') => u.clone(),
-        (Some(u), Some(q)) => format!("{u}?{q}"),
-        (Some(u), None) => u.clone(),
-        (None, Some(q)) => format!("{orig_path}?{q}"),
-        (None, None) => orig_path.to_string(),
-    };
-    match port {
-        Some(p) => format!("{new_scheme}://{host}:{p}{new_path}"),
-        None => format!("{new_scheme}://{host}{new_path}"),
-    }
 }
 
 /// The request's hash for consistent hashing; None when the key is absent (then
@@ -349,149 +135,38 @@ fn hash_key(session: &Session, key: &HashKey, set_cookie: &mut Option<HeaderValu
     }
 }
 
-// Parsed once: looking a header up by string parses the name on every call.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-
-/// A version-4 UUID, as Envoy generates for `x-request-id`. Written by hand: the
-/// formatting machinery cost more than the rest of the request filter.
-fn request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut out = Vec::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push(b'-');
-        }
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0x0f)]);
-    }
-    HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static("-"))
-}
-
-/// `x-ratelimit-limit` and `x-ratelimit-remaining` for a request under a RateLimit.
-fn rate_headers(rate: Option<(u32, u32)>) -> Vec<(HeaderName, HeaderValue)> {
-    rate.map_or_else(Vec::new, |(limit, remaining)| {
-        vec![
-            (HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(limit)),
-            (
-                HeaderName::from_static("x-ratelimit-remaining"),
-                HeaderValue::from(remaining),
-            ),
-        ]
-    })
-}
-
-/// `x-forwarded-for` with `ip` appended to what the client sent, built in one buffer.
-fn forwarded_for(previous: Option<&[u8]>, ip: IpAddr) -> Option<HeaderValue> {
-    let mut out = Vec::with_capacity(previous.map_or(0, |p| p.len() + 2) + 39);
-    if let Some(p) = previous {
-        out.extend_from_slice(p);
-        out.extend_from_slice(b", ");
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write;
-            write!(out, "{v6}").ok()?;
-        }
-    }
-    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
-}
-
 impl Gateway {
-    /// Normalizes the request path in place (mesh `pathNormalization`); false when
-    /// the path cannot be normalized (the request then gets 400).
-    fn normalize_path(&self, session: &mut Session) -> bool {
-        let pq = path_and_query(session.req_header());
-        let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
-        let normalized = match strait_config::path::normalize(path, self.limits.normalization) {
-            Ok(None) => return true,
-            Ok(Some(normalized)) => normalized,
-            Err(_) => return false,
+    /// The steps a request goes through before it may go upstream, in order; each
+    /// may answer it instead.
+    async fn admit<'r>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        runtime: &'r Runtime,
+    ) -> Result<(), Halt<'r>> {
+        actions::acme_challenge(&self.shared, runtime, session.req_header())?;
+        downstream::check_headers(&self.limits, session.req_header_mut())?;
+        let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
+            ctx.flags.add(Flags::NO_ROUTE);
+            return Err(Reply::new(404, b"").into());
         };
-        let full = match query {
-            Some(q) => format!("{normalized}?{q}"),
-            None => normalized,
-        };
-        match full.parse::<http::Uri>() {
-            Ok(uri) => {
-                session.req_header_mut().set_uri(uri);
-                true
-            }
-            Err(_) => false,
+        downstream::normalize_path(self.limits.normalization, session.req_header_mut())?;
+        authz::authenticate(runtime, session.req_header_mut(), scheme(self.tls), ctx).await?;
+        let hops = self.limits.trusted_hops;
+        authz::authorize(&self.shared, runtime, session, self.port, hops, ctx).await?;
+        let m = actions::route(listener, session, self.tls, ctx)?;
+        let policy = &m.route.policy;
+        if let Some(limit) = &policy.rate_limit {
+            actions::rate_limit(&self.shared.limiter, limit, session, hops, ctx)?;
         }
-    }
-
-    /// AuthorizationPolicy in Istio's order: a matching CUSTOM policy's external
-    /// authorizer, then DENY and ALLOW. True when the request was answered.
-    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx, runtime: &Runtime) -> Result<bool> {
-        let (custom, denied) = {
-            let req = session.req_header();
-            let host = strip_port(authority(req)).to_ascii_lowercase();
-            let path = path_and_query(req).split('?').next().unwrap_or("/");
-            let source_ip = peer_ip(session);
-            let port = local_port(session, self.port);
-            let request = strait_config::authz::Request {
-                host: &host,
-                port,
-                method: req.method.as_str(),
-                path,
-                headers: &req.headers,
-                source_ip,
-                remote_ip: remote_ip(session, self.limits.trusted_hops),
-                sni: connection_sni(session),
-                peer: connection_peer(session).map(|p| p.principal.as_str()),
-                auth: ctx.auth.as_deref(),
-            };
-            let authz = &runtime.snapshot.authz;
-            let decision = authz.decide(&request, |policy| {
-                log::info!("AUDIT {policy}: {} {host}{path} from {source_ip:?}", request.method);
-            });
-            let denied = match decision {
-                strait_config::authz::Decision::Deny(policy) => {
-                    log::debug!("denied by {policy}: {} {host}{path}", request.method);
-                    true
-                }
-                strait_config::authz::Decision::Allow => false,
-            };
-            (authz.custom_provider(&request), denied)
-        };
-        if let Some(ext) = custom.and_then(|i| runtime.snapshot.ext_authz.get(i)) {
-            let target = upstream::side_call_target(&self.shared.dns, runtime, ext.cluster).await;
-            match ext_authz::check(self.shared.http(), target, &ext.provider, session.req_header()).await {
-                ext_authz::Verdict::Deny { status, headers, body } => {
-                    ctx.flags.add(Flags::EXT_AUTHZ_DENIED);
-                    return respond(session, status, &headers, None, body).await;
-                }
-                ext_authz::Verdict::Allow { upstream, downstream } => {
-                    for (name, value) in upstream {
-                        session.req_header_mut().insert_header(name, value)?;
-                    }
-                    ctx.response_headers.extend(downstream);
-                }
-            }
+        if let Some(cors) = &policy.cors {
+            actions::cors(cors, session.req_header(), ctx)?;
         }
-        if denied {
-            ctx.flags.add(Flags::RBAC_DENIED);
-            return respond(session, 403, &[], None, Bytes::from_static(b"RBAC: access denied")).await;
+        if let Some(fault) = &policy.fault {
+            actions::fault(fault, ctx).await?;
         }
-        Ok(false)
+        actions::https_redirect(&m, session.req_header(), self.tls)?;
+        actions::act(&m, runtime, session.req_header(), self.tls, self.port, ctx)
     }
 
     /// Sends the request's span.
@@ -607,222 +282,12 @@ impl ProxyHttp for Gateway {
                 tracer.start(&session.req_header().headers, std::time::SystemTime::now()),
             ));
         }
-        // ACME's HTTP-01 validation comes before routes, policies and httpsRedirect.
-        let acme_path = session.req_header().uri.path().strip_prefix(acme::HTTP01_PREFIX);
-        if let Some(token) = acme_path.filter(|_| !ctx.runtime.snapshot.acme.is_empty()) {
-            if let Some(answer) = self.shared.challenges.http_response(token) {
-                log::info!("answered the HTTP-01 challenge {token}");
-                let octets = [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                )];
-                return respond(session, 200, &octets, None, Bytes::from(answer)).await;
-            }
-        }
-        if self.limits.underscores != Underscores::Allow
-            && session.req_header().headers.keys().any(|k| k.as_str().contains('_'))
-        {
-            if self.limits.underscores == Underscores::Reject {
-                session.set_keepalive(None);
-                return respond(
-                    session,
-                    400,
-                    &[],
-                    None,
-                    Bytes::from_static(b"header name with underscore"),
-                )
-                .await;
-            }
-            let names: Vec<HeaderName> = session
-                .req_header()
-                .headers
-                .keys()
-                .filter(|k| k.as_str().contains('_'))
-                .cloned()
-                .collect();
-            for name in names {
-                session.req_header_mut().remove_header(&name);
-            }
-        }
-        let req = session.req_header();
-        if req.headers.len() > self.limits.max_headers || header_bytes(req) > self.limits.max_header_bytes {
-            session.set_keepalive(None);
-            return respond(
-                session,
-                431,
-                &[],
-                None,
-                Bytes::from_static(b"request header fields too large"),
-            )
-            .await;
-        }
+        // A handle of its own: the route borrows from it while the context changes.
         let runtime = ctx.runtime.clone();
-        let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
-            ctx.flags.add(Flags::NO_ROUTE);
-            return respond(session, 404, &[], None, Bytes::new()).await;
-        };
-        if !self.normalize_path(session) {
-            return respond(session, 400, &[], None, Bytes::from_static(b"invalid path")).await;
-        }
-        let scheme = scheme(self.tls);
-        // Istio lets CORS preflights through unauthenticated: browsers send them without credentials.
-        if !runtime.snapshot.jwt.is_empty() && !cors::is_preflight(session.req_header()) {
-            match authn::authenticate(&runtime, session.req_header_mut()).await {
-                Ok(auth) => ctx.auth = auth,
-                Err(failure) => {
-                    log::debug!("JWT refused: {failure}");
-                    let challenge = authn::challenge(session.req_header(), scheme);
-                    return respond(
-                        session,
-                        401,
-                        &[(header::WWW_AUTHENTICATE, challenge)],
-                        None,
-                        Bytes::from(failure.to_string()),
-                    )
-                    .await;
-                }
-            }
-        }
-        if !runtime.snapshot.authz.is_empty() && self.authorize(session, ctx, &runtime).await? {
-            return Ok(true);
-        }
-        let view = request_view(session.req_header(), scheme, ctx.auth.as_deref());
-        let routed = listener.route(&view);
-        let m = match routed {
-            Routed::Matched(m) => m,
-            Routed::NoHost | Routed::NoRoute(_) => {
-                ctx.flags.add(Flags::NO_ROUTE);
-                return respond(session, 404, &[], None, Bytes::new()).await;
-            }
-        };
-        if self.tls {
-            if let Some(vhost_server) = m.vhost.tls_server {
-                let sni = connection_sni(session).and_then(|sni| listener.sni.lookup(sni));
-                let cert_of = |i: usize| listener.tls_servers.get(i).map(|s| s.certificate);
-                if let Some(sni_server) = sni {
-                    if cert_of(sni_server) != cert_of(vhost_server) {
-                        // The connection's certificate does not cover this Host (RFC 9110 15.5.20).
-                        return respond(session, 421, &[], None, Bytes::from_static(b"misdirected request")).await;
-                    }
-                }
-            }
-        }
-        ctx.route = Some((m.vhost_index, m.route_index));
-        ctx.prefix_len = m.prefix_len;
-        let policy = &m.route.policy;
-        if let Some(limit) = &policy.rate_limit {
-            let req = session.req_header();
-            let key = match &limit.key {
-                RateKey::ClientIp => remote_ip(session, self.limits.trusted_hops)
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default(),
-                RateKey::Header(name) => req
-                    .headers
-                    .get(name)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default(),
-                // Requests without the claim share one bucket.
-                RateKey::Claim(path) => ctx
-                    .auth
-                    .as_ref()
-                    .and_then(|a| path.lookup(&a.claims))
-                    .and_then(strait_config::claims::header_value)
-                    .unwrap_or_default(),
-            };
-            let verdict = self.shared.limiter.take(limit, &key, std::time::Instant::now());
-            if !verdict.allowed {
-                let headers = [
-                    (
-                        HeaderName::from_static("x-ratelimit-limit"),
-                        HeaderValue::from(verdict.limit),
-                    ),
-                    (
-                        HeaderName::from_static("x-ratelimit-remaining"),
-                        HeaderValue::from(0u32),
-                    ),
-                    (
-                        HeaderName::from_static("x-ratelimit-reset"),
-                        HeaderValue::from(verdict.reset_secs),
-                    ),
-                    (header::RETRY_AFTER, HeaderValue::from(verdict.reset_secs)),
-                ];
-                ctx.flags.add(Flags::RATE_LIMITED);
-                return respond(session, 429, &headers, None, Bytes::from_static(b"local_rate_limited")).await;
-            }
-            ctx.rate = Some((verdict.limit, verdict.remaining));
-        }
-        if let Some(c) = &policy.cors {
-            let r = session.req_header();
-            match cors::decide(c, &r.method, &r.headers) {
-                cors::Decision::NotCors => {}
-                cors::Decision::AnswerPreflight(headers) => {
-                    return respond(session, 200, &headers, None, Bytes::new()).await;
-                }
-                cors::Decision::RefusePreflight => return respond(session, 200, &[], None, Bytes::new()).await,
-                cors::Decision::Forward(headers) => ctx.response_headers.extend(headers),
-            }
-        }
-        if let Some(fault) = &policy.fault {
-            if let Some(d) = fault.delay.as_ref().filter(|d| roll(d.percent)) {
-                ctx.flags.add(Flags::DELAY_INJECTED);
-                tokio::time::sleep(d.duration).await;
-            }
-            if let Some(a) = fault.abort.as_ref().filter(|a| roll(a.percent)) {
-                ctx.flags.add(Flags::FAULT_INJECTED);
-                return match a.grpc_status {
-                    Some(code) => {
-                        let grpc = [
-                            (header::CONTENT_TYPE, HeaderValue::from_static("application/grpc")),
-                            (HeaderName::from_static("grpc-status"), HeaderValue::from(code)),
-                            (
-                                HeaderName::from_static("grpc-message"),
-                                HeaderValue::from_static("fault filter abort"),
-                            ),
-                        ];
-                        respond(session, a.status, &grpc, None, Bytes::new()).await
-                    }
-                    None => respond(session, a.status, &[], None, Bytes::from_static(FAULT_BODY)).await,
-                };
-            }
-        }
-        let view = request_view(session.req_header(), scheme, None);
-        if !self.tls && m.vhost.https_redirect {
-            let to = format!("https://{}{}", strip_port(view.authority), view.path);
-            let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
-            return respond(session, 301, &[(header::LOCATION, loc)], None, Bytes::new()).await;
-        }
-        match &m.route.action {
-            Action::Redirect(r) => {
-                let to = location(r, scheme, view.authority, self.port, view.path);
-                let loc = HeaderValue::from_str(&to).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
-                let mut headers = rate_headers(ctx.rate);
-                headers.push((header::LOCATION, loc));
-                respond(session, r.code, &headers, Some(&m.route.response_headers), Bytes::new()).await
-            }
-            Action::DirectResponse(d) => {
-                respond(
-                    session,
-                    d.status,
-                    &rate_headers(ctx.rate),
-                    Some(&m.route.response_headers),
-                    Bytes::copy_from_slice(&d.body),
-                )
-                .await
-            }
-            Action::Forward(f) => {
-                let picked = f.pick_index().and_then(|i| Some((i, f.destinations.get(i)?)));
-                let cluster = picked.and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster));
-                ctx.destination = picked.map(|(i, _)| i);
-                if cluster.is_some_and(|c| c.blackhole) {
-                    ctx.flags.add(Flags::NO_ROUTE);
-                    return respond(session, 502, &[], None, Bytes::new()).await;
-                }
-                if cluster.is_none_or(|c| c.endpoints.is_empty()) {
-                    ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
-                    return respond(session, 503, &[], None, Bytes::from_static(b"no healthy upstream")).await;
-                }
-                Ok(false)
-            }
+        match self.admit(session, ctx, &runtime).await {
+            Ok(()) => Ok(false),
+            Err(Halt::Reply(reply)) => reply::send(session, reply).await,
+            Err(Halt::Error(e)) => Err(e),
         }
     }
 
@@ -992,69 +457,11 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if upstream.headers.get(header::HOST).is_none() {
-            if let Some(a) = upstream.uri.authority().map(|a| a.as_str().to_string()) {
-                upstream.insert_header(header::HOST, a)?;
-            }
-        }
-        if let Some(route) = ctx.route() {
-            if let Action::Forward(f) = &route.action {
-                if let Some(rw) = &f.rewrite {
-                    let pq = path_and_query(upstream);
-                    let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
-                    let new_path = if let Some(uri) = &rw.uri {
-                        match ctx.prefix_len {
-                            Some(n) => format!("{uri}{}", path.get(n..).unwrap_or("")),
-                            None => uri.clone(),
-                        }
-                    } else if let Some(rr) = &rw.uri_regex {
-                        rr.pattern.replace_all(path, rr.replacement.as_str()).into_owned()
-                    } else {
-                        path.to_string()
-                    };
-                    if rw.uri.is_some() || rw.uri_regex.is_some() {
-                        let full = match query {
-                            Some(q) => format!("{new_path}?{q}"),
-                            None => new_path,
-                        };
-                        let uri = full.parse::<http::Uri>().map_err(|_| {
-                            Error::explain(ErrorType::InvalidHTTPHeader, "rewritten path is not a valid URI")
-                        })?;
-                        upstream.set_uri(uri);
-                    }
-                    if let Some(a) = &rw.authority {
-                        upstream.insert_header(header::HOST, a.as_str())?;
-                    }
-                }
-            }
-            apply_request_ops(upstream, &route.request_headers)?;
-        }
-        if let Some(d) = ctx.destination() {
-            apply_request_ops(upstream, &d.request_headers)?;
-        }
-        if let Some(ip) = peer_ip(session) {
-            let previous = upstream.headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes);
-            if let Some(xff) = forwarded_for(previous, ip) {
-                upstream.insert_header("x-forwarded-for", xff)?;
-            }
-        }
-        upstream.insert_header("x-forwarded-proto", scheme(self.tls))?;
-        // Envoy's SANITIZE_SET: only the gateway speaks of the client's certificate.
-        match connection_peer(session).and_then(|p| p.xfcc.clone()) {
-            Some(xfcc) => {
-                upstream.insert_header(X_FORWARDED_CLIENT_CERT, xfcc)?;
-            }
-            None if upstream.headers.contains_key(&X_FORWARDED_CLIENT_CERT) => {
-                upstream.remove_header(&X_FORWARDED_CLIENT_CERT);
-            }
-            None => {}
-        }
-        if upstream.headers.get(&X_REQUEST_ID).is_none() {
-            let id = request_id();
-            if self.shared.access_log.get().is_some() || ctx.span.is_some() {
-                ctx.request_id = Some(id.clone());
-            }
-            upstream.insert_header("x-request-id", id)?;
+        actions::rewrite_request(ctx, upstream)?;
+        downstream::forwarding_headers(upstream, peer_ip(session), self.tls, connection_peer(session))?;
+        let keep_id = self.shared.access_log.get().is_some() || ctx.span.is_some();
+        if let Some(id) = downstream::ensure_request_id(upstream, keep_id)? {
+            ctx.request_id = Some(id);
         }
         if ctx.close_upstream {
             upstream.insert_header(header::CONNECTION, "close")?;
@@ -1099,76 +506,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let (code, body): (u16, &'static [u8]) = match (e.etype(), e.esource()) {
-            _ if ctx.attempts.timed_out => (504, b"upstream request timeout"),
-            _ if ctx.overflow => (
-                503,
-                b"upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            ),
-            (ErrorType::HTTPStatus(code), _) => (*code, b""),
-            // Envoy's answers, which Istio users script against: 503 when the upstream
-            // could not be reached or reset before its headers, 504 on timeouts.
-            (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => {
-                (504, b"upstream request timeout")
-            }
-            (
-                ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError,
-                _,
-            ) => (
-                503,
-                b"upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            ),
-            (_, ErrorSource::Upstream) => (
-                503,
-                b"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-            ),
-            (client_gone!(), ErrorSource::Downstream) => (0, b""),
-            (_, ErrorSource::Downstream) => (400, b""),
-            _ => (500, b""),
-        };
-        ctx.flags.add(match (e.etype(), e.esource()) {
-            _ if ctx.attempts.timed_out => Flags::UPSTREAM_TIMEOUT,
-            _ if ctx.overflow => Flags::UPSTREAM_OVERFLOW,
-            (ErrorType::ConnectNoRoute, _) if ctx.flags.has(Flags::NO_HEALTHY_UPSTREAM) => Flags::NONE,
-            (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => Flags::UPSTREAM_TIMEOUT,
-            (
-                ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError,
-                _,
-            ) => Flags::UPSTREAM_CONNECTION_FAILURE,
-            (_, ErrorSource::Upstream) => Flags::UPSTREAM_TERMINATION,
-            (_, ErrorSource::Downstream) => Flags::DOWNSTREAM_TERMINATION,
-            _ => Flags::NONE,
-        });
-        if code > 0 {
-            let sent = if is_grpc(session.req_header()) {
-                respond_grpc(session, code, body).await.map(|_| ())
-            } else {
-                session.respond_error_with_body(code, Bytes::from_static(body)).await
-            };
-            if let Err(err) = sent {
-                log::debug!("could not send {code} downstream: {err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        reply::fail(session, e, ctx).await
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        // A client that went away is the access log's `DC`, not an error of the
-        // proxy; logging each at error level would let a client flood the log.
-        let gone = error.esource() == &ErrorSource::Downstream && matches!(error.etype(), client_gone!());
-        if gone {
-            log::debug!("client went away: {error}");
-        }
-        gone
+        reply::client_went_away(error)
     }
 
     fn upstream_response_trailer_filter(
@@ -1232,107 +574,6 @@ impl ProxyHttp for Gateway {
         if let Some(status) = grpc_status(&resp.headers) {
             ctx.grpc_status = Some(status);
         }
-        if let Some(route) = ctx.route() {
-            apply_response_ops(resp, &route.response_headers)?;
-        }
-        if let Some(d) = ctx.destination() {
-            apply_response_ops(resp, &d.response_headers)?;
-        }
-        for (name, value) in ctx.response_headers.drain(..) {
-            resp.insert_header(name, value)?;
-        }
-        for (name, value) in rate_headers(ctx.rate) {
-            resp.insert_header(name, value)?;
-        }
-        if let Some(cookie) = ctx.set_cookie.take() {
-            resp.append_header(header::SET_COOKIE, cookie)?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn redirect() -> Redirect {
-        Redirect {
-            uri: None,
-            authority: None,
-            scheme: None,
-            port: None,
-            port_from_request: false,
-            code: 301,
-        }
-    }
-
-    #[test]
-    fn redirect_locations() {
-        let r = Redirect {
-            uri: Some("/new".into()),
-            ..redirect()
-        };
-        assert_eq!(
-            location(&r, "http", "app.example.com", 80, "/old?x=1"),
-            "http://app.example.com/new?x=1"
-        );
-        let r = Redirect {
-            scheme: Some("https".into()),
-            ..redirect()
-        };
-        assert_eq!(
-            location(&r, "http", "app.example.com:8080", 80, "/a"),
-            "https://app.example.com/a"
-        );
-        let r = Redirect {
-            authority: Some("other.example.com".into()),
-            port: Some(8443),
-            scheme: Some("https".into()),
-            ..redirect()
-        };
-        assert_eq!(
-            location(&r, "http", "app.example.com", 80, "/a"),
-            "https://other.example.com:8443/a"
-        );
-        let r = Redirect {
-            port_from_request: true,
-            ..redirect()
-        };
-        assert_eq!(
-            location(&r, "http", "app.example.com:8080", 80, "/a"),
-            "http://app.example.com:8080/a"
-        );
-    }
-
-    #[test]
-    fn request_ids_are_uuid_v4() {
-        for _ in 0..100 {
-            let value = request_id();
-            let id = value.to_str().expect("ascii");
-            assert_eq!(id.len(), 36);
-            assert_eq!(id.matches('-').count(), 4);
-            assert_eq!([&id[8..9], &id[13..14], &id[14..15]], ["-", "-", "4"]);
-            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
-            assert_ne!(value, request_id());
-        }
-    }
-
-    #[test]
-    fn forwarded_for_appends_the_client() {
-        let v4: IpAddr = "10.0.12.255".parse().expect("ip");
-        let v6: IpAddr = "2001:db8::1".parse().expect("ip");
-        assert_eq!(forwarded_for(None, v4).expect("value"), "10.0.12.255");
-        assert_eq!(
-            forwarded_for(Some(b"1.2.3.4"), v4).expect("value"),
-            "1.2.3.4, 10.0.12.255"
-        );
-        assert_eq!(
-            forwarded_for(Some(b"1.2.3.4"), v6).expect("value"),
-            "1.2.3.4, 2001:db8::1"
-        );
-        assert_eq!(
-            forwarded_for(None, "0.9.100.7".parse().expect("ip")).expect("value"),
-            "0.9.100.7"
-        );
+        actions::response_headers(ctx, resp)
     }
 }
