@@ -36,6 +36,7 @@ pub mod retry;
 pub mod rfc3339;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls_front;
 pub mod trace;
 pub mod upstream;
