@@ -12,11 +12,11 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 
-use crate::balance;
 use crate::client_hello;
 use crate::flags::Flags;
 use crate::state::ConnectionGuard;
 use crate::state::Shared;
+use crate::upstream::{self, PickError};
 use crate::upstreams::{ActiveGuard, Outcome};
 
 /// How long a client may take to send its ClientHello.
@@ -91,19 +91,18 @@ impl L4App {
         );
         let mut tried = None;
         for _ in 0..2 {
-            let index = balance::choose(cluster, state, None, |i| Some(i) == tried)?;
-            tried = Some(index);
-            let endpoint = cluster.endpoints.get(index)?;
-            let address = match &endpoint.hostname {
-                None => endpoint.address,
-                Some(host) => match self.shared.dns.resolve(host, endpoint.address.port()).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        log::warn!("listener {}: {e}", self.port);
+            let skip = tried;
+            let (address, index) =
+                match upstream::endpoint(&self.shared.dns, cluster, state, None, |i| Some(i) == skip).await {
+                    Ok(found) => found,
+                    Err(PickError::NoEndpoint) => return None,
+                    Err(PickError::Unresolved { index, reason }) => {
+                        tried = Some(index);
+                        log::warn!("listener {}: {reason}", self.port);
                         continue;
                     }
-                },
-            };
+                };
+            tried = Some(index);
             let guard = state.endpoints.get(index).map(ActiveGuard::new);
             let timeout = cluster.policy.connect_timeout.unwrap_or(self.connect_timeout);
             match tokio::time::timeout(timeout, TcpStream::connect(address)).await {

@@ -1,7 +1,8 @@
 //! Request mirroring (VirtualService `mirror`, `mirrors`): a copy of the request
 //! as it goes upstream, with `-shadow` appended to its host as Envoy does, is sent
 //! from a task of its own; the answer is read and dropped. The original request
-//! never waits for it.
+//! never waits for it. `start` and `feed` are the request path's steps: the copy is
+//! decided once per request (not per try) and sent when its body is complete.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +14,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::ServerSession;
+use strait_config::snapshot::{roll, Action};
+
+use crate::context::RequestCtx;
+use crate::dns::Dns;
+use crate::request::{authority, path_and_query};
+use crate::upstream::side_call_target;
 
 /// Request bodies up to this size are mirrored; a larger body cancels the copy.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -125,6 +134,68 @@ impl Mirrors {
                     Err(_) => log::debug!("mirror to {target} abandoned after {TIMEOUT:?}"),
                 }
             });
+        }
+    }
+}
+
+/// Decides, at the first try, whether the request is mirrored: a copy of
+/// `upstream` for the route's mirrors that won their roll, sent now when the
+/// request has no body, else kept for `feed`.
+pub async fn start(
+    dns: &Dns,
+    mirrors: &Mirrors,
+    session: &mut ServerSession,
+    upstream: &RequestHeader,
+    ctx: &mut RequestCtx,
+) {
+    if ctx.mirror_decided {
+        return;
+    }
+    ctx.mirror_decided = true;
+    let Some(copy) = copy_of(dns, ctx, upstream).await else {
+        return;
+    };
+    if session.is_body_empty() {
+        mirrors.send(copy);
+    } else {
+        ctx.mirror = Some(Box::new(copy));
+    }
+}
+
+/// A copy of the upstream request for the route's mirrors that won their roll.
+async fn copy_of(dns: &Dns, ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
+    let runtime = &*ctx.runtime;
+    let Action::Forward(forward) = &ctx.place().route(runtime)?.action else {
+        return None;
+    };
+    let mut targets = Vec::new();
+    for m in forward.mirrors.iter().filter(|m| roll(m.percent)) {
+        targets.extend(side_call_target(dns, runtime, m.cluster).await);
+    }
+    if targets.is_empty() {
+        return None;
+    }
+    Some(PendingCopy::new(
+        targets,
+        upstream.method.clone(),
+        path_and_query(upstream),
+        &upstream.headers,
+        authority(upstream),
+    ))
+}
+
+/// Adds a chunk of the request body to the copy waiting for it (a body past
+/// `MAX_BODY` cancels the copy) and sends the copy at the body's end.
+pub fn feed(mirrors: &Mirrors, body: Option<&Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+    if let (Some(copy), Some(chunk)) = (ctx.mirror.as_mut(), body) {
+        if !copy.push(chunk) {
+            log::debug!("request body over {MAX_BODY} bytes: not mirrored");
+            ctx.mirror = None;
+        }
+    }
+    if end_of_stream {
+        if let Some(copy) = ctx.mirror.take() {
+            mirrors.send(*copy);
         }
     }
 }

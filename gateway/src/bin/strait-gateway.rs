@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use strait_config::mesh::MeshConfig;
 use strait_config::{Scope, Severity};
-use strait_gateway::proxy::{Limits, Underscores};
+use strait_gateway::downstream::{Limits, Underscores};
 use strait_gateway::server::{build, Options, StartError};
 
 /// jemalloc rather than glibc: with its background thread, memory freed after a

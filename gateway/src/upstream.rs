@@ -1,0 +1,297 @@
+//! Where a request goes and how each try of it ends. `endpoint` is the one way
+//! the engine picks an endpoint of a cluster (its balancer, skipping some) and
+//! resolves it: HTTP routes, TCP routes, mirrors and external authorization all use
+//! it. `peer` is `upstream_peer`: the cluster's admission, the hash key, the
+//! endpoint, and the peer with its TLS, timeouts, pool key and protocol. The
+//! other steps judge a try (connect failure, error while proxying, retriable
+//! status) for outlier detection and the retry policy. The clusters' runtime state
+//! itself is `upstreams`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::io::RawFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
+use strait_config::snapshot::{hash_bytes, Cluster, HashKey, LoadBalancer};
+
+use crate::balance;
+use crate::context::RequestCtx;
+use crate::dns::Dns;
+use crate::flags::Flags;
+use crate::request::peer_ip;
+use crate::retry::Failure;
+use crate::state::Runtime;
+use crate::upstreams::{ActiveGuard, ClusterState, Outcome};
+
+/// Marks an upstream answer the retry policy replaces with another try.
+const RETRIABLE_STATUS: ErrorType = ErrorType::Custom("retriable upstream status");
+
+/// Why no address came out of `endpoint`.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    /// The cluster has no endpoint the balancer could choose.
+    #[error("no endpoint")]
+    NoEndpoint,
+    /// The chosen endpoint's hostname did not resolve.
+    #[error("{reason}")]
+    Unresolved {
+        /// The endpoint chosen, so a caller can count it as tried.
+        index: usize,
+        /// The resolver's explanation.
+        reason: String,
+    },
+}
+
+/// Chooses an endpoint of `cluster` with its balancer (`hash` for consistent
+/// hashing; endpoints for which `skip` is true only when nothing else is left) and
+/// resolves its hostname, when it has one, through `dns`. Returns the address and
+/// the endpoint's index.
+pub async fn endpoint(
+    dns: &Dns,
+    cluster: &Cluster,
+    state: &ClusterState,
+    hash: Option<u64>,
+    skip: impl Fn(usize) -> bool,
+) -> Result<(SocketAddr, usize), PickError> {
+    let index = balance::choose(cluster, state, hash, skip).ok_or(PickError::NoEndpoint)?;
+    let endpoint = cluster.endpoints.get(index).ok_or(PickError::NoEndpoint)?;
+    match &endpoint.hostname {
+        None => Ok((endpoint.address, index)),
+        Some(host) => match dns.resolve(host, endpoint.address.port()).await {
+            Ok(address) => Ok((address, index)),
+            Err(reason) => Err(PickError::Unresolved { index, reason }),
+        },
+    }
+}
+
+/// An endpoint of `cluster` for a request the gateway makes itself (a mirror copy,
+/// an authorization check), chosen by the cluster's balancer.
+pub async fn side_call_target(dns: &Dns, runtime: &Runtime, cluster: usize) -> Option<SocketAddr> {
+    let (Some(c), Some(state)) = (
+        runtime.snapshot.clusters.get(cluster),
+        runtime.upstreams.clusters.get(cluster),
+    ) else {
+        return None;
+    };
+    match endpoint(dns, c, state, None, |_| false).await {
+        Ok((address, _)) => Some(address),
+        Err(PickError::NoEndpoint) => None,
+        Err(e) => {
+            log::debug!("{}: {e}", c.name);
+            None
+        }
+    }
+}
+
+/// The peer of the request's next try: admission to the cluster (once), the hash
+/// key (at the first try), an endpoint not tried yet, and the connection's TLS,
+/// timeouts (the per-try timeout cut to the route's deadline), pool and protocol.
+pub async fn peer(
+    dns: &Dns,
+    session: &ServerSession,
+    connect_timeout: Duration,
+    ctx: &mut RequestCtx,
+) -> Result<Box<HttpPeer>> {
+    // Borrowed field by field: the context's other fields change meanwhile.
+    let runtime = &*ctx.runtime;
+    let place = ctx.place();
+    let no_endpoint = || Error::explain(ErrorType::ConnectNoRoute, "no endpoint");
+    let (Some(route), Some(cluster), Some(state)) = (
+        place.route(runtime),
+        place.cluster(runtime),
+        place.cluster_state(runtime),
+    ) else {
+        return Err(no_endpoint());
+    };
+    if ctx.admission.is_none() {
+        match state.admit(&cluster.policy).await {
+            Ok(a) => ctx.admission = Some(a),
+            Err(_) => {
+                ctx.overflow = true;
+                return Err(Error::explain(ErrorType::ConnectRefused, "cluster limits reached"));
+            }
+        }
+    }
+    if ctx.attempts.tries == 0 {
+        if let LoadBalancer::Hash(h) = &cluster.policy.lb {
+            ctx.hash = hash_key(session, &h.key, &mut ctx.set_cookie);
+        }
+    }
+    let attempts = &ctx.attempts;
+    let (address, index) = match endpoint(dns, cluster, state, ctx.hash, |i| attempts.tried(i)).await {
+        Ok((address, index)) => (Ok(address), index),
+        Err(PickError::NoEndpoint) => {
+            ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
+            return Err(no_endpoint());
+        }
+        Err(PickError::Unresolved { index, reason }) => (Err(reason), index),
+    };
+    if ctx.attempts.tries > 0 {
+        state.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(endpoint_state) = state.endpoints.get(index) else {
+        return Err(no_endpoint());
+    };
+    // Held even when the name did not resolve: the try is this endpoint's, in the logs.
+    ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
+    let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason))?;
+    let tls = place
+        .destination(runtime)
+        .and_then(|d| runtime.upstream_tls.get(d.cluster))
+        .and_then(Option::as_ref);
+    let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
+    if let Some(t) = tls {
+        t.apply(&mut peer);
+    }
+    ctx.attempts.begin_try(&route.policy, index);
+    let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);
+    let connect_timeout = cluster.policy.connect_timeout.unwrap_or(connect_timeout);
+    peer.options.connection_timeout = Some(try_timeout.map_or(connect_timeout, |t| t.min(connect_timeout)));
+    peer.options.read_timeout = try_timeout;
+    peer.options.idle_timeout = cluster.policy.idle_timeout;
+    peer.group_key = cluster.pool_key();
+    if cluster.policy.h2_upstream {
+        // Prior knowledge over plain TCP (h2c), ALPN h2 over TLS; streams multiplexed.
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = 100;
+    }
+    Ok(Box::new(peer))
+}
+
+/// The request's hash for consistent hashing; None when the key is absent (then
+/// Envoy, and Strait, pick at random). A missing cookie with a ttl is generated and
+/// handed to the client so its next requests stick.
+fn hash_key(session: &ServerSession, key: &HashKey, set_cookie: &mut Option<HeaderValue>) -> Option<u64> {
+    let req = session.req_header();
+    match key {
+        HashKey::Header(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::SourceIp => Some(match peer_ip(session)? {
+            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
+        }),
+        HashKey::QueryParameter(name) => {
+            let query = req.uri.query()?;
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then(|| hash_bytes(v.as_bytes()))
+            })
+        }
+        HashKey::Cookie { name, path, ttl } => {
+            let found = req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| {
+                    let (k, v) = c.trim().split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_string())
+                });
+            if let Some(v) = found {
+                return Some(hash_bytes(v.as_bytes()));
+            }
+            let ttl = (*ttl)?;
+            let value = format!("{:016x}", fastrand::u64(..));
+            let mut cookie = format!("{name}=\"{value}\"; Path={}; HttpOnly", path.as_deref().unwrap_or("/"));
+            if !ttl.is_zero() {
+                cookie.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+            }
+            *set_cookie = HeaderValue::from_str(&cookie).ok();
+            Some(hash_bytes(value.as_bytes()))
+        }
+    }
+}
+
+/// Notes whether the connection of this try may carry no request after it (the
+/// cluster's `maxRequestsPerConnection`; HTTP/2 upstreams multiplex instead).
+pub fn connected(ctx: &mut RequestCtx, fd: RawFd, reused: bool) {
+    let place = ctx.place();
+    ctx.close_upstream = match (place.cluster(&ctx.runtime), place.cluster_state(&ctx.runtime)) {
+        (Some(c), Some(s)) if !c.policy.h2_upstream => s.last_on_connection(&c.policy, fd, reused),
+        _ => false,
+    };
+}
+
+/// Tells the upstream that this try is the last request of its connection.
+pub fn last_on_connection(ctx: &RequestCtx, upstream: &mut RequestHeader) -> Result<()> {
+    if ctx.close_upstream {
+        upstream.insert_header(header::CONNECTION, "close")?;
+    }
+    Ok(())
+}
+
+/// A try whose connection failed: counted against the endpoint, and tried again
+/// when the route's retry policy covers connect failures.
+pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    ctx.record(Outcome::LocalFailure);
+    let place = ctx.place();
+    if let Some(s) = place.cluster_state(&ctx.runtime) {
+        s.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let attempts = &mut ctx.attempts;
+    let again = place
+        .route(&ctx.runtime)
+        .is_some_and(|r| attempts.retry(&r.policy.retry, Failure::Connect));
+    e.set_retry(again);
+    e
+}
+
+/// A try that failed after connecting (reset, timeout, or a status the policy
+/// retries): tried again when the retry policy covers it and nothing of the answer
+/// reached the client yet.
+pub fn proxy_failed(
+    session: &ServerSession,
+    peer: &HttpPeer,
+    e: Box<Error>,
+    ctx: &mut RequestCtx,
+    client_reused: bool,
+) -> Box<Error> {
+    let mut e = e.more_context(format!("Peer: {peer}"));
+    // A body too large to keep for a retry, or an answer already on its way
+    // downstream, cannot be tried again.
+    if session.retry_buffer_truncated() || session.response_written().is_some() {
+        e.set_retry(false);
+        return e;
+    }
+    let failure = match e.etype() {
+        t if *t == RETRIABLE_STATUS => Failure::Status,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+        _ => Failure::Reset,
+    };
+    // A pooled connection the upstream closed while idle is not the upstream failing
+    // the request: Pingora's own rule, retry once on a fresh connection.
+    let stale = failure == Failure::Reset && client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly);
+    if failure != Failure::Status && !stale {
+        ctx.record(Outcome::LocalFailure);
+    }
+    let route = ctx.place().route(&ctx.runtime);
+    let attempts = &mut ctx.attempts;
+    // `retry` also marks the request as timed out once the route's deadline passed.
+    let again = stale || route.is_some_and(|r| attempts.retry(&r.policy.retry, failure));
+    e.set_retry(again);
+    e
+}
+
+/// The upstream's answer to a try: recorded for outlier detection, and turned into
+/// a retriable error when the retry policy retries its status.
+pub fn answered(resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    let status = resp.status.as_u16();
+    ctx.upstream_answered = true;
+    ctx.record(Outcome::Status(status));
+    let Some(route) = ctx.place().route(&ctx.runtime) else {
+        return Ok(());
+    };
+    let grpc_status = resp
+        .headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if ctx.attempts.retry_status(&route.policy.retry, status, grpc_status) {
+        return Err(Error::explain(RETRIABLE_STATUS, format!("upstream answered {status}")));
+    }
+    Ok(())
+}
