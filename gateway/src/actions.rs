@@ -14,10 +14,11 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use strait_config::ratelimit::{RateKey, RateLimit};
 use strait_config::router::{strip_port, RouteMatch, Routed};
-use strait_config::snapshot::{roll, Action, ClusterKind, Cors, Fault, HeaderOps, Listener, Redirect};
+use strait_config::snapshot::{roll, Action, ClusterKind, Cors, Fault, Listener, Redirect};
 
 use crate::acme;
 use crate::context::RequestCtx;
+use crate::header_ops;
 use crate::cors;
 use crate::flags::Flags;
 use crate::ratelimit::Limiter;
@@ -310,10 +311,10 @@ pub fn rewrite_request(ctx: &RequestCtx, upstream: &mut RequestHeader) -> Result
                 }
             }
         }
-        apply_request_ops(upstream, &route.request_headers)?;
+        header_ops::apply_request(upstream, &route.request_headers)?;
     }
     if let Some(d) = ctx.destination() {
-        apply_request_ops(upstream, &d.request_headers)?;
+        header_ops::apply_request(upstream, &d.request_headers)?;
     }
     Ok(())
 }
@@ -323,10 +324,10 @@ pub fn rewrite_request(ctx: &RequestCtx, upstream: &mut RequestHeader) -> Result
 /// authorization, rate limit, a new hash cookie).
 pub fn response_headers(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     if let Some(route) = ctx.route() {
-        apply_response_ops(resp, &route.response_headers)?;
+        header_ops::apply_response(resp, &route.response_headers)?;
     }
     if let Some(d) = ctx.destination() {
-        apply_response_ops(resp, &d.response_headers)?;
+        header_ops::apply_response(resp, &d.response_headers)?;
     }
     for (name, value) in ctx.response_headers.drain(..) {
         resp.insert_header(name, value)?;
@@ -336,33 +337,6 @@ pub fn response_headers(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Resu
     }
     if let Some(cookie) = ctx.set_cookie.take() {
         resp.append_header(header::SET_COOKIE, cookie)?;
-    }
-    Ok(())
-}
-
-fn apply_request_ops(req: &mut RequestHeader, ops: &HeaderOps) -> Result<()> {
-    for (k, v) in &ops.set {
-        req.insert_header(k.clone(), v.clone())?;
-    }
-    for (k, v) in &ops.add {
-        req.append_header(k.clone(), v.clone())?;
-    }
-    for k in &ops.remove {
-        req.remove_header(k);
-    }
-    Ok(())
-}
-
-/// Applies set, add and remove operations to a response's headers.
-pub fn apply_response_ops(resp: &mut ResponseHeader, ops: &HeaderOps) -> Result<()> {
-    for (k, v) in &ops.set {
-        resp.insert_header(k.clone(), v.clone())?;
-    }
-    for (k, v) in &ops.add {
-        resp.append_header(k.clone(), v.clone())?;
-    }
-    for k in &ops.remove {
-        resp.remove_header(k);
     }
     Ok(())
 }

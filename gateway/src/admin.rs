@@ -3,6 +3,7 @@
 //! `?resource=listeners|routes|clusters|secrets`), `/clusters`, `/stats` and
 //! `/logging` (GET shows the level, POST `?level=` changes it).
 
+pub mod health;
 pub mod logging;
 pub mod sections;
 
@@ -272,7 +273,13 @@ impl ServeHttp for AdminApp {
             (Endpoints::Metrics | Endpoints::Admin, "/stats/prometheus") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                self.shared.metrics.encode(&self.shared).into_bytes(),
+                self.shared
+                    .metrics
+                    .encode(health::health(&self.shared).unwrap_or_else(|e| {
+                        log::warn!("health metrics: {e}");
+                        Vec::new()
+                    }))
+                    .into_bytes(),
             ),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }

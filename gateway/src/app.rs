@@ -10,7 +10,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::certs::TlsInfo;
+use crate::client_auth::TlsInfo;
 use crate::h2_front;
 use crate::proxy::Gateway;
 use crate::state::{ConnectionGuard, Shared};

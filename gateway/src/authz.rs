@@ -20,7 +20,7 @@ use crate::flags::Flags;
 use crate::reply::{Halt, Reply};
 use crate::request::{authority, connection_peer, connection_sni, local_port, path_and_query, peer_ip, remote_ip};
 use crate::state::{Runtime, Shared};
-use crate::upstream;
+use crate::upstream_client;
 
 /// Verifies the request's JWTs (when the listener's policy has providers) and
 /// keeps the first verified token in the context; a token that does not verify gets
@@ -83,8 +83,8 @@ pub async fn authorize(
     };
     let verdict = decide(policy, session, port, hops, ctx);
     if let Some(ext) = verdict.custom.and_then(|i| policy.ext_authz.get(i)) {
-        let target = upstream::side_call_target(&shared.dns, runtime, ext.cluster).await;
-        match ext_authz::check(shared.http(), target, &ext.provider, session.req_header()).await {
+        let target = upstream_client::side_call_peer(&shared.dns, runtime, ext.cluster).await;
+        match ext_authz::check(&shared.side_calls, target, &ext.provider, session.req_header()).await {
             ext_authz::Verdict::Deny { status, headers, body } => {
                 ctx.flags.add(Flags::EXT_AUTHZ_DENIED);
                 return Err(Reply::with_body(status, body).headers(headers).into());

@@ -1,20 +1,11 @@
 //! Server certificates: compiled from the snapshot's PEM (Secrets or files) into
-//! rustls keys before a swap, selected per SNI name during the handshake, and the
-//! SNI remembered on the connection so requests can be checked against it (421).
+//! rustls keys before a swap (the TLS front selects them per SNI name).
 
-use std::any::Any;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use pingora::listeners::TlsAccept;
-use pingora::protocols::tls::TlsRef;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use strait_config::snapshot::CertificateSource;
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
-
-use crate::client_auth::PeerIdentity;
-use crate::state::Shared;
 
 /// A certificate ready for handshakes.
 #[derive(Debug, Clone)]
@@ -101,58 +92,4 @@ pub fn self_signed(hosts: &[String]) -> Result<(Vec<u8>, Vec<u8>), String> {
         .push(rcgen::DnType::CommonName, "Strait self-signed (waiting for ACME)");
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
-}
-
-/// Picks the certificate for a TLS listener by SNI, from the current snapshot.
-#[derive(Debug)]
-pub struct SniResolver {
-    /// Engine state.
-    pub shared: Arc<Shared>,
-    /// The listener's Gateway port.
-    pub port: u16,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let runtime = self.shared.current();
-        let listener = runtime.snapshot.listener(self.port)?;
-        // Without SNI (clients connecting by IP) the first server's certificate answers.
-        let server = match hello.server_name() {
-            Some(name) => strait_config::router::with_host(name, |h| listener.sni.lookup(h))?,
-            None => 0,
-        };
-        let cert = listener.tls_servers.get(server)?.certificate;
-        runtime.certs.get(cert).map(|c| c.key.clone())
-    }
-}
-
-/// What the handshake told us, kept on the connection's TLS digest.
-#[derive(Debug, Clone)]
-pub struct TlsInfo {
-    /// The SNI name the client sent, lowercase.
-    pub sni: Option<String>,
-    /// The client, when it presented a certificate its server accepts.
-    pub peer: Option<PeerIdentity>,
-    /// Why the connection may not be used (closed before any request is read).
-    pub refused: Option<String>,
-}
-
-/// Checks each handshake against its server and stores the outcome as `TlsInfo`.
-#[derive(Debug)]
-pub struct HandshakeInfo {
-    /// Engine state.
-    pub shared: Arc<Shared>,
-    /// The listener's Gateway port.
-    pub port: u16,
-}
-
-#[async_trait]
-impl TlsAccept for HandshakeInfo {
-    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        Some(Arc::new(crate::client_auth::inspect(
-            &self.shared.current(),
-            self.port,
-            tls,
-        )))
-    }
 }

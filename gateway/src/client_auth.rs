@@ -21,8 +21,6 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use strait_config::snapshot::{ClientAuth, PemSource, TlsServer, TlsVersion};
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
-use crate::certs::TlsInfo;
-use crate::state::Runtime;
 use crate::upstream_tls::read_pem;
 
 /// One server's compiled client-certificate check.
@@ -259,16 +257,27 @@ fn version_of(name: &str) -> Option<TlsVersion> {
     }
 }
 
-/// Checks a finished handshake against the server its SNI selected.
-pub fn inspect(runtime: &Runtime, port: u16, tls: &TlsRef) -> TlsInfo {
+/// What the handshake told us, kept on the connection's TLS digest.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// The SNI name the client sent, lowercase.
+    pub sni: Option<String>,
+    /// The client, when it presented a certificate its server accepts.
+    pub peer: Option<PeerIdentity>,
+    /// Why the connection may not be used (closed before any request is read).
+    pub refused: Option<String>,
+}
+
+/// Checks a finished handshake on the listener of `port` against the server its SNI
+/// selected.
+pub fn inspect(snapshot: &Snapshot, table: &ClientAuthTable, port: u16, tls: &TlsRef) -> TlsInfo {
     let sni = tls.server_name().map(str::to_ascii_lowercase);
     let mut info = TlsInfo {
         sni,
         peer: None,
         refused: None,
     };
-    let Some((li, listener)) = runtime
-        .snapshot
+    let Some((li, listener)) = snapshot
         .listeners
         .iter()
         .enumerate()
@@ -300,8 +309,7 @@ pub fn inspect(runtime: &Runtime, port: u16, tls: &TlsRef) -> TlsInfo {
             return info;
         }
     }
-    let Some(auth) = runtime
-        .client_auth
+    let Some(auth) = table
         .servers
         .get(li)
         .and_then(|s| s.get(si))

@@ -13,7 +13,7 @@ use strait_config::jwt::Verified;
 use strait_config::snapshot::{Action, Cluster, Route, WeightedCluster};
 
 use crate::flags::Flags;
-use crate::mirror::PendingCopy;
+use crate::request_copy::PendingCopy;
 use crate::retry::Attempts;
 use crate::state::{InflightGuard, Runtime, Shared};
 use crate::trace::RequestSpan;

@@ -4,12 +4,13 @@
 //! provider lists, no body. A 2xx answer allows the request; any other answer is what
 //! the client gets; an unreachable service gives `statusOnError` unless `failOpen`.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
 use strait_config::ext_authz::{any_matches, Pattern, Provider};
+
+use crate::upstream_client::SideCalls;
 
 /// Largest denial body passed on to the client.
 const MAX_BODY: usize = 64 * 1024;
@@ -68,62 +69,59 @@ fn on_error(provider: &Provider, why: &str) -> Verdict {
     }
 }
 
-/// Asks the authorizer at `target` about `req` (`target` None: no endpoint).
-pub async fn check(
-    client: &reqwest::Client,
-    target: Option<SocketAddr>,
-    provider: &Provider,
-    req: &RequestHeader,
-) -> Verdict {
-    let Some(target) = target else {
+/// Asks the authorizer at `peer` about `req` (`peer` None: no endpoint), through
+/// the side-call client (so the authorizer's cluster TLS applies).
+pub async fn check(side_calls: &SideCalls, peer: Option<HttpPeer>, provider: &Provider, req: &RequestHeader) -> Verdict {
+    let Some(peer) = peer else {
         return on_error(provider, "no endpoint");
     };
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("http://{target}{}{path}", provider.path_prefix);
-    let mut check = client
-        .request(req.method.clone(), &url)
-        .timeout(provider.timeout)
-        .header(header::CONTENT_LENGTH, 0);
-    for (name, value) in req.headers.iter() {
-        if name == header::HOST || any_matches(&provider.include_request_headers, name.as_str()) {
-            check = check.header(name, value);
-        }
-    }
-    if let Some(authority) = req.uri.authority().filter(|_| !req.headers.contains_key(header::HOST)) {
-        check = check.header(header::HOST, authority.as_str());
-    }
-    for (name, value) in &provider.include_additional_headers {
-        check = check.header(name, value.as_str());
-    }
-    let resp = match check.send().await {
-        Ok(r) => r,
+    let target = format!("{}{path}", provider.path_prefix);
+    let mut check = match RequestHeader::build(req.method.clone(), target.as_bytes(), None) {
+        Ok(c) => c,
         Err(e) => return on_error(provider, &e.to_string()),
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
+    let mut headers: Vec<(HeaderName, HeaderValue)> = req
+        .headers
+        .iter()
+        .filter(|(name, _)| **name == header::HOST || any_matches(&provider.include_request_headers, name.as_str()))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    if let Some(authority) = req.uri.authority().filter(|_| !req.headers.contains_key(header::HOST)) {
+        headers.extend(HeaderValue::from_str(authority.as_str()).ok().map(|v| (header::HOST, v)));
+    }
+    for (name, value) in &provider.include_additional_headers {
+        headers.extend(HeaderValue::from_str(value).ok().map(|v| (name.clone(), v)));
+    }
+    headers.push((header::CONTENT_LENGTH, HeaderValue::from_static("0")));
+    for (name, value) in headers {
+        if let Err(e) = check.append_header(name, value) {
+            return on_error(provider, &e.to_string());
+        }
+    }
+    let answer = match side_calls
+        .request(&peer, check, Bytes::new(), provider.timeout, MAX_BODY)
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return on_error(provider, &e.to_string()),
+    };
+    let (status, headers) = (answer.head.status, &answer.head.headers);
     if status.is_success() {
         return Verdict::Allow {
-            upstream: pick(&headers, &provider.headers_to_upstream_on_allow, false),
-            downstream: pick(&headers, &provider.headers_to_downstream_on_allow, false),
+            upstream: pick(headers, &provider.headers_to_upstream_on_allow, false),
+            downstream: pick(headers, &provider.headers_to_downstream_on_allow, false),
         };
     }
-    let mut body = Vec::new();
-    let mut resp = resp;
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        if body.len() + chunk.len() > MAX_BODY {
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let mut headers = pick(&headers, &provider.headers_to_downstream_on_deny, true);
+    let mut picked = pick(headers, &provider.headers_to_downstream_on_deny, true);
     // The body's type goes with the body.
-    headers.retain(|(n, _)| *n != header::CONTENT_TYPE);
-    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE).filter(|_| !body.is_empty()) {
-        headers.push((header::CONTENT_TYPE, ct.clone()));
+    picked.retain(|(n, _)| *n != header::CONTENT_TYPE);
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).filter(|_| !answer.body.is_empty()) {
+        picked.push((header::CONTENT_TYPE, ct.clone()));
     }
     Verdict::Deny {
         status: status.as_u16(),
-        headers,
-        body: Bytes::from(body),
+        headers: picked,
+        body: answer.body,
     }
 }

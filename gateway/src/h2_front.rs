@@ -11,9 +11,8 @@
 //!   the client gets a graceful GOAWAY and opens a new connection.
 //!
 //! The request path marks a stream as reset early from its `logging` phase through
-//! `note_early_reset`; the stream's task carries its connection's counters.
+//! `conn::note_early_reset`; each stream's task carries its connection's state.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +20,9 @@ use pingora::apps::HttpServerApp;
 use pingora::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Digest, Stream};
-use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::proxy::Gateway;
-
-/// Streams after which the early-reset ratio is judged (Envoy's
-/// `overload.premature_reset_total_stream_count`).
-const RESET_WINDOW: u32 = 500;
+use crate::conn::{self, ConnState};
 
 /// Streams Pingora rejects as malformed before the connection is closed (Pingora's
 /// own budget, which its public accept function does not carry across calls).
@@ -37,37 +31,12 @@ const MAX_MALFORMED: u32 = 32;
 /// How long a connection being closed may take to flush its GOAWAY.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The counters of one connection, shared with its streams' tasks.
-#[derive(Debug, Default)]
-struct Counters {
-    /// Streams that finished.
-    closed: AtomicU32,
-    /// Streams the client reset before their response completed.
-    early_resets: AtomicU32,
-}
-
-impl Counters {
-    /// Envoy's rule: half of the first `RESET_WINDOW` streams, then half of all.
-    fn too_many_resets(&self) -> bool {
-        let resets = self.early_resets.load(Ordering::Relaxed);
-        let closed = self.closed.load(Ordering::Relaxed);
-        resets.saturating_mul(2) >= closed.max(RESET_WINDOW)
-    }
-}
-
-tokio::task_local! {
-    static CONNECTION: Arc<Counters>;
-}
-
-/// Called by the request path when the client reset the current HTTP/2 stream
-/// before its response completed; counts against the stream's connection.
-pub fn note_early_reset() {
-    let _ = CONNECTION.try_with(|c| c.early_resets.fetch_add(1, Ordering::Relaxed));
-}
-
 /// Serves an HTTP/2 connection (after TLS with ALPN h2, or h2c with prior knowledge);
 /// after `max_requests` streams (0: no limit) the client is asked to go elsewhere.
-pub async fn serve(proxy: &Arc<HttpProxy<Gateway>>, stream: Stream, shutdown: &ShutdownWatch, max_requests: u32) {
+pub async fn serve<A>(app: &Arc<A>, stream: Stream, shutdown: &ShutdownWatch, max_requests: u32)
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
     let digest = Arc::new(Digest {
         ssl_digest: stream.get_ssl_digest(),
         timing_digest: stream.get_timing_digest(),
@@ -80,11 +49,11 @@ pub async fn serve(proxy: &Arc<HttpProxy<Gateway>>, stream: Stream, shutdown: &S
         .and_then(|d| d.peer_addr())
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let mut conn = match handshake(stream, proxy.h2_options()).await {
+    let mut conn = match handshake(stream, app.h2_options()).await {
         Ok(c) => c,
         Err(e) => return log::debug!("HTTP/2 handshake with {peer} failed: {e}"),
     };
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(ConnState::default());
     let mut shutdown_watch = shutdown.clone();
     let mut draining = false;
     let mut accepted: u32 = 0;
@@ -117,10 +86,9 @@ pub async fn serve(proxy: &Arc<HttpProxy<Gateway>>, stream: Stream, shutdown: &S
             Err(e) => return log::debug!("HTTP/2 connection from {peer} ended: {e}"),
         };
         if counters.too_many_resets() {
-            let resets = counters.early_resets.load(Ordering::Relaxed);
+            let (resets, closed) = counters.resets();
             log::warn!(
-                "HTTP/2 connection from {peer} closed with ENHANCE_YOUR_CALM: {resets} of {} streams reset early by the client",
-                counters.closed.load(Ordering::Relaxed)
+                "HTTP/2 connection from {peer} closed with ENHANCE_YOUR_CALM: {resets} of {closed} streams reset early by the client"
             );
             drop(session);
             return close(conn, h2::Reason::ENHANCE_YOUR_CALM).await;
@@ -131,14 +99,12 @@ pub async fn serve(proxy: &Arc<HttpProxy<Gateway>>, stream: Stream, shutdown: &S
             conn.graceful_shutdown();
             draining = true;
         }
-        let proxy = proxy.clone();
+        let app = app.clone();
         let shutdown = shutdown.clone();
-        let stream_counters = counters.clone();
-        tokio::spawn(CONNECTION.scope(counters.clone(), async move {
-            proxy
-                .process_new_http(ServerSession::new_http2(session), &shutdown)
-                .await;
-            stream_counters.closed.fetch_add(1, Ordering::Relaxed);
+        let state = counters.clone();
+        tokio::spawn(conn::scope(counters.clone(), async move {
+            app.process_new_http(ServerSession::new_http2(session), &shutdown).await;
+            state.stream_closed();
         }));
     }
 }
@@ -154,34 +120,4 @@ async fn close(mut conn: h2::server::Connection<Stream, bytes::Bytes>, reason: h
         std::future::pending::<()>().await
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, flush).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counters(closed: u32, resets: u32) -> Counters {
-        Counters {
-            closed: AtomicU32::new(closed),
-            early_resets: AtomicU32::new(resets),
-        }
-    }
-
-    #[test]
-    fn half_of_the_first_window_closes() {
-        assert!(!counters(10, 10).too_many_resets(), "a few resets are normal");
-        assert!(!counters(400, 249).too_many_resets());
-        assert!(counters(400, 250).too_many_resets());
-        assert!(counters(250, 250).too_many_resets());
-    }
-
-    #[test]
-    fn past_the_window_half_of_all_closes() {
-        assert!(!counters(10_000, 4_999).too_many_resets());
-        assert!(counters(10_000, 5_000).too_many_resets());
-        assert!(
-            !counters(1_000, 300).too_many_resets(),
-            "a browser cancelling some requests"
-        );
-    }
 }

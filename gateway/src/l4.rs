@@ -16,7 +16,7 @@ use crate::client_hello;
 use crate::flags::Flags;
 use crate::state::ConnectionGuard;
 use crate::state::Shared;
-use crate::upstream::{self, PickError};
+use crate::upstream_client::{self, PickError};
 use crate::upstreams::{ActiveGuard, Outcome};
 
 /// How long a client may take to send its ClientHello.
@@ -93,7 +93,7 @@ impl L4App {
         for _ in 0..2 {
             let skip = tried;
             let (address, index) =
-                match upstream::endpoint(&self.shared.dns, cluster, state, None, |i| Some(i) == skip).await {
+                match upstream_client::endpoint(&self.shared.dns, cluster, state, None, |i| Some(i) == skip).await {
                     Ok(found) => found,
                     Err(PickError::NoEndpoint) => return None,
                     Err(PickError::Unresolved { index, reason }) => {

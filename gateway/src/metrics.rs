@@ -6,7 +6,6 @@
 //! has seen, found by a small key (status, protocol, gRPC status, flags) under a read
 //! lock; label strings are built only the first time a combination appears.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,7 +15,6 @@ use strait_config::snapshot::Cluster;
 use strait_config::{Scope, Snapshot};
 
 use crate::flags::Flags;
-use crate::state::Shared;
 
 /// Istio's labels, in Istio's order.
 const LABELS: [&str; 25] = [
@@ -318,13 +316,11 @@ impl Metrics {
         })
     }
 
-    /// Everything, in Prometheus text format: Istio's families and the proxy's health.
-    pub fn encode(&self, shared: &Shared) -> String {
+    /// Everything, in Prometheus text format: Istio's families and `more` (the
+    /// proxy's health, gathered by whoever knows it).
+    pub fn encode(&self, more: Vec<MetricFamily>) -> String {
         let mut families = self.registry.gather();
-        families.extend(health(shared).unwrap_or_else(|e| {
-            log::warn!("health metrics: {e}");
-            Vec::new()
-        }));
+        families.extend(more);
         let mut out = Vec::new();
         if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
             log::warn!("metrics encoding: {e}");
@@ -392,104 +388,4 @@ pub fn destinations(snapshot: &Snapshot) -> Vec<Destination> {
     let mut out: Vec<Destination> = snapshot.clusters.iter().map(|c| destination(Some(c))).collect();
     out.push(destination(None));
     out
-}
-
-/// The proxy's own health, read from its state at scrape time.
-fn health(shared: &Shared) -> prometheus::Result<Vec<MetricFamily>> {
-    let runtime = shared.current();
-    let registry = Registry::new();
-    let gauge = |name: &str, help: &str, value: i64| -> prometheus::Result<()> {
-        let g = prometheus::IntGauge::new(name, help)?;
-        g.set(value);
-        registry.register(Box::new(g))
-    };
-    let total = |name: &str, help: &str, value: u64| -> prometheus::Result<()> {
-        let c = IntCounter::new(name, help)?;
-        c.inc_by(value);
-        registry.register(Box::new(c))
-    };
-    gauge(
-        "strait_config_version",
-        "Version of the running configuration",
-        runtime.snapshot.version as i64,
-    )?;
-    total(
-        "strait_config_rejections_total",
-        "Configurations rejected since start",
-        shared.rejections.load(Ordering::Relaxed),
-    )?;
-    gauge(
-        "envoy_http_downstream_rq_active",
-        "Requests being served",
-        shared.inflight.load(Ordering::Relaxed) as i64,
-    )?;
-    gauge(
-        "envoy_server_total_connections",
-        "Client connections open",
-        shared.connections.load(Ordering::Relaxed) as i64,
-    )?;
-    total(
-        "strait_acme_failures_total",
-        "ACME orders that failed",
-        shared.acme_failures.load(Ordering::Relaxed),
-    )?;
-    let per_cluster = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["cluster_name"]);
-    let connect_fail = per_cluster(
-        "envoy_cluster_upstream_cx_connect_fail",
-        "Upstream connections that failed",
-    )?;
-    let retries = per_cluster("envoy_cluster_upstream_rq_retry", "Retries sent upstream")?;
-    let ejections = per_cluster(
-        "envoy_cluster_outlier_detection_ejections_enforced_total",
-        "Endpoints ejected by outlier detection",
-    )?;
-    let ejected = prometheus::IntGaugeVec::new(
-        Opts::new(
-            "envoy_cluster_outlier_detection_ejections_active",
-            "Endpoints ejected now",
-        ),
-        &["cluster_name"],
-    )?;
-    let now = crate::upstreams::now_ms();
-    for c in &runtime.upstreams.clusters {
-        let name = [c.name.as_str()];
-        connect_fail
-            .get_metric_with_label_values(&name)?
-            .inc_by(c.connect_failures.load(Ordering::Relaxed));
-        retries
-            .get_metric_with_label_values(&name)?
-            .inc_by(c.retries.load(Ordering::Relaxed));
-        let total: u64 = c
-            .endpoints
-            .iter()
-            .map(|e| u64::from(e.ejections.load(Ordering::Relaxed)))
-            .sum();
-        ejections.get_metric_with_label_values(&name)?.inc_by(total);
-        let active = c.endpoints.iter().filter(|e| e.ejected(now)).count();
-        ejected.get_metric_with_label_values(&name)?.set(active as i64);
-    }
-    registry.register(Box::new(connect_fail))?;
-    registry.register(Box::new(retries))?;
-    registry.register(Box::new(ejections))?;
-    registry.register(Box::new(ejected))?;
-    let expiry = prometheus::IntGaugeVec::new(
-        Opts::new(
-            "strait_certificate_expiry_timestamp_seconds",
-            "When each server certificate expires (seconds since the epoch)",
-        ),
-        &["certificate"],
-    )?;
-    for cert in &runtime.certs {
-        let not_after = cert
-            .key
-            .cert
-            .first()
-            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-            .map(|(_, c)| c.validity().not_after.timestamp());
-        if let Some(t) = not_after {
-            expiry.get_metric_with_label_values(&[cert.name.as_str()])?.set(t);
-        }
-    }
-    registry.register(Box::new(expiry))?;
-    Ok(registry.gather())
 }

@@ -165,7 +165,7 @@ impl ProxyHttp for Gateway {
         }
         upstream::last_on_connection(ctx, upstream)?;
         telemetry::inject_span(ctx, upstream);
-        mirror::start(&self.shared.dns, &self.shared.mirrors, session, upstream, ctx).await;
+        mirror::start(&self.shared.dns, &self.shared.side_calls, session, upstream, ctx).await;
         Ok(())
     }
 
@@ -176,7 +176,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        mirror::feed(&self.shared.mirrors, body.as_ref(), end_of_stream, ctx);
+        mirror::feed(&self.shared.side_calls, body.as_ref(), end_of_stream, ctx);
         Ok(())
     }
 

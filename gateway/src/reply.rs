@@ -13,7 +13,7 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 use strait_config::snapshot::HeaderOps;
 
-use crate::actions::apply_response_ops;
+use crate::header_ops;
 use crate::context::RequestCtx;
 use crate::flags::Flags;
 use crate::request::is_grpc;
@@ -120,7 +120,7 @@ pub async fn send(session: &mut Session, reply: Reply<'_>) -> Result<bool> {
         resp.insert_header(k, v)?;
     }
     if let Some(ops) = ops {
-        apply_response_ops(&mut resp, ops)?;
+        header_ops::apply_response(&mut resp, ops)?;
     }
     let empty = body.is_empty();
     session.write_response_header(Box::new(resp), empty).await?;

@@ -12,7 +12,7 @@ use pingora::protocols::http::ServerSession;
 use strait_config::jwt::Verified;
 use strait_config::router::RequestView;
 
-use crate::certs::TlsInfo;
+use crate::client_auth::TlsInfo;
 use crate::client_auth::PeerIdentity;
 
 // Parsed once: looking a header up by string parses the name on every call.

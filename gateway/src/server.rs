@@ -18,7 +18,7 @@ use strait_config::{Diagnostic, Scope};
 use crate::acme::AcmeManager;
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
-use crate::certs::{HandshakeInfo, SniResolver};
+use crate::tls_front::{HandshakeInfo, SniResolver};
 use crate::downstream::Limits;
 use crate::jwks::JwksFetcher;
 use crate::l4::L4App;

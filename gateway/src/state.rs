@@ -17,7 +17,7 @@ use crate::client_auth::{self, ClientAuthTable};
 use crate::dns::Dns;
 use crate::jwks::{JwksStore, RemoteJwks};
 use crate::metrics::{Destination, Metrics};
-use crate::mirror::Mirrors;
+use crate::upstream_client::SideCalls;
 use crate::ratelimit::Limiter;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
 use crate::upstreams::Upstreams;
@@ -81,15 +81,12 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Resolver for DNS endpoints.
     pub dns: Dns,
-    /// Sender of mirrored requests.
-    pub mirrors: Mirrors,
+    /// The client of the requests the gateway makes itself (mirrors, ext_authz).
+    pub side_calls: Arc<SideCalls>,
     /// Token buckets of the RateLimits.
     pub limiter: Limiter,
     /// Remote JWKS slots, fetched by the `JwksFetcher` service.
     pub jwks: Arc<JwksStore>,
-    /// Client for the gateway's own calls (external authorization), made on first use:
-    /// its TLS roots cost memory a gateway without such calls need not hold.
-    http: std::sync::OnceLock<reqwest::Client>,
     /// Answers to the ACME challenges being validated.
     pub challenges: Arc<Challenges>,
     /// Istio's metric families.
@@ -127,10 +124,9 @@ impl Shared {
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             dns: Dns::new(),
-            mirrors: Mirrors::default(),
+            side_calls: Arc::new(SideCalls::default()),
             limiter: Limiter::default(),
             jwks,
-            http: std::sync::OnceLock::new(),
             challenges: Arc::new(Challenges::new(config_dir.join("acme"))),
             metrics,
             connections: AtomicUsize::new(0),
@@ -138,12 +134,6 @@ impl Shared {
             access_log: std::sync::OnceLock::new(),
             tracer: std::sync::OnceLock::new(),
         }))
-    }
-
-    /// The client for the gateway's own HTTP calls.
-    pub fn http(&self) -> &reqwest::Client {
-        self.http
-            .get_or_init(|| reqwest::Client::builder().no_proxy().build().unwrap_or_default())
     }
 
     /// The configuration new requests use.

@@ -54,7 +54,7 @@ pub fn finish(shared: &Shared, session: &ServerSession, e: Option<&Error>, ctx: 
     if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
         ctx.flags.add(Flags::DOWNSTREAM_TERMINATION);
         if session.req_header().version == http::Version::HTTP_2 {
-            crate::h2_front::note_early_reset();
+            crate::conn::note_early_reset();
         }
     }
     let written = session.response_written();

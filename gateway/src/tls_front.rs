@@ -4,8 +4,14 @@
 //! challenge, answered with the challenge certificate on the same port; every other
 //! handshake goes through Pingora's rustls acceptor as before.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::server::ClientHello;
 
 use pingora::listeners::tls::{Acceptor, TlsSettings};
 use pingora::protocols::{Shutdown, Stream};
@@ -13,7 +19,6 @@ use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::acme::Challenges;
-use crate::certs::{HandshakeInfo, SniResolver};
 use crate::client_auth::ServerVerifier;
 use crate::client_hello;
 use crate::relay_stream::RelayStream;
@@ -146,5 +151,50 @@ impl TlsFront {
             }
             Err(e) => log::info!("TLS-ALPN-01 handshake for {sni:?} failed: {e}"),
         }
+    }
+}
+
+/// Picks the certificate for a TLS listener by SNI, from the current snapshot.
+#[derive(Debug)]
+pub struct SniResolver {
+    /// Engine state.
+    pub shared: Arc<Shared>,
+    /// The listener's Gateway port.
+    pub port: u16,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let runtime = self.shared.current();
+        let listener = runtime.snapshot.listener(self.port)?;
+        // Without SNI (clients connecting by IP) the first server's certificate answers.
+        let server = match hello.server_name() {
+            Some(name) => strait_config::router::with_host(name, |h| listener.sni.lookup(h))?,
+            None => 0,
+        };
+        let cert = listener.tls_servers.get(server)?.certificate;
+        runtime.certs.get(cert).map(|c| c.key.clone())
+    }
+}
+
+/// Checks each handshake against its server and stores the outcome as `TlsInfo`.
+#[derive(Debug)]
+pub struct HandshakeInfo {
+    /// Engine state.
+    pub shared: Arc<Shared>,
+    /// The listener's Gateway port.
+    pub port: u16,
+}
+
+#[async_trait]
+impl TlsAccept for HandshakeInfo {
+    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let runtime = self.shared.current();
+        Some(Arc::new(crate::client_auth::inspect(
+            &runtime.snapshot,
+            &runtime.client_auth,
+            self.port,
+            tls,
+        )))
     }
 }

@@ -1,13 +1,12 @@
-//! Where a request goes and how each try of it ends. `endpoint` is the one way
-//! the engine picks an endpoint of a cluster (its balancer, skipping some) and
-//! resolves it: HTTP routes, TCP routes, mirrors and external authorization all use
-//! it. `peer` is `upstream_peer`: the cluster's admission, the hash key, the
-//! endpoint, and the peer with its TLS, timeouts, pool key and protocol. The
+//! Where a request goes and how each try of it ends. `peer` is `upstream_peer`:
+//! the cluster's admission, the hash key, an endpoint not tried yet
+//! (`upstream_client::endpoint`, as every upstream connection chooses one) and its
+//! peer (`upstream_client::peer`) with the try's timeouts. The
 //! other steps judge a try (connect failure, error while proxying, retriable
 //! status) for outlier detection and the retry policy. The clusters' runtime state
 //! itself is `upstreams`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::unix::io::RawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,76 +15,18 @@ use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
-use strait_config::snapshot::{hash_bytes, Cluster, HashKey, LoadBalancer};
+use strait_config::snapshot::{hash_bytes, HashKey, LoadBalancer};
 
-use crate::balance;
 use crate::context::RequestCtx;
 use crate::dns::Dns;
 use crate::flags::Flags;
 use crate::request::peer_ip;
 use crate::retry::Failure;
-use crate::state::Runtime;
-use crate::upstreams::{ActiveGuard, ClusterState, Outcome};
+use crate::upstream_client::{self, PickError};
+use crate::upstreams::{ActiveGuard, Outcome};
 
 /// Marks an upstream answer the retry policy replaces with another try.
 const RETRIABLE_STATUS: ErrorType = ErrorType::Custom("retriable upstream status");
-
-/// Why no address came out of `endpoint`.
-#[derive(Debug, thiserror::Error)]
-pub enum PickError {
-    /// The cluster has no endpoint the balancer could choose.
-    #[error("no endpoint")]
-    NoEndpoint,
-    /// The chosen endpoint's hostname did not resolve.
-    #[error("{reason}")]
-    Unresolved {
-        /// The endpoint chosen, so a caller can count it as tried.
-        index: usize,
-        /// The resolver's explanation.
-        reason: String,
-    },
-}
-
-/// Chooses an endpoint of `cluster` with its balancer (`hash` for consistent
-/// hashing; endpoints for which `skip` is true only when nothing else is left) and
-/// resolves its hostname, when it has one, through `dns`. Returns the address and
-/// the endpoint's index.
-pub async fn endpoint(
-    dns: &Dns,
-    cluster: &Cluster,
-    state: &ClusterState,
-    hash: Option<u64>,
-    skip: impl Fn(usize) -> bool,
-) -> Result<(SocketAddr, usize), PickError> {
-    let index = balance::choose(cluster, state, hash, skip).ok_or(PickError::NoEndpoint)?;
-    let endpoint = cluster.endpoints.get(index).ok_or(PickError::NoEndpoint)?;
-    match &endpoint.hostname {
-        None => Ok((endpoint.address, index)),
-        Some(host) => match dns.resolve(host, endpoint.address.port()).await {
-            Ok(address) => Ok((address, index)),
-            Err(reason) => Err(PickError::Unresolved { index, reason }),
-        },
-    }
-}
-
-/// An endpoint of `cluster` for a request the gateway makes itself (a mirror copy,
-/// an authorization check), chosen by the cluster's balancer.
-pub async fn side_call_target(dns: &Dns, runtime: &Runtime, cluster: usize) -> Option<SocketAddr> {
-    let (Some(c), Some(state)) = (
-        runtime.snapshot.clusters.get(cluster),
-        runtime.upstreams.clusters.get(cluster),
-    ) else {
-        return None;
-    };
-    match endpoint(dns, c, state, None, |_| false).await {
-        Ok((address, _)) => Some(address),
-        Err(PickError::NoEndpoint) => None,
-        Err(e) => {
-            log::debug!("{}: {e}", c.name);
-            None
-        }
-    }
-}
 
 /// The peer of the request's next try: admission to the cluster (once), the hash
 /// key (at the first try), an endpoint not tried yet, and the connection's TLS,
@@ -122,7 +63,7 @@ pub async fn peer(
         }
     }
     let attempts = &ctx.attempts;
-    let (address, index) = match endpoint(dns, cluster, state, ctx.hash, |i| attempts.tried(i)).await {
+    let (address, index) = match upstream_client::endpoint(dns, cluster, state, ctx.hash, |i| attempts.tried(i)).await {
         Ok((address, index)) => (Ok(address), index),
         Err(PickError::NoEndpoint) => {
             ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
@@ -139,26 +80,13 @@ pub async fn peer(
     // Held even when the name did not resolve: the try is this endpoint's, in the logs.
     ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
     let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason))?;
-    let tls = place
-        .destination(runtime)
-        .and_then(|d| runtime.upstream_tls.get(d.cluster))
-        .and_then(Option::as_ref);
-    let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
-    if let Some(t) = tls {
-        t.apply(&mut peer);
-    }
+    let cluster_index = place.destination(runtime).map_or(usize::MAX, |d| d.cluster);
+    let mut peer = upstream_client::peer(runtime, cluster_index, address).ok_or_else(no_endpoint)?;
     ctx.attempts.begin_try(&route.policy, index);
     let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);
     let connect_timeout = cluster.policy.connect_timeout.unwrap_or(connect_timeout);
     peer.options.connection_timeout = Some(try_timeout.map_or(connect_timeout, |t| t.min(connect_timeout)));
     peer.options.read_timeout = try_timeout;
-    peer.options.idle_timeout = cluster.policy.idle_timeout;
-    peer.group_key = cluster.pool_key();
-    if cluster.policy.h2_upstream {
-        // Prior knowledge over plain TCP (h2c), ALPN h2 over TLS; streams multiplexed.
-        peer.options.set_http_version(2, 2);
-        peer.options.max_h2_streams = 100;
-    }
     Ok(Box::new(peer))
 }
 

@@ -2,7 +2,6 @@
 //! that apply on that gateway, and destinations resolved to this snapshot's clusters.
 
 use crate::compile::virtual_service::{AppliesOn, CompiledAction, CompiledDestination, CompiledVirtualService};
-use crate::diag::{Code, Severity};
 use crate::snapshot::{Action, Forward, L4Route, Mirror, Route, WeightedCluster};
 
 use super::Translator;
@@ -32,23 +31,14 @@ impl Translator<'_, '_> {
                 Some(CompiledAction::Redirect(r)) => Action::Redirect(r.clone()),
                 Some(CompiledAction::DirectResponse(d)) => Action::DirectResponse(d.clone()),
                 Some(CompiledAction::Forward(f)) => {
-                    let mut mirrors = Vec::new();
-                    for m in &f.mirrors {
-                        let cluster = self.cluster(vs.entry, &m.field, &m.target, port);
-                        if self.clusters.get(cluster).is_some_and(|c| c.policy.tls.is_some()) {
-                            self.diags.push(vs.entry.diag(
-                                Severity::Warning,
-                                Code::NotEnforced,
-                                &m.field,
-                                "mirroring to a destination with upstream TLS is not supported by this version of Strait; no copies are sent",
-                            ));
-                            continue;
-                        }
-                        mirrors.push(Mirror {
-                            cluster,
+                    let mirrors = f
+                        .mirrors
+                        .iter()
+                        .map(|m| Mirror {
+                            cluster: self.cluster(vs.entry, &m.field, &m.target, port),
                             percent: m.percent,
-                        });
-                    }
+                        })
+                        .collect();
                     Action::Forward(Forward {
                         destinations: self.destinations(vs, &f.destinations, port),
                         total_weight: f.total_weight,

@@ -1,19 +1,8 @@
-//! ACME certificates for Gateways annotated `strait.io/acme` (see
-//! `strait_config::acme`): ordered from the issuer named in the annotation, proven with
-//! HTTP-01 (answered by the HTTP listeners) or TLS-ALPN-01 (answered by the HTTPS
-//! listeners), and stored as a TLS Secret file in the config folder's `acme/` store,
-//! where the folder watcher picks it up like any other configuration: new handshakes
-//! get the new certificate, open connections keep theirs.
-//!
-//! A certificate is renewed at two thirds of its lifetime (or inside the renewal
-//! window the CA suggests, where it offers ACME Renewal Information); a failure keeps
-//! the current certificate serving, is logged, and is retried with backoff (an hour
-//! after a rate-limit answer). Replicas sharing the store take turns through a lock
-//! file, and one that finds a fresh certificate already stored does not order again.
+//! Orders and renews the managed certificates of the running configuration.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -27,112 +16,16 @@ use pingora::services::background::BackgroundService;
 use rustls::sign::CertifiedKey;
 use strait_config::acme::{secret_file, secret_yaml, Challenge, Issuer, ManagedCert};
 
+use super::challenges::write_private;
 use crate::state::{Runtime, Shared};
-
-/// Path prefix of HTTP-01 validation requests.
-pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// First retry delay after a failed order; it doubles up to `MAX_BACKOFF`.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
+
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
 /// A lock older than this was left by a replica that died while ordering.
 const STALE_LOCK: Duration = Duration::from_secs(600);
-
-/// The answers to challenges being validated, read by the listeners. They are also
-/// written to the store, so that whichever replica the CA reaches can answer for the
-/// one that ordered.
-#[derive(Debug)]
-pub struct Challenges {
-    store: PathBuf,
-    http: RwLock<HashMap<String, String>>,
-    alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
-}
-
-/// Whether `s` can be part of a file name: tokens are base64url, names DNS names.
-fn safe(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-impl Challenges {
-    /// Challenges shared through `store` (the config folder's `acme/`).
-    pub fn new(store: PathBuf) -> Challenges {
-        Challenges {
-            store,
-            http: RwLock::default(),
-            alpn: RwLock::default(),
-        }
-    }
-
-    fn http_file(&self, token: &str) -> PathBuf {
-        self.store.join(format!(".challenge-http-{token}"))
-    }
-
-    fn alpn_file(&self, name: &str) -> PathBuf {
-        self.store.join(format!(".challenge-alpn-{name}.pem"))
-    }
-
-    /// The key authorization for an HTTP-01 token.
-    pub fn http_response(&self, token: &str) -> Option<String> {
-        if let Some(answer) = self.http.read().ok()?.get(token) {
-            return Some(answer.clone());
-        }
-        // Another replica's order.
-        safe(token)
-            .then(|| std::fs::read_to_string(self.http_file(token)).ok())
-            .flatten()
-    }
-
-    /// The TLS-ALPN-01 certificate for a name.
-    pub fn alpn_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        let name = name.to_ascii_lowercase();
-        if let Some(cert) = self.alpn.read().ok()?.get(&name) {
-            return Some(cert.clone());
-        }
-        if !safe(&name) {
-            return None;
-        }
-        let pem = std::fs::read(self.alpn_file(&name)).ok()?;
-        crate::certs::unchecked_key(&pem, &pem).ok().map(Arc::new)
-    }
-
-    fn publish_http(&self, token: String, answer: String) -> std::io::Result<()> {
-        if safe(&token) {
-            write_private(&self.http_file(&token), answer.as_bytes())?;
-        }
-        if let Ok(mut m) = self.http.write() {
-            m.insert(token, answer);
-        }
-        Ok(())
-    }
-
-    fn publish_alpn(&self, name: String, cert: (Arc<CertifiedKey>, String)) -> std::io::Result<()> {
-        if safe(&name) {
-            write_private(&self.alpn_file(&name), cert.1.as_bytes())?;
-        }
-        if let Ok(mut m) = self.alpn.write() {
-            m.insert(name, cert.0);
-        }
-        Ok(())
-    }
-
-    fn withdraw(&self, tokens: &[String], names: &[String]) {
-        if let Ok(mut m) = self.http.write() {
-            for t in tokens {
-                m.remove(t);
-                let _ = std::fs::remove_file(self.http_file(t));
-            }
-        }
-        if let Ok(mut m) = self.alpn.write() {
-            for n in names {
-                m.remove(n);
-                let _ = std::fs::remove_file(self.alpn_file(n));
-            }
-        }
-    }
-}
 
 /// Why an order failed.
 #[derive(Debug, thiserror::Error)]
@@ -415,27 +308,6 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<(Arc<CertifiedKey>, Str
     let pem = format!("{}{}", cert.pem(), key.serialize_pem());
     let certified = crate::certs::unchecked_key(pem.as_bytes(), pem.as_bytes()).map_err(AcmeError::Other)?;
     Ok((Arc::new(certified), pem))
-}
-
-/// Writes a file readable by its owner only, replacing it in one step.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A dot file: the config loader skips it while it is being written.
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A lock file in the store: one replica orders a given certificate at a time.

@@ -1,0 +1,89 @@
+//! The per-connection context the connection fronts hand the request path: state
+//! kept across the requests of one client connection, reachable from any phase of
+//! its requests (each request's task carries its connection's).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Streams after which the early-reset ratio is judged (Envoy's
+/// `overload.premature_reset_total_stream_count`).
+const RESET_WINDOW: u32 = 500;
+
+/// The state of one client connection, shared with the tasks of its requests.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Streams that finished.
+    closed: AtomicU32,
+    /// Streams the client reset before their response completed.
+    early_resets: AtomicU32,
+}
+
+impl ConnState {
+    /// Envoy's rule: half of the first `RESET_WINDOW` streams, then half of all.
+    pub fn too_many_resets(&self) -> bool {
+        let resets = self.early_resets.load(Ordering::Relaxed);
+        let closed = self.closed.load(Ordering::Relaxed);
+        resets.saturating_mul(2) >= closed.max(RESET_WINDOW)
+    }
+}
+
+impl ConnState {
+    /// Counts a finished request (an HTTP/2 stream).
+    pub fn stream_closed(&self) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests reset early, and requests finished.
+    pub fn resets(&self) -> (u32, u32) {
+        (
+            self.early_resets.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+tokio::task_local! {
+    static CONNECTION: Arc<ConnState>;
+}
+
+/// Runs `f` (a connection, or one request of it) with `state` as its connection's.
+pub fn scope<F: std::future::Future>(state: Arc<ConnState>, f: F) -> impl std::future::Future<Output = F::Output> {
+    CONNECTION.scope(state, f)
+}
+
+/// Called by the request path when the client reset the current HTTP/2 stream
+/// before its response completed; counts against the stream's connection.
+pub fn note_early_reset() {
+    let _ = CONNECTION.try_with(|c| c.early_resets.fetch_add(1, Ordering::Relaxed));
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(closed: u32, resets: u32) -> ConnState {
+        ConnState {
+            closed: AtomicU32::new(closed),
+            early_resets: AtomicU32::new(resets),
+        }
+    }
+
+    #[test]
+    fn half_of_the_first_window_closes() {
+        assert!(!counters(10, 10).too_many_resets(), "a few resets are normal");
+        assert!(!counters(400, 249).too_many_resets());
+        assert!(counters(400, 250).too_many_resets());
+        assert!(counters(250, 250).too_many_resets());
+    }
+
+    #[test]
+    fn past_the_window_half_of_all_closes() {
+        assert!(!counters(10_000, 4_999).too_many_resets());
+        assert!(counters(10_000, 5_000).too_many_resets());
+        assert!(
+            !counters(1_000, 300).too_many_resets(),
+            "a browser cancelling some requests"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The one way the engine reaches an upstream: an endpoint chosen by the cluster's
+//! balancer and resolved (`endpoint`), and a peer built for it with the cluster's
+//! TLS, pool and protocol (`peer`). HTTP routes hand the peer to Pingora; requests
+//! the gateway makes itself (mirrored copies, external authorization checks) go
+//! through `SideCalls` to a peer built the same way, so upstream TLS, and the mesh's
+//! mutual TLS, apply to them as to any request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use strait_config::snapshot::Cluster;
+
+use crate::balance;
+use crate::dns::Dns;
+use crate::state::Runtime;
+use crate::upstreams::ClusterState;
+
+/// Why no address came out of `endpoint`.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    /// The cluster has no endpoint the balancer could choose.
+    #[error("no endpoint")]
+    NoEndpoint,
+    /// The chosen endpoint's hostname did not resolve.
+    #[error("{reason}")]
+    Unresolved {
+        /// The endpoint chosen, so a caller can count it as tried.
+        index: usize,
+        /// The resolver's explanation.
+        reason: String,
+    },
+}
+
+/// Chooses an endpoint of `cluster` with its balancer (`hash` for consistent
+/// hashing; endpoints for which `skip` is true only when nothing else is left) and
+/// resolves its hostname, when it has one, through `dns`. Returns the address and
+/// the endpoint's index.
+pub async fn endpoint(
+    dns: &Dns,
+    cluster: &Cluster,
+    state: &ClusterState,
+    hash: Option<u64>,
+    skip: impl Fn(usize) -> bool,
+) -> Result<(SocketAddr, usize), PickError> {
+    let index = balance::choose(cluster, state, hash, skip).ok_or(PickError::NoEndpoint)?;
+    let endpoint = cluster.endpoints.get(index).ok_or(PickError::NoEndpoint)?;
+    match &endpoint.hostname {
+        None => Ok((endpoint.address, index)),
+        Some(host) => match dns.resolve(host, endpoint.address.port()).await {
+            Ok(address) => Ok((address, index)),
+            Err(reason) => Err(PickError::Unresolved { index, reason }),
+        },
+    }
+}
+
+/// The peer for `address` of cluster `cluster`: its upstream TLS (SNI, roots, client
+/// certificate), connection pool and protocol. Timeouts are the caller's.
+pub fn peer(runtime: &Runtime, cluster: usize, address: SocketAddr) -> Option<HttpPeer> {
+    let c = runtime.snapshot.clusters.get(cluster)?;
+    let tls = runtime.upstream_tls.get(cluster).and_then(Option::as_ref);
+    let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
+    if let Some(t) = tls {
+        t.apply(&mut peer);
+    }
+    peer.options.idle_timeout = c.policy.idle_timeout;
+    peer.group_key = c.pool_key();
+    if c.policy.h2_upstream {
+        // Prior knowledge over plain TCP (h2c), ALPN h2 over TLS; streams multiplexed.
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = 100;
+    }
+    Some(peer)
+}
+
+/// A peer of `cluster` for a request the gateway makes itself, at an endpoint its
+/// balancer chooses.
+pub async fn side_call_peer(dns: &Dns, runtime: &Runtime, cluster: usize) -> Option<HttpPeer> {
+    let (Some(c), Some(state)) = (
+        runtime.snapshot.clusters.get(cluster),
+        runtime.upstreams.clusters.get(cluster),
+    ) else {
+        return None;
+    };
+    match endpoint(dns, c, state, None, |_| false).await {
+        Ok((address, _)) => peer(runtime, cluster, address),
+        Err(PickError::NoEndpoint) => None,
+        Err(e) => {
+            log::debug!("{}: {e}", c.name);
+            None
+        }
+    }
+}
+
+/// Requests the gateway makes itself, over Pingora's upstream connector (its own
+/// pool of connections, kept apart from the routes').
+pub struct SideCalls {
+    connector: Connector,
+}
+
+impl std::fmt::Debug for SideCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SideCalls").finish_non_exhaustive()
+    }
+}
+
+impl Default for SideCalls {
+    fn default() -> Self {
+        SideCalls {
+            connector: Connector::new(None),
+        }
+    }
+}
+
+/// What a side call got back: the head, and the body up to the size asked for.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status and headers.
+    pub head: ResponseHeader,
+    /// The body (cut at the limit given).
+    pub body: Bytes,
+}
+
+impl SideCalls {
+    /// Sends `req` with `body` to `peer` and reads the answer, keeping at most
+    /// `max_body` bytes of its body; the whole exchange within `timeout`.
+    pub async fn request(
+        &self,
+        peer: &HttpPeer,
+        req: RequestHeader,
+        body: Bytes,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Answer> {
+        let exchange = async {
+            let (mut session, _reused) = self.connector.get_http_session(peer).await?;
+            session.write_request_header(Box::new(req)).await?;
+            if !body.is_empty() {
+                session.write_request_body(body, true).await?;
+            }
+            session.finish_request_body().await?;
+            session.read_response_header().await?;
+            let head = session
+                .response_header()
+                .cloned()
+                .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response header"))?;
+            let mut kept = BytesMut::new();
+            let mut whole = true;
+            while let Some(chunk) = session.read_response_body().await? {
+                if kept.len() + chunk.len() > max_body {
+                    whole = false;
+                    break;
+                }
+                kept.extend_from_slice(&chunk);
+            }
+            // A connection whose answer was not read to its end cannot carry another.
+            if whole {
+                self.connector
+                    .release_http_session(session, peer, peer.options.idle_timeout)
+                    .await;
+            }
+            Ok(Answer {
+                head,
+                body: kept.freeze(),
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Error::e_explain(ErrorType::ReadTimedout, format!("no answer within {timeout:?}")),
+        }
+    }
+}
