@@ -25,6 +25,7 @@ use crate::flags::Flags;
 use crate::request::peer_ip;
 use crate::retry::Failure;
 use crate::state::Runtime;
+use crate::telemetry::GRPC_STATUS;
 use crate::upstreams::{ActiveGuard, ClusterState, Outcome};
 
 /// Marks an upstream answer the retry policy replaces with another try.
@@ -287,7 +288,7 @@ pub fn answered(resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
     };
     let grpc_status = resp
         .headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     if ctx.attempts.retry_status(&route.policy.retry, status, grpc_status) {
