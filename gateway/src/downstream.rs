@@ -161,22 +161,23 @@ pub fn ensure_request_id(upstream: &mut RequestHeader, keep: bool) -> Result<Opt
     Ok(kept)
 }
 
-/// A version-4 UUID, as Envoy generates for `x-request-id`. Written by hand: the
-/// formatting machinery cost more than the rest of the request filter.
+/// A version-4 UUID, as Envoy generates for `x-request-id`. Written by hand into a
+/// fixed buffer: the formatting machinery cost more than the rest of the request
+/// filter, and pushing digit by digit onto a vector still cost several hundred
+/// instructions a request.
 pub fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each byte's two digits go in 8-4-4-4-12; the dashes stay where nothing goes.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut bytes = fastrand::u128(..).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut out = Vec::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push(b'-');
-        }
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0x0f)]);
+    let mut out = [b'-'; 36];
+    for (b, at) in bytes.into_iter().zip(AT) {
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
     }
-    HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// `x-forwarded-for` with `ip` appended to what the client sent, built in one buffer.

@@ -5,6 +5,7 @@
 
 use std::time::SystemTime;
 
+use http::header::HeaderName;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
@@ -43,9 +44,14 @@ pub fn note_grpc_status(headers: &http::HeaderMap, ctx: &mut RequestCtx) {
     }
 }
 
+// Parsed once: looking a header up by string parses the name on every call, and
+// every response is looked at.
+/// `grpc-status`.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` of a header or trailer block.
 fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
-    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The logging phase: the request's last response flags, then its metrics, access

@@ -22,6 +22,7 @@ use crate::dns::Dns;
 use crate::flags::Flags;
 use crate::request::peer_ip;
 use crate::retry::Failure;
+use crate::telemetry::GRPC_STATUS;
 use crate::upstream_client::{self, PickError};
 use crate::upstreams::{ActiveGuard, Outcome};
 
@@ -215,7 +216,7 @@ pub fn answered(resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
     };
     let grpc_status = resp
         .headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     if ctx.attempts.retry_status(&route.policy.retry, status, grpc_status) {
