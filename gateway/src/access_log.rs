@@ -28,7 +28,7 @@ pub enum Encoding {
 #[derive(Debug)]
 pub struct AccessLog {
     encoding: Encoding,
-    tx: SyncSender<String>,
+    tx: SyncSender<Message>,
     dropped: AtomicU64,
 }
 
@@ -85,19 +85,25 @@ impl AccessLog {
         } else {
             Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = sync_channel::<Message>(QUEUE);
         std::thread::Builder::new().name("access-log".into()).spawn(move || {
             let mut buf = Vec::new();
-            while let Ok(line) = rx.recv() {
-                buf.extend_from_slice(line.as_bytes());
+            while let Ok(first) = rx.recv() {
+                let mut flushed = Vec::new();
                 // Whatever else is queued goes out in the same write.
-                while let Ok(more) = rx.try_recv() {
-                    buf.extend_from_slice(more.as_bytes());
+                for message in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match message {
+                        Message::Line(line) => buf.extend_from_slice(line.as_bytes()),
+                        Message::Flush(done) => flushed.push(done),
+                    }
                 }
                 if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
                     return;
                 }
                 buf.clear();
+                for done in flushed {
+                    let _ = done.send(());
+                }
             }
         })?;
         Ok(AccessLog {
@@ -119,11 +125,29 @@ impl AccessLog {
                 Err(_) => return,
             },
         };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Message::Line(line)) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
                 log::warn!("access log: the writer is behind, {} lines dropped", n + 1);
             }
+        }
+    }
+}
+
+/// What the writer thread gets.
+enum Message {
+    /// A line to write.
+    Line(String),
+    /// Answer once everything before it is written.
+    Flush(SyncSender<()>),
+}
+
+impl AccessLog {
+    /// Waits (at most `within`) until every line queued so far is written.
+    pub fn flush(&self, within: std::time::Duration) {
+        let (done, written) = sync_channel(1);
+        if self.tx.send(Message::Flush(done)).is_ok() && written.recv_timeout(within).is_err() {
+            log::warn!("access log: not flushed within {within:?}");
         }
     }
 }

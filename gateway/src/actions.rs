@@ -18,20 +18,21 @@ use strait_config::snapshot::{roll, Action, ClusterKind, Cors, Fault, Listener, 
 
 use crate::acme;
 use crate::context::RequestCtx;
-use crate::header_ops;
 use crate::cors;
+use crate::engine::Engine;
 use crate::flags::Flags;
+use crate::header_ops;
 use crate::ratelimit::Limiter;
 use crate::reply::{Halt, Reply};
 use crate::request::{authority, connection_sni, path_and_query, remote_ip, request_view, scheme};
-use crate::state::{Runtime, Shared};
+use crate::runtime::Runtime;
 
 /// Envoy's body for answers of its fault filter.
 const FAULT_BODY: &[u8] = b"fault filter abort";
 
 /// Answers ACME's HTTP-01 validation of a certificate being issued; it comes
 /// before routes, policies and httpsRedirect.
-pub fn acme_challenge(shared: &Shared, runtime: &Runtime, req: &RequestHeader) -> Result<(), Reply<'static>> {
+pub fn acme_challenge(shared: &Engine, runtime: &Runtime, req: &RequestHeader) -> Result<(), Reply<'static>> {
     let acme_path = req.uri.path().strip_prefix(acme::HTTP01_PREFIX);
     let Some(token) = acme_path.filter(|_| !runtime.snapshot.acme.is_empty()) else {
         return Ok(());

@@ -8,6 +8,7 @@ pub mod logging;
 pub mod sections;
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::state::Shared;
+use crate::engine::Engine;
 use sections::Resource;
 
 /// Which endpoints a port serves.
@@ -34,9 +35,51 @@ pub enum Endpoints {
 /// The admin/health HTTP application.
 pub struct AdminApp {
     /// Engine state.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// Endpoints served.
     pub endpoints: Endpoints,
+    /// The folder the configuration comes from, when a folder source feeds the engine.
+    pub config_dir: Option<String>,
+    /// The listeners' addresses: ready means each accepts connections.
+    pub listeners: Listening,
+}
+
+/// Whether the listeners accept connections yet. Pingora binds each listener when
+/// its service starts, independently of the others: until every one answers a
+/// connection, the proxy is not ready to take traffic.
+#[derive(Debug, Default)]
+pub struct Listening {
+    /// Addresses to connect to (loopback for listeners on every address).
+    pub addresses: Vec<SocketAddr>,
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl Listening {
+    /// Listeners at `addresses`.
+    pub fn new(addresses: Vec<SocketAddr>) -> Listening {
+        Listening {
+            addresses,
+            up: Default::default(),
+        }
+    }
+
+    /// True once every listener accepted a connection (then it is not asked again).
+    async fn up(&self) -> bool {
+        if self.up.load(Ordering::Relaxed) {
+            return true;
+        }
+        for a in &self.addresses {
+            let connect = tokio::net::TcpStream::connect(a);
+            if !matches!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), connect).await,
+                Ok(Ok(_))
+            ) {
+                return false;
+            }
+        }
+        self.up.store(true, Ordering::Relaxed);
+        true
+    }
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -52,9 +95,11 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 }
 
 impl AdminApp {
-    fn ready(&self) -> Response<Vec<u8>> {
-        if self.shared.draining.load(Ordering::Relaxed) {
+    async fn ready(&self) -> Response<Vec<u8>> {
+        if self.shared.is_draining() {
             reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"DRAINING\n".to_vec())
+        } else if !self.listeners.up().await {
+            reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"STARTING\n".to_vec())
         } else {
             reply(StatusCode::OK, "text/plain", b"LIVE\n".to_vec())
         }
@@ -109,7 +154,7 @@ impl AdminApp {
         let last = self.shared.last_attempt.lock().map(|l| l.clone()).unwrap_or_default();
         Self::json(&json!({
             "version": runtime.snapshot.version,
-            "config_dir": self.shared.config_dir.display().to_string(),
+            "config_dir": self.config_dir,
             "sources": runtime.snapshot.sources,
             "rejected_since_start": self.shared.rejections.load(Ordering::Relaxed),
             "last_attempt": last,
@@ -135,10 +180,10 @@ impl AdminApp {
         };
         Self::json(&json!({
             "strait_version": env!("CARGO_PKG_VERSION"),
-            "state": if self.shared.draining.load(Ordering::Relaxed) { "DRAINING" } else { "LIVE" },
+            "state": if self.shared.is_draining() { "DRAINING" } else { "LIVE" },
             "config_version": runtime.snapshot.version,
             "config_digest": digest,
-            "config_dir": self.shared.config_dir.display().to_string(),
+            "config_dir": self.config_dir,
             "sources": runtime.snapshot.sources,
             "rejected_since_start": self.shared.rejections.load(Ordering::Relaxed),
             "last_attempt": last,
@@ -158,10 +203,7 @@ impl AdminApp {
                 shared.rejections.load(Ordering::Relaxed),
             ),
             ("server.config_last_update_accepted".into(), u64::from(last)),
-            (
-                "server.draining".into(),
-                u64::from(shared.draining.load(Ordering::Relaxed)),
-            ),
+            ("server.draining".into(), u64::from(shared.is_draining())),
             (
                 "server.downstream_rq_active".into(),
                 shared.inflight.load(Ordering::Relaxed) as u64,
@@ -263,8 +305,8 @@ impl ServeHttp for AdminApp {
         let (path, query) = (uri.path(), uri.query());
         log::debug!("admin {method} {uri}");
         match (self.endpoints, path) {
-            (_, "/healthz/ready") => self.ready(),
-            (Endpoints::Admin, "/ready") => self.ready(),
+            (_, "/healthz/ready") => self.ready().await,
+            (Endpoints::Admin, "/ready") => self.ready().await,
             (Endpoints::Admin, "/server_info") => self.server_info(),
             (Endpoints::Admin, "/config_dump") => self.config_dump(query),
             (Endpoints::Admin, "/clusters") => self.clusters(),

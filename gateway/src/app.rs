@@ -11,9 +11,9 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use crate::client_auth::TlsInfo;
+use crate::engine::{ConnectionGuard, Engine};
 use crate::h2_front;
 use crate::proxy::Gateway;
-use crate::state::{ConnectionGuard, Shared};
 use crate::tls_front::TlsFront;
 
 /// Serves one listener.
@@ -26,7 +26,7 @@ pub struct EdgeApp {
     /// For HTTPS listeners: the TLS handshake.
     pub tls: Option<TlsFront>,
     /// Engine state (for the connection count).
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// Requests one connection may carry (0: no limit); then HTTP/1 clients get
     /// `Connection: close` and HTTP/2 clients a GOAWAY.
     pub max_requests_per_connection: u32,
@@ -51,7 +51,14 @@ impl ServerApp for EdgeApp {
             }
         }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            h2_front::serve(&self.proxy, stream, shutdown, self.max_requests_per_connection).await;
+            h2_front::serve(
+                &self.proxy,
+                stream,
+                shutdown,
+                self.shared.draining_signal(),
+                self.max_requests_per_connection,
+            )
+            .await;
             return None;
         }
         // HTTP/2 with prior knowledge (gRPC clients over plain TCP) starts with "PRI";
@@ -61,7 +68,14 @@ impl ServerApp for EdgeApp {
             let silence = std::time::Duration::from_secs(self.header_timeout_secs);
             match tokio::time::timeout(silence, stream.try_peek(&mut start)).await {
                 Ok(Ok(true)) if &start == b"PRI" => {
-                    h2_front::serve(&self.proxy, stream, shutdown, self.max_requests_per_connection).await;
+                    h2_front::serve(
+                        &self.proxy,
+                        stream,
+                        shutdown,
+                        self.shared.draining_signal(),
+                        self.max_requests_per_connection,
+                    )
+                    .await;
                     return None;
                 }
                 Ok(Ok(_)) => {}
@@ -71,7 +85,7 @@ impl ServerApp for EdgeApp {
         let mut session = ServerSession::new_http1(stream);
         // Pingora applies the keep-alive timeout to every read of a request's headers,
         // so a client that stalls mid-headers is closed after it.
-        session.set_keepalive(if *shutdown.borrow() {
+        session.set_keepalive(if *shutdown.borrow() || self.shared.is_draining() {
             None
         } else {
             Some(self.header_timeout_secs)
@@ -84,6 +98,10 @@ impl ServerApp for EdgeApp {
             let mut session = ServerSession::new_http1(stream);
             if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
+            }
+            if self.shared.is_draining() {
+                // The response asks the client to close; its next request goes elsewhere.
+                session.set_keepalive(None);
             }
             result = self.proxy.process_new_http(session, shutdown).await;
         }

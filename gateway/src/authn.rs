@@ -8,7 +8,7 @@ use pingora::http::RequestHeader;
 use strait_config::claims;
 use strait_config::jwt::{self, Failure, Jwks, Location, Provider, Verified};
 
-use crate::state::Runtime;
+use crate::runtime::Runtime;
 
 /// A token found in a request, with the provider locations that hold it.
 struct Found {

@@ -15,11 +15,12 @@ use strait_config::snapshot::HttpPolicy;
 use crate::authn;
 use crate::context::RequestCtx;
 use crate::cors;
+use crate::engine::Engine;
 use crate::ext_authz;
 use crate::flags::Flags;
 use crate::reply::{Halt, Reply};
 use crate::request::{authority, connection_peer, connection_sni, local_port, path_and_query, peer_ip, remote_ip};
-use crate::state::{Runtime, Shared};
+use crate::runtime::Runtime;
 use crate::upstream_client;
 
 /// Verifies the request's JWTs (when the listener's policy has providers) and
@@ -67,7 +68,7 @@ struct Verdict {
 /// in front of the gateway.
 #[allow(clippy::too_many_arguments)]
 pub async fn authorize(
-    shared: &Shared,
+    shared: &Engine,
     runtime: &Runtime,
     policy: Option<usize>,
     session: &mut ServerSession,

@@ -277,12 +277,7 @@ pub fn inspect(snapshot: &Snapshot, table: &ClientAuthTable, port: u16, tls: &Tl
         peer: None,
         refused: None,
     };
-    let Some((li, listener)) = snapshot
-        .listeners
-        .iter()
-        .enumerate()
-        .find(|(_, l)| l.port == port)
-    else {
+    let Some((li, listener)) = snapshot.listeners.iter().enumerate().find(|(_, l)| l.port == port) else {
         return info;
     };
     let server_index = match &info.sni {
@@ -309,12 +304,7 @@ pub fn inspect(snapshot: &Snapshot, table: &ClientAuthTable, port: u16, tls: &Tl
             return info;
         }
     }
-    let Some(auth) = table
-        .servers
-        .get(li)
-        .and_then(|s| s.get(si))
-        .and_then(Option::as_ref)
-    else {
+    let Some(auth) = table.servers.get(li).and_then(|s| s.get(si)).and_then(Option::as_ref) else {
         return info;
     };
     let chain = tls.peer_cert_chain_der().unwrap_or(&[]);

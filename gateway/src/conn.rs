@@ -57,7 +57,6 @@ pub fn note_early_reset() {
     let _ = CONNECTION.try_with(|c| c.early_resets.fetch_add(1, Ordering::Relaxed));
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,11 @@ use http::header::{HeaderName, HeaderValue};
 use strait_config::jwt::Verified;
 use strait_config::snapshot::{Action, Cluster, Route, WeightedCluster};
 
+use crate::engine::{Engine, InflightGuard};
 use crate::flags::Flags;
 use crate::request_copy::PendingCopy;
 use crate::retry::Attempts;
-use crate::state::{InflightGuard, Runtime, Shared};
+use crate::runtime::Runtime;
 use crate::trace::RequestSpan;
 use crate::upstreams::{ActiveGuard, Admission, ClusterState, Outcome};
 
@@ -126,7 +127,7 @@ impl Place {
 impl RequestCtx {
     /// A request arriving on the listener of Gateway port `port`, under the
     /// configuration running now.
-    pub(crate) fn new(shared: &Arc<Shared>, port: u16) -> RequestCtx {
+    pub(crate) fn new(shared: &Arc<Engine>, port: u16) -> RequestCtx {
         let runtime = shared.current();
         let listener = runtime
             .snapshot

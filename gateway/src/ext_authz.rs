@@ -71,7 +71,12 @@ fn on_error(provider: &Provider, why: &str) -> Verdict {
 
 /// Asks the authorizer at `peer` about `req` (`peer` None: no endpoint), through
 /// the side-call client (so the authorizer's cluster TLS applies).
-pub async fn check(side_calls: &SideCalls, peer: Option<HttpPeer>, provider: &Provider, req: &RequestHeader) -> Verdict {
+pub async fn check(
+    side_calls: &SideCalls,
+    peer: Option<HttpPeer>,
+    provider: &Provider,
+    req: &RequestHeader,
+) -> Verdict {
     let Some(peer) = peer else {
         return on_error(provider, "no endpoint");
     };
@@ -88,7 +93,11 @@ pub async fn check(side_calls: &SideCalls, peer: Option<HttpPeer>, provider: &Pr
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
     if let Some(authority) = req.uri.authority().filter(|_| !req.headers.contains_key(header::HOST)) {
-        headers.extend(HeaderValue::from_str(authority.as_str()).ok().map(|v| (header::HOST, v)));
+        headers.extend(
+            HeaderValue::from_str(authority.as_str())
+                .ok()
+                .map(|v| (header::HOST, v)),
+        );
     }
     for (name, value) in &provider.include_additional_headers {
         headers.extend(HeaderValue::from_str(value).ok().map(|v| (name.clone(), v)));

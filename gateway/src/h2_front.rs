@@ -33,8 +33,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves an HTTP/2 connection (after TLS with ALPN h2, or h2c with prior knowledge);
 /// after `max_requests` streams (0: no limit) the client is asked to go elsewhere.
-pub async fn serve<A>(app: &Arc<A>, stream: Stream, shutdown: &ShutdownWatch, max_requests: u32)
-where
+/// A change of `draining` to true asks the client to go elsewhere (graceful GOAWAY).
+pub async fn serve<A>(
+    app: &Arc<A>,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    max_requests: u32,
+) where
     A: HttpServerApp + Send + Sync + 'static,
 {
     let digest = Arc::new(Digest {
@@ -55,18 +61,23 @@ where
     };
     let counters = Arc::new(ConnState::default());
     let mut shutdown_watch = shutdown.clone();
-    let mut draining = false;
+    let mut closing = false;
     let mut accepted: u32 = 0;
     let mut malformed: u32 = 0;
     loop {
-        let next = if draining {
+        let next = if closing {
             HttpSession::from_h2_conn(&mut conn, digest.clone()).await
         } else {
             tokio::select! {
                 biased;
                 _ = shutdown_watch.changed() => {
                     conn.graceful_shutdown();
-                    draining = true;
+                    closing = true;
+                    continue;
+                }
+                Ok(_) = draining.wait_for(|d| *d) => {
+                    conn.graceful_shutdown();
+                    closing = true;
                     continue;
                 }
                 next = HttpSession::from_h2_conn(&mut conn, digest.clone()) => next,
@@ -94,10 +105,10 @@ where
             return close(conn, h2::Reason::ENHANCE_YOUR_CALM).await;
         }
         accepted = accepted.saturating_add(1);
-        if !draining && max_requests > 0 && accepted >= max_requests {
+        if !closing && max_requests > 0 && accepted >= max_requests {
             // This stream is served; the client opens a new connection for the next.
             conn.graceful_shutdown();
-            draining = true;
+            closing = true;
         }
         let app = app.clone();
         let shutdown = shutdown.clone();

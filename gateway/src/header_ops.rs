@@ -33,4 +33,3 @@ pub fn apply_response(resp: &mut ResponseHeader, ops: &HeaderOps) -> Result<()> 
     }
     Ok(())
 }
-

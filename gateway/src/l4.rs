@@ -13,9 +13,9 @@ use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 
 use crate::client_hello;
+use crate::engine::ConnectionGuard;
+use crate::engine::Engine;
 use crate::flags::Flags;
-use crate::state::ConnectionGuard;
-use crate::state::Shared;
 use crate::upstream_client::{self, PickError};
 use crate::upstreams::{ActiveGuard, Outcome};
 
@@ -25,7 +25,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves one TCP or TLS-passthrough listener.
 pub struct L4App {
     /// Engine state.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// The Gateway port.
     pub port: u16,
     /// Route by SNI (TLS passthrough) rather than by port alone.

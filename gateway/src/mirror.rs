@@ -75,4 +75,3 @@ pub fn feed(side_calls: &Arc<SideCalls>, body: Option<&Bytes>, end_of_stream: bo
         }
     }
 }
-

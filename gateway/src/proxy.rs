@@ -27,18 +27,19 @@ use crate::actions;
 use crate::authz;
 use crate::context::RequestCtx;
 use crate::downstream::{self, Limits};
+use crate::engine::Engine;
 use crate::flags::Flags;
 use crate::mirror;
 use crate::reply::{self, Halt, Reply};
 use crate::request::{connection_peer, peer_ip, scheme};
-use crate::state::{Runtime, Shared};
+use crate::runtime::Runtime;
 use crate::telemetry;
 use crate::upstream;
 
 /// The proxy for one listener.
 pub struct Gateway {
-    /// Shared engine state.
-    pub shared: Arc<Shared>,
+    /// Engine engine state.
+    pub shared: Arc<Engine>,
     /// The Gateway port this listener serves (before `--port-map`).
     pub port: u16,
     /// Whether the listener terminates TLS.

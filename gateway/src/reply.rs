@@ -13,9 +13,9 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 use strait_config::snapshot::HeaderOps;
 
-use crate::header_ops;
 use crate::context::RequestCtx;
 use crate::flags::Flags;
+use crate::header_ops;
 use crate::request::is_grpc;
 
 /// An answer from the gateway itself.

@@ -12,8 +12,8 @@ use pingora::protocols::http::ServerSession;
 use strait_config::jwt::Verified;
 use strait_config::router::RequestView;
 
-use crate::client_auth::TlsInfo;
 use crate::client_auth::PeerIdentity;
+use crate::client_auth::TlsInfo;
 
 // Parsed once: looking a header up by string parses the name on every call.
 /// `x-forwarded-for`.

@@ -74,13 +74,14 @@ impl PendingCopy {
     pub fn send(self, side_calls: &Arc<SideCalls>) {
         let body = self.body.freeze();
         for peer in self.targets {
-            let mut head = match RequestHeader::build(self.method.clone(), self.path.as_bytes(), Some(self.headers.len() + 1)) {
-                Ok(h) => h,
-                Err(e) => {
-                    log::debug!("mirror: cannot copy {} {}: {e}", self.method, self.path);
-                    return;
-                }
-            };
+            let mut head =
+                match RequestHeader::build(self.method.clone(), self.path.as_bytes(), Some(self.headers.len() + 1)) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        log::debug!("mirror: cannot copy {} {}: {e}", self.method, self.path);
+                        return;
+                    }
+                };
             for (name, value) in &self.headers {
                 let _ = head.append_header(name.clone(), value.clone());
             }

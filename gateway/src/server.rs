@@ -1,5 +1,7 @@
-//! Assembles the Pingora server for the gateway role: one listener per Gateway
-//! port, the admin and health endpoints, the folder watcher and the drain.
+//! Assembles the Pingora server for the gateway role: the engine with its first
+//! configuration, one listener per Gateway port, the admin, health and metrics
+//! endpoints, the configuration source, and the background services; then runs it
+//! until a signal ends it through Pingora's graceful path (`shutdown`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,20 +20,23 @@ use strait_config::{Diagnostic, Scope};
 use crate::acme::AcmeManager;
 use crate::admin::{AdminApp, Endpoints};
 use crate::app::EdgeApp;
-use crate::tls_front::{HandshakeInfo, SniResolver};
 use crate::downstream::Limits;
+use crate::engine::{Engine, EngineSettings};
 use crate::jwks::JwksFetcher;
 use crate::l4::L4App;
-use crate::proxy::Gateway;
-use crate::reload::{Drain, Watcher};
-use crate::state::Shared;
+use crate::shutdown::Drain;
+use crate::sources::folder::{self, FolderSource};
 use crate::tls_front::TlsFront;
+use crate::tls_front::{HandshakeInfo, SniResolver};
 
 /// How to run the gateway.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Config folder.
     pub config_dir: PathBuf,
+    /// Where ACME keeps certificates (read with the configuration), accounts and
+    /// challenge answers.
+    pub acme_store: PathBuf,
     /// Who this proxy is.
     pub scope: Scope,
     /// Gateway port -> port actually bound.
@@ -136,14 +141,53 @@ fn identity(scope: &Scope) -> crate::trace::Identity {
     }
 }
 
-/// Loads the configuration and builds the server; `run_forever` it to serve.
-pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
-    let shared = Shared::start(&opts.config_dir, opts.scope.clone(), opts.jwks_refresh).map_err(|diagnostics| {
-        StartError::Config {
-            dir: opts.config_dir.clone(),
-            diagnostics,
+/// A gateway ready to run.
+pub struct Gateway {
+    server: Server,
+    /// The engine it serves with.
+    pub engine: Arc<Engine>,
+    drain: Duration,
+    spans: Option<crate::trace::Exporting>,
+}
+
+impl Gateway {
+    /// Serves until a signal ends it: SIGTERM drains first (see `shutdown`), SIGINT
+    /// stops at once. Then the access log and the span queue are flushed.
+    pub fn run(self) {
+        let shutdown_signal = Box::new(Drain {
+            engine: self.engine.clone(),
+            max: self.drain,
+        });
+        self.server.run(pingora::server::RunArgs { shutdown_signal });
+        if let Some(log) = self.engine.access_log.get() {
+            log.flush(Duration::from_secs(2));
         }
-    })?;
+        if let Some(spans) = self.spans {
+            spans.finish(Duration::from_secs(5));
+        }
+        log::info!("stopped");
+    }
+}
+
+/// Loads the configuration from the folder and builds the server; `run` it to serve.
+pub fn build(opts: &Options) -> Result<Gateway, StartError> {
+    let dirs = vec![opts.config_dir.clone(), opts.acme_store.clone()];
+    // The store is watched with the configuration: it must exist before the watch.
+    if !opts.acme_issuers.is_empty() {
+        if let Err(e) = std::fs::create_dir_all(&opts.acme_store) {
+            log::warn!("ACME store {}: {e}", opts.acme_store.display());
+        }
+    }
+    let config_error = |diagnostics| StartError::Config {
+        dir: opts.config_dir.clone(),
+        diagnostics,
+    };
+    let built = folder::build(&dirs, &opts.scope).map_err(config_error)?;
+    let settings = EngineSettings {
+        jwks_refresh: opts.jwks_refresh,
+        acme_store: opts.acme_store.clone(),
+    };
+    let shared = Engine::start(built, opts.scope.clone(), &settings).map_err(config_error)?;
     for d in &shared.current().warnings {
         log::warn!("{d}");
     }
@@ -154,6 +198,7 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         })?;
         let _ = shared.access_log.set(log);
     }
+    let mut spans = None;
     if let Some(tracing) = &opts.tracing {
         let (tracer, task) = crate::trace::Tracer::new(crate::trace::Settings {
             tracing: tracing.clone(),
@@ -162,13 +207,14 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             queue: Default::default(),
         })
         .map_err(|e| StartError::Tracing(e.to_string()))?;
-        task.spawn_thread().map_err(|e| StartError::Tracing(e.to_string()))?;
+        spans = Some(task.spawn_stoppable().map_err(|e| StartError::Tracing(e.to_string()))?);
         let _ = shared.tracer.set(tracer);
     }
     let conf = ServerConf {
         threads: opts.threads.max(1),
-        // Pingora's SIGTERM grace period is a fixed sleep; `Drain` exits earlier once idle.
-        grace_period_seconds: Some(opts.drain.as_secs().max(1)),
+        // `Drain` has waited for the requests in flight before Pingora's graceful
+        // stop begins: its fixed grace period has nothing left to wait for.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -176,10 +222,17 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    let mut bound_addresses = Vec::new();
     for listener in &shared.current().snapshot.listeners {
         let port = listener.port;
         let bound = opts.port_map.get(&port).copied().unwrap_or(port);
         let addr = SocketAddr::new(opts.bind, bound).to_string();
+        let probe = if opts.bind.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            opts.bind
+        };
+        bound_addresses.push(SocketAddr::new(probe, bound));
         if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
             let app = L4App {
                 shared: shared.clone(),
@@ -194,7 +247,7 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             continue;
         }
         let tls = listener.protocol == Protocol::Https;
-        let gateway = Gateway {
+        let gateway = crate::proxy::Gateway {
             shared: shared.clone(),
             port,
             tls,
@@ -248,6 +301,8 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         let app = AdminApp {
             shared: shared.clone(),
             endpoints,
+            config_dir: Some(opts.config_dir.display().to_string()),
+            listeners: crate::admin::Listening::new(bound_addresses.clone()),
         };
         let mut service = Service::new(
             format!("{endpoints:?} :{port}"),
@@ -257,9 +312,10 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
         server.add_service(service);
     }
     server.add_service(background_service(
-        "config watcher",
-        Watcher {
-            shared: shared.clone(),
+        "config folder",
+        FolderSource {
+            engine: shared.clone(),
+            dirs,
             debounce: Duration::from_millis(100),
         },
     ));
@@ -270,7 +326,7 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             AcmeManager {
                 shared: shared.clone(),
                 issuers: opts.acme_issuers.clone(),
-                store: opts.config_dir.join("acme"),
+                store: opts.acme_store.clone(),
                 every: opts.acme_check,
             },
         ));
@@ -281,12 +337,10 @@ pub fn build(opts: &Options) -> Result<(Server, Arc<Shared>), StartError> {
             store: shared.jwks.clone(),
         },
     ));
-    server.add_service(background_service(
-        "drain",
-        Drain {
-            shared: shared.clone(),
-            max: opts.drain,
-        },
-    ));
-    Ok((server, shared))
+    Ok(Gateway {
+        server,
+        engine: shared,
+        drain: opts.drain,
+        spans,
+    })
 }

@@ -14,15 +14,15 @@ use pingora::ErrorSource;
 use crate::access_log::{self, AccessLog};
 use crate::context::RequestCtx;
 use crate::downstream::{request_id, X_REQUEST_ID};
+use crate::engine::Engine;
 use crate::flags::Flags;
 use crate::metrics::RequestRecord;
 use crate::reply::details;
 use crate::request::{authority, connection_sni, connection_tls, is_grpc, path_and_query};
-use crate::state::Shared;
 use crate::trace::{self, RequestSpan, Tracer};
 
 /// Starts the request's span when tracing is on, continuing the client's trace.
-pub fn start_span(shared: &Shared, req: &RequestHeader, ctx: &mut RequestCtx) {
+pub fn start_span(shared: &Engine, req: &RequestHeader, ctx: &mut RequestCtx) {
     if let Some(tracer) = shared.tracer.get() {
         ctx.span = Some(Box::new(tracer.start(&req.headers, SystemTime::now())));
     }
@@ -56,7 +56,7 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
 
 /// The logging phase: the request's last response flags, then its metrics, access
 /// log entry and span.
-pub fn finish(shared: &Shared, session: &ServerSession, e: Option<&Error>, ctx: &mut RequestCtx) {
+pub fn finish(shared: &Engine, session: &ServerSession, e: Option<&Error>, ctx: &mut RequestCtx) {
     if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
         ctx.flags.add(Flags::DOWNSTREAM_TERMINATION);
         if session.req_header().version == http::Version::HTTP_2 {

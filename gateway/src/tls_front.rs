@@ -21,8 +21,8 @@ use rustls::sign::CertifiedKey;
 use crate::acme::Challenges;
 use crate::client_auth::ServerVerifier;
 use crate::client_hello;
+use crate::engine::Engine;
 use crate::relay_stream::RelayStream;
-use crate::state::Shared;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -43,7 +43,7 @@ pub struct TlsFront {
     /// Pending TLS-ALPN-01 challenges.
     pub challenges: Arc<Challenges>,
     /// Engine state (the servers the SNI selects).
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// The listener's Gateway port.
     pub port: u16,
     /// Acceptors of the servers that check client certificates, for one config version.
@@ -52,7 +52,7 @@ pub struct TlsFront {
 
 impl TlsFront {
     /// The front of the HTTPS listener of `port`, with Pingora's `acceptor`.
-    pub fn new(acceptor: Acceptor, shared: Arc<Shared>, port: u16) -> TlsFront {
+    pub fn new(acceptor: Acceptor, shared: Arc<Engine>, port: u16) -> TlsFront {
         TlsFront {
             acceptor,
             challenges: shared.challenges.clone(),
@@ -158,7 +158,7 @@ impl TlsFront {
 #[derive(Debug)]
 pub struct SniResolver {
     /// Engine state.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// The listener's Gateway port.
     pub port: u16,
 }
@@ -181,7 +181,7 @@ impl ResolvesServerCert for SniResolver {
 #[derive(Debug)]
 pub struct HandshakeInfo {
     /// Engine state.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// The listener's Gateway port.
     pub port: u16,
 }

@@ -49,7 +49,7 @@ use strait_config::tracing::Tracing;
 use tokio::sync::mpsc;
 
 pub use context::{extract, B3Form, Parent};
-pub use export::{ExportTask, QueueSettings, TraceStats};
+pub use export::{ExportTask, Exporting, QueueSettings, TraceStats};
 
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use strait_config::snapshot::Cluster;
 
 use crate::balance;
 use crate::dns::Dns;
-use crate::state::Runtime;
+use crate::runtime::Runtime;
 use crate::upstreams::ClusterState;
 
 /// Why no address came out of `endpoint`.

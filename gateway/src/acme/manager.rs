@@ -17,7 +17,8 @@ use rustls::sign::CertifiedKey;
 use strait_config::acme::{secret_file, secret_yaml, Challenge, Issuer, ManagedCert};
 
 use super::challenges::write_private;
-use crate::state::{Runtime, Shared};
+use crate::engine::Engine;
+use crate::runtime::Runtime;
 
 /// First retry delay after a failed order; it doubles up to `MAX_BACKOFF`.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -47,7 +48,7 @@ pub enum AcmeError {
 /// Keeps the managed certificates of the running configuration valid.
 pub struct AcmeManager {
     /// Engine state (the snapshot's `acme` list, the challenge answers).
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Engine>,
     /// Issuers from the mesh config.
     pub issuers: Vec<Issuer>,
     /// Where certificates, account keys and locks are kept.

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use crate::state::Shared;
+use crate::engine::Engine;
 
 /// The proxy's own health, read from its state at scrape time.
-pub fn health(shared: &Shared) -> prometheus::Result<Vec<MetricFamily>> {
+pub fn health(shared: &Engine) -> prometheus::Result<Vec<MetricFamily>> {
     let runtime = shared.current();
     let registry = Registry::new();
     let gauge = |name: &str, help: &str, value: i64| -> prometheus::Result<()> {

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use strait_config::Snapshot;
 
 use crate::certs::CompiledCert;
-use crate::state::Runtime;
+use crate::runtime::Runtime;
 
 /// A part of `/config_dump`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

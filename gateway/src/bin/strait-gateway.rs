@@ -85,6 +85,11 @@ struct Cli {
     /// 20 minutes); a failed fetch is retried sooner, with backoff.
     #[arg(long, env = "STRAIT_JWKS_REFRESH_INTERVAL", default_value_t = 1200)]
     jwks_refresh_interval: u64,
+    /// Where ACME keeps issued certificates (as TLS Secrets, read with the
+    /// configuration), account keys and challenge answers; replicas share it.
+    /// Default: `acme/` in the config folder.
+    #[arg(long, env = "STRAIT_ACME_STORE")]
+    acme_store: Option<PathBuf>,
     /// Seconds between looks at the ACME certificates (issue, renew, retry).
     #[arg(long, env = "STRAIT_ACME_CHECK_INTERVAL", default_value_t = 60)]
     acme_check_interval: u64,
@@ -167,9 +172,13 @@ fn run() -> anyhow::Result<ExitCode> {
         },
     };
     let scope = Scope::gateway(&cli.namespace, parse_labels(&cli.labels)?, mesh.clone());
+    let acme_store = cli.acme_store.clone().unwrap_or_else(|| config_dir.join("acme"));
     if cli.check {
         let mut diags = mesh_notes;
-        diags.extend(strait_gateway::state::check(&config_dir, &scope));
+        diags.extend(strait_gateway::sources::folder::check(
+            &[config_dir.clone(), acme_store],
+            &scope,
+        ));
         for d in &diags {
             println!("{d}");
         }
@@ -187,6 +196,7 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     let opts = Options {
         config_dir,
+        acme_store,
         scope,
         port_map: parse_map(&cli.port_map)?,
         bind: cli.bind_address,
@@ -222,7 +232,10 @@ fn run() -> anyhow::Result<ExitCode> {
         acme_check: Duration::from_secs(cli.acme_check_interval.max(1)),
     };
     match build(&opts) {
-        Ok((server, _shared)) => server.run_forever(),
+        Ok(gateway) => {
+            gateway.run();
+            Ok(ExitCode::SUCCESS)
+        }
         Err(StartError::Config { dir, diagnostics }) => {
             for d in &diagnostics {
                 eprintln!("{d}");

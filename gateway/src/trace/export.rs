@@ -308,6 +308,43 @@ impl ExportTask {
             .name("strait-trace-export".into())
             .spawn(move || runtime.block_on(self.run()))?)
     }
+
+    /// Like `spawn_thread`, with a handle that stops the task after a last export.
+    pub fn spawn_stoppable(self) -> Result<Exporting, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("strait-trace-export".into())
+            .spawn(move || {
+                runtime.block_on(self.run_until(async {
+                    let _ = stopped.await;
+                }))
+            })?;
+        Ok(Exporting { stop, thread })
+    }
+}
+
+/// The export task on its own thread, until `finish`.
+#[derive(Debug)]
+pub struct Exporting {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Exporting {
+    /// Exports what is queued and stops, waiting at most `within` for it.
+    pub fn finish(self, within: Duration) {
+        let _ = self.stop.send(());
+        let deadline = std::time::Instant::now() + within;
+        while !self.thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                log::warn!("spans still queued after {within:?}; exiting without them");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.thread.join();
+    }
 }
 
 #[cfg(test)]
