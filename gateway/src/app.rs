@@ -11,9 +11,11 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use crate::client_auth::TlsInfo;
+use crate::conn::{self, ConnState};
 use crate::engine::{ConnectionGuard, Engine};
 use crate::h2_front;
 use crate::proxy::Gateway;
+use crate::relay_stream::RelayStream;
 use crate::tls_front::TlsFront;
 
 /// Serves one listener.
@@ -30,6 +32,35 @@ pub struct EdgeApp {
     /// Requests one connection may carry (0: no limit); then HTTP/1 clients get
     /// `Connection: close` and HTTP/2 clients a GOAWAY.
     pub max_requests_per_connection: u32,
+}
+
+impl EdgeApp {
+    /// The requests of an HTTP/1 connection, one after the other while it is kept alive.
+    async fn serve_http1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut session = ServerSession::new_http1(stream);
+        // Pingora applies the keep-alive timeout to every read of a request's head;
+        // the head as a whole has its deadline in the stream (`RelayStream`).
+        session.set_keepalive(if *shutdown.borrow() || self.shared.is_draining() {
+            None
+        } else {
+            Some(self.header_timeout_secs)
+        });
+        if self.max_requests_per_connection > 0 {
+            session.set_keepalive_reuses_remaining(Some(self.max_requests_per_connection - 1));
+        }
+        let mut result = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            if self.shared.is_draining() {
+                // The response asks the client to close; its next request goes elsewhere.
+                session.set_keepalive(None);
+            }
+            result = self.proxy.process_new_http(session, shutdown).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -82,29 +113,10 @@ impl ServerApp for EdgeApp {
                 Ok(Err(_)) | Err(_) => return None,
             }
         }
-        let mut session = ServerSession::new_http1(stream);
-        // Pingora applies the keep-alive timeout to every read of a request's headers,
-        // so a client that stalls mid-headers is closed after it.
-        session.set_keepalive(if *shutdown.borrow() || self.shared.is_draining() {
-            None
-        } else {
-            Some(self.header_timeout_secs)
-        });
-        if self.max_requests_per_connection > 0 {
-            session.set_keepalive_reuses_remaining(Some(self.max_requests_per_connection - 1));
-        }
-        let mut result = self.proxy.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = result.map(|r| r.consume()) {
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            if self.shared.is_draining() {
-                // The response asks the client to close; its next request goes elsewhere.
-                session.set_keepalive(None);
-            }
-            result = self.proxy.process_new_http(session, shutdown).await;
-        }
+        let state = Arc::new(ConnState::default());
+        let limit = std::time::Duration::from_secs(self.header_timeout_secs);
+        let stream: Stream = Box::new(RelayStream::with_head_deadline(stream, state.clone(), limit));
+        conn::scope(state, self.serve_http1(stream, shutdown)).await;
         None
     }
 

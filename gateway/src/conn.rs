@@ -2,7 +2,7 @@
 //! kept across the requests of one client connection, reachable from any phase of
 //! its requests (each request's task carries its connection's).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Streams after which the early-reset ratio is judged (Envoy's
@@ -16,6 +16,9 @@ pub struct ConnState {
     closed: AtomicU32,
     /// Streams the client reset before their response completed.
     early_resets: AtomicU32,
+    /// An HTTP/1 request's head has been read and its response is not done: the
+    /// bytes that arrive now are its body, not the next head.
+    in_request: AtomicBool,
 }
 
 impl ConnState {
@@ -51,6 +54,24 @@ pub fn scope<F: std::future::Future>(state: Arc<ConnState>, f: F) -> impl std::f
     CONNECTION.scope(state, f)
 }
 
+impl ConnState {
+    /// Whether a request's head has been read and its response is not done yet.
+    pub fn in_request(&self) -> bool {
+        self.in_request.load(Ordering::Relaxed)
+    }
+}
+
+/// Called by the request path once a request's head is read (its deadline is met).
+pub fn head_received() {
+    let _ = CONNECTION.try_with(|c| c.in_request.store(true, Ordering::Relaxed));
+}
+
+/// Called by the request path when a request is over: what the client sends next
+/// is the next request's head.
+pub fn request_done() {
+    let _ = CONNECTION.try_with(|c| c.in_request.store(false, Ordering::Relaxed));
+}
+
 /// Called by the request path when the client reset the current HTTP/2 stream
 /// before its response completed; counts against the stream's connection.
 pub fn note_early_reset() {
@@ -65,6 +86,7 @@ mod tests {
         ConnState {
             closed: AtomicU32::new(closed),
             early_resets: AtomicU32::new(resets),
+            ..ConnState::default()
         }
     }
 

@@ -93,6 +93,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::conn::head_received();
         session.set_read_timeout(Some(self.limits.stream_idle_timeout));
         session.set_write_timeout(Some(self.limits.stream_idle_timeout));
         telemetry::start_span(&self.shared, session.req_header(), ctx);

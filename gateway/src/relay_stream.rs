@@ -1,8 +1,10 @@
 //! A boxed Pingora stream behind a concrete type. Pingora's TLS acceptor wants its
 //! traits on a concrete stream, which the boxed stream only has through a wrapper;
-//! and a finished TLS connection needs one behaviour Pingora's stream lacks:
-//! writing out what the TLS layer queued while only reading (see `flush_on_idle_read`).
+//! and client connections need two behaviours Pingora's stream lacks: writing out
+//! what the TLS layer queued while only reading (`flush_on_idle_read`), and a
+//! deadline for a whole request head (`with_head_deadline`).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,12 +20,47 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::conn::ConnState;
+
 /// A stream that passes everything through to the boxed stream it holds.
 #[derive(Debug)]
 pub struct RelayStream {
     inner: Stream,
     /// When a read finds nothing to read, flush what the inner stream holds.
     flush_on_idle_read: bool,
+    /// The deadline of the request head being read, on HTTP/1 connections.
+    head: Option<HeadDeadline>,
+}
+
+/// Envoy's `request_headers_timeout`: from the first byte of a request's head, the
+/// client has `limit` to send all of it. Pingora only times each read, so a client
+/// trickling a byte at a time would hold the connection (and a worker's attention)
+/// forever: slowloris.
+#[derive(Debug)]
+struct HeadDeadline {
+    conn: Arc<ConnState>,
+    limit: Duration,
+    /// Set by the first byte of a head; cleared once the head is read.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl HeadDeadline {
+    /// Whether the head being read has run out of time; arms the timer on the
+    /// head's first byte, and the waker for the deadline while the read waits.
+    fn expired(&mut self, cx: &mut Context<'_>, read_something: bool, waiting: bool) -> bool {
+        if self.conn.in_request() {
+            self.deadline = None;
+            return false;
+        }
+        if self.deadline.is_none() && read_something {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+        }
+        match self.deadline.as_mut() {
+            Some(d) if waiting => d.as_mut().poll(cx).is_ready(),
+            Some(d) => d.is_elapsed(),
+            None => false,
+        }
+    }
 }
 
 impl RelayStream {
@@ -32,6 +69,7 @@ impl RelayStream {
         RelayStream {
             inner,
             flush_on_idle_read: false,
+            head: None,
         }
     }
 
@@ -46,17 +84,45 @@ impl RelayStream {
         RelayStream {
             inner,
             flush_on_idle_read: true,
+            head: None,
+        }
+    }
+
+    /// For an HTTP/1 client connection whose state is `conn`: each request head must
+    /// arrive within `limit` of its first byte, or the connection ends.
+    pub fn with_head_deadline(inner: Stream, conn: Arc<ConnState>, limit: Duration) -> RelayStream {
+        RelayStream {
+            inner,
+            flush_on_idle_read: false,
+            head: Some(HeadDeadline {
+                conn,
+                limit,
+                deadline: None,
+            }),
         }
     }
 }
 
 impl AsyncRead for RelayStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
         if read.is_pending() && self.flush_on_idle_read {
             // An error here will show again on the next read or write.
             if let Poll::Ready(Err(e)) = Pin::new(&mut self.inner).poll_flush(cx) {
                 log::debug!("flushing while waiting to read: {e}");
+            }
+        }
+        let this = &mut *self;
+        if let Some(head) = this.head.as_mut() {
+            let read_something = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+            if head.expired(cx, read_something, read.is_pending()) {
+                // The connection ends without an answer, as with a silent client.
+                let limit = head.limit;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("request head not complete within {limit:?}"),
+                )));
             }
         }
         read

@@ -57,6 +57,7 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
 /// The logging phase: the request's last response flags, then its metrics, access
 /// log entry and span.
 pub fn finish(shared: &Engine, session: &ServerSession, e: Option<&Error>, ctx: &mut RequestCtx) {
+    crate::conn::request_done();
     if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) {
         ctx.flags.add(Flags::DOWNSTREAM_TERMINATION);
         if session.req_header().version == http::Version::HTTP_2 {

@@ -85,3 +85,67 @@ async fn headers_with_underscores() {
     assert_eq!(status, 200);
     assert!(body["headers"].get("x_user").is_none(), "{body}");
 }
+
+/// Sends a request head a byte every 300 ms (never silent for the 1 s a read may
+/// wait) and returns how long the gateway let it go on.
+fn trickle(mut s: impl Read + Write) -> Duration {
+    let started = Instant::now();
+    for b in b"GET / HTTP/1.1\r\nHost: app.example.com\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if s.write_all(&[*b]).and_then(|_| s.flush()).is_err() {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Cut off or not, the head never completed: whatever comes back is the close.
+    let mut buf = [0u8; 64];
+    let _ = s.read(&mut buf);
+    started.elapsed()
+}
+
+#[test]
+fn a_head_trickled_byte_by_byte_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::new(&["app.example.com"]);
+    let https = "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tls}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: app-tls}\n";
+    std::fs::write(
+        dir.path().join("ok.yaml"),
+        format!("{CONFIG}{https}").replace("gateways: [gw]", "gateways: [gw, tls]"),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("secret.yaml"), cert.secret_yaml("app-tls", "default")).expect("write");
+    let gw = Gateway::start(dir.path(), &["--request-header-timeout", "1"]);
+
+    // Plain HTTP/1.1: the whole head gets 1 s from its first byte, not 1 s per read.
+    let s = TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let took = trickle(s);
+    assert!(
+        took < Duration::from_secs(5),
+        "a trickled head held the connection {took:?}"
+    );
+
+    // HTTPS: the same deadline after the handshake.
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots
+        .add(tokio_rustls::rustls::pki_types::CertificateDer::from(cert.der.clone()))
+        .expect("root");
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("app.example.com").expect("name");
+    let conn = tokio_rustls::rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let tcp = TcpStream::connect(("127.0.0.1", gw.https)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let took = trickle(tokio_rustls::rustls::StreamOwned::new(conn, tcp));
+    assert!(
+        took < Duration::from_secs(5),
+        "a trickled head held the TLS connection {took:?}"
+    );
+
+    // Whole heads are served as before.
+    assert_eq!(raw_status(gw.http, &request(2, 1)), Some(200));
+}
