@@ -7,15 +7,18 @@ use crate::bundle::Loaded;
 use crate::compile::{compile, Compiled};
 use crate::diag::{has_errors, Diagnostic};
 use crate::scope::Scope;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ClusterEndpoints, ClusterKind, Endpoints, Snapshot};
 use crate::translate::translate;
 use crate::validate::validate;
 
-/// An accepted configuration: the snapshot and what was noted on the way.
+/// An accepted configuration: the snapshot, its clusters' endpoints and what was
+/// noted on the way.
 #[derive(Debug)]
 pub struct Built {
     /// The snapshot.
     pub snapshot: Snapshot,
+    /// The endpoints of its clusters (swapped on their own as they change).
+    pub endpoints: Endpoints,
     /// Warnings and notes, sorted by file and line.
     pub warnings: Vec<Diagnostic>,
 }
@@ -42,10 +45,11 @@ pub fn build_compiled(
         return Err(sorted(diags));
     }
     match translate(compiled, scope, version) {
-        Ok((snapshot, warnings)) => {
-            diags.extend(warnings);
+        Ok(t) => {
+            diags.extend(t.warnings);
             Ok(Built {
-                snapshot,
+                snapshot: t.snapshot,
+                endpoints: t.endpoints,
                 warnings: sorted(diags),
             })
         }
@@ -63,6 +67,28 @@ pub fn checks(loaded: &Loaded) -> Vec<Diagnostic> {
     diags.extend(compile(&loaded.bundle).diagnostics);
     diags.extend(validate(&loaded.bundle));
     sorted(diags)
+}
+
+/// The endpoints of `snapshot`'s clusters as the registry of `compiled` has them
+/// now: what a proxy needs when only endpoints changed.
+pub fn endpoints(compiled: &Compiled<'_>, snapshot: &Snapshot) -> Endpoints {
+    Endpoints {
+        clusters: snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                let found = match c.kind {
+                    ClusterKind::Static | ClusterKind::Dns => compiled
+                        .registry
+                        .resolve(&c.host, Some(c.port), c.subset.as_deref())
+                        .map(|(_, e)| e)
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                ClusterEndpoints::new(found, &c.policy)
+            })
+            .collect(),
+    }
 }
 
 /// Every diagnostic a build of `loaded` for `scope` gives (what `--check` prints).

@@ -33,10 +33,19 @@ pub fn large_config(hosts: usize, routes: usize, backend_port: u16) -> String {
 /// # Panics
 /// If the generated configuration does not translate, which would be a bug here.
 pub fn large_snapshot(hosts: usize, routes: usize, backend_port: u16) -> crate::Snapshot {
+    large_build(hosts, routes, backend_port).snapshot
+}
+
+/// The whole build of `large_config(hosts, routes, backend_port)` (snapshot and
+/// endpoints).
+///
+/// # Panics
+/// If the generated configuration does not translate, which would be a bug here.
+pub fn large_build(hosts: usize, routes: usize, backend_port: u16) -> crate::Built {
     let mut loaded = crate::Loaded::default();
     crate::bundle::load_text(&mut loaded, "large.yaml", &large_config(hosts, routes, backend_port));
     match crate::build(&loaded, &ingress_scope("default"), 1) {
-        Ok(built) => built.snapshot,
+        Ok(built) => built,
         Err(diags) => panic!("generated configuration does not translate: {diags:?}"),
     }
 }

@@ -1,5 +1,5 @@
-//! Routing a request allocates nothing: host lookup, matching and the weighted
-//! pick work on borrowed data only.
+//! Routing a request allocates nothing: host lookup, matching, the weighted pick
+//! and finding the chosen cluster's endpoints work on borrowed data only.
 
 use http::HeaderMap;
 use strait_config::router::{RequestView, Routed};
@@ -7,7 +7,8 @@ use strait_config::snapshot::Action;
 
 #[test]
 fn routing_does_not_allocate() {
-    let snapshot = strait_config::testing::large_snapshot(100, 10, 8080);
+    let built = strait_config::testing::large_build(100, 10, 8080);
+    let (snapshot, endpoints) = (&built.snapshot, &built.endpoints);
     let listener = snapshot.listener(80).expect("listener");
     let mut headers = HeaderMap::new();
     headers.insert("x-tenant", http::HeaderValue::from_static("t42"));
@@ -43,7 +44,10 @@ fn routing_does_not_allocate() {
             if let Routed::Matched(m) = listener.route(req) {
                 if let Action::Forward(f) = &m.route.action {
                     let d = f.pick().expect("destination");
-                    let _ = snapshot.clusters[d.cluster].pick();
+                    let _ = (
+                        &snapshot.clusters[d.cluster],
+                        endpoints.clusters[d.cluster].endpoints.first(),
+                    );
                     matched += 1;
                 }
             }

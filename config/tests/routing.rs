@@ -5,7 +5,7 @@ use strait_config::bundle::{load_text, Loaded};
 use strait_config::router::{RequestView, Routed};
 use strait_config::snapshot::{Action, Snapshot};
 use strait_config::testing::ingress_scope;
-use strait_config::{build, Diagnostic, Scope};
+use strait_config::{build, Built, Diagnostic, Scope};
 
 const GATEWAY: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -37,12 +37,27 @@ fn scope() -> Scope {
 
 /// Loads, compiles and translates; panics on errors.
 fn snapshot(yaml: &str) -> (Snapshot, Vec<Diagnostic>) {
+    let built = built(yaml);
+    (built.snapshot, built.warnings)
+}
+
+/// The whole build (snapshot, endpoints, warnings); panics on errors.
+fn built(yaml: &str) -> Built {
     let mut loaded = Loaded::default();
     load_text(&mut loaded, "test.yaml", yaml);
     match build(&loaded, &scope(), 1) {
-        Ok(built) => (built.snapshot, built.warnings),
+        Ok(built) => built,
         Err(e) => panic!("{e:#?}"),
     }
+}
+
+/// The addresses of cluster `i`'s endpoints.
+fn addresses(built: &Built, i: usize) -> Vec<String> {
+    built.endpoints.clusters[i]
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect()
 }
 
 fn with_routes(routes: &str) -> String {
@@ -324,7 +339,8 @@ spec:
 "#
         )
     );
-    let (s, _) = snapshot(&yaml);
+    let b = built(&yaml);
+    let s = &b.snapshot;
     let vhost = &s.listener(80).expect("listener").virtual_hosts[0];
     let Action::Forward(f) = &vhost.routes[0].action else {
         panic!("forward")
@@ -333,15 +349,8 @@ spec:
     assert_eq!(f.destinations.len(), 2);
     let c1 = &s.clusters[f.destinations[0].cluster];
     assert_eq!(c1.name, "outbound|80|v1|backend.default.svc.cluster.local");
-    assert_eq!(
-        c1.endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
-        ["10.0.0.1:8001"]
-    );
-    let c2 = &s.clusters[f.destinations[1].cluster];
-    assert_eq!(
-        c2.endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
-        ["10.0.0.2:8002"]
-    );
+    assert_eq!(addresses(&b, f.destinations[0].cluster), ["10.0.0.1:8001"]);
+    assert_eq!(addresses(&b, f.destinations[1].cluster), ["10.0.0.2:8002"]);
     let mut v2 = 0;
     for _ in 0..4000 {
         if f.pick().map(|d| d.cluster) == Some(f.destinations[1].cluster) {
@@ -391,35 +400,29 @@ endpoints:
 - addresses: [10.1.0.3]
 "#
     );
-    let (s, _) = snapshot(&yaml);
-    let c = &s.clusters[0];
+    let b = built(&yaml);
+    let c = &b.snapshot.clusters[0];
     assert_eq!(c.name, "outbound|8080||cart.shop.svc.cluster.local");
-    let addrs: Vec<String> = c.endpoints.iter().map(|e| e.address.to_string()).collect();
     assert_eq!(
-        addrs,
+        addresses(&b, 0),
         ["10.1.0.1:3000", "10.1.0.3:3000"],
         "not-ready endpoints are left out"
-    );
-    let picks: Vec<String> = (0..4).filter_map(|_| c.pick()).map(|e| e.address.to_string()).collect();
-    assert_eq!(
-        picks,
-        ["10.1.0.1:3000", "10.1.0.3:3000", "10.1.0.1:3000", "10.1.0.3:3000"],
-        "round robin"
     );
 }
 
 #[test]
 fn unknown_destination_is_a_warning_and_routes_get_no_endpoints() {
-    let (s, diags) = snapshot(&with_routes(
+    let b = built(&with_routes(
         "  - name: nowhere\n    route: [{destination: {host: missing}}]\n",
     ));
+    let diags = &b.warnings;
     assert!(
         diags.iter().any(|d| d
             .message
             .contains("no ServiceEntry or Service defines host missing.default.svc.cluster.local")),
         "{diags:?}"
     );
-    assert!(s.clusters[0].endpoints.is_empty());
+    assert!(addresses(&b, 0).is_empty());
 }
 
 #[test]

@@ -195,7 +195,11 @@ fn tcp_services_get_tcp_listeners() {
     assert_eq!(db.protocol, Protocol::Tcp);
     let cluster = &s.clusters[db.l4_routes[0].destinations[0].cluster];
     assert_eq!(cluster.name, "outbound|5432||db.internal");
-    assert_eq!(cluster.endpoints.len(), 1);
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "mesh.yaml", MESH);
+    let built = build(&loaded, &sidecar(OutboundMode::AllowAny), 1).expect("builds");
+    let index = db.l4_routes[0].destinations[0].cluster;
+    assert_eq!(built.endpoints.clusters[index].endpoints.len(), 1);
 }
 
 #[test]

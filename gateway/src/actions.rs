@@ -218,7 +218,8 @@ pub fn act<'r>(
                 ctx.flags.add(Flags::NO_ROUTE);
                 return Err(Reply::new(502, b"").into());
             }
-            if cluster.is_none_or(|c| c.endpoints.is_empty()) {
+            let endpoints = picked.and_then(|(_, d)| runtime.cluster_endpoints(d.cluster));
+            if cluster.is_none() || endpoints.is_none_or(|e| e.endpoints.is_empty()) {
                 ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
                 return Err(Reply::new(503, b"no healthy upstream").into());
             }

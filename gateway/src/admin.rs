@@ -152,6 +152,16 @@ impl AdminApp {
             };
         }
         let last = self.shared.last_attempt.lock().map(|l| l.clone()).unwrap_or_default();
+        let snapshot = match sections::snapshot_with_endpoints(&runtime) {
+            Ok(s) => s,
+            Err(e) => {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string().into_bytes(),
+                )
+            }
+        };
         Self::json(&json!({
             "version": runtime.snapshot.version,
             "config_dir": self.config_dir,
@@ -159,7 +169,7 @@ impl AdminApp {
             "rejected_since_start": self.shared.rejections.load(Ordering::Relaxed),
             "last_attempt": last,
             "warnings": runtime.warnings,
-            "snapshot": runtime.snapshot,
+            "snapshot": snapshot,
         }))
     }
 

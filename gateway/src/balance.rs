@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use strait_config::snapshot::{Cluster, LoadBalancer};
+use strait_config::snapshot::{Cluster, ClusterEndpoints, LoadBalancer};
 
 use crate::upstreams::{now_ms, ClusterState};
 
@@ -12,11 +12,12 @@ use crate::upstreams::{now_ms, ClusterState};
 /// used by this request.
 pub fn choose(
     cluster: &Cluster,
+    endpoints: &ClusterEndpoints,
     state: &ClusterState,
     hash: Option<u64>,
     tried: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    let n = cluster.endpoints.len();
+    let n = endpoints.endpoints.len();
     match n {
         0 => return None,
         1 => return Some(0),
@@ -28,18 +29,28 @@ pub fn choose(
     // Prefer healthy and untried; then healthy; then anything.
     let tiers: [&dyn Fn(usize) -> bool; 3] = [&|i| healthy(i) && !tried(i), &healthy, &|_| true];
     for accept in tiers {
-        if let Some(i) = pick(cluster, state, hash, accept) {
+        if let Some(i) = pick(cluster, endpoints, state, hash, accept) {
             return Some(i);
         }
     }
     None
 }
 
-fn pick(cluster: &Cluster, state: &ClusterState, hash: Option<u64>, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
-    let n = cluster.endpoints.len();
+fn pick(
+    cluster: &Cluster,
+    endpoints: &ClusterEndpoints,
+    state: &ClusterState,
+    hash: Option<u64>,
+    accept: &dyn Fn(usize) -> bool,
+) -> Option<usize> {
+    let n = endpoints.endpoints.len();
     match (&cluster.policy.lb, hash) {
-        (LoadBalancer::Hash(_), Some(hash)) => cluster.hash_table.as_ref()?.lookup_where(hash, accept),
-        (LoadBalancer::RoundRobin, _) => cluster.round_robin(accept),
+        (LoadBalancer::Hash(_), Some(hash)) => endpoints.hash_table.as_ref()?.lookup_where(hash, accept),
+        (LoadBalancer::RoundRobin, _) => {
+            // The next endpoint in turn that `accept` takes, each looked at once.
+            let start = state.next.fetch_add(1, Ordering::Relaxed);
+            (0..n).map(|k| (start + k) % n).find(|i| accept(*i))
+        }
         (LoadBalancer::LeastRequest | LoadBalancer::Passthrough, _) => {
             let a = random_accepted(n, accept)?;
             let Some(b) = random_accepted(n, &|i| i != a && accept(i)) else {
@@ -68,9 +79,12 @@ fn random_accepted(n: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::upstreams::Upstreams;
-    use strait_config::snapshot::{ClusterKind, ClusterPolicy, Endpoint, HashKey, HashPolicy, HashTableKind};
+    use strait_config::snapshot::{
+        ClusterKind, ClusterPolicy, Endpoint, Endpoints, HashKey, HashPolicy, HashTableKind,
+    };
 
-    fn cluster(lb: LoadBalancer) -> Cluster {
+    /// A cluster of three endpoints with `lb`, its endpoints, and their state.
+    fn cluster(lb: LoadBalancer) -> (Cluster, ClusterEndpoints, std::sync::Arc<ClusterState>) {
         let endpoints: Vec<Endpoint> = (0..3u16)
             .map(|i| Endpoint {
                 address: ([127, 0, 0, 1], 9000 + i).into(),
@@ -79,64 +93,67 @@ mod tests {
                 workload: None,
             })
             .collect();
-        Cluster {
+        let cluster = Cluster {
             name: "outbound|80||svc".into(),
             host: "svc".into(),
             port: 80,
             subset: None,
             kind: ClusterKind::Static,
-            endpoints,
-            hash_table: None,
             policy: ClusterPolicy {
                 lb,
                 ..ClusterPolicy::default()
             },
-            next: Default::default(),
-        }
-    }
-
-    fn state(c: &Cluster) -> std::sync::Arc<ClusterState> {
+        };
+        let eps = ClusterEndpoints::new(endpoints, &cluster.policy);
         let snapshot = strait_config::Snapshot {
             version: 1,
-            clusters: vec![cluster(c.policy.lb.clone())],
+            clusters: vec![Cluster {
+                name: cluster.name.clone(),
+                ..cluster.clone()
+            }],
             ..Default::default()
         };
-        Upstreams::build(&snapshot, None).clusters.remove(0)
+        let table = Endpoints {
+            clusters: vec![ClusterEndpoints {
+                endpoints: eps.endpoints.clone(),
+                hash_table: None,
+            }],
+        };
+        let state = Upstreams::build(&snapshot, &table, None).clusters.remove(0);
+        (cluster, eps, state)
     }
 
     #[test]
     fn round_robin_skips_tried_endpoints() {
-        let c = cluster(LoadBalancer::RoundRobin);
-        let s = state(&c);
-        let picks: Vec<usize> = (0..6).filter_map(|_| choose(&c, &s, None, |_| false)).collect();
+        let (c, e, s) = cluster(LoadBalancer::RoundRobin);
+        let picks: Vec<usize> = (0..6).filter_map(|_| choose(&c, &e, &s, None, |_| false)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        assert_eq!(choose(&c, &s, None, |i| i == 0), Some(1));
+        assert_eq!(choose(&c, &e, &s, None, |i| i == 0), Some(1));
     }
 
     #[test]
     fn least_request_prefers_the_idle_endpoint() {
-        let c = cluster(LoadBalancer::LeastRequest);
-        let s = state(&c);
+        let (c, e, s) = cluster(LoadBalancer::LeastRequest);
         s.endpoints[0].active.store(50, Ordering::Relaxed);
         s.endpoints[1].active.store(50, Ordering::Relaxed);
-        let idle = (0..300).filter(|_| choose(&c, &s, None, |_| false) == Some(2)).count();
+        let idle = (0..300)
+            .filter(|_| choose(&c, &e, &s, None, |_| false) == Some(2))
+            .count();
         // Endpoint 2 wins whenever it is one of the two drawn: 2/3 of the time.
         assert!(idle > 150, "{idle}");
     }
 
     #[test]
     fn hash_keeps_a_key_on_one_endpoint() {
-        let mut c = cluster(LoadBalancer::RoundRobin);
-        let table = HashTableKind::Ring { min_size: 1024 };
-        c.hash_table = Some(table.build(&c.endpoints));
-        c.policy.lb = LoadBalancer::Hash(Box::new(HashPolicy {
+        let lb = LoadBalancer::Hash(Box::new(HashPolicy {
             key: HashKey::SourceIp,
-            table,
+            table: HashTableKind::Ring { min_size: 1024 },
         }));
-        let s = state(&c);
-        let first = choose(&c, &s, Some(42), |_| false);
-        assert!((0..100).all(|_| choose(&c, &s, Some(42), |_| false) == first));
-        let other = choose(&c, &s, Some(42), |i| Some(i) == first);
+        let (c, e, s) = cluster(lb);
+        assert!(e.hash_table.is_some(), "the table is built with the endpoints");
+        let first = choose(&c, &e, &s, Some(42), |_| false);
+        assert!((0..100).all(|_| choose(&c, &e, &s, Some(42), |_| false) == first));
+        let other = choose(&c, &e, &s, Some(42), |i| Some(i) == first);
         assert!(other.is_some() && other != first, "a retry goes elsewhere");
     }
 }

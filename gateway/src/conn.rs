@@ -19,6 +19,8 @@ pub struct ConnState {
     /// An HTTP/1 request's head has been read and its response is not done: the
     /// bytes that arrive now are its body, not the next head.
     in_request: AtomicBool,
+    /// Request heads read on the connection so far.
+    heads: AtomicU32,
 }
 
 impl ConnState {
@@ -59,11 +61,19 @@ impl ConnState {
     pub fn in_request(&self) -> bool {
         self.in_request.load(Ordering::Relaxed)
     }
+
+    /// Request heads read so far.
+    pub fn heads(&self) -> u32 {
+        self.heads.load(Ordering::Relaxed)
+    }
 }
 
 /// Called by the request path once a request's head is read (its deadline is met).
 pub fn head_received() {
-    let _ = CONNECTION.try_with(|c| c.in_request.store(true, Ordering::Relaxed));
+    let _ = CONNECTION.try_with(|c| {
+        c.heads.fetch_add(1, Ordering::Relaxed);
+        c.in_request.store(true, Ordering::Relaxed);
+    });
 }
 
 /// Called by the request path when a request is over: what the client sends next

@@ -188,10 +188,22 @@ impl RequestCtx {
         self.place().route(&self.runtime)
     }
 
+    /// Endpoint `index` of the request's cluster.
+    pub(crate) fn endpoint_info(&self, index: usize) -> Option<&strait_config::snapshot::Endpoint> {
+        let cluster = self.place().destination(&self.runtime)?.cluster;
+        self.runtime.cluster_endpoints(cluster)?.endpoints.get(index)
+    }
+
+    /// The workload of the endpoint of the last try, when known.
+    pub(crate) fn upstream_workload(&self) -> Option<&str> {
+        let (index, _) = self.endpoint.as_ref()?;
+        self.endpoint_info(*index)?.workload.as_deref()
+    }
+
     /// The endpoint of the last try.
     pub(crate) fn upstream_endpoint(&self) -> Option<SocketAddr> {
         let (index, _) = self.endpoint.as_ref()?;
-        Some(self.place().cluster(&self.runtime)?.endpoints.get(*index)?.address)
+        Some(self.endpoint_info(*index)?.address)
     }
 
     /// The chosen destination of the route's Forward action.

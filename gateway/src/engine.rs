@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use strait_config::snapshot::Endpoints;
 use strait_config::{Built, Code, Diagnostic, Scope, Severity};
 
 use crate::acme::Challenges;
@@ -106,7 +107,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             last_attempt: Mutex::new(LastAttempt {
                 accepted: true,
-                diagnostics: runtime.warnings.clone(),
+                diagnostics: runtime.warnings.to_vec(),
             }),
             current: ArcSwap::from_pointee(runtime),
             scope,
@@ -165,7 +166,7 @@ impl Engine {
                     "config version {version} accepted ({} warnings)",
                     runtime.warnings.len()
                 );
-                for d in &runtime.warnings {
+                for d in runtime.warnings.iter() {
                     log::warn!("{d}");
                 }
                 let ports = |r: &Runtime| -> BTreeSet<u16> { r.snapshot.listeners.iter().map(|l| l.port).collect() };
@@ -188,6 +189,25 @@ impl Engine {
         outcome
     }
 
+    /// Applies new endpoints for the running configuration's clusters (index-aligned
+    /// with its snapshot's clusters): routes, policies and certificates are shared,
+    /// not rebuilt, and endpoints that stay keep their state. Refused when the table
+    /// does not fit the running snapshot (it was made for another).
+    pub fn apply_endpoints(&self, endpoints: Endpoints) -> Result<(), Vec<Diagnostic>> {
+        let current = self.current();
+        if endpoints.clusters.len() != current.snapshot.clusters.len() {
+            return Err(vec![engine_diag(format!(
+                "endpoints for {} clusters do not fit version {}, which has {}",
+                endpoints.clusters.len(),
+                current.snapshot.version,
+                current.snapshot.clusters.len()
+            ))]);
+        }
+        self.current.store(Arc::new(current.with_endpoints(endpoints)));
+        log::debug!("endpoints updated for version {}", current.snapshot.version);
+        Ok(())
+    }
+
     fn swap(&self, prepared: Result<Runtime, Vec<Diagnostic>>) -> Result<u64, Vec<Diagnostic>> {
         let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
         match prepared {
@@ -195,7 +215,7 @@ impl Engine {
                 let version = runtime.snapshot.version;
                 *last = LastAttempt {
                     accepted: true,
-                    diagnostics: runtime.warnings.clone(),
+                    diagnostics: runtime.warnings.to_vec(),
                 };
                 self.next_version.store(version + 1, Ordering::Relaxed);
                 self.current.store(Arc::new(runtime));
@@ -246,5 +266,68 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_config::bundle::{load_text, Loaded};
+    use strait_config::testing::ingress_scope;
+
+    fn built(backends: &[&str]) -> Built {
+        let endpoints: String = backends.iter().map(|a| format!("  - {{address: {a}}}\n")).collect();
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app}}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: backend}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: backend}}\nspec:\n  hosts: [backend.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{{number: 80, name: http}}]\n  endpoints:\n{endpoints}"
+        );
+        let mut loaded = Loaded::default();
+        load_text(&mut loaded, "app.yaml", &yaml);
+        strait_config::build(&loaded, &ingress_scope("default"), 0).expect("builds")
+    }
+
+    fn settings() -> EngineSettings {
+        EngineSettings {
+            jwks_refresh: Duration::from_secs(60),
+            acme_store: std::env::temp_dir(),
+        }
+    }
+
+    fn addresses(engine: &Engine) -> Vec<String> {
+        engine.current().endpoints.clusters[0]
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn endpoints_change_without_rebuilding_the_rest() {
+        let engine =
+            Engine::start(built(&["10.0.0.1", "10.0.0.2"]), ingress_scope("default"), &settings()).expect("starts");
+        let before = engine.current();
+        before.upstreams.clusters[0].endpoints[1]
+            .active
+            .store(7, Ordering::Relaxed);
+        let next = built(&["10.0.0.2", "10.0.0.3"]).endpoints;
+        engine.apply_endpoints(next).expect("applied");
+        let after = engine.current();
+        assert_eq!(addresses(&engine), ["10.0.0.2:80", "10.0.0.3:80"]);
+        assert!(Arc::ptr_eq(&before.snapshot, &after.snapshot), "routes are not rebuilt");
+        assert!(Arc::ptr_eq(&before.certs, &after.certs), "nor certificates");
+        assert!(
+            Arc::ptr_eq(&before.destinations, &after.destinations),
+            "metric handles stay"
+        );
+        assert_eq!(after.snapshot.version, 1);
+        assert_eq!(
+            after.upstreams.clusters[0].endpoints[0].active.load(Ordering::Relaxed),
+            7,
+            "an endpoint that stays keeps its state"
+        );
+        // A table made for another snapshot is refused; the running one stays.
+        let mut wrong = built(&["10.0.0.9"]).endpoints;
+        wrong.clusters.push(Default::default());
+        assert!(engine.apply_endpoints(wrong).is_err());
+        assert_eq!(addresses(&engine), ["10.0.0.2:80", "10.0.0.3:80"]);
     }
 }

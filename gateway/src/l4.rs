@@ -53,9 +53,13 @@ impl ServerApp for L4App {
         // The guard counts the connection as active on its endpoint until it ends.
         let (mut up, _guard, cluster, endpoint) = self.connect(sni.as_deref()).await?;
         let runtime = self.shared.current();
-        let tcp = runtime
-            .destination(Some(cluster))
-            .and_then(|d| self.shared.metrics.tcp_open(d, Some(endpoint), Flags::NONE).ok());
+        let tcp = runtime.destination(Some(cluster)).and_then(|d| {
+            let workload = runtime
+                .cluster_endpoints(cluster)
+                .and_then(|e| e.endpoints.get(endpoint))
+                .and_then(|e| e.workload.as_deref());
+            self.shared.metrics.tcp_open(d, workload, Flags::NONE).ok()
+        });
         // Bytes are counted when the connection ends (Envoy also reports them while
         // it lasts).
         let (to_upstream, to_client) = match tokio::io::copy_bidirectional(&mut stream, &mut up).await {
@@ -93,7 +97,9 @@ impl L4App {
         for _ in 0..2 {
             let skip = tried;
             let (address, index) =
-                match upstream_client::endpoint(&self.shared.dns, cluster, state, None, |i| Some(i) == skip).await {
+                match upstream_client::endpoint(&self.shared.dns, &runtime, dest.cluster, None, |i| Some(i) == skip)
+                    .await
+                {
                     Ok(found) => found,
                     Err(PickError::NoEndpoint) => return None,
                     Err(PickError::Unresolved { index, reason }) => {

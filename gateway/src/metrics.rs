@@ -99,31 +99,44 @@ impl std::fmt::Debug for Metrics {
 #[derive(Debug)]
 pub struct Destination {
     labels: [String; 11],
-    /// The distinct workload names of the cluster's endpoints.
+    cache: RwLock<Cache>,
+}
+
+/// The handles a destination has used, and the workload names they name.
+#[derive(Debug, Default)]
+struct Cache {
+    /// Distinct workloads of the endpoints that answered (keys refer to them by index).
     workloads: Vec<String>,
-    /// Per endpoint (index-aligned with the cluster's), its index in `workloads`.
-    endpoint_workload: Vec<Option<u32>>,
-    cache: RwLock<Vec<(Key, Arc<Handles>)>>,
+    handles: Vec<(Key, Arc<Handles>)>,
 }
 
 /// Index of `destination_workload` among the label values.
 const DESTINATION_WORKLOAD: usize = 9;
 
 impl Destination {
-    /// The index of the workload that `endpoint` (of the cluster) belongs to.
-    fn workload_of(&self, endpoint: Option<usize>) -> Option<u32> {
-        self.endpoint_workload.get(endpoint?).copied().flatten()
-    }
-
     /// The label values for `workload`: Istio's source reporter names the
     /// destination workload after the endpoint that answered.
-    fn values<'a>(&'a self, source: &'a [String; 9], workload: Option<u32>) -> Vec<&'a str> {
+    fn values<'a>(&'a self, source: &'a [String; 9], workload: Option<&'a str>) -> Vec<&'a str> {
         let mut values: Vec<&str> = source.iter().map(String::as_str).collect();
         values.extend(self.labels.iter().map(String::as_str));
-        if let Some(name) = workload.and_then(|w| self.workloads.get(w as usize)) {
+        if let Some(name) = workload {
             values[DESTINATION_WORKLOAD] = name;
         }
         values
+    }
+}
+
+impl Cache {
+    /// The index of `workload` in `workloads` (None: unknown, or not seen yet).
+    fn workload(&self, workload: Option<&str>) -> Option<Option<u32>> {
+        match workload {
+            None => Some(None),
+            Some(name) => self
+                .workloads
+                .iter()
+                .position(|w| w == name)
+                .map(|i| u32::try_from(i).ok()),
+        }
     }
 }
 
@@ -258,55 +271,65 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Counts one finished request towards `dest`, answered by its `endpoint`.
-    pub fn record(&self, dest: &Destination, endpoint: Option<usize>, r: &RequestRecord) {
-        let key = Key {
+    /// Counts one finished request towards `dest`, answered by an endpoint of
+    /// `workload` (a WorkloadEntry's name; None when unknown).
+    pub fn record(&self, dest: &Destination, workload: Option<&str>, r: &RequestRecord) {
+        let key = |workload| Key {
             status: r.status,
             grpc: r.grpc,
             grpc_status: r.grpc_status,
             flags: r.flags,
-            workload: dest.workload_of(endpoint),
+            workload,
         };
         if let Ok(cache) = dest.cache.read() {
-            if let Some((_, handles)) = cache.iter().find(|(k, _)| *k == key) {
-                return handles.observe(r);
+            if let Some(w) = cache.workload(workload) {
+                let key = key(w);
+                if let Some((_, handles)) = cache.handles.iter().find(|(k, _)| *k == key) {
+                    return handles.observe(r);
+                }
             }
         }
-        match self.handles(dest, key) {
-            Ok(handles) => handles.observe(r),
+        let Ok(mut cache) = dest.cache.write() else { return };
+        let w = match cache.workload(workload) {
+            Some(w) => w,
+            None => {
+                cache.workloads.extend(workload.map(str::to_string));
+                u32::try_from(cache.workloads.len() - 1).ok()
+            }
+        };
+        let key = key(w);
+        if let Some((_, handles)) = cache.handles.iter().find(|(k, _)| *k == key) {
+            return handles.observe(r);
+        }
+        match self.handles(dest, key, workload) {
+            Ok(handles) => {
+                handles.observe(r);
+                cache.handles.push((key, handles));
+            }
             Err(e) => log::debug!("metrics: {e}"),
         }
     }
 
-    fn handles(&self, dest: &Destination, key: Key) -> prometheus::Result<Arc<Handles>> {
+    fn handles(&self, dest: &Destination, key: Key, workload: Option<&str>) -> prometheus::Result<Arc<Handles>> {
         let code = key.status.to_string();
         let grpc_status = key.grpc_status.map(|s| s.to_string()).unwrap_or_default();
         let flags = key.flags.text();
         let protocol = if key.grpc { "grpc" } else { "http" };
-        let mut values = dest.values(&self.source, key.workload);
+        let mut values = dest.values(&self.source, workload);
         values.extend([protocol, code.as_str(), grpc_status.as_str(), flags.as_str(), UNKNOWN]);
-        let handles = Arc::new(Handles {
+        Ok(Arc::new(Handles {
             requests: self.requests.get_metric_with_label_values(&values)?,
             duration: self.duration.get_metric_with_label_values(&values)?,
             request_bytes: self.request_bytes.get_metric_with_label_values(&values)?,
             response_bytes: self.response_bytes.get_metric_with_label_values(&values)?,
-        });
-        if let Ok(mut cache) = dest.cache.write() {
-            cache.push((key, handles.clone()));
-        }
-        Ok(handles)
+        }))
     }
 
     /// Counts a TCP connection opened towards `dest`'s `endpoint`; its bytes and close
     /// go to the returned handles.
-    pub fn tcp_open(
-        &self,
-        dest: &Destination,
-        endpoint: Option<usize>,
-        flags: Flags,
-    ) -> prometheus::Result<TcpHandles> {
+    pub fn tcp_open(&self, dest: &Destination, workload: Option<&str>, flags: Flags) -> prometheus::Result<TcpHandles> {
         let flags = flags.text();
-        let mut values = dest.values(&self.source, dest.workload_of(endpoint));
+        let mut values = dest.values(&self.source, workload);
         values.extend(["tcp", flags.as_str(), UNKNOWN]);
         self.tcp_opened.get_metric_with_label_values(&values)?.inc();
         Ok(TcpHandles {
@@ -346,19 +369,6 @@ fn destination(cluster: Option<&Cluster>) -> Destination {
     let version = cluster
         .and_then(|c| c.subset.clone())
         .unwrap_or_else(|| UNKNOWN.to_string());
-    let mut workloads: Vec<String> = Vec::new();
-    let endpoint_workload = cluster
-        .map_or(&[][..], |c| &c.endpoints[..])
-        .iter()
-        .map(|e| {
-            let name = e.workload.as_ref()?;
-            let index = workloads.iter().position(|w| w == name).unwrap_or_else(|| {
-                workloads.push(name.clone());
-                workloads.len() - 1
-            });
-            u32::try_from(index).ok()
-        })
-        .collect();
     Destination {
         labels: [
             UNKNOWN.to_string(),
@@ -377,9 +387,7 @@ fn destination(cluster: Option<&Cluster>) -> Destination {
             },
             if cluster.is_some() { "Kubernetes" } else { UNKNOWN }.to_string(),
         ],
-        workloads,
-        endpoint_workload,
-        cache: RwLock::new(Vec::new()),
+        cache: RwLock::new(Cache::default()),
     }
 }
 

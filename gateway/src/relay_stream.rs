@@ -40,8 +40,9 @@ pub struct RelayStream {
 struct HeadDeadline {
     conn: Arc<ConnState>,
     limit: Duration,
-    /// Set by the first byte of a head; cleared once the head is read.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set by the first byte of a head, with the count of heads read before it;
+    /// cleared once that head is read.
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, u32)>,
 }
 
 impl HeadDeadline {
@@ -52,12 +53,17 @@ impl HeadDeadline {
             self.deadline = None;
             return false;
         }
+        // The head it was armed for was read (while no read was polled here).
+        let heads = self.conn.heads();
+        if self.deadline.as_ref().is_some_and(|(_, armed)| *armed != heads) {
+            self.deadline = None;
+        }
         if self.deadline.is_none() && read_something {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+            self.deadline = Some((Box::pin(tokio::time::sleep(self.limit)), heads));
         }
         match self.deadline.as_mut() {
-            Some(d) if waiting => d.as_mut().poll(cx).is_ready(),
-            Some(d) => d.is_elapsed(),
+            Some((d, _)) if waiting => d.as_mut().poll(cx).is_ready(),
+            Some((d, _)) => d.is_elapsed(),
             None => false,
         }
     }

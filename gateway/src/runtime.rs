@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use strait_config::pipeline::sorted;
+use strait_config::snapshot::{ClusterEndpoints, Endpoints};
 use strait_config::{Built, Diagnostic, Snapshot};
 
 use crate::certs::{compile_certificates, CompiledCert};
@@ -17,26 +18,31 @@ use crate::metrics::Destination;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
 use crate::upstreams::Upstreams;
 
-/// A snapshot with everything compiled from it.
+/// A snapshot with everything compiled from it, and its clusters' endpoints.
+/// Everything but the endpoints and their state is shared (not copied) by the
+/// runtime an endpoint update makes.
 #[derive(Debug)]
 pub struct Runtime {
     /// The routing configuration.
     pub snapshot: Arc<Snapshot>,
-    /// Server certificates, by `Snapshot::certificates` index.
-    pub certs: Vec<CompiledCert>,
-    /// Warnings and notes of the accepted configuration.
-    pub warnings: Vec<Diagnostic>,
-    /// Cluster and endpoint state, index-aligned with `snapshot.clusters`.
+    /// The endpoints of its clusters, index-aligned with `snapshot.clusters`.
+    pub endpoints: Arc<Endpoints>,
+    /// Cluster and endpoint state, index-aligned with `snapshot.clusters` and
+    /// `endpoints`.
     pub upstreams: Upstreams,
+    /// Server certificates, by `Snapshot::certificates` index.
+    pub certs: Arc<Vec<CompiledCert>>,
+    /// Warnings and notes of the accepted configuration.
+    pub warnings: Arc<Vec<Diagnostic>>,
     /// Upstream TLS material, index-aligned with `snapshot.clusters`.
-    pub upstream_tls: Vec<Option<Arc<CompiledUpstreamTls>>>,
+    pub upstream_tls: Arc<Vec<Option<Arc<CompiledUpstreamTls>>>>,
     /// Remote key sets, index-aligned with `snapshot.policies` and then with each
     /// policy's JWT providers (None: inline keys).
-    pub jwks: Vec<Vec<Option<Arc<RemoteJwks>>>>,
+    pub jwks: Arc<Vec<Vec<Option<Arc<RemoteJwks>>>>>,
     /// Client certificate checks of the HTTPS servers.
-    pub client_auth: ClientAuthTable,
+    pub client_auth: Arc<ClientAuthTable>,
     /// Metric labels and handles per cluster (index-aligned, then one for none).
-    pub destinations: Vec<Destination>,
+    pub destinations: Arc<Vec<Destination>>,
 }
 
 impl Runtime {
@@ -44,7 +50,11 @@ impl Runtime {
     /// replace) lends its endpoint state, `jwks` the remote key sets. A certificate or
     /// TLS file that does not compile rejects the whole configuration.
     pub fn compile(built: Built, previous: Option<&Runtime>, jwks: &JwksStore) -> Result<Runtime, Vec<Diagnostic>> {
-        let Built { snapshot, mut warnings } = built;
+        let Built {
+            snapshot,
+            endpoints,
+            mut warnings,
+        } = built;
         match (
             compile_certificates(&snapshot),
             upstream_tls::compile_all(&snapshot),
@@ -52,14 +62,15 @@ impl Runtime {
         ) {
             (Ok(certs), Ok(upstream_tls), Ok(client_auth)) => Ok(Runtime {
                 // Endpoints that stay keep their in-flight counts, counters and ejections.
-                upstreams: Upstreams::build(&snapshot, previous.map(|p| &p.upstreams)),
-                upstream_tls,
-                jwks: snapshot.policies.iter().map(|p| jwks.attach(&p.jwt)).collect(),
-                destinations: crate::metrics::destinations(&snapshot),
-                client_auth,
+                upstreams: Upstreams::build(&snapshot, &endpoints, previous.map(|p| &p.upstreams)),
+                endpoints: Arc::new(endpoints),
+                upstream_tls: Arc::new(upstream_tls),
+                jwks: Arc::new(snapshot.policies.iter().map(|p| jwks.attach(&p.jwt)).collect()),
+                destinations: Arc::new(crate::metrics::destinations(&snapshot)),
+                client_auth: Arc::new(client_auth),
                 snapshot: Arc::new(snapshot),
-                certs,
-                warnings,
+                certs: Arc::new(certs),
+                warnings: Arc::new(warnings),
             }),
             (certs, upstream, client) => {
                 warnings.extend(certs.err().into_iter().flatten());
@@ -68,6 +79,27 @@ impl Runtime {
                 Err(sorted(warnings))
             }
         }
+    }
+
+    /// The same configuration with new endpoints: routes, policies and certificates
+    /// are shared, not rebuilt; endpoints that stay keep their state.
+    pub fn with_endpoints(&self, endpoints: Endpoints) -> Runtime {
+        Runtime {
+            upstreams: Upstreams::build(&self.snapshot, &endpoints, Some(&self.upstreams)),
+            endpoints: Arc::new(endpoints),
+            snapshot: self.snapshot.clone(),
+            certs: self.certs.clone(),
+            warnings: self.warnings.clone(),
+            upstream_tls: self.upstream_tls.clone(),
+            jwks: self.jwks.clone(),
+            client_auth: self.client_auth.clone(),
+            destinations: self.destinations.clone(),
+        }
+    }
+
+    /// The endpoints of cluster `cluster`.
+    pub fn cluster_endpoints(&self, cluster: usize) -> Option<&ClusterEndpoints> {
+        self.endpoints.clusters.get(cluster)
     }
 
     /// The metrics destination of a cluster index (None: the request reached none).

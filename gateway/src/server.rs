@@ -188,7 +188,7 @@ pub fn build(opts: &Options) -> Result<Gateway, StartError> {
         acme_store: opts.acme_store.clone(),
     };
     let shared = Engine::start(built, opts.scope.clone(), &settings).map_err(config_error)?;
-    for d in &shared.current().warnings {
+    for d in shared.current().warnings.iter() {
         log::warn!("{d}");
     }
     if let Some((path, encoding)) = &opts.access_log {

@@ -86,8 +86,7 @@ pub fn finish(shared: &Engine, session: &ServerSession, e: Option<&Error>, ctx: 
     };
     let cluster = ctx.destination().map(|d| d.cluster);
     if let Some(dest) = ctx.runtime.destination(cluster) {
-        let endpoint = ctx.endpoint.as_ref().map(|(i, _)| *i);
-        shared.metrics.record(dest, endpoint, &record);
+        shared.metrics.record(dest, ctx.upstream_workload(), &record);
     }
     if let Some(log) = shared.access_log.get() {
         log_entry(log, session, ctx, &record);

@@ -64,7 +64,9 @@ pub async fn peer(
         }
     }
     let attempts = &ctx.attempts;
-    let (address, index) = match upstream_client::endpoint(dns, cluster, state, ctx.hash, |i| attempts.tried(i)).await {
+    let cluster_index = place.destination(runtime).map_or(usize::MAX, |d| d.cluster);
+    let pick = upstream_client::endpoint(dns, runtime, cluster_index, ctx.hash, |i| attempts.tried(i));
+    let (address, index) = match pick.await {
         Ok((address, index)) => (Ok(address), index),
         Err(PickError::NoEndpoint) => {
             ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
@@ -81,7 +83,6 @@ pub async fn peer(
     // Held even when the name did not resolve: the try is this endpoint's, in the logs.
     ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
     let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason))?;
-    let cluster_index = place.destination(runtime).map_or(usize::MAX, |d| d.cluster);
     let mut peer = upstream_client::peer(runtime, cluster_index, address).ok_or_else(no_endpoint)?;
     ctx.attempts.begin_try(&route.policy, index);
     let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);

@@ -12,12 +12,10 @@ use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use strait_config::snapshot::Cluster;
 
 use crate::balance;
 use crate::dns::Dns;
 use crate::runtime::Runtime;
-use crate::upstreams::ClusterState;
 
 /// Why no address came out of `endpoint`.
 #[derive(Debug, thiserror::Error)]
@@ -35,19 +33,26 @@ pub enum PickError {
     },
 }
 
-/// Chooses an endpoint of `cluster` with its balancer (`hash` for consistent
-/// hashing; endpoints for which `skip` is true only when nothing else is left) and
-/// resolves its hostname, when it has one, through `dns`. Returns the address and
-/// the endpoint's index.
+/// Chooses an endpoint of cluster `cluster` with its balancer (`hash` for
+/// consistent hashing; endpoints for which `skip` is true only when nothing else is
+/// left) and resolves its hostname, when it has one, through `dns`. Returns the
+/// address and the endpoint's index.
 pub async fn endpoint(
     dns: &Dns,
-    cluster: &Cluster,
-    state: &ClusterState,
+    runtime: &Runtime,
+    cluster: usize,
     hash: Option<u64>,
     skip: impl Fn(usize) -> bool,
 ) -> Result<(SocketAddr, usize), PickError> {
-    let index = balance::choose(cluster, state, hash, skip).ok_or(PickError::NoEndpoint)?;
-    let endpoint = cluster.endpoints.get(index).ok_or(PickError::NoEndpoint)?;
+    let (Some(c), Some(endpoints), Some(state)) = (
+        runtime.snapshot.clusters.get(cluster),
+        runtime.cluster_endpoints(cluster),
+        runtime.upstreams.clusters.get(cluster),
+    ) else {
+        return Err(PickError::NoEndpoint);
+    };
+    let index = balance::choose(c, endpoints, state, hash, skip).ok_or(PickError::NoEndpoint)?;
+    let endpoint = endpoints.endpoints.get(index).ok_or(PickError::NoEndpoint)?;
     match &endpoint.hostname {
         None => Ok((endpoint.address, index)),
         Some(host) => match dns.resolve(host, endpoint.address.port()).await {
@@ -79,17 +84,11 @@ pub fn peer(runtime: &Runtime, cluster: usize, address: SocketAddr) -> Option<Ht
 /// A peer of `cluster` for a request the gateway makes itself, at an endpoint its
 /// balancer chooses.
 pub async fn side_call_peer(dns: &Dns, runtime: &Runtime, cluster: usize) -> Option<HttpPeer> {
-    let (Some(c), Some(state)) = (
-        runtime.snapshot.clusters.get(cluster),
-        runtime.upstreams.clusters.get(cluster),
-    ) else {
-        return None;
-    };
-    match endpoint(dns, c, state, None, |_| false).await {
+    match endpoint(dns, runtime, cluster, None, |_| false).await {
         Ok((address, _)) => peer(runtime, cluster, address),
         Err(PickError::NoEndpoint) => None,
         Err(e) => {
-            log::debug!("{}: {e}", c.name);
+            log::debug!("cluster {cluster}: {e}");
             None
         }
     }

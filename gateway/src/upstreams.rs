@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use strait_config::snapshot::{Cluster, ClusterPolicy, Outlier};
+use strait_config::snapshot::{Cluster, ClusterEndpoints, ClusterPolicy, Endpoints, Outlier};
 use strait_config::Snapshot;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -100,7 +100,7 @@ pub struct Overflow;
 pub struct ClusterState {
     /// Cluster name.
     pub name: String,
-    /// Endpoints, in `Cluster::endpoints` order.
+    /// Endpoints, in the order of the cluster's `ClusterEndpoints`.
     pub endpoints: Vec<Arc<EndpointState>>,
     /// Requests admitted and not finished.
     pub active: Arc<AtomicU32>,
@@ -114,6 +114,8 @@ pub struct ClusterState {
     pub retries: AtomicU64,
     /// One permit per allowed connection (maxConnections), if limited.
     slots: Option<(u32, Arc<Semaphore>)>,
+    /// Round-robin position (each new state starts it over).
+    pub next: std::sync::atomic::AtomicUsize,
     /// Requests sent per upstream connection (by file descriptor), kept only when
     /// maxRequestsPerConnection is set.
     per_connection: std::sync::Mutex<HashMap<i32, u32>>,
@@ -279,23 +281,28 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// State for `snapshot`, reusing `previous`'s for endpoints still present. A
-    /// connection limit that changed starts a new limiter.
-    pub fn build(snapshot: &Snapshot, previous: Option<&Upstreams>) -> Upstreams {
+    /// State for `snapshot`'s clusters with `endpoints`, reusing `previous`'s for
+    /// endpoints still present. A connection limit that changed starts a new limiter.
+    pub fn build(snapshot: &Snapshot, endpoints: &Endpoints, previous: Option<&Upstreams>) -> Upstreams {
         let old: HashMap<&str, &Arc<ClusterState>> = previous
             .map(|p| p.clusters.iter().map(|c| (c.name.as_str(), c)).collect())
             .unwrap_or_default();
+        let none = ClusterEndpoints::default();
         let clusters = snapshot
             .clusters
             .iter()
-            .map(|c| Arc::new(cluster_state(c, old.get(c.name.as_str()).copied())))
+            .enumerate()
+            .map(|(i, c)| {
+                let eps = endpoints.clusters.get(i).unwrap_or(&none);
+                Arc::new(cluster_state(c, eps, old.get(c.name.as_str()).copied()))
+            })
             .collect();
         Upstreams { clusters }
     }
 }
 
-fn cluster_state(c: &Cluster, old: Option<&Arc<ClusterState>>) -> ClusterState {
-    let endpoints = c
+fn cluster_state(c: &Cluster, eps: &ClusterEndpoints, old: Option<&Arc<ClusterState>>) -> ClusterState {
+    let endpoints = eps
         .endpoints
         .iter()
         .map(|e| {
@@ -318,6 +325,7 @@ fn cluster_state(c: &Cluster, old: Option<&Arc<ClusterState>>) -> ClusterState {
         connect_failures: AtomicU64::new(old.map_or(0, |o| o.connect_failures.load(Ordering::Relaxed))),
         retries: AtomicU64::new(old.map_or(0, |o| o.retries.load(Ordering::Relaxed))),
         slots,
+        next: Default::default(),
         per_connection: Default::default(),
     }
 }
@@ -371,6 +379,7 @@ mod tests {
             connect_failures: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             slots: None,
+            next: Default::default(),
             per_connection: Default::default(),
         };
         let policy = ClusterPolicy {

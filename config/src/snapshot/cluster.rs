@@ -2,7 +2,6 @@
 //! balancing, limits, outlier detection, TLS) and its endpoints.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -13,8 +12,8 @@ use crate::ser::{ser_duration, ser_len, ser_name, ser_opt_duration};
 
 use super::UpstreamTls;
 
-/// An upstream service (host, port, subset) and its endpoints.
-#[derive(Debug, Serialize)]
+/// An upstream service (host, port, subset); its endpoints are in `Endpoints`.
+#[derive(Debug, Clone, Serialize)]
 pub struct Cluster {
     /// Istio-style name: `outbound|8080|v1|backend.default.svc.cluster.local`.
     pub name: String,
@@ -26,16 +25,8 @@ pub struct Cluster {
     pub subset: Option<String>,
     /// What it is: where its endpoints come from.
     pub kind: ClusterKind,
-    /// Endpoints.
-    pub endpoints: Vec<Endpoint>,
-    /// The consistent-hash table over `endpoints`, for CONSISTENT_HASH clusters.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hash_table: Option<HashTable>,
     /// Load balancing, limits and outlier detection from the DestinationRule.
     pub policy: ClusterPolicy,
-    /// Round-robin position; per snapshot, so a reload starts it over.
-    #[serde(skip)]
-    pub next: AtomicUsize,
 }
 
 /// What a cluster is.
@@ -328,27 +319,34 @@ pub struct Outlier {
     pub min_health_percent: u32,
 }
 
-impl Cluster {
-    /// The next endpoint in round-robin order.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        self.endpoints.get(self.pick_index()?)
-    }
+/// The endpoints of every cluster of a snapshot, index-aligned with
+/// `Snapshot::clusters`. They change on their own (pods come and go), so they are
+/// kept and swapped apart from the snapshot: pod churn never rebuilds routes,
+/// policies or certificates.
+#[derive(Debug, Default, Serialize)]
+pub struct Endpoints {
+    /// Per cluster, in the snapshot's order.
+    pub clusters: Vec<ClusterEndpoints>,
+}
 
-    /// The index of the next endpoint in round-robin order.
-    pub fn pick_index(&self) -> Option<usize> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => Some(0),
-            _ => self.round_robin(|_| true),
-        }
-    }
+/// The endpoints of one cluster.
+#[derive(Debug, Default, Serialize)]
+pub struct ClusterEndpoints {
+    /// The addresses.
+    pub endpoints: Vec<Endpoint>,
+    /// The consistent-hash table over `endpoints`, for CONSISTENT_HASH clusters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_table: Option<HashTable>,
+}
 
-    /// The index of the next endpoint in round-robin order that `accept` takes,
-    /// looking at each endpoint at most once.
-    pub fn round_robin(&self, accept: impl Fn(usize) -> bool) -> Option<usize> {
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| (start + k) % n).find(|i| accept(*i))
+impl ClusterEndpoints {
+    /// `endpoints` of a cluster with `policy` (whose balancer may need a table).
+    pub fn new(endpoints: Vec<Endpoint>, policy: &ClusterPolicy) -> ClusterEndpoints {
+        let hash_table = match &policy.lb {
+            LoadBalancer::Hash(h) => Some(h.table.build(&endpoints)),
+            _ => None,
+        };
+        ClusterEndpoints { endpoints, hash_table }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::registry::ResolveError;
 use crate::resources::kube::secret_value;
 use crate::resources::networking::ClientTlsSettings;
 use crate::resources::Spec;
-use crate::snapshot::{Cluster, ClusterKind, LoadBalancer, PemSource, UpstreamTls};
+use crate::snapshot::{Cluster, ClusterEndpoints, ClusterKind, PemSource, UpstreamTls};
 
 use super::Translator;
 
@@ -89,21 +89,18 @@ impl Translator<'_, '_> {
         } else {
             ClusterKind::Static
         };
-        let hash_table = match &policy.lb {
-            LoadBalancer::Hash(h) => Some(h.table.build(&endpoints)),
-            _ => None,
-        };
-        let index = self.add_cluster(Cluster {
-            name,
-            host: host.to_string(),
-            port,
-            subset: subset.map(str::to_string),
-            kind,
+        let endpoints = ClusterEndpoints::new(endpoints, &policy);
+        let index = self.add_cluster(
+            Cluster {
+                name,
+                host: host.to_string(),
+                port,
+                subset: subset.map(str::to_string),
+                kind,
+                policy,
+            },
             endpoints,
-            hash_table,
-            policy,
-            next: Default::default(),
-        });
+        );
         (index, unresolved)
     }
 
@@ -113,22 +110,23 @@ impl Translator<'_, '_> {
         if let Some(i) = self.cluster_index.get(name) {
             return *i;
         }
-        self.add_cluster(Cluster {
-            name: name.to_string(),
-            host: String::new(),
-            port: 0,
-            subset: None,
-            kind,
-            endpoints: Vec::new(),
-            hash_table: None,
-            policy: Default::default(),
-            next: Default::default(),
-        })
+        self.add_cluster(
+            Cluster {
+                name: name.to_string(),
+                host: String::new(),
+                port: 0,
+                subset: None,
+                kind,
+                policy: Default::default(),
+            },
+            ClusterEndpoints::default(),
+        )
     }
 
-    fn add_cluster(&mut self, cluster: Cluster) -> usize {
+    fn add_cluster(&mut self, cluster: Cluster, endpoints: ClusterEndpoints) -> usize {
         self.cluster_index.insert(cluster.name.clone(), self.clusters.len());
         self.clusters.push(cluster);
+        self.endpoints.push(endpoints);
         self.clusters.len() - 1
     }
 

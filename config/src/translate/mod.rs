@@ -19,21 +19,29 @@ use std::collections::HashMap;
 use crate::compile::Compiled;
 use crate::diag::{has_errors, Diagnostic};
 use crate::scope::{Role, Scope};
-use crate::snapshot::{Certificate, Cluster, HttpPolicy, Listener, Protocol, Snapshot};
+use crate::snapshot::{Certificate, Cluster, ClusterEndpoints, Endpoints, HttpPolicy, Listener, Protocol, Snapshot};
+
+/// What translation makes: the snapshot, its clusters' endpoints, and warnings.
+#[derive(Debug)]
+pub struct Translated {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Its clusters' endpoints.
+    pub endpoints: Endpoints,
+    /// Warnings and notes.
+    pub warnings: Vec<Diagnostic>,
+}
 
 /// Builds the snapshot of `compiled` for `scope`. Errors reject the bundle; warnings
 /// are returned beside the snapshot.
-pub fn translate(
-    compiled: &Compiled<'_>,
-    scope: &Scope,
-    version: u64,
-) -> Result<(Snapshot, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn translate(compiled: &Compiled<'_>, scope: &Scope, version: u64) -> Result<Translated, Vec<Diagnostic>> {
     let mut t = Translator {
         compiled,
         scope,
         diags: Vec::new(),
         listeners: Vec::new(),
         clusters: Vec::new(),
+        endpoints: Vec::new(),
         cluster_index: HashMap::new(),
         certificates: Vec::new(),
         cert_index: HashMap::new(),
@@ -68,7 +76,11 @@ pub fn translate(
         policies,
         acme: t.acme,
     };
-    Ok((snapshot, t.diags))
+    Ok(Translated {
+        snapshot,
+        endpoints: Endpoints { clusters: t.endpoints },
+        warnings: t.diags,
+    })
 }
 
 /// The snapshot being built.
@@ -78,6 +90,8 @@ struct Translator<'a, 'b> {
     diags: Vec<Diagnostic>,
     listeners: Vec<Listener>,
     clusters: Vec<Cluster>,
+    /// Endpoints of `clusters`, index-aligned.
+    endpoints: Vec<ClusterEndpoints>,
     cluster_index: HashMap<String, usize>,
     certificates: Vec<Certificate>,
     cert_index: HashMap<String, usize>,

@@ -94,7 +94,7 @@ pub fn health(shared: &Engine) -> prometheus::Result<Vec<MetricFamily>> {
         ),
         &["certificate"],
     )?;
-    for cert in &runtime.certs {
+    for cert in runtime.certs.iter() {
         let not_after = cert
             .key
             .cert

@@ -63,7 +63,7 @@ pub fn section(runtime: &Runtime, resource: Resource) -> Result<Value, serde_jso
     let items = match resource {
         Resource::Listeners => listeners(snap)?,
         Resource::Routes => routes(snap)?,
-        Resource::Clusters => with_cluster_names(serde_json::to_value(&snap.clusters)?, snap),
+        Resource::Clusters => clusters(runtime)?,
         Resource::Secrets => Value::Array(
             runtime
                 .certs
@@ -77,6 +77,30 @@ pub fn section(runtime: &Runtime, resource: Resource) -> Result<Value, serde_jso
     out.insert("version".into(), snap.version.into());
     out.insert(resource.name().into(), items);
     Ok(Value::Object(out))
+}
+
+/// The snapshot with its clusters' endpoints (kept apart from it) shown in them.
+pub fn snapshot_with_endpoints(runtime: &Runtime) -> Result<Value, serde_json::Error> {
+    let mut snap = serde_json::to_value(&*runtime.snapshot)?;
+    if let Value::Object(o) = &mut snap {
+        o.insert("clusters".into(), clusters(runtime)?);
+    }
+    Ok(snap)
+}
+
+/// The clusters, each with its endpoints (kept apart from the snapshot).
+fn clusters(runtime: &Runtime) -> Result<Value, serde_json::Error> {
+    let mut all = with_cluster_names(serde_json::to_value(&runtime.snapshot.clusters)?, &runtime.snapshot);
+    if let Value::Array(list) = &mut all {
+        for (i, c) in list.iter_mut().enumerate() {
+            if let (Value::Object(o), Some(eps)) = (c, runtime.endpoints.clusters.get(i)) {
+                if let Value::Object(e) = serde_json::to_value(eps)? {
+                    o.extend(e);
+                }
+            }
+        }
+    }
+    Ok(all)
 }
 
 fn listeners(snap: &Snapshot) -> Result<Value, serde_json::Error> {
@@ -239,7 +263,8 @@ pub fn config_digest(runtime: &Runtime) -> Result<String, serde_json::Error> {
         o.remove("sources");
     }
     let mut bytes = serde_json::to_vec(&snap)?;
-    for c in &runtime.certs {
+    bytes.extend(serde_json::to_vec(&*runtime.endpoints)?);
+    for c in runtime.certs.iter() {
         for der in c.key.cert.iter() {
             bytes.extend_from_slice(sha256_hex(der.as_ref()).as_bytes());
         }

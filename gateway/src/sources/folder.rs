@@ -65,7 +65,7 @@ pub fn check(dirs: &[PathBuf], scope: &Scope) -> Vec<Diagnostic> {
     };
     let store = crate::jwks::JwksStore::new(Duration::from_secs(3600));
     match crate::runtime::Runtime::compile(built, None, &store) {
-        Ok(runtime) => runtime.warnings,
+        Ok(runtime) => runtime.warnings.to_vec(),
         Err(diags) => diags,
     }
 }

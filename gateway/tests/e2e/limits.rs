@@ -149,3 +149,26 @@ fn a_head_trickled_byte_by_byte_is_cut_off() {
     // Whole heads are served as before.
     assert_eq!(raw_status(gw.http, &request(2, 1)), Some(200));
 }
+
+#[test]
+fn kept_alive_connections_outlive_the_head_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ok.yaml"), CONFIG).expect("write");
+    let gw = Gateway::start(dir.path(), &["--request-header-timeout", "2"]);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    // Each head is whole and each pause shorter than the idle timeout, but together
+    // they last longer than one head's deadline.
+    for i in 0..4 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request {i} on the kept connection: {head:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+}
