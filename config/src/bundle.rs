@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::diag::{Code, Diagnostic, ResourceRef, Severity};
+use crate::diag::{Anchor, Code, Diagnostic, ResourceRef, Severity};
 use crate::resources::{kind_info, Body, ObjectMeta, Resource, Spec};
 use crate::yaml::{for_each_document, Position, SpanIndex};
 
@@ -41,14 +41,16 @@ impl Entry {
 
     /// A diagnostic about `field` (a path such as `spec.http[0].route`) of this resource.
     pub fn diag(&self, severity: Severity, code: Code, field: &str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity,
-            code,
+        self.anchor(field).diag(severity, code, message)
+    }
+
+    /// The place of `field` in this resource, for diagnostics made later.
+    pub fn anchor(&self, field: &str) -> Anchor {
+        Anchor {
             file: self.origin.file.to_string(),
             position: self.origin.spans.locate(field),
             resource: Some(self.reference()),
             field: (!field.is_empty()).then(|| field.to_string()),
-            message: message.into(),
         }
     }
 }

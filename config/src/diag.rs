@@ -144,6 +144,35 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Where a value of the snapshot was written, kept so that a later stage (the engine
+/// reading a certificate) can report a problem at the file, line and field it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Anchor {
+    /// The source file.
+    pub file: String,
+    /// Where in the file.
+    pub position: Position,
+    /// The resource, when known.
+    pub resource: Option<ResourceRef>,
+    /// The field path inside the resource.
+    pub field: Option<String>,
+}
+
+impl Anchor {
+    /// A diagnostic at this place.
+    pub fn diag(&self, severity: Severity, code: Code, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity,
+            code,
+            file: self.file.clone(),
+            position: self.position,
+            resource: self.resource.clone(),
+            field: self.field.clone(),
+            message: message.into(),
+        }
+    }
+}
+
 /// True when any diagnostic is an error.
 pub fn has_errors(diags: &[Diagnostic]) -> bool {
     diags.iter().any(Diagnostic::is_error)

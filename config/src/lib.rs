@@ -46,7 +46,7 @@ pub mod validate;
 pub mod yaml;
 
 pub use bundle::{load_dir, Bundle, Loaded};
-pub use diag::{Code, Diagnostic, Severity};
+pub use diag::{Anchor, Code, Diagnostic, Severity};
 pub use pipeline::{build, Built};
 pub use scope::{Role, Scope, Workload};
 pub use snapshot::Snapshot;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::bundle::Entry;
-use crate::diag::Code;
+use crate::diag::{Anchor, Code};
 use crate::hosts::{check_wildcard_domain, fqdn};
 use crate::resources::networking::{ClientTlsSettings, DestinationRuleSpec, TrafficPolicy};
 use crate::snapshot::ClusterPolicy;
@@ -21,6 +21,8 @@ pub struct CompiledClusterPolicy {
     pub policy: ClusterPolicy,
     /// DestinationRule `tls` in force.
     pub tls: Option<ClientTlsSettings>,
+    /// Where that `tls` was written, for the engine's diagnostics about its files.
+    pub tls_anchor: Anchor,
 }
 
 /// Compiled traffic policies by (host, subset, port); port 0 holds a block's policy
@@ -51,10 +53,17 @@ impl ClusterPolicies {
         port: u16,
         policy: ClusterPolicy,
         tls: Option<ClientTlsSettings>,
+        tls_anchor: Anchor,
     ) {
         self.by
             .entry((host.to_string(), subset.map(str::to_string), port))
-            .or_insert_with(|| Arc::new(CompiledClusterPolicy { policy, tls }));
+            .or_insert_with(|| {
+                Arc::new(CompiledClusterPolicy {
+                    policy,
+                    tls,
+                    tls_anchor,
+                })
+            });
     }
 
     /// The policy in force for a cluster of `host`'s `subset` on `port`: the subset's
@@ -143,7 +152,14 @@ impl Compiler<'_> {
             for port in ports {
                 let effective = cluster_policy::effective(top, sub, port);
                 match cluster_policy::compile(&effective) {
-                    Ok(policy) if used => policies.insert(&host, subset.as_deref(), port, policy, effective.tls),
+                    Ok(policy) if used => {
+                        let at = if port == 0 {
+                            format!("{field}.tls")
+                        } else {
+                            format!("{field}.portLevelSettings")
+                        };
+                        policies.insert(&host, subset.as_deref(), port, policy, effective.tls, e.anchor(&at));
+                    }
                     Ok(_) => {}
                     Err(errors) => {
                         for p in errors {

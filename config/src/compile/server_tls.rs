@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::diag::Anchor;
 use crate::resources::networking::ServerTls;
 use crate::snapshot::{ClientAuth, PemSource, TlsVersion};
 
@@ -156,6 +157,8 @@ pub fn compile(mode: &str, tls: &ServerTls, keys: &CredentialKeys<'_>) -> (Compi
                     ca,
                     crl,
                     subject_alt_names: tls.subject_alt_names.clone(),
+                    // Placed by the translation, which knows the resource.
+                    anchor: Anchor::default(),
                 })
             }
             None => problem(

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::diag::Anchor;
+
 /// An HTTPS server block: its SNI names and certificate.
 #[derive(Debug, Serialize)]
 pub struct TlsServer {
@@ -39,6 +41,9 @@ pub struct ClientAuth {
     /// Accepted subject alternative names of the client (empty: any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+    /// Where the roots were configured, for the engine's diagnostics.
+    #[serde(skip)]
+    pub anchor: Anchor,
 }
 
 /// A TLS protocol version the gateway serves (rustls has no older ones).
@@ -87,6 +92,9 @@ pub struct Certificate {
     pub name: String,
     /// Where it comes from.
     pub source: CertificateSource,
+    /// Where it was configured, for the engine's diagnostics.
+    #[serde(skip)]
+    pub anchor: Anchor,
 }
 
 /// TLS origination towards a cluster's endpoints.
@@ -102,6 +110,9 @@ pub struct UpstreamTls {
     pub client: Option<(PemSource, PemSource)>,
     /// Skip verifying the server (`insecureSkipVerify`).
     pub insecure_skip_verify: bool,
+    /// Where it was configured, for the engine's diagnostics.
+    #[serde(skip)]
+    pub anchor: Anchor,
 }
 
 /// PEM from a Secret of the bundle or from a file read by the engine.

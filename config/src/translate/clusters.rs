@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::bundle::Entry;
 use crate::compile::virtual_service::Target;
-use crate::diag::{Code, Severity};
+use crate::diag::{Anchor, Code, Severity};
 use crate::mesh::OutboundMode;
 use crate::registry::ResolveError;
 use crate::resources::kube::secret_value;
@@ -27,7 +27,7 @@ impl Translator<'_, '_> {
     /// first use. A host the registry does not know gets a cluster without endpoints
     /// (503), or under REGISTRY_ONLY a blackhole (502), and a diagnostic.
     pub(super) fn cluster(&mut self, entry: &Entry, field: &str, target: &Target, listener_port: u16) -> usize {
-        let (index, unresolved) = self.cluster_of(Some((entry, field)), target, listener_port);
+        let (index, unresolved) = self.cluster_of(target, listener_port);
         if let Some(e) = unresolved {
             let severity = match e {
                 ResolveError::HostNotFound(_) => Severity::Warning,
@@ -49,14 +49,8 @@ impl Translator<'_, '_> {
     }
 
     /// The index of the cluster for `target`, added on first use, and why its host
-    /// could not be resolved, if it could not. `named_at` is where a resource names
-    /// it (for the diagnostics of its upstream TLS).
-    pub(super) fn cluster_of(
-        &mut self,
-        named_at: Option<(&Entry, &str)>,
-        target: &Target,
-        listener_port: u16,
-    ) -> (usize, Option<ResolveError>) {
+    /// could not be resolved, if it could not.
+    pub(super) fn cluster_of(&mut self, target: &Target, listener_port: u16) -> (usize, Option<ResolveError>) {
         let host = target.host.as_str();
         let subset = target.subset.as_deref();
         let port = target.port.and_then(|p| u16::try_from(p).ok());
@@ -71,8 +65,10 @@ impl Translator<'_, '_> {
         }
         let compiled = self.compiled.cluster_policies.get(host, subset, port);
         let mut policy = compiled.map(|c| c.policy.clone()).unwrap_or_default();
-        if let (Some(tls), Some((entry, field))) = (compiled.and_then(|c| c.tls.as_ref()), named_at) {
-            policy.tls = self.upstream_tls(entry, field, host, tls);
+        if let Some(c) = compiled {
+            if let Some(tls) = &c.tls {
+                policy.tls = self.upstream_tls(host, tls, &c.tls_anchor);
+            }
         }
         // HTTP/2 upstream for ports declared HTTP2 or gRPC, as Istio does; for HTTP
         // ports when the DestinationRule asks (h2UpgradePolicy: UPGRADE).
@@ -132,7 +128,8 @@ impl Translator<'_, '_> {
 
     /// DestinationRule `tls` for a cluster: SIMPLE and MUTUAL originate TLS; DISABLE
     /// (and ISTIO_MUTUAL, the sidecar's, which the compile stage flags) leave it plain.
-    fn upstream_tls(&mut self, entry: &Entry, field: &str, host: &str, tls: &ClientTlsSettings) -> Option<UpstreamTls> {
+    /// `anchor` is where the `tls` block was written.
+    fn upstream_tls(&mut self, host: &str, tls: &ClientTlsSettings, anchor: &Anchor) -> Option<UpstreamTls> {
         let mode = tls.mode.as_deref().unwrap_or("DISABLE");
         if !matches!(mode, "SIMPLE" | "MUTUAL") {
             return None;
@@ -158,10 +155,9 @@ impl Translator<'_, '_> {
                         client = Some((c, k));
                     }
                 }
-                None => self.diags.push(entry.diag(
+                None => self.diags.push(anchor.diag(
                     Severity::Error,
                     Code::ReferenceNotFound,
-                    &format!("{field}.host"),
                     format!(
                         "the DestinationRule for {host} names credentialName {name}, which is not a Secret in namespace {ns}"
                     ),
@@ -169,10 +165,9 @@ impl Translator<'_, '_> {
             }
         }
         if mode == "MUTUAL" && client.is_none() {
-            self.diags.push(entry.diag(
+            self.diags.push(anchor.diag(
                 Severity::Error,
                 Code::Required,
-                &format!("{field}.host"),
                 format!(
                     "the DestinationRule for {host} has tls.mode MUTUAL without a client certificate (clientCertificate and privateKey, or credentialName)"
                 ),
@@ -183,6 +178,7 @@ impl Translator<'_, '_> {
             ca,
             client,
             insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+            anchor: anchor.clone(),
         })
     }
 

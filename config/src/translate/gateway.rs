@@ -8,12 +8,12 @@ use crate::bundle::Entry;
 use crate::compile::server_tls;
 use crate::compile::virtual_service::AppliesOn;
 use crate::compile::CompiledVirtualService;
-use crate::diag::{Code, Severity};
+use crate::diag::{Anchor, Code, Severity};
 use crate::hosts::{fqdn, gateway_ref, intersect, server_host};
 use crate::resources::networking::{Server, ServerTls};
 use crate::resources::Spec;
 use crate::scope::selects;
-use crate::snapshot::{Certificate, CertificateSource, Listener, Protocol, TlsServer, VirtualHost};
+use crate::snapshot::{Certificate, CertificateSource, Listener, PemSource, Protocol, TlsServer, VirtualHost};
 
 use super::clusters::FoundSecret;
 use super::Translator;
@@ -227,7 +227,14 @@ impl Translator<'_, '_> {
             own: named(&own),
             cacert: named(&cacert),
         };
-        let (compiled, problems) = server_tls::compile(mode, tls, &keys);
+        let (mut compiled, problems) = server_tls::compile(mode, tls, &keys);
+        if let Some(auth) = compiled.client_auth.as_mut() {
+            let from = match auth.ca {
+                PemSource::Inline { .. } => "credentialName",
+                PemSource::File { .. } => "caCertificates",
+            };
+            auth.anchor = gw_entry.anchor(&format!("{field}.tls.{from}"));
+        }
         for p in problems {
             let (severity, code) = if p.error {
                 (Severity::Error, Code::InvalidValue)
@@ -247,7 +254,7 @@ impl Translator<'_, '_> {
             .as_deref()
             .or(tls.credential_names.first().map(String::as_str));
         let managed = self.acme_managed(gw_entry, field, server, credential);
-        let (key, source) = if let Some(name) = credential {
+        let (key, source, from) = if let Some(name) = credential {
             let found = self.secret(&gw_entry.resource.namespace, name);
             let found = match (found, managed) {
                 (Some(f), _) => Some(f),
@@ -261,7 +268,8 @@ impl Translator<'_, '_> {
                         ),
                     ));
                     let key = format!("self-signed {}/{name}", gw_entry.resource.namespace);
-                    return Some(self.add_certificate(key, CertificateSource::SelfSigned { hosts }));
+                    let anchor = gw_entry.anchor(&format!("{field}.tls.credentialName"));
+                    return Some(self.add_certificate(key, CertificateSource::SelfSigned { hosts }, anchor));
                 }
                 (None, None) => None,
             };
@@ -282,21 +290,29 @@ impl Translator<'_, '_> {
             (
                 format!("secret {secret_ns}/{name}"),
                 CertificateSource::Inline { cert_pem, key_pem },
+                "credentialName",
             )
         } else {
             let (cert, key) = (tls.server_certificate.clone()?, tls.private_key.clone()?);
-            (format!("file {cert}"), CertificateSource::Files { cert, key })
+            (
+                format!("file {cert}"),
+                CertificateSource::Files { cert, key },
+                "serverCertificate",
+            )
         };
-        Some(self.add_certificate(key, source))
+        let anchor = gw_entry.anchor(&format!("{field}.tls.{from}"));
+        Some(self.add_certificate(key, source, anchor))
     }
 
-    fn add_certificate(&mut self, key: String, source: CertificateSource) -> usize {
+    /// The certificate `key` names, added on first use (servers share one).
+    fn add_certificate(&mut self, key: String, source: CertificateSource, anchor: Anchor) -> usize {
         if let Some(i) = self.cert_index.get(&key) {
             return *i;
         }
         self.certificates.push(Certificate {
             name: key.clone(),
             source,
+            anchor,
         });
         self.cert_index.insert(key, self.certificates.len() - 1);
         self.certificates.len() - 1

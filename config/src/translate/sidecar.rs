@@ -121,7 +121,7 @@ impl Translator<'_, '_> {
                     port: Some(i64::from(port)),
                     subset: None,
                 };
-                let (cluster, _) = self.cluster_of(None, &target, port);
+                let (cluster, _) = self.cluster_of(&target, port);
                 routes.push(default_route(service.host, cluster));
             }
             let vi = listener.virtual_hosts.len();
@@ -172,7 +172,7 @@ impl Translator<'_, '_> {
                     port: Some(i64::from(port)),
                     subset: None,
                 };
-                let (cluster, _) = self.cluster_of(None, &target, port);
+                let (cluster, _) = self.cluster_of(&target, port);
                 listener.l4_routes.push(L4Route {
                     source: format!("service {}", service.host),
                     sni_hosts: Vec::new(),
