@@ -96,10 +96,20 @@ impl Compiler<'_> {
                     "data",
                     format!("a kubernetes.io/tls Secret needs {key}"),
                 );
-            } else if secret_value(s, key).is_none() {
-                self.err(e, Code::InvalidValue, &format!("data.{key}"), "not valid base64");
-            } else if secret_value(s, key).is_some_and(|v| !v.windows(10).any(|w| w == b"-----BEGIN")) {
-                self.err(e, Code::InvalidCertificate, &format!("data.{key}"), "not PEM");
+                continue;
+            }
+            // stringData wins over data, as in Kubernetes.
+            let field = if s.string_data.contains_key(key) {
+                format!("stringData.{key}")
+            } else {
+                format!("data.{key}")
+            };
+            match secret_value(s, key) {
+                None => self.err(e, Code::InvalidValue, &field, "not valid base64"),
+                Some(v) if !v.windows(10).any(|w| w == b"-----BEGIN") => {
+                    self.err(e, Code::InvalidCertificate, &field, "not PEM")
+                }
+                Some(_) => {}
             }
         }
     }
