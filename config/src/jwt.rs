@@ -106,6 +106,17 @@ enum KeyKind {
 }
 
 impl KeyKind {
+    /// The key type as JWKS names it, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "RSA",
+            KeyKind::P256 => "EC P-256",
+            KeyKind::P384 => "EC P-384",
+            KeyKind::Ed25519 => "Ed25519",
+            KeyKind::Hmac => "oct",
+        }
+    }
+
     /// Whether a token signed with `alg` can be checked with this kind of key; this
     /// is what stops an RSA public key from being used as an HMAC secret.
     fn accepts(self, alg: Algorithm) -> bool {
@@ -142,24 +153,76 @@ impl Serialize for KeySet {
     }
 }
 
+/// Why a JWKS document cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// Not JSON at all.
+    #[error("the JWKS is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON without a `keys` array.
+    #[error("the JWKS has no \"keys\" list")]
+    NoKeyList,
+    /// A key of a supported type that is malformed.
+    #[error("JWKS key {index}: {problem}")]
+    Key {
+        /// Its place in the list.
+        index: usize,
+        /// What is wrong with it.
+        problem: KeyProblem,
+    },
+    /// Only keys this proxy cannot verify with (encryption keys, other curves).
+    #[error("the JWKS has no usable signing key (RSA, EC P-256/P-384, Ed25519 or oct)")]
+    NoUsableKey,
+}
+
+/// What is wrong with one key of a JWKS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    /// A required member is absent.
+    #[error("\"{0}\" is missing")]
+    Missing(&'static str),
+    /// An EC coordinate of the wrong size or encoding.
+    #[error("\"{name}\" is not a {len}-byte base64url coordinate")]
+    Coordinate {
+        /// `x` or `y`.
+        name: &'static str,
+        /// The curve's coordinate size.
+        len: usize,
+    },
+    /// An Ed25519 key of the wrong size or encoding.
+    #[error("\"x\" is not a 32-byte base64url Ed25519 key")]
+    Ed25519,
+    /// An HMAC secret that is not base64url.
+    #[error("\"k\" is not base64url")]
+    Secret,
+    /// The key components were refused by the verifier.
+    #[error("{0}")]
+    Rejected(String),
+    /// `alg` names an algorithm of another key type.
+    #[error("\"alg\" {alg:?} does not fit a {kind} key")]
+    AlgMismatch {
+        /// The `alg` given.
+        alg: String,
+        /// The key's type.
+        kind: &'static str,
+    },
+}
+
 impl KeySet {
     /// Parses a JWKS document. Keys for encryption or of unsupported types are
     /// skipped (as Envoy does); a malformed key of a supported type, or a set with no
     /// usable key, is an error.
-    pub fn parse(json: &str) -> Result<KeySet, String> {
-        let doc: Value = serde_json::from_str(json).map_err(|e| format!("the JWKS is not valid JSON: {e}"))?;
-        let list = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or("the JWKS has no \"keys\" list")?;
+    pub fn parse(json: &str) -> Result<KeySet, JwksError> {
+        let doc: Value = serde_json::from_str(json).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        let list = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeyList)?;
         let mut keys = Vec::new();
-        for (i, jwk) in list.iter().enumerate() {
-            if let Some(key) = parse_key(jwk).map_err(|e| format!("JWKS key {i}: {e}"))? {
+        for (index, jwk) in list.iter().enumerate() {
+            if let Some(key) = parse_key(jwk).map_err(|problem| JwksError::Key { index, problem })? {
                 keys.push(key);
             }
         }
         if keys.is_empty() {
-            return Err("the JWKS has no usable signing key (RSA, EC P-256/P-384, Ed25519 or oct)".into());
+            return Err(JwksError::NoUsableKey);
         }
         Ok(KeySet { keys })
     }
@@ -175,9 +238,10 @@ impl KeySet {
     }
 }
 
-fn parse_key(jwk: &Value) -> Result<Option<Key>, String> {
+fn parse_key(jwk: &Value) -> Result<Option<Key>, KeyProblem> {
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
-    let required = |name: &str| text(name).ok_or(format!("\"{name}\" is missing"));
+    let required = |name: &'static str| text(name).ok_or(KeyProblem::Missing(name));
+    let rejected = |e: jsonwebtoken::errors::Error| KeyProblem::Rejected(e.to_string());
     if text("use") == Some("enc") {
         return Ok(None);
     }
@@ -192,7 +256,7 @@ fn parse_key(jwk: &Value) -> Result<Option<Key>, String> {
     let (kind, key) = match text("kty") {
         Some("RSA") => (
             KeyKind::Rsa,
-            DecodingKey::from_rsa_components(required("n")?, required("e")?).map_err(|e| e.to_string())?,
+            DecodingKey::from_rsa_components(required("n")?, required("e")?).map_err(rejected)?,
         ),
         Some("EC") => {
             let (kind, len) = match text("crv") {
@@ -203,10 +267,10 @@ fn parse_key(jwk: &Value) -> Result<Option<Key>, String> {
             let (x, y) = (required("x")?, required("y")?);
             for (name, coord) in [("x", x), ("y", y)] {
                 if URL_SAFE_NO_PAD.decode(coord).map(|b| b.len()).ok() != Some(len) {
-                    return Err(format!("\"{name}\" is not a {len}-byte base64url coordinate"));
+                    return Err(KeyProblem::Coordinate { name, len });
                 }
             }
-            (kind, DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?)
+            (kind, DecodingKey::from_ec_components(x, y).map_err(rejected)?)
         }
         Some("OKP") => {
             if text("crv") != Some("Ed25519") {
@@ -214,26 +278,21 @@ fn parse_key(jwk: &Value) -> Result<Option<Key>, String> {
             }
             let x = required("x")?;
             if URL_SAFE_NO_PAD.decode(x).map(|b| b.len()).ok() != Some(32) {
-                return Err("\"x\" is not a 32-byte base64url Ed25519 key".into());
+                return Err(KeyProblem::Ed25519);
             }
-            (
-                KeyKind::Ed25519,
-                DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?,
-            )
+            (KeyKind::Ed25519, DecodingKey::from_ed_components(x).map_err(rejected)?)
         }
         Some("oct") => {
-            let secret = URL_SAFE_NO_PAD
-                .decode(required("k")?)
-                .map_err(|_| "\"k\" is not base64url".to_string())?;
+            let secret = URL_SAFE_NO_PAD.decode(required("k")?).map_err(|_| KeyProblem::Secret)?;
             (KeyKind::Hmac, DecodingKey::from_secret(&secret))
         }
         _ => return Ok(None),
     };
     if alg.is_some_and(|a| !kind.accepts(a)) {
-        return Err(format!(
-            "\"alg\" {:?} does not fit a {kind:?} key",
-            text("alg").unwrap_or("")
-        ));
+        return Err(KeyProblem::AlgMismatch {
+            alg: text("alg").unwrap_or("").to_string(),
+            kind: kind.name(),
+        });
     }
     Ok(Some(Key {
         kid: text("kid").map(str::to_string),

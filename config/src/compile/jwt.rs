@@ -46,7 +46,7 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
         (Some(inline), _) => match KeySet::parse(inline) {
             Ok(keys) => Some(Jwks::Inline(Arc::new(keys))),
             Err(e) => {
-                err("jwks", e);
+                err("jwks", e.to_string());
                 None
             }
         },
