@@ -7,6 +7,8 @@ use rustls::sign::CertifiedKey;
 use strait_config::snapshot::CertificateSource;
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
+use crate::pem::{Pem, PemError};
+
 /// A certificate ready for handshakes.
 #[derive(Debug, Clone)]
 pub struct CompiledCert {
@@ -21,20 +23,15 @@ pub fn compile_certificates(snapshot: &Snapshot) -> Result<Vec<CompiledCert>, Ve
     let mut out = Vec::new();
     let mut diags = Vec::new();
     for cert in &snapshot.certificates {
-        match compile(&cert.source) {
+        match compile(&cert.name, &cert.source) {
             Ok(key) => out.push(CompiledCert {
                 name: cert.name.clone(),
                 key: Arc::new(key),
             }),
-            Err(message) => diags.push(Diagnostic {
-                severity: Severity::Error,
-                code: Code::InvalidCertificate,
-                file: cert.name.clone(),
-                position: Default::default(),
-                resource: None,
-                field: None,
-                message,
-            }),
+            Err(e) => diags.push(
+                cert.anchor
+                    .diag(Severity::Error, Code::InvalidCertificate, e.to_string()),
+            ),
         }
     }
     if diags.is_empty() {
@@ -44,52 +41,58 @@ pub fn compile_certificates(snapshot: &Snapshot) -> Result<Vec<CompiledCert>, Ve
     }
 }
 
-fn compile(source: &CertificateSource) -> Result<CertifiedKey, String> {
-    let (cert_pem, key_pem) = match source {
-        CertificateSource::Inline { cert_pem, key_pem } => (cert_pem.clone(), key_pem.clone()),
-        CertificateSource::Files { cert, key } => (
-            std::fs::read(cert).map_err(|e| format!("cannot read {cert}: {e}"))?,
-            std::fs::read(key).map_err(|e| format!("cannot read {key}: {e}"))?,
+fn compile(name: &str, source: &CertificateSource) -> Result<CertifiedKey, PemError> {
+    let (cert, key) = match source {
+        CertificateSource::Inline { cert_pem, key_pem } => (
+            Pem {
+                name: format!("{name} tls.crt"),
+                bytes: cert_pem.clone(),
+            },
+            Pem {
+                name: format!("{name} tls.key"),
+                bytes: key_pem.clone(),
+            },
         ),
-        CertificateSource::SelfSigned { hosts } => self_signed(hosts)?,
+        CertificateSource::Files { cert, key } => (Pem::file(cert)?, Pem::file(key)?),
+        CertificateSource::SelfSigned { hosts } => {
+            let (cert_pem, key_pem) = self_signed(hosts)?;
+            let pem = |bytes| Pem {
+                name: name.to_string(),
+                bytes,
+            };
+            (pem(cert_pem), pem(key_pem))
+        }
     };
-    certified_key(&cert_pem, &key_pem)
+    certified_key(&cert, &key)
 }
 
-/// A certificate chain and key, from PEM, checked to belong together.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
-    let certified = unchecked_key(cert_pem, key_pem)?;
-    certified
-        .keys_match()
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+/// A certificate chain and key, checked to belong together.
+pub fn certified_key(cert: &Pem, key: &Pem) -> Result<CertifiedKey, PemError> {
+    let certified = unchecked_key(cert, key)?;
+    certified.keys_match().map_err(|source| PemError::Mismatch {
+        name: cert.name.clone(),
+        source,
+    })?;
     Ok(certified)
 }
 
-/// A certificate chain and key from PEM, not checked against each other: the check
-/// parses the certificate, which refuses critical extensions it does not know, such
-/// as TLS-ALPN-01's acmeIdentifier.
-pub fn unchecked_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
-    let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate PEM: {e}"))?;
-    if chain.is_empty() {
-        return Err("no certificate in PEM".into());
-    }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("bad private key PEM: {e}"))?
-        .ok_or("no private key in PEM")?;
-    let signer =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("unusable private key: {e}"))?;
+/// A certificate chain and key, not checked against each other: the check parses the
+/// certificate, which refuses critical extensions it does not know, such as
+/// TLS-ALPN-01's acmeIdentifier.
+pub fn unchecked_key(cert: &Pem, key: &Pem) -> Result<CertifiedKey, PemError> {
+    let chain = cert.certificates("certificate")?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key.private_key()?)
+        .map_err(|e| key.unusable("private key", e))?;
     Ok(CertifiedKey::new(chain, signer))
 }
 
 /// A throwaway self-signed certificate and key (PEM) for `hosts`.
-pub fn self_signed(hosts: &[String]) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| e.to_string())?;
+pub fn self_signed(hosts: &[String]) -> Result<(Vec<u8>, Vec<u8>), PemError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Strait self-signed (waiting for ACME)");
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key)?;
     Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
 }

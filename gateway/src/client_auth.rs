@@ -14,14 +14,14 @@ use std::sync::Arc;
 use http::HeaderValue;
 use pingora::protocols::tls::TlsRef;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use strait_config::snapshot::{ClientAuth, PemSource, TlsServer, TlsVersion};
+use strait_config::snapshot::{ClientAuth, PemSource, TlsVersion};
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
-use crate::upstream_tls::read_pem;
+use crate::pem::{Pem, PemError};
 
 /// One server's compiled client-certificate check.
 #[derive(Debug)]
@@ -48,64 +48,40 @@ pub struct PeerIdentity {
     pub xfcc: Option<HeaderValue>,
 }
 
-fn roots_into(store: &mut RootCertStore, source: &PemSource) -> Result<(), String> {
-    let (name, data) = read_pem(source)?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut data.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{name}: bad certificate PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{name}: no CA certificate in PEM"));
-    }
-    for cert in certs {
-        store
-            .add(cert)
-            .map_err(|e| format!("{name}: unusable CA certificate: {e}"))?;
+fn roots_into(store: &mut RootCertStore, source: &PemSource) -> Result<(), PemError> {
+    let pem = Pem::read(source)?;
+    for cert in pem.certificates("CA certificate")? {
+        store.add(cert).map_err(|e| pem.unusable("CA certificate", e))?;
     }
     Ok(())
 }
 
-fn crls(source: &PemSource) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let (name, data) = read_pem(source)?;
-    let list: Vec<_> = rustls_pemfile::crls(&mut data.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{name}: bad CRL PEM: {e}"))?;
-    if list.is_empty() {
-        return Err(format!("{name}: no CRL in PEM"));
-    }
-    Ok(list)
-}
-
-fn verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, String> {
+fn verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, PemError> {
     let mut roots = RootCertStore::empty();
     roots_into(&mut roots, &auth.ca)?;
     let revoked = match &auth.crl {
-        Some(crl) => crls(crl)?,
+        Some(crl) => Pem::read(crl)?.crls()?,
         None => Vec::new(),
     };
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+    Ok(
+        WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
         .with_crls(revoked)
         // Envoy checks the leaf against the CRL; the CRL need not cover intermediates.
         .only_check_end_entity_revocation()
         .allow_unknown_revocation_status()
         // Whether a certificate is required is `ServerVerifier`'s decision.
         .allow_unauthenticated()
-        .build()
-        .map_err(|e| format!("client certificate roots: {e}"))
+        .build()?,
+    )
 }
 
 /// Compiles the client-certificate checks of `snapshot`; a bad CA or CRL rejects it.
 pub fn compile(snapshot: &Snapshot) -> Result<ClientAuthTable, Vec<Diagnostic>> {
     let mut table = ClientAuthTable::default();
     let mut diags = Vec::new();
-    let diag = |server: &TlsServer, message: String| Diagnostic {
-        severity: Severity::Error,
-        code: Code::InvalidCertificate,
-        file: server.source.clone(),
-        position: Default::default(),
-        resource: None,
-        field: Some("tls.caCertificates".into()),
-        message,
-    };
     for listener in &snapshot.listeners {
         let mut servers = Vec::with_capacity(listener.tls_servers.len());
         for server in &listener.tls_servers {
@@ -118,7 +94,10 @@ pub fn compile(snapshot: &Snapshot) -> Result<ClientAuthTable, Vec<Diagnostic>> 
                         subject_alt_names: auth.subject_alt_names.clone(),
                     })),
                     Err(e) => {
-                        diags.push(diag(server, e));
+                        diags.push(
+                            auth.anchor
+                                .diag(Severity::Error, Code::InvalidCertificate, e.to_string()),
+                        );
                         None
                     }
                 },

@@ -29,6 +29,7 @@ pub mod l4;
 pub mod memory;
 pub mod metrics;
 pub mod mirror;
+pub mod pem;
 pub mod proxy;
 pub mod ratelimit;
 pub mod relay_stream;

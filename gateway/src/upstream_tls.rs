@@ -10,6 +10,8 @@ use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use strait_config::snapshot::{PemSource, UpstreamTls};
 use strait_config::{Code, Diagnostic, Severity, Snapshot};
 
+use crate::pem::{Pem, PemError};
+
 /// One cluster's TLS material.
 #[derive(Debug)]
 pub struct CompiledUpstreamTls {
@@ -38,18 +40,14 @@ pub fn compile_all(snapshot: &Snapshot) -> Result<Vec<Option<Arc<CompiledUpstrea
     let mut out = Vec::with_capacity(snapshot.clusters.len());
     let mut diags = Vec::new();
     for cluster in &snapshot.clusters {
-        match cluster.policy.tls.as_ref().map(compile) {
+        match cluster.policy.tls.as_ref().map(|tls| (tls, compile(tls))) {
             None => out.push(None),
-            Some(Ok(c)) => out.push(Some(Arc::new(c))),
-            Some(Err(message)) => diags.push(Diagnostic {
-                severity: Severity::Error,
-                code: Code::InvalidCertificate,
-                file: cluster.name.clone(),
-                position: Default::default(),
-                resource: None,
-                field: Some("trafficPolicy.tls".into()),
-                message,
-            }),
+            Some((_, Ok(c))) => out.push(Some(Arc::new(c))),
+            Some((tls, Err(e))) => diags.push(tls.anchor.diag(
+                Severity::Error,
+                Code::InvalidCertificate,
+                format!("cluster {}: {e}", cluster.name),
+            )),
         }
     }
     if diags.is_empty() {
@@ -59,33 +57,13 @@ pub fn compile_all(snapshot: &Snapshot) -> Result<Vec<Option<Arc<CompiledUpstrea
     }
 }
 
-/// The name and bytes of a PEM, from the bundle or read from its file.
-pub(crate) fn read_pem(source: &PemSource) -> Result<(String, Vec<u8>), String> {
-    match source {
-        PemSource::Inline { name, pem } => Ok((name.clone(), pem.clone())),
-        PemSource::File { path } => std::fs::read(path)
-            .map(|pem| (path.clone(), pem))
-            .map_err(|e| format!("cannot read {path}: {e}")),
-    }
+/// DER certificates of a PEM source.
+fn certificates(source: &PemSource) -> Result<Vec<Vec<u8>>, PemError> {
+    let certs = Pem::read(source)?.parsed_certificates("certificate")?;
+    Ok(certs.into_iter().map(|c| c.as_ref().to_vec()).collect())
 }
 
-/// DER certificates of a PEM, each checked to parse (Pingora's wrapper panics on bad DER).
-fn certificates(source: &PemSource) -> Result<Vec<Vec<u8>>, String> {
-    let (name, pem) = read_pem(source)?;
-    let ders: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .map(|c| c.map(|c| c.as_ref().to_vec()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{name}: bad certificate PEM: {e}"))?;
-    if ders.is_empty() {
-        return Err(format!("{name}: no certificate in PEM"));
-    }
-    for der in &ders {
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("{name}: unreadable certificate: {e}"))?;
-    }
-    Ok(ders)
-}
-
-fn compile(tls: &UpstreamTls) -> Result<CompiledUpstreamTls, String> {
+fn compile(tls: &UpstreamTls) -> Result<CompiledUpstreamTls, PemError> {
     let ca = match &tls.ca {
         Some(source) => {
             let roots: Vec<WrappedX509> = certificates(source)?
@@ -99,12 +77,9 @@ fn compile(tls: &UpstreamTls) -> Result<CompiledUpstreamTls, String> {
     let client = match &tls.client {
         Some((cert, key)) => {
             let chain = certificates(cert)?;
-            let (name, pem) = read_pem(key)?;
-            let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| format!("{name}: bad private key PEM: {e}"))?
-                .ok_or_else(|| format!("{name}: no private key in PEM"))?;
-            rustls::crypto::ring::sign::any_supported_type(&key)
-                .map_err(|e| format!("{name}: unusable private key: {e}"))?;
+            let key_pem = Pem::read(key)?;
+            let key = key_pem.private_key()?;
+            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| key_pem.unusable("private key", e))?;
             Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
         }
         None => None,

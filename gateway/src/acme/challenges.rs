@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use rustls::sign::CertifiedKey;
 
+use crate::pem::Pem;
+
 /// The answers to challenges being validated, read by the listeners. They are also
 /// written to the store, so that whichever replica the CA reaches can answer for the
 /// one that ordered.
@@ -63,7 +65,7 @@ impl Challenges {
         if !safe(&name) {
             return None;
         }
-        let pem = std::fs::read(self.alpn_file(&name)).ok()?;
+        let pem = Pem::file(self.alpn_file(&name)).ok()?;
         crate::certs::unchecked_key(&pem, &pem).ok().map(Arc::new)
     }
 

@@ -18,6 +18,7 @@ use strait_config::acme::{secret_file, secret_yaml, Challenge, Issuer, ManagedCe
 
 use super::challenges::write_private;
 use crate::engine::Engine;
+use crate::pem::Pem;
 use crate::runtime::Runtime;
 
 /// First retry delay after a failed order; it doubles up to `MAX_BACKOFF`.
@@ -307,7 +308,11 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<(Arc<CertifiedKey>, Str
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(other)?;
     let pem = format!("{}{}", cert.pem(), key.serialize_pem());
-    let certified = crate::certs::unchecked_key(pem.as_bytes(), pem.as_bytes()).map_err(AcmeError::Other)?;
+    let both = Pem {
+        name: format!("TLS-ALPN-01 certificate for {name}"),
+        bytes: pem.clone().into_bytes(),
+    };
+    let certified = crate::certs::unchecked_key(&both, &both).map_err(|e| AcmeError::Other(e.to_string()))?;
     Ok((Arc::new(certified), pem))
 }
 

@@ -60,3 +60,129 @@ fn check_passes_the_example_with_a_warning_for_the_missing_secret() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("gateway.yaml:26:7: warning[reference-not-found] Gateway default/app-gateway spec.servers[1].tls.credentialName"), "{out}");
 }
+
+/// Certificates, keys, client roots and upstream roots are read by the engine, after
+/// the configuration is built; their problems still point at the field that named
+/// them.
+#[test]
+fn check_reports_unusable_tls_material_at_the_field_that_named_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["mtls.example.com".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("sign");
+    std::fs::write(dir.join("server.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+    std::fs::write(dir.join("empty-ca.pem"), "").expect("write");
+    std::fs::write(
+        dir.join("garbage-ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let d = dir.display();
+    let gateway = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https-secret, protocol: HTTPS}}
+    hosts: [secret.example.com]
+    tls:
+      mode: SIMPLE
+      credentialName: broken-tls
+  - port: {{number: 8444, name: https-files, protocol: HTTPS}}
+    hosts: [files.example.com]
+    tls:
+      mode: SIMPLE
+      serverCertificate: {d}/missing.crt
+      privateKey: {d}/missing.key
+  - port: {{number: 8445, name: https-mtls, protocol: HTTPS}}
+    hosts: [mtls.example.com]
+    tls:
+      mode: MUTUAL
+      serverCertificate: {d}/server.crt
+      privateKey: {d}/server.key
+      caCertificates: {d}/empty-ca.pem
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: upstream, namespace: default}}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      caCertificates: {d}/garbage-ca.pem
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  ports: [{{number: 443, name: https, protocol: HTTPS}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [files.example.com]
+  gateways: [edge]
+  http:
+  - route:
+    - destination: {{host: api.example.com, port: {{number: 443}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: broken-tls, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}"#,
+        indent(&cert.pem()),
+        indent(&other_key.serialize_pem()),
+    );
+    let conf = dir.join("conf");
+    std::fs::create_dir(&conf).expect("mkdir");
+    std::fs::write(conf.join("gateway.yaml"), gateway).expect("write");
+    let (code, out) = check(&conf);
+    assert_eq!(code, Some(1), "{out}");
+    let expected = [
+        "gateway.yaml:11:7: error[invalid-certificate] Gateway default/edge spec.servers[0].tls.credentialName: secret default/broken-tls tls.crt: certificate and key do not match".to_string(),
+        format!("gateway.yaml:16:7: error[invalid-certificate] Gateway default/edge spec.servers[1].tls.serverCertificate: cannot read {d}/missing.crt: No such file or directory (os error 2)"),
+        format!("gateway.yaml:24:7: error[invalid-certificate] Gateway default/edge spec.servers[2].tls.caCertificates: {d}/empty-ca.pem: no CA certificate in PEM"),
+        format!("gateway.yaml:32:5: error[invalid-certificate] DestinationRule default/upstream spec.trafficPolicy.tls: cluster outbound|443||api.example.com: {d}/garbage-ca.pem: bad certificate PEM"),
+    ];
+    for line in &expected {
+        assert!(
+            out.lines().any(|l| l.starts_with(line.as_str())),
+            "missing line:\n{line}\nin output:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_a_secret_that_is_not_pem_at_its_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: not-pem, namespace: default}\n\
+                  type: kubernetes.io/tls\nstringData:\n  tls.crt: this is not a certificate\n  tls.key: nor a key\n";
+    std::fs::write(tmp.path().join("secret.yaml"), secret).expect("write");
+    let (code, out) = check(tmp.path());
+    assert_eq!(code, Some(1), "{out}");
+    for line in [
+        "secret.yaml:6:3: error[invalid-certificate] Secret default/not-pem stringData.tls.crt: not PEM",
+        "secret.yaml:7:3: error[invalid-certificate] Secret default/not-pem stringData.tls.key: not PEM",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing line:\n{line}\nin output:\n{out}"
+        );
+    }
+}
