@@ -5,7 +5,27 @@ use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::config::ResolverConfig;
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::{ResolveError, TokioResolver};
+use thiserror::Error;
+
+/// Why a hostname gave no address.
+#[derive(Debug, Error)]
+pub enum DnsError {
+    /// The lookup failed (no such name, no answer in time, no server).
+    #[error("cannot resolve {host}: {source}")]
+    Lookup {
+        /// The name looked up.
+        host: String,
+        /// The resolver's reason.
+        source: ResolveError,
+    },
+    /// The answer held no address.
+    #[error("no address for {host}")]
+    NoAddress {
+        /// The name looked up.
+        host: String,
+    },
+}
 
 /// A shared resolver.
 #[derive(Debug)]
@@ -36,14 +56,13 @@ impl Dns {
 
     /// An address for `host` with `port`: the first answer, IPv4 first (Envoy's
     /// LOGICAL_DNS, which Istio uses for DNS resolution at gateways).
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
-        let answer = self
-            .resolver
-            .lookup_ip(host)
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, DnsError> {
+        let answer = self.resolver.lookup_ip(host).await.map_err(|source| DnsError::Lookup {
+            host: host.to_string(),
+            source,
+        })?;
         let ip: Option<IpAddr> = answer.iter().next();
         ip.map(|ip| SocketAddr::new(ip, port))
-            .ok_or_else(|| format!("no address for {host}"))
+            .ok_or_else(|| DnsError::NoAddress { host: host.to_string() })
     }
 }

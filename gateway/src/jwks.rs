@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use strait_config::jwt::{Jwks, JwtAuth, KeySet};
+use strait_config::jwt::{Jwks, JwksError, JwtAuth, KeySet};
+use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
 /// Largest JWKS document accepted.
@@ -188,7 +189,7 @@ async fn refresh(slot: Weak<RemoteJwks>, client: reqwest::Client, every: Duratio
                 log::warn!("JWKS {}: fetch failed ({failures} in a row), {kept}: {e}", s.uri);
                 s.state.send_modify(|f| {
                     f.attempted = true;
-                    f.error = Some(e);
+                    f.error = Some(e.to_string());
                 });
                 FIRST_RETRY
                     .saturating_mul(1 << failures.min(16).saturating_sub(1))
@@ -200,38 +201,55 @@ async fn refresh(slot: Weak<RemoteJwks>, client: reqwest::Client, every: Duratio
     }
 }
 
+/// Why a key set could not be fetched.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// No answer (connection, TLS, timeout).
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    /// An answer other than success.
+    #[error("status {0}")]
+    Status(reqwest::StatusCode),
+    /// A body larger than `MAX_JWKS_BYTES`.
+    #[error("larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    /// A discovery document that is not JSON.
+    #[error("the OpenID configuration is not JSON: {0}")]
+    Discovery(serde_json::Error),
+    /// A discovery document without `jwks_uri`.
+    #[error("the OpenID configuration has no jwks_uri")]
+    NoJwksUri,
+    /// A key set that cannot be used.
+    #[error(transparent)]
+    Keys(#[from] JwksError),
+}
+
 /// The keys named by an OpenID discovery document's `jwks_uri`.
-async fn discover(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<KeySet, String> {
+async fn discover(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<KeySet, FetchError> {
     let doc = get(client, uri, timeout).await?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&doc).map_err(|e| format!("the OpenID configuration is not JSON: {e}"))?;
+    let doc: serde_json::Value = serde_json::from_slice(&doc).map_err(FetchError::Discovery)?;
     let jwks_uri = doc
         .get("jwks_uri")
         .and_then(serde_json::Value::as_str)
-        .ok_or("the OpenID configuration has no jwks_uri")?;
+        .ok_or(FetchError::NoJwksUri)?;
     fetch(client, jwks_uri, timeout).await
 }
 
-async fn fetch(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<KeySet, String> {
+async fn fetch(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<KeySet, FetchError> {
     let body = get(client, uri, timeout).await?;
-    KeySet::parse(&String::from_utf8_lossy(&body))
+    Ok(KeySet::parse(&String::from_utf8_lossy(&body))?)
 }
 
 /// A successful answer's body, at most `MAX_JWKS_BYTES`.
-async fn get(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let mut resp = client
-        .get(uri)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| format!("{e}"))?;
+async fn get(client: &reqwest::Client, uri: &str, timeout: Duration) -> Result<Vec<u8>, FetchError> {
+    let mut resp = client.get(uri).timeout(timeout).send().await?;
     if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
+        return Err(FetchError::Status(resp.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{e}"))? {
+    while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(FetchError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }

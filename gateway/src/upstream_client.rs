@@ -14,7 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
 use crate::balance;
-use crate::dns::Dns;
+use crate::dns::{Dns, DnsError};
 use crate::runtime::Runtime;
 
 /// Why no address came out of `endpoint`.
@@ -29,7 +29,7 @@ pub enum PickError {
         /// The endpoint chosen, so a caller can count it as tried.
         index: usize,
         /// The resolver's explanation.
-        reason: String,
+        reason: DnsError,
     },
 }
 
