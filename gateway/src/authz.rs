@@ -66,7 +66,6 @@ struct Verdict {
 /// authorizer, then DENY and ALLOW. `port` is the listener's Gateway port, used
 /// when the connection does not tell its local port; `hops` the trusted proxies
 /// in front of the gateway.
-#[allow(clippy::too_many_arguments)]
 pub async fn authorize(
     shared: &Engine,
     runtime: &Runtime,
