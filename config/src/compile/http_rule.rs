@@ -388,7 +388,7 @@ impl Compiler<'_> {
         match self.regexes.get(re, ignore_case) {
             Ok(r) => Some(r),
             Err(msg) => {
-                self.err(e, Code::InvalidRegex, f, msg);
+                self.err(e, Code::InvalidRegex, f, msg.to_string());
                 None
             }
         }

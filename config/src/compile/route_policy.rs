@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use regex::Regex;
 
+use crate::compile::regex::RegexError;
 use crate::diag::Code;
 use crate::duration;
 use crate::resources::networking::{CorsPolicy, HttpFaultInjection, HttpRetry, HttpRoute, Percent, StringMatch};
@@ -56,7 +57,7 @@ const GRPC_STATUSES: &[(&str, u32)] = &[
 /// Errors name the field relative to the rule.
 pub fn route_policy(
     rule: &HttpRoute,
-    regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, String>,
+    regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, RegexError>,
 ) -> Result<RoutePolicy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut policy = RoutePolicy::default();
@@ -266,13 +267,20 @@ fn fault(f: &HttpFaultInjection) -> Result<Option<Fault>, Vec<PolicyError>> {
     Ok((delay.is_some() || abort.is_some()).then_some(Fault { delay, abort }))
 }
 
-fn cors(c: &CorsPolicy, regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, String>) -> Result<Cors, Vec<PolicyError>> {
+fn cors(
+    c: &CorsPolicy,
+    regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, RegexError>,
+) -> Result<Cors, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut allow_origins = Vec::new();
     for (i, m) in c.allow_origins.iter().enumerate() {
         match origin_match(m, regex) {
             Ok(m) => allow_origins.push(m),
-            Err(e) => errors.push(error(&format!("corsPolicy.allowOrigins[{i}]"), Code::InvalidRegex, e)),
+            Err(e) => errors.push(error(
+                &format!("corsPolicy.allowOrigins[{i}]"),
+                Code::InvalidRegex,
+                e.to_string(),
+            )),
         }
     }
     allow_origins.extend(c.allow_origin.iter().map(|o| {
@@ -334,8 +342,8 @@ fn cors(c: &CorsPolicy, regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, String
 /// An origin StringMatch; an exact `*` allows any origin, as in Envoy.
 fn origin_match(
     m: &StringMatch,
-    regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, String>,
-) -> Result<StrMatch, String> {
+    regex: &mut dyn FnMut(&str) -> Result<Arc<Regex>, RegexError>,
+) -> Result<StrMatch, RegexError> {
     Ok(match (&m.exact, &m.prefix, &m.regex) {
         (Some(e), _, _) if e == "*" => StrMatch::Present,
         (Some(e), _, _) => StrMatch::Exact(e.clone()),
@@ -351,7 +359,7 @@ mod tests {
 
     use super::*;
 
-    fn compile(re: &str) -> Result<Arc<Regex>, String> {
+    fn compile(re: &str) -> Result<Arc<Regex>, RegexError> {
         crate::compile::regex::compile_full_match(re, false).map(Arc::new)
     }
 
