@@ -9,20 +9,31 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClaimPath(pub Vec<String>);
 
+/// Why a claim name cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimPathError {
+    /// `[a][b` and the like: bracketed names that are not closed.
+    #[error("claim {0:?}: unbalanced brackets")]
+    UnbalancedBrackets(String),
+    /// An empty name (`a..b`, `[]`) or a bracket inside a dotted name.
+    #[error("claim {0:?}: empty or malformed name")]
+    MalformedName(String),
+}
+
 impl ClaimPath {
     /// Parses `name`, `a.b` (VirtualService and outputClaimToHeaders style) or
     /// `[a][b]` (AuthorizationPolicy style, which keeps dots inside names).
-    pub fn parse(text: &str) -> Result<ClaimPath, String> {
+    pub fn parse(text: &str) -> Result<ClaimPath, ClaimPathError> {
         let parts: Vec<String> = if let Some(inner) = text.strip_prefix('[') {
             let inner = inner
                 .strip_suffix(']')
-                .ok_or_else(|| format!("claim {text:?}: unbalanced brackets"))?;
+                .ok_or_else(|| ClaimPathError::UnbalancedBrackets(text.to_string()))?;
             inner.split("][").map(str::to_string).collect()
         } else {
             text.split('.').map(str::to_string).collect()
         };
         if parts.iter().any(|p| p.is_empty() || p.contains('[') || p.contains(']')) {
-            return Err(format!("claim {text:?}: empty or malformed name"));
+            return Err(ClaimPathError::MalformedName(text.to_string()));
         }
         Ok(ClaimPath(parts))
     }
@@ -83,6 +94,18 @@ mod tests {
         assert_eq!(find("[https://example.com/role]"), Some(json!("admin")));
         assert_eq!(find("org.missing"), None);
         assert!(ClaimPath::parse("a..b").is_err() && ClaimPath::parse("[a][b").is_err());
+        assert_eq!(
+            ClaimPath::parse("[a][b"),
+            Err(ClaimPathError::UnbalancedBrackets("[a][b".into()))
+        );
+        assert_eq!(
+            ClaimPath::parse("a..b"),
+            Err(ClaimPathError::MalformedName("a..b".into()))
+        );
+        assert_eq!(
+            ClaimPath::parse("[a]b]").map_err(|e| e.to_string()),
+            Err("claim \"[a]b]\": empty or malformed name".to_string())
+        );
 
         let groups = find("groups").unwrap_or_default();
         assert!(any_value(&groups, |s| s == "ops"));

@@ -81,7 +81,7 @@ pub fn compile(id: String, spec: &RateLimitSpec) -> Result<Arc<RateLimit>, Vec<(
             (false, None, Some(c)) => match crate::claims::ClaimPath::parse(c) {
                 Ok(path) => RateKey::Claim(path),
                 Err(e) => {
-                    errors.push(("spec.key.claim".into(), e));
+                    errors.push(("spec.key.claim".into(), e.to_string()));
                     RateKey::ClientIp
                 }
             },

@@ -130,7 +130,7 @@ fn condition(c: &Condition) -> Result<Cond, String> {
             "request.auth.presenter" => Key::Presenter,
             "source.serviceAccount" | "destination.ip" => Key::Unavailable(key.into()),
             k if k.starts_with("request.auth.claims[") => {
-                Key::Claim(ClaimPath::parse(&k["request.auth.claims".len()..])?)
+                Key::Claim(ClaimPath::parse(&k["request.auth.claims".len()..]).map_err(|e| e.to_string())?)
             }
             other => return Err(format!("unknown condition key {other:?}")),
         }

@@ -320,7 +320,7 @@ impl Compiler<'_> {
                 if k.starts_with('@') {
                     match claim_key(k).map(ClaimPath::parse) {
                         Some(Ok(claim)) => into_claims.extend(matcher.map(|matcher| ClaimMatch { claim, matcher })),
-                        Some(Err(msg)) => self.err(e, Code::InvalidValue, &kf, msg),
+                        Some(Err(msg)) => self.err(e, Code::InvalidValue, &kf, msg.to_string()),
                         None => self.err(
                             e,
                             Code::InvalidValue,

@@ -114,7 +114,7 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
         match (header, claim) {
             (Ok(h), Ok(c)) => claim_headers.push((h, c)),
             (Err(e), _) => err(&format!("outputClaimToHeaders[{i}].header"), e),
-            (_, Err(e)) => err(&format!("outputClaimToHeaders[{i}].claim"), e),
+            (_, Err(e)) => err(&format!("outputClaimToHeaders[{i}].claim"), e.to_string()),
         }
     }
     match jwks {
