@@ -193,15 +193,26 @@ pub struct CompiledL4Match {
     pub sni_hosts: Vec<String>,
 }
 
+/// Why a route destination's weight is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeightError {
+    /// Below zero.
+    #[error("weight must not be negative")]
+    Negative,
+    /// Past what Istio's int32 weights can hold.
+    #[error("weight {0} is more than 2147483647 (Istio's weights are int32)")]
+    TooLarge(i64),
+}
+
 /// A route destination's weight: Istio's weights are int32 and not negative.
-pub fn route_weight(w: i64) -> Result<u32, String> {
+pub fn route_weight(w: i64) -> Result<u32, WeightError> {
     if w < 0 {
-        return Err("weight must not be negative".into());
+        return Err(WeightError::Negative);
     }
     i32::try_from(w)
         .ok()
         .and_then(|w| u32::try_from(w).ok())
-        .ok_or_else(|| format!("weight {w} is more than 2147483647 (Istio's weights are int32)"))
+        .ok_or(WeightError::TooLarge(w))
 }
 
 /// The sum of a route's weights, taken in u64 so that it cannot wrap; `None` when it
@@ -406,7 +417,12 @@ impl<'a> Compiler<'a> {
                     w
                 }
                 Some(Err(msg)) => {
-                    self.err(e, Code::InvalidValue, &format!("{f}.route[{di}].weight"), msg);
+                    self.err(
+                        e,
+                        Code::InvalidValue,
+                        &format!("{f}.route[{di}].weight"),
+                        msg.to_string(),
+                    );
                     continue;
                 }
                 None if single => 100,
@@ -451,5 +467,22 @@ impl<'a> Compiler<'a> {
     /// Errors reported so far (a rule whose compilation added some has no result).
     pub(super) fn error_count(&self) -> usize {
         self.diags.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_int32_and_not_negative() {
+        assert_eq!(route_weight(0), Ok(0));
+        assert_eq!(route_weight(2147483647), Ok(2147483647));
+        assert_eq!(route_weight(-1), Err(WeightError::Negative));
+        assert_eq!(route_weight(2147483648), Err(WeightError::TooLarge(2147483648)));
+        assert_eq!(
+            WeightError::TooLarge(2147483648).to_string(),
+            "weight 2147483648 is more than 2147483647 (Istio's weights are int32)"
+        );
     }
 }
