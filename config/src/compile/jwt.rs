@@ -14,11 +14,22 @@ use crate::resources::security::{JwtRule, RequestAuthenticationSpec};
 /// Istio's default time to wait for a JWKS.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn header_name(text: &str) -> Result<HeaderName, String> {
+/// Why a header named in a jwtRule cannot be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HeaderNameError {
+    /// `:path` and the like are not headers a token can travel in or be copied to.
+    #[error("{0:?}: pseudo-headers cannot be used")]
+    PseudoHeader(String),
+    /// Not a valid HTTP header name.
+    #[error("{0:?} is not a header name")]
+    Invalid(String),
+}
+
+fn header_name(text: &str) -> Result<HeaderName, HeaderNameError> {
     if text.starts_with(':') {
-        return Err(format!("{text:?}: pseudo-headers cannot be used"));
+        return Err(HeaderNameError::PseudoHeader(text.to_string()));
     }
-    HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{text:?} is not a header name"))
+    HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()).map_err(|_| HeaderNameError::Invalid(text.to_string()))
 }
 
 /// Compiles one jwtRule; errors are (field under the rule, message).
@@ -84,7 +95,7 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
                 name,
                 prefix: h.prefix.clone().unwrap_or_default(),
             }),
-            Err(e) => err(&format!("fromHeaders[{i}].name"), e),
+            Err(e) => err(&format!("fromHeaders[{i}].name"), e.to_string()),
         }
     }
     locations.extend(rule.from_params.iter().cloned().map(Location::Param));
@@ -102,7 +113,7 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
         Some(h) => match header_name(h) {
             Ok(n) => Some(n),
             Err(e) => {
-                err("outputPayloadToHeader", e);
+                err("outputPayloadToHeader", e.to_string());
                 None
             }
         },
@@ -113,7 +124,7 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
         let claim = ClaimPath::parse(c.claim.as_deref().unwrap_or(""));
         match (header, claim) {
             (Ok(h), Ok(c)) => claim_headers.push((h, c)),
-            (Err(e), _) => err(&format!("outputClaimToHeaders[{i}].header"), e),
+            (Err(e), _) => err(&format!("outputClaimToHeaders[{i}].header"), e.to_string()),
             (_, Err(e)) => err(&format!("outputClaimToHeaders[{i}].claim"), e.to_string()),
         }
     }

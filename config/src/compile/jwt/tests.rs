@@ -135,6 +135,21 @@ fn jwks_parsing() {
 }
 
 #[test]
+fn header_names() {
+    assert_eq!(header_name("X-Token").map(|h| h.to_string()), Ok("x-token".to_string()));
+    assert_eq!(header_name(":path"), Err(HeaderNameError::PseudoHeader(":path".into())));
+    assert_eq!(header_name("a b"), Err(HeaderNameError::Invalid("a b".into())));
+    assert_eq!(
+        HeaderNameError::PseudoHeader(":path".into()).to_string(),
+        "\":path\": pseudo-headers cannot be used"
+    );
+    assert_eq!(
+        HeaderNameError::Invalid("a b".into()).to_string(),
+        "\"a b\" is not a header name"
+    );
+}
+
+#[test]
 fn rule_compilation() {
     let rule: JwtRule = serde_json::from_value(json!({
         "issuer": ISS,
