@@ -65,17 +65,26 @@ const SUITES: &[(&str, &str)] = &[
     ),
 ];
 
-fn version(text: Option<&str>, bound: &str) -> Result<Option<TlsVersion>, String> {
+/// Why a `minProtocolVersion` or `maxProtocolVersion` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TlsVersionError {
+    /// TLS 1.0 or 1.1 as the newest version: nothing could be negotiated.
+    #[error("TLS 1.0 and 1.1 are not served (rustls has TLS 1.2 and 1.3 only)")]
+    Unserved,
+    /// Not one of Istio's names.
+    #[error("{0:?} is not a TLS version (TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3)")]
+    Unknown(String),
+}
+
+fn version(text: Option<&str>, bound: &str) -> Result<Option<TlsVersion>, TlsVersionError> {
     match text.unwrap_or("TLS_AUTO") {
         "TLS_AUTO" => Ok(None),
         // rustls serves nothing older than 1.2, so an older minimum changes nothing.
         "TLSV1_0" | "TLSV1_1" if bound == "min" => Ok(None),
-        "TLSV1_0" | "TLSV1_1" => Err("TLS 1.0 and 1.1 are not served (rustls has TLS 1.2 and 1.3 only)".into()),
+        "TLSV1_0" | "TLSV1_1" => Err(TlsVersionError::Unserved),
         "TLSV1_2" => Ok(Some(TlsVersion::Tls12)),
         "TLSV1_3" => Ok(Some(TlsVersion::Tls13)),
-        other => Err(format!(
-            "{other:?} is not a TLS version (TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3)"
-        )),
+        other => Err(TlsVersionError::Unknown(other.to_string())),
     }
 }
 
@@ -94,11 +103,11 @@ pub fn compile(mode: &str, tls: &ServerTls, keys: &CredentialKeys<'_>) -> (Compi
     let mut problem = |field, message: String, error| problems.push(Problem { field, message, error });
     match version(tls.min_protocol_version.as_deref(), "min") {
         Ok(v) => out.min_version = v,
-        Err(e) => problem("minProtocolVersion", e, true),
+        Err(e) => problem("minProtocolVersion", e.to_string(), true),
     }
     match version(tls.max_protocol_version.as_deref(), "max") {
         Ok(v) => out.max_version = v,
-        Err(e) => problem("maxProtocolVersion", e, true),
+        Err(e) => problem("maxProtocolVersion", e.to_string(), true),
     }
     if let (Some(min), Some(max)) = (out.min_version, out.max_version) {
         if min > max {
@@ -222,5 +231,28 @@ mod tests {
         );
         let fields: Vec<_> = p.iter().filter(|p| p.error).map(|p| p.field).collect();
         assert_eq!(fields, ["maxProtocolVersion", "cipherSuites", "caCertificates"]);
+        assert_eq!(
+            p[0].message,
+            "TLS 1.0 and 1.1 are not served (rustls has TLS 1.2 and 1.3 only)"
+        );
+    }
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(version(None, "max"), Ok(None));
+        assert_eq!(
+            version(Some("TLSV1_0"), "min"),
+            Ok(None),
+            "older minimums change nothing"
+        );
+        assert_eq!(version(Some("TLSV1_1"), "max"), Err(TlsVersionError::Unserved));
+        assert_eq!(
+            version(Some("TLSV1.2"), "min"),
+            Err(TlsVersionError::Unknown("TLSV1.2".into()))
+        );
+        assert_eq!(
+            TlsVersionError::Unknown("TLSV1.2".into()).to_string(),
+            "\"TLSV1.2\" is not a TLS version (TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3)"
+        );
     }
 }
