@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::authz::*;
-use crate::claims::ClaimPath;
+use crate::claims::{ClaimPath, ClaimPathError};
 use crate::resources::security::{AuthorizationPolicySpec, Condition, Operation, Source};
 
 fn value(s: &str) -> Value {
@@ -26,8 +26,48 @@ fn values(any: &[String], not: &[String]) -> Field<Value> {
     }
 }
 
+/// Why an entry of `ipBlocks`, `remoteIpBlocks` or an IP condition is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpBlockError {
+    /// Neither an address nor `address/prefix`.
+    #[error("{0:?} is not an IP address or CIDR block")]
+    NotAnAddress(String),
+    /// A prefix that is not a number up to the address's bit length.
+    #[error("{0:?} has an invalid prefix length")]
+    BadPrefix(String),
+}
+
+/// Why a `paths` template is refused: Istio only takes `{*}` and `{**}` as whole
+/// segments, and `{**}` once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PathTemplateError {
+    /// `{*}` or `{**}` sharing a segment with other text.
+    #[error("{0:?}: {{*}} and {{**}} must be whole path segments")]
+    PartialSegment(String),
+    /// `{**}` more than once.
+    #[error("{0:?}: {{**}} may appear once")]
+    RepeatedDoubleStar(String),
+}
+
+/// Why a `when` condition is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ConditionError {
+    /// A value of `source.ip` or `remote.ip` that is not an address or block.
+    #[error(transparent)]
+    IpBlock(#[from] IpBlockError),
+    /// A `request.auth.claims[...]` key that does not name a claim.
+    #[error(transparent)]
+    Claim(#[from] ClaimPathError),
+    /// A key Istio does not define.
+    #[error("unknown condition key {0:?}")]
+    UnknownKey(String),
+    /// Neither `values` nor `notValues`: the condition would say nothing.
+    #[error("a condition needs values or notValues")]
+    NoValues,
+}
+
 /// Parses `1.2.3.4` or `10.0.0.0/8`.
-pub fn ip_block(s: &str) -> Result<IpBlock, String> {
+pub fn ip_block(s: &str) -> Result<IpBlock, IpBlockError> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -35,7 +75,7 @@ pub fn ip_block(s: &str) -> Result<IpBlock, String> {
     let addr: IpAddr = addr
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        .map_err(|_| IpBlockError::NotAnAddress(s.to_string()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => max,
@@ -44,28 +84,28 @@ pub fn ip_block(s: &str) -> Result<IpBlock, String> {
             .parse::<u8>()
             .ok()
             .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
+            .ok_or_else(|| IpBlockError::BadPrefix(s.to_string()))?,
     };
     Ok(IpBlock { addr, prefix })
 }
 
-fn blocks(any: &[String], not: &[String]) -> Result<Field<IpBlock>, String> {
+fn blocks(any: &[String], not: &[String]) -> Result<Field<IpBlock>, IpBlockError> {
     Ok(Field {
         any: any.iter().map(|s| ip_block(s)).collect::<Result<_, _>>()?,
         not: not.iter().map(|s| ip_block(s)).collect::<Result<_, _>>()?,
     })
 }
 
-fn path_value(s: &str) -> Result<PathValue, String> {
+fn path_value(s: &str) -> Result<PathValue, PathTemplateError> {
     if s.contains('{') {
         let segments: Vec<String> = s.split('/').map(str::to_string).collect();
         let last_double = segments.iter().rposition(|x| x == "{**}");
         for (i, seg) in segments.iter().enumerate() {
             if seg.contains('{') && seg != "{*}" && seg != "{**}" {
-                return Err(format!("{s:?}: {{*}} and {{**}} must be whole path segments"));
+                return Err(PathTemplateError::PartialSegment(s.to_string()));
             }
             if seg == "{**}" && Some(i) != last_double {
-                return Err(format!("{s:?}: {{**}} may appear once"));
+                return Err(PathTemplateError::RepeatedDoubleStar(s.to_string()));
             }
         }
         return Ok(PathValue::Template(segments));
@@ -78,9 +118,9 @@ fn source(s: &Source) -> Result<SourceMatch, (String, String)> {
         principals: values(&s.principals, &s.not_principals),
         request_principals: values(&s.request_principals, &s.not_request_principals),
         namespaces: values(&s.namespaces, &s.not_namespaces),
-        ip_blocks: blocks(&s.ip_blocks, &s.not_ip_blocks).map_err(|e| ("ipBlocks".to_string(), e))?,
+        ip_blocks: blocks(&s.ip_blocks, &s.not_ip_blocks).map_err(|e| ("ipBlocks".to_string(), e.to_string()))?,
         remote_ip_blocks: blocks(&s.remote_ip_blocks, &s.not_remote_ip_blocks)
-            .map_err(|e| ("remoteIpBlocks".to_string(), e))?,
+            .map_err(|e| ("remoteIpBlocks".to_string(), e.to_string()))?,
     })
 }
 
@@ -95,7 +135,7 @@ fn operation(o: &Operation) -> Result<OperationMatch, (String, String)> {
     };
     let paths = |list: &[String]| -> Result<Vec<PathValue>, (String, String)> {
         list.iter()
-            .map(|p| path_value(p).map_err(|e| ("paths".to_string(), e)))
+            .map(|p| path_value(p).map_err(|e| ("paths".to_string(), e.to_string())))
             .collect()
     };
     Ok(OperationMatch {
@@ -112,7 +152,7 @@ fn operation(o: &Operation) -> Result<OperationMatch, (String, String)> {
     })
 }
 
-fn condition(c: &Condition) -> Result<Cond, String> {
+fn condition(c: &Condition) -> Result<Cond, ConditionError> {
     let key = c.key.as_deref().unwrap_or("");
     let vals = values(&c.values, &c.not_values);
     let key = if let Some(h) = key.strip_prefix("request.headers[").and_then(|k| k.strip_suffix(']')) {
@@ -130,13 +170,13 @@ fn condition(c: &Condition) -> Result<Cond, String> {
             "request.auth.presenter" => Key::Presenter,
             "source.serviceAccount" | "destination.ip" => Key::Unavailable(key.into()),
             k if k.starts_with("request.auth.claims[") => {
-                Key::Claim(ClaimPath::parse(&k["request.auth.claims".len()..]).map_err(|e| e.to_string())?)
+                Key::Claim(ClaimPath::parse(&k["request.auth.claims".len()..])?)
             }
-            other => return Err(format!("unknown condition key {other:?}")),
+            other => return Err(ConditionError::UnknownKey(other.to_string())),
         }
     };
     if c.values.is_empty() && c.not_values.is_empty() {
-        return Err("a condition needs values or notValues".into());
+        return Err(ConditionError::NoValues);
     }
     Ok(Cond { key, values: vals })
 }
@@ -162,7 +202,7 @@ pub fn compile_policy(name: String, spec: &AuthorizationPolicySpec) -> Result<Po
         for (wi, w) in r.when.iter().enumerate() {
             match condition(w) {
                 Ok(c) => rule.when.push(c),
-                Err(e) => errors.push((format!("spec.rules[{ri}].when[{wi}]"), e)),
+                Err(e) => errors.push((format!("spec.rules[{ri}].when[{wi}]"), e.to_string())),
             }
         }
         rules.push(rule);
@@ -253,6 +293,11 @@ mod tests {
         let not_jwt = policy("rules: [{from: [{source: {notRequestPrincipals: ['*']}}]}]");
         assert!(not_jwt.matches(&req("/x", &h)));
         assert!(ip_block("10.0.0.0/33").is_err() && ip_block("nope").is_err());
+        assert_eq!(
+            ip_block("10.0.0.0/33").err(),
+            Some(IpBlockError::BadPrefix("10.0.0.0/33".into()))
+        );
+        assert_eq!(ip_block("nope").err(), Some(IpBlockError::NotAnAddress("nope".into())));
 
         let token = Verified {
             principal: "https://issuer/alice".into(),
@@ -287,5 +332,43 @@ mod tests {
         )
         .expect("spec");
         assert!(compile_policy("p".into(), &spec).is_err(), "unknown condition key");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_value() {
+        let spec: AuthorizationPolicySpec = serde_json::from_value(serde_json::json!({"rules": [{
+            "from": [{"source": {"notRemoteIpBlocks": ["10.0.0.0/40"]}}],
+            "to": [{"operation": {"paths": ["/a/{**}/b/{**}", "/x{*}"]}}],
+            "when": [{"key": "request.color", "values": ["x"]}, {"key": "source.ip", "values": ["nope"]},
+                     {"key": "request.auth.claims[a][b", "values": ["x"]}, {"key": "source.principal"}]
+        }]}))
+        .expect("spec");
+        let errors = compile_policy("p".into(), &spec).expect_err("invalid");
+        let errors: Vec<(&str, &str)> = errors.iter().map(|(f, m)| (f.as_str(), m.as_str())).collect();
+        assert_eq!(
+            errors,
+            [
+                (
+                    "spec.rules[0].from[0].source.remoteIpBlocks",
+                    "\"10.0.0.0/40\" has an invalid prefix length"
+                ),
+                (
+                    "spec.rules[0].to[0].operation.paths",
+                    "\"/a/{**}/b/{**}\": {**} may appear once"
+                ),
+                ("spec.rules[0].when[0]", "unknown condition key \"request.color\""),
+                ("spec.rules[0].when[1]", "\"nope\" is not an IP address or CIDR block"),
+                ("spec.rules[0].when[2]", "claim \"[a][b\": unbalanced brackets"),
+                ("spec.rules[0].when[3]", "a condition needs values or notValues"),
+            ]
+        );
+        assert_eq!(
+            path_value("/x{*}").err(),
+            Some(PathTemplateError::PartialSegment("/x{*}".into()))
+        );
+        assert_eq!(
+            PathTemplateError::PartialSegment("/x{*}".into()).to_string(),
+            "\"/x{*}\": {*} and {**} must be whole path segments"
+        );
     }
 }
