@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const ROUTES: &str = r#"
+const ROUTES: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -89,7 +89,7 @@ async fn hashing_ejection_and_overflow() {
     let backends = [echo("b0", "v1").await, echo("b1", "v1").await, echo("b2", "v1").await];
     let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
     let [dead] = free_ports::<1>();
-    let mut config = http_gateway(r#"["*.example.com"]"#) + ROUTES;
+    let mut config = http_gateway(&["*.example.com"]) + ROUTES;
     config.push_str(&service_entry("hash.internal", "HTTP", &ports));
     config.push_str(&service_entry("cookie.internal", "HTTP", &ports));
     config.push_str(&service_entry("outlier.internal", "HTTP", &[ports[0], ports[1], dead]));

@@ -2,7 +2,7 @@
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -30,7 +30,7 @@ spec:
 async fn preflights_and_allowed_origins() {
     let backend = echo("backend", "v1").await;
     let (gw, _dir) = start_with(&[
-        ("app.yaml", &(http_gateway("[app.example.com]") + CONFIG)),
+        ("app.yaml", &(http_gateway(&["app.example.com"]) + CONFIG)),
         ("backend.yaml", &backend_entry(&[("v1", backend.addr.port())])),
     ]);
     let c = client(&[("app.example.com", gw.http)], &[]);

@@ -126,8 +126,8 @@ async fn egress_gateway_originates_tls_to_a_dns_resolved_service_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_only_refuses_hosts_outside_the_registry() {
-    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: out, namespace: default}\nspec:\n  hosts: [out.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: api.unknown.test}}]\n";
-    let config = http_gateway("[out.example.com]") + vs;
+    let config = http_gateway(&["out.example.com"])
+        + &virtual_service("out", &["out.example.com"], &["gw"], &route_to("api.unknown.test"));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("out.yaml"), &config).expect("write");
     let mesh_dir = tempfile::tempdir().expect("tempdir");
@@ -231,9 +231,10 @@ async fn mutual_tls_origination_with_files_and_a_secret() {
         indent(&client_cert.key_pem),
         indent(&server.cert_pem)
     );
-    let config = http_gateway("[files.example.com, secret.example.com, none.example.com]")
+    let config = http_gateway(&["files.example.com", "secret.example.com", "none.example.com"])
         + &format!(
-            r#"apiVersion: networking.istio.io/v1
+            r#"---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: out, namespace: default}}
 spec:

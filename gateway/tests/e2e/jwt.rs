@@ -73,7 +73,7 @@ impl JwksServer {
 
 fn config(backend: u16, jwks_port: u16, down_port: u16, inline_keys: &str) -> String {
     let inline = serde_json::to_string(inline_keys).expect("json string");
-    http_gateway("[app.example.com]")
+    http_gateway(&["app.example.com"])
         + &backend_entry(&[("v1", backend)])
         + &format!(
             r#"---

@@ -1,4 +1,5 @@
-//! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
+//! End-to-end tests: the real gateway binary as a process, real echo backends, real
+//! TLS, on loopback.
 
 mod access_log;
 mod acme;
@@ -7,6 +8,8 @@ mod admin;
 mod authz;
 mod balancing;
 mod check;
+#[path = "../common/mod.rs"]
+mod common;
 mod connection_abuse;
 mod cors;
 mod egress;

@@ -80,7 +80,7 @@ async fn istio_metrics_for_known_traffic() {
             .serve_with_incoming(tokio_stream_from(listener)),
     );
     let [down] = free_ports::<1>();
-    let config = http_gateway("[app.example.com, grpc.example.com]")
+    let config = http_gateway(&["app.example.com", "grpc.example.com"])
         + &backend_entry(&[("v1", backend.addr.port())])
         + &service_entry("down.internal", "HTTP", &[down])
         + &service_entry("health.internal", "GRPC", &[grpc_port])
@@ -233,8 +233,9 @@ async fn destination_workload_and_build_version() {
             "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: 127.0.0.1\n  ports: {{http: {port}}}\n  labels: {{app: reviews, version: {version}}}\n"
         )
     };
-    let config = http_gateway("[reviews.example.com]")
-        + r#"apiVersion: networking.istio.io/v1
+    let config = http_gateway(&["reviews.example.com"])
+        + r#"---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: reviews, namespace: default}
 spec:

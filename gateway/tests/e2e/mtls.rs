@@ -144,7 +144,6 @@ spec:
   rules:
   - from: [{{source: {{notPrincipals: [cluster.local/ns/shop/sa/web]}}}}]
     to: [{{operation: {{paths: [/admin]}}}}]
----
 {backends}"#,
         cert = indent(&server.cert_pem),
         key = indent(&server.key_pem),
