@@ -23,7 +23,6 @@ pub struct Gateway {
     pub http: u16,
     pub https: u16,
     pub admin: u16,
-    pub health: u16,
     pub metrics: u16,
     log: PathBuf,
     _logdir: tempfile::TempDir,
@@ -83,7 +82,6 @@ impl Gateway {
             http,
             https,
             admin,
-            health,
             metrics,
             log,
             _logdir: logdir,
@@ -109,11 +107,6 @@ impl Gateway {
     /// `/config_dump` as JSON.
     pub fn config_dump(&self) -> serde_json::Value {
         config_dump(self.admin)
-    }
-
-    /// `/clusters` as JSON: the cluster named `name`.
-    pub fn cluster(&self, name: &str) -> serde_json::Value {
-        cluster(self.admin, name)
     }
 
     /// The running config version.
