@@ -208,22 +208,22 @@ impl Harness {
     /// Stops the server and waits until its ports refuse connections.
     ///
     /// # Panics
-    /// If a port still accepts connections after the server thread ended.
+    /// If the server thread panicked, or a port still accepts connections after it
+    /// ended.
     pub fn stop(mut self) {
-        if let Err(open) = self.shut_down() {
-            panic!("ports {open:?} still accept connections after the server stopped");
+        if let Err(e) = self.shut_down() {
+            panic!("{e}");
         }
     }
 
-    /// Tells the server to stop, waits for its thread, then for its ports to close;
-    /// the ports still open after `WAIT` are the error.
-    fn shut_down(&mut self) -> Result<(), Vec<u16>> {
+    /// Tells the server to stop, waits for its thread, then for its ports to close.
+    fn shut_down(&mut self) -> Result<(), String> {
         let Some(server) = self.server.take() else {
             return Ok(());
         };
         self.stop.send_replace(true);
         if server.join().is_err() {
-            log::error!("the harness's server thread panicked");
+            return Err("the harness's server thread panicked".into());
         }
         // Pingora's runtimes have ended by now, but a worker may still be closing
         // its listener.
@@ -234,7 +234,9 @@ impl Harness {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(open);
+                return Err(format!(
+                    "ports {open:?} still accept connections after the server stopped"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -243,9 +245,13 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Err(open) = self.shut_down() {
-            // No panic here: the harness may be dropped while a test unwinds.
-            log::error!("ports {open:?} still accept connections after the server stopped");
+        if let Err(e) = self.shut_down() {
+            // A second panic while the test unwinds would abort the whole run.
+            if std::thread::panicking() {
+                eprintln!("{e}");
+            } else {
+                panic!("{e}");
+            }
         }
     }
 }
