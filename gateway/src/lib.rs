@@ -43,6 +43,8 @@ pub mod server;
 pub mod shutdown;
 pub mod sources;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls_front;
 pub mod trace;
 pub mod upstream;

@@ -1,18 +1,21 @@
-//! Assembles the Pingora server for the gateway role: the engine with its first
-//! configuration, one listener per Gateway port, the admin, health and metrics
-//! endpoints, the configuration source, and the background services; then runs it
-//! until a signal ends it through Pingora's graceful path (`shutdown`).
+//! Assembles the Pingora server for the gateway role, in two steps: `Gateway::new`
+//! serves an engine (one listener per Gateway port, the admin, health and metrics
+//! endpoints, the JWKS fetcher), whatever feeds it; `build` starts the engine from
+//! the configuration folder and adds the folder source and ACME. `Gateway::run`
+//! serves until a signal ends it through Pingora's graceful path (`shutdown`);
+//! `Gateway::run_until` takes another shutdown signal (the in-process test harness).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
-use pingora::services::background::background_service;
+use pingora::server::ShutdownSignalWatch;
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use strait_config::snapshot::Protocol;
 use strait_config::{Diagnostic, Scope};
@@ -29,7 +32,7 @@ use crate::sources::folder::{self, FolderSource};
 use crate::tls_front::TlsFront;
 use crate::tls_front::{HandshakeInfo, SniResolver};
 
-/// How to run the gateway.
+/// How to run the gateway from a configuration folder.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Config folder.
@@ -39,6 +42,20 @@ pub struct Options {
     pub acme_store: PathBuf,
     /// Who this proxy is.
     pub scope: Scope,
+    /// Time between fetches of a remote JWKS.
+    pub jwks_refresh: Duration,
+    /// ACME issuers from the mesh config.
+    pub acme_issuers: Vec<strait_config::acme::Issuer>,
+    /// How often ACME certificates are looked at.
+    pub acme_check: Duration,
+    /// How the engine is served.
+    pub serving: Serving,
+}
+
+/// How an engine is served: where its listeners bind, its admin ports, the limits
+/// on clients, and what it writes (access log, spans).
+#[derive(Debug, Clone)]
+pub struct Serving {
     /// Gateway port -> port actually bound.
     pub port_map: HashMap<u16, u16>,
     /// Address listeners bind to.
@@ -59,16 +76,10 @@ pub struct Options {
     pub limits: Limits,
     /// Requests one client connection may carry (0: no limit).
     pub max_requests_per_connection: u32,
-    /// Time between fetches of a remote JWKS.
-    pub jwks_refresh: Duration,
     /// Access log file and encoding (None: off).
     pub access_log: Option<(String, crate::access_log::Encoding)>,
     /// Tracing from the mesh config (None: off).
     pub tracing: Option<strait_config::tracing::Tracing>,
-    /// ACME issuers from the mesh config.
-    pub acme_issuers: Vec<strait_config::acme::Issuer>,
-    /// How often ACME certificates are looked at.
-    pub acme_check: Duration,
 }
 
 /// Why the gateway could not start.
@@ -146,18 +157,175 @@ pub struct Gateway {
     server: Server,
     /// The engine it serves with.
     pub engine: Arc<Engine>,
+    /// Where the listeners for the Gateway ports accept connections (loopback for
+    /// listeners on every address), in the order of the snapshot's listeners.
+    pub listening: Vec<SocketAddr>,
     drain: Duration,
     spans: Option<crate::trace::Exporting>,
 }
 
 impl Gateway {
+    /// The server for `engine`: a listener per Gateway port of its configuration,
+    /// the admin, health and metrics ports, and the JWKS fetcher. Whatever feeds the
+    /// engine more configuration is added with `add_background`; `config_dir` is
+    /// only shown by `/config_dump`.
+    pub fn new(engine: Arc<Engine>, serving: &Serving, config_dir: Option<&Path>) -> Result<Gateway, StartError> {
+        if let Some((path, encoding)) = &serving.access_log {
+            let log = crate::access_log::AccessLog::open(path, *encoding).map_err(|source| StartError::AccessLog {
+                path: path.clone(),
+                source,
+            })?;
+            let _ = engine.access_log.set(log);
+        }
+        let mut spans = None;
+        if let Some(tracing) = &serving.tracing {
+            let (tracer, task) = crate::trace::Tracer::new(crate::trace::Settings {
+                tracing: tracing.clone(),
+                identity: identity(&engine.scope),
+                kind: crate::trace::GATEWAY_SPAN_KIND,
+                queue: Default::default(),
+            })
+            .map_err(|e| StartError::Tracing(e.to_string()))?;
+            spans = Some(task.spawn_stoppable().map_err(|e| StartError::Tracing(e.to_string()))?);
+            let _ = engine.tracer.set(tracer);
+        }
+        let conf = ServerConf {
+            threads: serving.threads.max(1),
+            // `Drain` has waited for the requests in flight before Pingora's graceful
+            // stop begins: its fixed grace period has nothing left to wait for.
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let conf = server.configuration.clone();
+
+        let mut bound_addresses = Vec::new();
+        for listener in &engine.current().snapshot.listeners {
+            let port = listener.port;
+            let bound = serving.port_map.get(&port).copied().unwrap_or(port);
+            let addr = SocketAddr::new(serving.bind, bound).to_string();
+            let probe = if serving.bind.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                serving.bind
+            };
+            bound_addresses.push(SocketAddr::new(probe, bound));
+            if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
+                let app = L4App {
+                    shared: engine.clone(),
+                    port,
+                    tls: listener.protocol == Protocol::TlsPassthrough,
+                    connect_timeout: serving.limits.connect_timeout,
+                };
+                let mut service = Service::new(format!("listener {port}"), app);
+                service.add_tcp(&addr);
+                log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
+                server.add_service(service);
+                continue;
+            }
+            let tls = listener.protocol == Protocol::Https;
+            let gateway = crate::proxy::Gateway {
+                shared: engine.clone(),
+                port,
+                tls,
+                limits: serving.limits,
+            };
+            let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
+            proxy.h2_options = Some(h2_options(&serving.limits));
+            if !tls {
+                // h2c with prior knowledge; `EdgeApp` hands only such connections over.
+                let mut options = pingora::apps::HttpServerOptions::default();
+                options.h2c = true;
+                proxy.server_options = Some(options);
+            }
+            let mut app = EdgeApp {
+                proxy: Arc::new(proxy),
+                header_timeout_secs: serving.header_timeout_secs,
+                tls: None,
+                shared: engine.clone(),
+                max_requests_per_connection: serving.max_requests_per_connection,
+            };
+            if tls {
+                let handshake = HandshakeInfo {
+                    shared: engine.clone(),
+                    port,
+                };
+                let mut settings =
+                    TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
+                        port,
+                        message: e.to_string(),
+                    })?;
+                settings.set_cert_resolver(Arc::new(SniResolver {
+                    shared: engine.clone(),
+                    port,
+                }));
+                settings.enable_h2();
+                // The handshake happens in the application, after a look at the ClientHello.
+                app.tls = Some(TlsFront::new(settings.build(), engine.clone(), port));
+            }
+            let mut service = Service::new(format!("listener {port}"), app);
+            service.add_tcp(&addr);
+            log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
+            server.add_service(service);
+        }
+        for (port, endpoints) in [
+            (serving.admin_port, Endpoints::Admin),
+            (serving.health_port, Endpoints::Health),
+            (serving.metrics_port, Endpoints::Metrics),
+        ] {
+            if port == 0 {
+                continue;
+            }
+            let app = AdminApp {
+                shared: engine.clone(),
+                endpoints,
+                config_dir: config_dir.map(|d| d.display().to_string()),
+                listeners: crate::admin::Listening::new(bound_addresses.clone()),
+            };
+            let mut service = Service::new(
+                format!("{endpoints:?} :{port}"),
+                pingora::apps::http_app::HttpServer::new_app(app),
+            );
+            service.add_tcp(&SocketAddr::new(serving.bind, port).to_string());
+            server.add_service(service);
+        }
+        server.add_service(background_service(
+            "jwks fetcher",
+            JwksFetcher {
+                store: engine.jwks.clone(),
+            },
+        ));
+        Ok(Gateway {
+            server,
+            engine,
+            listening: bound_addresses,
+            drain: serving.drain,
+            spans,
+        })
+    }
+
+    /// Adds a service that runs beside the listeners until shutdown (a configuration
+    /// source, ACME).
+    pub fn add_background<S: BackgroundService + Send + Sync + 'static>(&mut self, name: &str, service: S) {
+        self.server.add_service(background_service(name, service));
+    }
+
     /// Serves until a signal ends it: SIGTERM drains first (see `shutdown`), SIGINT
     /// stops at once. Then the access log and the span queue are flushed.
     pub fn run(self) {
-        let shutdown_signal = Box::new(Drain {
+        let signal = Box::new(Drain {
             engine: self.engine.clone(),
             max: self.drain,
         });
+        self.run_until(signal);
+    }
+
+    /// Serves until `shutdown_signal` answers, then stops as Pingora is told and
+    /// flushes the access log and the span queue. Returns once the listeners' and
+    /// services' runtimes have ended (up to a second after a graceful stop).
+    pub fn run_until(self, shutdown_signal: Box<dyn ShutdownSignalWatch>) {
         self.server.run(pingora::server::RunArgs { shutdown_signal });
         if let Some(log) = self.engine.access_log.get() {
             log.flush(Duration::from_secs(2));
@@ -169,7 +337,9 @@ impl Gateway {
     }
 }
 
-/// Loads the configuration from the folder and builds the server; `run` it to serve.
+/// Loads the configuration from the folder and builds the server that serves it,
+/// with the folder (and the ACME store) watched for changes and ACME ordering the
+/// certificates its issuers cover; `run` it to serve.
 pub fn build(opts: &Options) -> Result<Gateway, StartError> {
     let dirs = vec![opts.config_dir.clone(), opts.acme_store.clone()];
     // The store is watched with the configuration: it must exist before the watch.
@@ -187,160 +357,30 @@ pub fn build(opts: &Options) -> Result<Gateway, StartError> {
         jwks_refresh: opts.jwks_refresh,
         acme_store: opts.acme_store.clone(),
     };
-    let shared = Engine::start(built, opts.scope.clone(), &settings).map_err(config_error)?;
-    for d in shared.current().warnings.iter() {
+    let engine = Engine::start(built, opts.scope.clone(), &settings).map_err(config_error)?;
+    for d in engine.current().warnings.iter() {
         log::warn!("{d}");
     }
-    if let Some((path, encoding)) = &opts.access_log {
-        let log = crate::access_log::AccessLog::open(path, *encoding).map_err(|source| StartError::AccessLog {
-            path: path.clone(),
-            source,
-        })?;
-        let _ = shared.access_log.set(log);
-    }
-    let mut spans = None;
-    if let Some(tracing) = &opts.tracing {
-        let (tracer, task) = crate::trace::Tracer::new(crate::trace::Settings {
-            tracing: tracing.clone(),
-            identity: identity(&opts.scope),
-            kind: crate::trace::GATEWAY_SPAN_KIND,
-            queue: Default::default(),
-        })
-        .map_err(|e| StartError::Tracing(e.to_string()))?;
-        spans = Some(task.spawn_stoppable().map_err(|e| StartError::Tracing(e.to_string()))?);
-        let _ = shared.tracer.set(tracer);
-    }
-    let conf = ServerConf {
-        threads: opts.threads.max(1),
-        // `Drain` has waited for the requests in flight before Pingora's graceful
-        // stop begins: its fixed grace period has nothing left to wait for.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let conf = server.configuration.clone();
-
-    let mut bound_addresses = Vec::new();
-    for listener in &shared.current().snapshot.listeners {
-        let port = listener.port;
-        let bound = opts.port_map.get(&port).copied().unwrap_or(port);
-        let addr = SocketAddr::new(opts.bind, bound).to_string();
-        let probe = if opts.bind.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            opts.bind
-        };
-        bound_addresses.push(SocketAddr::new(probe, bound));
-        if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
-            let app = L4App {
-                shared: shared.clone(),
-                port,
-                tls: listener.protocol == Protocol::TlsPassthrough,
-                connect_timeout: opts.limits.connect_timeout,
-            };
-            let mut service = Service::new(format!("listener {port}"), app);
-            service.add_tcp(&addr);
-            log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
-            server.add_service(service);
-            continue;
-        }
-        let tls = listener.protocol == Protocol::Https;
-        let gateway = crate::proxy::Gateway {
-            shared: shared.clone(),
-            port,
-            tls,
-            limits: opts.limits,
-        };
-        let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
-        proxy.h2_options = Some(h2_options(&opts.limits));
-        if !tls {
-            // h2c with prior knowledge; `EdgeApp` hands only such connections over.
-            let mut options = pingora::apps::HttpServerOptions::default();
-            options.h2c = true;
-            proxy.server_options = Some(options);
-        }
-        let mut app = EdgeApp {
-            proxy: Arc::new(proxy),
-            header_timeout_secs: opts.header_timeout_secs,
-            tls: None,
-            shared: shared.clone(),
-            max_requests_per_connection: opts.max_requests_per_connection,
-        };
-        if tls {
-            let handshake = HandshakeInfo {
-                shared: shared.clone(),
-                port,
-            };
-            let mut settings = TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
-                port,
-                message: e.to_string(),
-            })?;
-            settings.set_cert_resolver(Arc::new(SniResolver {
-                shared: shared.clone(),
-                port,
-            }));
-            settings.enable_h2();
-            // The handshake happens in the application, after a look at the ClientHello.
-            app.tls = Some(TlsFront::new(settings.build(), shared.clone(), port));
-        }
-        let mut service = Service::new(format!("listener {port}"), app);
-        service.add_tcp(&addr);
-        log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
-        server.add_service(service);
-    }
-    for (port, endpoints) in [
-        (opts.admin_port, Endpoints::Admin),
-        (opts.health_port, Endpoints::Health),
-        (opts.metrics_port, Endpoints::Metrics),
-    ] {
-        if port == 0 {
-            continue;
-        }
-        let app = AdminApp {
-            shared: shared.clone(),
-            endpoints,
-            config_dir: Some(opts.config_dir.display().to_string()),
-            listeners: crate::admin::Listening::new(bound_addresses.clone()),
-        };
-        let mut service = Service::new(
-            format!("{endpoints:?} :{port}"),
-            pingora::apps::http_app::HttpServer::new_app(app),
-        );
-        service.add_tcp(&SocketAddr::new(opts.bind, port).to_string());
-        server.add_service(service);
-    }
-    server.add_service(background_service(
+    let mut gateway = Gateway::new(engine.clone(), &opts.serving, Some(&opts.config_dir))?;
+    gateway.add_background(
         "config folder",
         FolderSource {
-            engine: shared.clone(),
+            engine: engine.clone(),
             dirs,
             debounce: Duration::from_millis(100),
         },
-    ));
+    );
     // Issuers come from the mesh config, read at start: without any, nothing to order.
     if !opts.acme_issuers.is_empty() {
-        server.add_service(background_service(
+        gateway.add_background(
             "acme",
             AcmeManager {
-                shared: shared.clone(),
+                shared: engine,
                 issuers: opts.acme_issuers.clone(),
                 store: opts.acme_store.clone(),
                 every: opts.acme_check,
             },
-        ));
+        );
     }
-    server.add_service(background_service(
-        "jwks fetcher",
-        JwksFetcher {
-            store: shared.jwks.clone(),
-        },
-    ));
-    Ok(Gateway {
-        server,
-        engine: shared,
-        drain: opts.drain,
-        spans,
-    })
+    Ok(gateway)
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 use strait_config::mesh::MeshConfig;
 use strait_config::{Scope, Severity};
 use strait_gateway::downstream::{Limits, Underscores};
-use strait_gateway::server::{build, Options, StartError};
+use strait_gateway::server::{build, Options, Serving, StartError};
 
 /// jemalloc rather than glibc: with its background thread, memory freed after a
 /// config load (the parsed resources) goes back to the OS within seconds, where
@@ -198,38 +198,40 @@ fn run() -> anyhow::Result<ExitCode> {
         config_dir,
         acme_store,
         scope,
-        port_map: parse_map(&cli.port_map)?,
-        bind: cli.bind_address,
-        admin_port: cli.admin_port,
-        health_port: cli.health_port,
-        metrics_port: cli.metrics_port,
-        drain: Duration::from_secs(cli.drain_seconds),
-        header_timeout_secs: cli.request_header_timeout.max(1),
-        threads: cli
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        limits: Limits {
-            max_headers: cli.max_request_headers,
-            max_header_bytes: cli.max_request_headers_kb * 1024,
-            underscores: cli.headers_with_underscores,
-            stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
-            normalization: mesh.path_normalization,
-            trusted_hops: mesh.num_trusted_proxies,
-            ..Limits::default()
-        },
-        max_requests_per_connection: cli.max_requests_per_connection,
         jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
-        access_log: mesh.access_log_file.clone().map(|f| {
-            let encoding = if mesh.access_log_json {
-                strait_gateway::access_log::Encoding::Json
-            } else {
-                strait_gateway::access_log::Encoding::Text
-            };
-            (f, encoding)
-        }),
-        tracing: mesh.tracing.clone(),
         acme_issuers: mesh.acme_issuers.clone(),
         acme_check: Duration::from_secs(cli.acme_check_interval.max(1)),
+        serving: Serving {
+            port_map: parse_map(&cli.port_map)?,
+            bind: cli.bind_address,
+            admin_port: cli.admin_port,
+            health_port: cli.health_port,
+            metrics_port: cli.metrics_port,
+            drain: Duration::from_secs(cli.drain_seconds),
+            header_timeout_secs: cli.request_header_timeout.max(1),
+            threads: cli
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            limits: Limits {
+                max_headers: cli.max_request_headers,
+                max_header_bytes: cli.max_request_headers_kb * 1024,
+                underscores: cli.headers_with_underscores,
+                stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
+                normalization: mesh.path_normalization,
+                trusted_hops: mesh.num_trusted_proxies,
+                ..Limits::default()
+            },
+            max_requests_per_connection: cli.max_requests_per_connection,
+            access_log: mesh.access_log_file.clone().map(|f| {
+                let encoding = if mesh.access_log_json {
+                    strait_gateway::access_log::Encoding::Json
+                } else {
+                    strait_gateway::access_log::Encoding::Text
+                };
+                (f, encoding)
+            }),
+            tracing: mesh.tracing.clone(),
+        },
     };
     match build(&opts) {
         Ok(gateway) => {

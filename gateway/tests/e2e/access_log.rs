@@ -51,7 +51,7 @@ spec:
 
 fn start(backend: u16, log: &std::path::Path, encoding: &str) -> (Gateway, tempfile::TempDir, tempfile::TempDir) {
     let [down] = free_ports::<1>();
-    let config = http_gateway("[app.example.com]")
+    let config = http_gateway(&["app.example.com"])
         + &backend_entry(&[("v1", backend)])
         + &service_entry("down.internal", "HTTP", &[down])
         + &service_entry("limited.internal", "HTTP", &[backend])

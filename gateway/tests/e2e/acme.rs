@@ -3,7 +3,9 @@
 //! TLS-ALPN-01, both answered by the gateway itself; the chain verifies against
 //! Pebble's root; a restart reuses the stored certificate; an unreachable CA leaves
 //! the current certificate serving with the error logged; renewal replaces the
-//! certificate without dropping an open connection.
+//! certificate without dropping an open connection; replicas sharing the store
+//! order once. Each scenario has its own Pebble and ports (`Setup`); those after
+//! issuance start from `Issued`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -270,55 +272,118 @@ impl Setup {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_from_pebble() {
-    let Setup {
-        dir,
-        work,
-        pebble_tls,
-        ports: [acme_port, http, https],
-        mesh,
-        gateways,
-    } = Setup::new();
-    std::fs::write(dir.path().join("gateways.yaml"), gateways).expect("write");
-    // Certificates live 30 s: renewal comes at two thirds, 20 s after issuance.
-    let validity = 30;
-    let pebble = Pebble::start(work.path(), acme_port, http, https, validity);
-    let root = pebble.root(&pebble_tls).await;
-    let mesh_arg = mesh.display().to_string();
-    let args = ["--mesh-config", mesh_arg.as_str(), "--acme-check-interval", "1"];
-    let gw = Gateway::start_on(dir.path(), &args, http, https);
-    assert!(
-        gw.log().contains("a self-signed one is served until ACME issues it"),
-        "{}",
-        gw.log()
-    );
+/// Certificates live 30 s: renewal comes at two thirds, 20 s after issuance.
+const VALIDITY_SECS: u64 = 30;
 
-    // HTTP-01 for app.example.com, TLS-ALPN-01 for api.example.com.
-    let first = wait_served(https, "app.example.com", &root, None, Duration::from_secs(30)).await;
-    wait_served(https, "api.example.com", &root, None, Duration::from_secs(30)).await;
-    let log = gw.log();
+impl Setup {
+    /// The gateway's arguments: the mesh config naming Pebble, ACME checks every second.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--mesh-config".into(),
+            self.mesh.display().to_string(),
+            "--acme-check-interval".into(),
+            "1".into(),
+        ]
+    }
+
+    /// A gateway on the config folder, on the ports Pebble validates challenges at.
+    fn gateway(&self) -> Gateway {
+        let [_, http, https] = self.ports;
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Gateway::start_on(self.dir.path(), &args, http, https)
+    }
+
+    /// Pebble on its port, issuing certificates valid `validity_secs`.
+    fn pebble(&self, validity_secs: u64) -> Pebble {
+        let [acme_port, http, https] = self.ports;
+        Pebble::start(self.work.path(), acme_port, http, https, validity_secs)
+    }
+}
+
+/// Pebble, the root it issues under, and a gateway it has issued both Gateways'
+/// certificates to (HTTP-01 for app.example.com, TLS-ALPN-01 for api.example.com).
+struct Issued {
+    pebble: Pebble,
+    root: String,
+    gw: Gateway,
+    /// app.example.com's certificate.
+    first: Vec<u8>,
+}
+
+impl Issued {
+    async fn start(s: &Setup) -> Issued {
+        std::fs::write(s.dir.path().join("gateways.yaml"), &s.gateways).expect("write");
+        let pebble = s.pebble(VALIDITY_SECS);
+        let root = pebble.root(&s.pebble_tls).await;
+        let gw = s.gateway();
+        let https = s.ports[2];
+        let first = wait_served(https, "app.example.com", &root, None, Duration::from_secs(30)).await;
+        wait_served(https, "api.example.com", &root, None, Duration::from_secs(30)).await;
+        Issued {
+            pebble,
+            root,
+            gw,
+            first,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_issued_through_http01_and_tls_alpn01() {
+    let s = Setup::new();
+    let issued = Issued::start(&s).await;
+    let log = issued.gw.log();
+    assert!(
+        log.contains("a self-signed one is served until ACME issues it"),
+        "{log}"
+    );
     assert!(log.contains("answered the HTTP-01 challenge"), "{log}");
     assert!(
         log.contains("answered the TLS-ALPN-01 challenge for Some(\"api.example.com\")"),
         "{log}"
     );
-    let store = dir.path().join("acme");
+    let store = s.dir.path().join("acme");
     assert!(store.join("default.app-example-com-tls.yaml").exists());
     assert!(
         store.join(".account-pebble-http.json").exists(),
         "the account key is kept"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_serves_the_stored_certificate_without_ordering_again() {
+    let s = Setup::new();
+    let Issued {
+        pebble: _pebble,
+        root,
+        gw,
+        first,
+    } = Issued::start(&s).await;
     drop(gw);
 
-    // A restart serves the stored certificate without ordering again.
-    let gw = Gateway::start_on(dir.path(), &args, http, https);
+    let https = s.ports[2];
+    let gw = s.gateway();
     assert_eq!(
         serial(&served(https, "app.example.com", &root).await.expect("served")),
         serial(&first)
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!gw.log().contains("ordering a certificate"), "{}", gw.log());
+    let mut kept = KeptConnection::open(https, &root).await;
+    assert_eq!(kept.get().await, "HTTP/1.1 200 OK hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_outlives_an_unreachable_ca_and_keeps_open_connections() {
+    let s = Setup::new();
+    let Issued {
+        pebble,
+        root,
+        gw,
+        first,
+    } = Issued::start(&s).await;
+    let https = s.ports[2];
     let mut kept = KeptConnection::open(https, &root).await;
     assert_eq!(kept.get().await, "HTTP/1.1 200 OK hello");
 
@@ -336,8 +401,8 @@ async fn certificates_from_pebble() {
 
     // The CA is back (a new Pebble: new root, accounts forgotten): renewal replaces
     // the certificate for new handshakes, and the open connection goes on.
-    let pebble = Pebble::start(work.path(), acme_port, http, https, validity);
-    let root = pebble.root(&pebble_tls).await;
+    let pebble = s.pebble(VALIDITY_SECS);
+    let root = pebble.root(&s.pebble_tls).await;
     let renewed = wait_served(https, "app.example.com", &root, Some(&first), Duration::from_secs(60)).await;
     assert_ne!(serial(&renewed), serial(&first));
     assert_eq!(
@@ -349,31 +414,25 @@ async fn certificates_from_pebble() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_the_store_order_once() {
-    let Setup {
-        dir,
-        work,
-        pebble_tls,
-        ports: [acme_port, http, https],
-        mesh,
-        gateways,
-    } = Setup::new();
+    let s = Setup::new();
     // Only the HTTP-01 Gateway: the CA reaches replica `a` alone, whichever orders.
-    let app_only = gateways
+    let app_only = s
+        .gateways
         .split("---\n")
         .filter(|d| !d.contains("name: api"))
         .collect::<Vec<_>>()
         .join("---\n");
     std::fs::write(
-        dir.path().join("gateways.yaml"),
+        s.dir.path().join("gateways.yaml"),
         app_only.replace("gateways: [app, api]", "gateways: [app]"),
     )
     .expect("write");
-    let pebble = Pebble::start(work.path(), acme_port, http, https, 3600);
-    let root = pebble.root(&pebble_tls).await;
-    let mesh_arg = mesh.display().to_string();
-    let args = ["--mesh-config", mesh_arg.as_str(), "--acme-check-interval", "1"];
-    let a = Gateway::start_on(dir.path(), &args, http, https);
-    let b = Gateway::start(dir.path(), &args);
+    let pebble = s.pebble(3600);
+    let root = pebble.root(&s.pebble_tls).await;
+    let a = s.gateway();
+    let args = s.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let b = Gateway::start(s.dir.path(), &args);
 
     let from_a = wait_served(a.https, "app.example.com", &root, None, Duration::from_secs(30)).await;
     let from_b = wait_served(b.https, "app.example.com", &root, None, Duration::from_secs(30)).await;

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -54,7 +54,7 @@ fn get_via(port: u16, host: &str, path: &str, xff: Option<&str>) -> Option<u16> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_and_allow_with_normalized_paths() {
-    let config = http_gateway(r#"["*.example.com"]"#) + CONFIG;
+    let config = http_gateway(&["*.example.com"]) + CONFIG;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("app.yaml"), &config).expect("write");
     let mesh_dir = tempfile::tempdir().expect("tempdir");

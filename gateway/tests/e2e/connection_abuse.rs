@@ -12,31 +12,10 @@ use crate::support::*;
 
 /// An HTTP (80) and an HTTPS (443) server for app.example.com, routed to `backend`.
 fn config(backend_port: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: [app.example.com]
-  - port: {{number: 443, name: https, protocol: HTTPS}}
-    hosts: [app.example.com]
-    tls: {{mode: SIMPLE, credentialName: app-tls}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app, namespace: default}}
-spec:
-  hosts: [app.example.com]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: backend.default.svc.cluster.local}}}}]
----
-{}"#,
-        backend_entry(&[("v1", backend_port)])
-    )
+    let hosts = ["app.example.com"];
+    gateway("gw", &[http_server(&hosts), https_server(&hosts, "app-tls")])
+        + &virtual_service("app", &hosts, &["gw"], &route_to("backend.default.svc.cluster.local"))
+        + &backend_entry(&[("v1", backend_port)])
 }
 
 /// Opens up to `streams` requests on one HTTP/2 connection, ten at a time, resetting

@@ -75,11 +75,16 @@ async fn custom_policies_ask_the_authorizer() {
     let backend = echo("backend", "v1").await;
     let (authz_port, checks) = authz_server().await;
     let [down] = free_ports::<1>();
-    let config = http_gateway("[app.example.com]")
+    let config = http_gateway(&["app.example.com"])
         + &backend_entry(&[("v1", backend.addr.port())])
         + &service_entry("ext-authz.default.svc.cluster.local", "HTTP", &[authz_port])
         + &service_entry("down.default.svc.cluster.local", "HTTP", &[down])
-        + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: default}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: backend.default.svc.cluster.local}}]\n"
+        + &virtual_service(
+            "app",
+            &["app.example.com"],
+            &["gw"],
+            &route_to("backend.default.svc.cluster.local"),
+        )
         + &policy("ext", "sample-ext-authz-http", "/api/*")
         + &policy("closed", "closed", "/closed/*")
         + &policy("open", "open", "/open/*")

@@ -9,7 +9,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: grpc, namespace: default}
@@ -54,7 +54,7 @@ async fn grpc_calls_and_grpc_statuses() {
             .serve_with_incoming(tokio_stream_from(listener)),
     );
     let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let config = http_gateway("[grpc.example.com]")
+    let config = http_gateway(&["grpc.example.com"])
         + CONFIG
         + &service_entry("health.internal", "GRPC", &[port])
         + &service_entry("stuck.internal", "GRPC", &[stuck.local_addr().expect("addr").port()]);

@@ -7,26 +7,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: https, protocol: HTTPS}
-    hosts: [app.example.com]
-    tls: {mode: SIMPLE, credentialName: app-tls}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: app, namespace: default}
-spec:
-  hosts: [app.example.com]
-  gateways: [gw]
-  http:
-  - directResponse: {status: 200, body: {string: fine}}
-"#;
+/// An HTTPS server for app.example.com that answers `fine` itself.
+fn config() -> String {
+    let hosts = ["app.example.com"];
+    https_gateway(&hosts, "app-tls")
+        + &virtual_service(
+            "app",
+            &hosts,
+            &["gw"],
+            "- directResponse: {status: 200, body: {string: fine}}\n",
+        )
+}
 
 async fn still_serving(gw: &Gateway, cert: &TestCert) {
     let c = client(&[("app.example.com", gw.https)], &[cert]);
@@ -51,7 +42,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 async fn rapid_reset_and_continuation_floods() {
     let cert = TestCert::new(&["app.example.com"]);
     let (gw, _dir) = start_with(&[
-        ("app.yaml", CONFIG),
+        ("app.yaml", &config()),
         ("secret.yaml", &cert.secret_yaml("app-tls", "default")),
     ]);
 

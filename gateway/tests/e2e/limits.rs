@@ -7,7 +7,17 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const CONFIG: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ok}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - directResponse: {status: 200, body: {string: ok}}\n";
+/// A Gateway `gw` for every host on port 80, and a route on `gateways` (`gw` and
+/// any other) that the gateway answers with `ok` itself.
+fn answered_ok(gateways: &[&str]) -> String {
+    http_gateway(&["*"])
+        + &virtual_service(
+            "ok",
+            &["*"],
+            gateways,
+            "- directResponse: {status: 200, body: {string: ok}}\n",
+        )
+}
 
 fn request(headers: usize, value_len: usize) -> Vec<u8> {
     let mut r = String::from("GET / HTTP/1.1\r\nHost: app.example.com\r\n");
@@ -22,7 +32,7 @@ fn request(headers: usize, value_len: usize) -> Vec<u8> {
 #[test]
 fn header_limits_and_slow_clients() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ok.yaml"), CONFIG).expect("write");
+    std::fs::write(dir.path().join("ok.yaml"), answered_ok(&["gw"])).expect("write");
     let gw = Gateway::start(dir.path(), &["--request-header-timeout", "1"]);
 
     assert_eq!(raw_status(gw.http, &request(100, 10)), Some(200), "100 headers pass");
@@ -55,8 +65,8 @@ fn header_limits_and_slow_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_with_underscores() {
     let backend = echo("backend", "v1").await;
-    let config = http_gateway("[app.example.com]")
-        + "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: default}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: backend}}]\n";
+    let config = http_gateway(&["app.example.com"])
+        + &virtual_service("app", &["app.example.com"], &["gw"], &route_to("backend"));
     let backend_yaml = backend_entry(&[("v1", backend.addr.port())]);
     let files = [("app.yaml", config.as_str()), ("backend.yaml", backend_yaml.as_str())];
 
@@ -106,10 +116,9 @@ fn trickle(mut s: impl Read + Write) -> Duration {
 fn a_head_trickled_byte_by_byte_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::new(&["app.example.com"]);
-    let https = "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tls}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: app-tls}\n";
     std::fs::write(
         dir.path().join("ok.yaml"),
-        format!("{CONFIG}{https}").replace("gateways: [gw]", "gateways: [gw, tls]"),
+        answered_ok(&["gw", "tls"]) + &gateway("tls", &[https_server(&["*"], "app-tls")]),
     )
     .expect("write");
     std::fs::write(dir.path().join("secret.yaml"), cert.secret_yaml("app-tls", "default")).expect("write");
@@ -153,7 +162,7 @@ fn a_head_trickled_byte_by_byte_is_cut_off() {
 #[test]
 fn kept_alive_connections_outlive_the_head_deadline() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ok.yaml"), CONFIG).expect("write");
+    std::fs::write(dir.path().join("ok.yaml"), answered_ok(&["gw"])).expect("write");
     let gw = Gateway::start(dir.path(), &["--request-header-timeout", "2"]);
     let mut s = TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");

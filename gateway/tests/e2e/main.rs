@@ -1,20 +1,20 @@
-//! End-to-end tests: the real gateway binary, real echo backends, real TLS, on loopback.
+//! End-to-end tests: the real gateway binary as a process, real echo backends, real
+//! TLS, on loopback. Scenarios that need no process of their own run the engine
+//! in-process (`tests/engine`).
 
 mod access_log;
 mod acme;
-mod actions;
 mod admin;
 mod authz;
-mod balancing;
 mod check;
+#[path = "../common/mod.rs"]
+mod common;
 mod connection_abuse;
-mod cors;
 mod egress;
 mod ext_authz;
 mod grpc;
 mod h2_floods;
 mod jwt;
-mod k6;
 mod l4;
 mod limits;
 mod metrics;
@@ -26,7 +26,6 @@ mod protocols;
 mod ratelimit;
 mod reload;
 mod resilience;
-mod routing;
 mod shutdown;
 mod sni;
 mod support;

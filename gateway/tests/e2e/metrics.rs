@@ -68,60 +68,96 @@ const ISTIO_LABELS: [&str; 21] = [
     "connection_security_policy",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn istio_metrics_for_known_traffic() {
-    let backend = echo("backend", "v1").await;
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let grpc_port = listener.local_addr().expect("addr").port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream_from(listener)),
-    );
-    let [down] = free_ports::<1>();
-    let config = http_gateway("[app.example.com, grpc.example.com]")
-        + &backend_entry(&[("v1", backend.addr.port())])
-        + &service_entry("down.internal", "HTTP", &[down])
-        + &service_entry("health.internal", "GRPC", &[grpc_port])
-        + ROUTES;
-    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
-    let c = client(&[("app.example.com", gw.http), ("other.example.com", gw.http)], &[]);
-    for _ in 0..3 {
-        assert_eq!(
-            get_json(&c, &format!("http://app.example.com:{}/ok", gw.http), &[])
-                .await
-                .0,
-            200
-        );
-    }
-    for _ in 0..2 {
-        assert_eq!(
-            get_json(&c, &format!("http://app.example.com:{}/down", gw.http), &[])
-                .await
-                .0,
-            503
-        );
-    }
-    assert_eq!(
-        get_json(&c, &format!("http://other.example.com:{}/", gw.http), &[])
-            .await
-            .0,
-        404
-    );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))
-        .expect("endpoint")
-        .origin("http://grpc.example.com".parse().expect("origin"))
-        .connect()
-        .await
-        .expect("h2c");
-    let mut grpc = HealthClient::new(channel);
-    grpc.check(HealthCheckRequest { service: String::new() })
-        .await
-        .expect("health check");
+/// A gateway in front of an echo backend, a gRPC health server and a closed port,
+/// after known traffic: three 200s, two 503s (after a retry each), a 404 without a
+/// route and a gRPC call.
+struct KnownTraffic {
+    gw: Gateway,
+    _dir: tempfile::TempDir,
+    _backend: strait_gateway::echo::EchoServer,
+    _reporter: tonic_health::server::HealthReporter,
+}
 
-    let url = format!("http://127.0.0.1:{}/stats/prometheus", gw.metrics);
-    let text = reqwest::get(&url).await.expect("scrape").text().await.expect("body");
+impl KnownTraffic {
+    async fn start() -> KnownTraffic {
+        let backend = echo("backend", "v1").await;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let grpc_port = listener.local_addr().expect("addr").port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream_from(listener)),
+        );
+        let [down] = free_ports::<1>();
+        let config = http_gateway(&["app.example.com", "grpc.example.com"])
+            + &backend_entry(&[("v1", backend.addr.port())])
+            + &service_entry("down.internal", "HTTP", &[down])
+            + &service_entry("health.internal", "GRPC", &[grpc_port])
+            + ROUTES;
+        let (gw, dir) = start_with(&[("app.yaml", &config)]);
+        let c = client(&[("app.example.com", gw.http), ("other.example.com", gw.http)], &[]);
+        for _ in 0..3 {
+            assert_eq!(
+                get_json(&c, &format!("http://app.example.com:{}/ok", gw.http), &[])
+                    .await
+                    .0,
+                200
+            );
+        }
+        for _ in 0..2 {
+            assert_eq!(
+                get_json(&c, &format!("http://app.example.com:{}/down", gw.http), &[])
+                    .await
+                    .0,
+                503
+            );
+        }
+        assert_eq!(
+            get_json(&c, &format!("http://other.example.com:{}/", gw.http), &[])
+                .await
+                .0,
+            404
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))
+            .expect("endpoint")
+            .origin("http://grpc.example.com".parse().expect("origin"))
+            .connect()
+            .await
+            .expect("h2c");
+        let mut grpc = HealthClient::new(channel);
+        grpc.check(HealthCheckRequest { service: String::new() })
+            .await
+            .expect("health check");
+        KnownTraffic {
+            gw,
+            _dir: dir,
+            _backend: backend,
+            _reporter: reporter,
+        }
+    }
+
+    /// What the metrics port shows now.
+    async fn scrape(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/stats/prometheus", self.gw.metrics);
+        reqwest::get(&url).await.expect("scrape").text().await.expect("body")
+    }
+}
+
+/// The labels of the three 200s.
+const OK: [(&str, &str); 6] = [
+    ("destination_service", "backend.default.svc.cluster.local"),
+    ("destination_service_name", "backend"),
+    ("destination_service_namespace", "default"),
+    ("request_protocol", "http"),
+    ("response_code", "200"),
+    ("response_flags", "-"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_with_istios_labels() {
+    let traffic = KnownTraffic::start().await;
+    let text = traffic.scrape().await;
     let requests = |labels: &[(&str, &str)]| sample(&text, "istio_requests_total", labels);
     let source = [
         ("reporter", "source"),
@@ -130,15 +166,7 @@ async fn istio_metrics_for_known_traffic() {
         ("source_principal", "unknown"),
         ("connection_security_policy", "unknown"),
     ];
-    let ok = [
-        ("destination_service", "backend.default.svc.cluster.local"),
-        ("destination_service_name", "backend"),
-        ("destination_service_namespace", "default"),
-        ("request_protocol", "http"),
-        ("response_code", "200"),
-        ("response_flags", "-"),
-    ];
-    assert_eq!(requests(&[&source[..], &ok[..]].concat()), Some(3.0), "{text}");
+    assert_eq!(requests(&[&source[..], &OK[..]].concat()), Some(3.0), "{text}");
     let failed = [
         ("destination_service", "down.internal"),
         ("response_code", "503"),
@@ -165,15 +193,21 @@ async fn istio_metrics_for_known_traffic() {
     for label in ISTIO_LABELS {
         assert!(line.contains(&format!("{label}=\"")), "{label} missing from {line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_sizes_retries_and_connect_failures_are_measured() {
+    let traffic = KnownTraffic::start().await;
+    let text = traffic.scrape().await;
     assert_eq!(
-        sample(&text, "istio_request_duration_milliseconds_count", &ok),
+        sample(&text, "istio_request_duration_milliseconds_count", &OK),
         Some(3.0)
     );
     assert!(
         text.contains("istio_request_duration_milliseconds_bucket{") && text.contains("le=\"0.5\""),
         "Istio's buckets"
     );
-    assert_eq!(sample(&text, "istio_response_bytes_count", &ok), Some(3.0));
+    assert_eq!(sample(&text, "istio_response_bytes_count", &OK), Some(3.0));
     let down_cluster = [("cluster_name", "outbound|80||down.internal")];
     assert_eq!(
         sample(&text, "envoy_cluster_upstream_rq_retry", &down_cluster),
@@ -184,14 +218,18 @@ async fn istio_metrics_for_known_traffic() {
         Some(4.0)
     );
     assert!(text.contains("strait_config_version 1"), "{text}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scraping_the_gateway_answers_the_dashboards_success_rate() {
+    let traffic = KnownTraffic::start().await;
     // A real Prometheus scrapes the gateway and answers the mesh dashboard's
     // success-rate expression (over the counters, as rate() needs a longer run).
     let [prom_port] = free_ports::<1>();
     let work = tempfile::tempdir().expect("tempdir");
     let config = format!(
         "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: strait\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-        gw.metrics
+        traffic.gw.metrics
     );
     std::fs::write(work.path().join("prometheus.yml"), config).expect("write");
     let mut prometheus = Command::new("prometheus")
@@ -233,8 +271,9 @@ async fn destination_workload_and_build_version() {
             "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: 127.0.0.1\n  ports: {{http: {port}}}\n  labels: {{app: reviews, version: {version}}}\n"
         )
     };
-    let config = http_gateway("[reviews.example.com]")
-        + r#"apiVersion: networking.istio.io/v1
+    let config = http_gateway(&["reviews.example.com"])
+        + r#"---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: reviews, namespace: default}
 spec:

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -46,7 +46,7 @@ async fn copies_reach_the_shadow_and_never_slow_the_request() {
     let shadow = echo("shadow", "v1").await;
     // Accepts connections (the kernel completes them) but never answers.
     let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let config = http_gateway("[app.example.com]")
+    let config = http_gateway(&["app.example.com"])
         + CONFIG
         + &service_entry("main.internal", "HTTP", &[main.addr.port()])
         + &service_entry("shadow.internal", "HTTP", &[shadow.addr.port()])

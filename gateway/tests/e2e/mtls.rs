@@ -1,6 +1,7 @@
 //! Client certificates at the gateway (tls.mode MUTUAL and OPTIONAL_MUTUAL, with a
 //! CRL), the client identity in AuthorizationPolicy and `x-forwarded-client-cert`,
-//! and per-server protocol versions.
+//! and per-server protocol versions: one gateway with a server of each (`Setup`),
+//! a scenario per server and outcome.
 
 use std::time::Duration;
 
@@ -144,7 +145,6 @@ spec:
   rules:
   - from: [{{source: {{notPrincipals: [cluster.local/ns/shop/sa/web]}}}}]
     to: [{{operation: {{paths: [/admin]}}}}]
----
 {backends}"#,
         cert = indent(&server.cert_pem),
         key = indent(&server.key_pem),
@@ -189,28 +189,71 @@ async fn get(c: &reqwest::Client, url: &str) -> Option<(u16, Option<String>)> {
     ))
 }
 
+/// The gateway with its three servers, the CAs and the client certificates the
+/// scenarios present.
+struct Setup {
+    gw: Gateway,
+    /// CA A: the MUTUAL server's (its certificate chain and client CA, with a CRL).
+    ca_a: Ca,
+    /// `spiffe://cluster.local/ns/shop/sa/web`, from CA A.
+    web: Issued,
+    /// `spiffe://cluster.local/ns/shop/sa/other`, from CA A.
+    other: Issued,
+    /// web's identity again, from CA A, revoked by its CRL.
+    revoked: Issued,
+    /// DNS partner.example.org, from CA B (the OPTIONAL_MUTUAL server's).
+    partner: Issued,
+    /// From a CA no server trusts.
+    stranger: Issued,
+    _backend: strait_gateway::echo::EchoServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let backend = echo("backend", "v1").await;
+        let ca_a = Ca::new("ca-a");
+        let ca_b = Ca::new("ca-b");
+        let stranger_ca = Ca::new("stranger");
+        let web = ca_a.issue(10, &[], Some("spiffe://cluster.local/ns/shop/sa/web"), true);
+        let other = ca_a.issue(11, &[], Some("spiffe://cluster.local/ns/shop/sa/other"), true);
+        let revoked = ca_a.issue(12, &[], Some("spiffe://cluster.local/ns/shop/sa/web"), true);
+        let partner = ca_b.issue(20, &["partner.example.org"], None, true);
+        let stranger = stranger_ca.issue(30, &["x.example.org"], None, true);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = config(dir.path(), backend.addr.port(), &ca_a, &ca_b, 12);
+        std::fs::write(dir.path().join("app.yaml"), yaml).expect("write");
+        let gw = Gateway::start(dir.path(), &[]);
+        Setup {
+            gw,
+            ca_a,
+            web,
+            other,
+            revoked,
+            partner,
+            stranger,
+            _backend: backend,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.gw.https)
+    }
+
+    /// A client trusting CA A, presenting `identity`, TLS 1.2 only when `tls12_only`.
+    fn client(&self, identity: Option<&Issued>, tls12_only: bool) -> reqwest::Client {
+        client(self.gw.https, &self.ca_a, identity, tls12_only)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_per_server() {
-    let backend = echo("backend", "v1").await;
-    let ca_a = Ca::new("ca-a");
-    let ca_b = Ca::new("ca-b");
-    let stranger_ca = Ca::new("stranger");
-    let web = ca_a.issue(10, &[], Some("spiffe://cluster.local/ns/shop/sa/web"), true);
-    let other = ca_a.issue(11, &[], Some("spiffe://cluster.local/ns/shop/sa/other"), true);
-    let revoked = ca_a.issue(12, &[], Some("spiffe://cluster.local/ns/shop/sa/web"), true);
-    let partner = ca_b.issue(20, &["partner.example.org"], None, true);
-    let stranger = stranger_ca.issue(30, &["x.example.org"], None, true);
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = config(dir.path(), backend.addr.port(), &ca_a, &ca_b, 12);
-    std::fs::write(dir.path().join("app.yaml"), yaml).expect("write");
-    let gw = Gateway::start(dir.path(), &[]);
-    let p = gw.https;
-    let url = |host: &str, path: &str| format!("https://{host}:{p}{path}");
-
+async fn mutual_hands_the_client_identity_to_authorization_and_upstream() {
+    let s = Setup::start().await;
     // MUTUAL: the client's SPIFFE identity reaches authorization and the upstream.
-    let web_client = client(p, &ca_a, Some(&web), false);
-    let (status, xfcc) = get(&web_client, &url("mtls.example.com", "/admin"))
+    let web_client = s.client(Some(&s.web), false);
+    let (status, xfcc) = get(&web_client, &s.url("mtls.example.com", "/admin"))
         .await
         .expect("served");
     assert_eq!(status, 200);
@@ -219,70 +262,89 @@ async fn client_certificates_per_server() {
         xfcc.starts_with("Hash=") && xfcc.contains(";URI=spiffe://cluster.local/ns/shop/sa/web"),
         "{xfcc}"
     );
-    let other_client = client(p, &ca_a, Some(&other), false);
+    let other_client = s.client(Some(&s.other), false);
     assert_eq!(
-        get(&other_client, &url("mtls.example.com", "/admin"))
+        get(&other_client, &s.url("mtls.example.com", "/admin"))
             .await
             .map(|r| r.0),
         Some(403),
         "notPrincipals"
     );
     assert_eq!(
-        get(&other_client, &url("mtls.example.com", "/")).await.map(|r| r.0),
+        get(&other_client, &s.url("mtls.example.com", "/")).await.map(|r| r.0),
         Some(200)
     );
+}
 
-    // MUTUAL refuses: no certificate, another server's CA, an unknown CA, a revoked one.
-    let anonymous = client(p, &ca_a, None, false);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_refuses_no_certificate_another_servers_ca_an_unknown_ca_and_a_revoked_one() {
+    let s = Setup::start().await;
+    let anonymous = s.client(None, false);
     for (what, c) in [
         ("no certificate", &anonymous),
         (
             "certificate of the OPTIONAL_MUTUAL server's CA",
-            &client(p, &ca_a, Some(&partner), false),
+            &s.client(Some(&s.partner), false),
         ),
-        ("unknown CA", &client(p, &ca_a, Some(&stranger), false)),
-        ("revoked", &client(p, &ca_a, Some(&revoked), false)),
+        ("unknown CA", &s.client(Some(&s.stranger), false)),
+        ("revoked", &s.client(Some(&s.revoked), false)),
     ] {
-        assert_eq!(get(c, &url("mtls.example.com", "/")).await, None, "{what}");
+        assert_eq!(get(c, &s.url("mtls.example.com", "/")).await, None, "{what}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_without_a_certificate_fails_the_handshake_with_certificate_required() {
+    let s = Setup::start().await;
     // The SNI selects the MUTUAL server before the handshake: the handshake itself
     // fails, with TLS's certificate_required alert. Over TLS 1.2 the alert comes
     // before the client's handshake ends; over 1.3 the client may have finished and
     // see only the closed connection.
-    let refused = client(p, &ca_a, None, true)
-        .get(url("mtls.example.com", "/"))
+    let refused = s
+        .client(None, true)
+        .get(s.url("mtls.example.com", "/"))
         .send()
         .await
         .expect_err("no certificate");
     assert!(format!("{refused:?}").contains("CertificateRequired"), "{refused:?}");
+}
 
-    // OPTIONAL_MUTUAL: anonymous clients pass without an identity (a forged XFCC is
-    // removed); its own CA's clients pass with theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_mutual_admits_anonymous_clients_and_those_of_its_own_ca() {
+    let s = Setup::start().await;
+    // Anonymous clients pass without an identity (a forged XFCC is removed); its own
+    // CA's clients pass with theirs.
+    let anonymous = s.client(None, false);
     assert_eq!(
-        get(&anonymous, &url("optional.example.com", "/")).await,
+        get(&anonymous, &s.url("optional.example.com", "/")).await,
         Some((200, None))
     );
-    let partner_client = client(p, &ca_a, Some(&partner), false);
-    let (status, xfcc) = get(&partner_client, &url("optional.example.com", "/"))
+    let partner_client = s.client(Some(&s.partner), false);
+    let (status, xfcc) = get(&partner_client, &s.url("optional.example.com", "/"))
         .await
         .expect("served");
     assert_eq!(status, 200);
     assert!(xfcc.unwrap_or_default().contains(";DNS=partner.example.org"));
+    let web_client = s.client(Some(&s.web), false);
     assert_eq!(
-        get(&web_client, &url("optional.example.com", "/")).await,
+        get(&web_client, &s.url("optional.example.com", "/")).await,
         None,
         "a certificate from another server's CA"
     );
+}
 
-    // minProtocolVersion TLSV1_3 on one server only.
-    let tls12 = client(p, &ca_a, None, true);
-    assert_eq!(get(&tls12, &url("simple.example.com", "/")).await, None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_protocol_version_tls13_applies_to_its_server_only() {
+    let s = Setup::start().await;
+    let tls12 = s.client(None, true);
+    assert_eq!(get(&tls12, &s.url("simple.example.com", "/")).await, None);
+    let anonymous = s.client(None, false);
     assert_eq!(
-        get(&anonymous, &url("simple.example.com", "/")).await.map(|r| r.0),
+        get(&anonymous, &s.url("simple.example.com", "/")).await.map(|r| r.0),
         Some(200)
     );
     assert_eq!(
-        get(&tls12, &url("optional.example.com", "/")).await.map(|r| r.0),
+        get(&tls12, &s.url("optional.example.com", "/")).await.map(|r| r.0),
         Some(200),
         "TLS 1.2 elsewhere"
     );

@@ -6,7 +6,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -33,7 +33,7 @@ spec:
 async fn websockets_and_http2_upstreams() {
     let backend = echo("ws-backend", "v1").await;
     let port = backend.addr.port();
-    let config = http_gateway("[app.example.com]")
+    let config = http_gateway(&["app.example.com"])
         + CONFIG
         + &service_entry("plain.internal", "HTTP", &[port])
         + &service_entry("h2.internal", "HTTP2", &[port])

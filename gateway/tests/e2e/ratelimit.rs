@@ -3,7 +3,7 @@
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -42,7 +42,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_the_allowance_passes() {
-    let (gw, _dir) = start_with(&[("app.yaml", &(http_gateway("[app.example.com]") + CONFIG))]);
+    let (gw, _dir) = start_with(&[("app.yaml", &(http_gateway(&["app.example.com"]) + CONFIG))]);
     let c = client(&[("app.example.com", gw.http)], &[]);
     let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http);
 

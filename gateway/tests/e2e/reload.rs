@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
 const RULE: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: backend, namespace: default}\nspec:\n  host: backend\n  subsets:\n  - {name: a, labels: {version: a}}\n  - {name: b, labels: {version: b}}\n";
 
-fn route_to(subset: &str) -> String {
+/// The VirtualService, written out in full: the tests find its lines in diagnostics.
+fn route_to_subset(subset: &str) -> String {
     format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app, namespace: default}}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - match:\n    - uri:\n        prefix: /\n    route:\n    - destination:\n        host: backend\n        subset: {subset}\n")
 }
 
@@ -25,14 +25,14 @@ async fn setup() -> Setup {
     let a = echo("a", "a").await;
     let b = echo("b", "b").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY).expect("write");
+    std::fs::write(dir.path().join("gateway.yaml"), http_gateway(&["*"])).expect("write");
     std::fs::write(dir.path().join("rule.yaml"), RULE).expect("write");
     std::fs::write(
         dir.path().join("backend.yaml"),
         backend_entry(&[("a", a.addr.port()), ("b", b.addr.port())]),
     )
     .expect("write");
-    std::fs::write(dir.path().join("virtualservice.yaml"), route_to("a")).expect("write");
+    std::fs::write(dir.path().join("virtualservice.yaml"), route_to_subset("a")).expect("write");
     let gw = Gateway::start(dir.path(), &[]);
     Setup { _a: a, _b: b, dir, gw }
 }
@@ -79,7 +79,7 @@ async fn hot_reload_under_load_fails_no_request() {
     let mut version = s.gw.version();
     for i in 0..50 {
         let subset = if i % 2 == 0 { "b" } else { "a" };
-        std::fs::write(s.dir.path().join("virtualservice.yaml"), route_to(subset)).expect("rewrite");
+        std::fs::write(s.dir.path().join("virtualservice.yaml"), route_to_subset(subset)).expect("rewrite");
         // Each rewrite is applied before the next, so all 50 reloads happen under traffic.
         assert!(
             s.gw.wait_version_above(version, Duration::from_secs(10)),
@@ -118,7 +118,7 @@ async fn broken_edits_are_refused_and_old_routes_keep_serving() {
     let vs = s.dir.path().join("virtualservice.yaml");
 
     // A bad regex on line 10 of the file.
-    std::fs::write(&vs, route_to("b").replace("prefix: /", "regex: \"/(unclosed\"")).expect("write");
+    std::fs::write(&vs, route_to_subset("b").replace("prefix: /", "regex: \"/(unclosed\"")).expect("write");
     wait_for_log(&s.gw, "invalid-regex").await;
     let log = s.gw.log();
     assert!(
@@ -133,7 +133,7 @@ async fn broken_edits_are_refused_and_old_routes_keep_serving() {
     // A field of the wrong type.
     std::fs::write(
         &vs,
-        route_to("b").replace("        subset: b\n", "        subset: b\n      weight: heavy\n"),
+        route_to_subset("b").replace("        subset: b\n", "        subset: b\n      weight: heavy\n"),
     )
     .expect("write");
     wait_for_log(&s.gw, "error[schema]").await;
@@ -143,7 +143,7 @@ async fn broken_edits_are_refused_and_old_routes_keep_serving() {
     assert_eq!(s.gw.config_dump()["rejected_since_start"], 2);
 
     // Fixed: the new route takes effect.
-    std::fs::write(&vs, route_to("b")).expect("write");
+    std::fs::write(&vs, route_to_subset("b")).expect("write");
     assert!(s.gw.wait_version_above(1, Duration::from_secs(5)));
     assert_eq!(backend_name(&c, s.gw.http).await, "b");
 }

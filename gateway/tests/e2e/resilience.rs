@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -62,7 +62,7 @@ async fn setup(extra_endpoint: Option<u16>) -> Setup {
         endpoints.push(("v1", p));
     }
     let (gw, dir) = start_with(&[
-        ("app.yaml", &(http_gateway("[app.example.com]") + CONFIG)),
+        ("app.yaml", &(http_gateway(&["app.example.com"]) + CONFIG)),
         ("backend.yaml", &backend_entry(&endpoints)),
     ]);
     let client = client(&[("app.example.com", gw.http)], &[]);

@@ -8,7 +8,7 @@ use crate::support::*;
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     let backend = echo("backend", "v1").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: backend}}]\n";
+    let config = http_gateway(&["*"]) + &virtual_service("app", &["*"], &["gw"], &route_to("backend"));
     std::fs::write(dir.path().join("app.yaml"), config).expect("write");
     std::fs::write(
         dir.path().join("backend.yaml"),

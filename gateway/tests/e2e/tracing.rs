@@ -14,9 +14,14 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 async fn spans_reach_the_collector_and_context_goes_upstream() {
     let (collector, mut spans) = grpc_collector().await;
     let backend = echo("backend", "v1").await;
-    let config = http_gateway("[app.example.com]")
+    let config = http_gateway(&["app.example.com"])
         + &backend_entry(&[("v1", backend.addr.port())])
-        + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: default}\nspec:\n  hosts: [app.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: backend.default.svc.cluster.local}}]\n";
+        + &virtual_service(
+            "app",
+            &["app.example.com"],
+            &["gw"],
+            &route_to("backend.default.svc.cluster.local"),
+        );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("app.yaml"), config).expect("write");
     let mesh_dir = tempfile::tempdir().expect("tempdir");

@@ -1,8 +1,10 @@
 //! CORS preflights answered by the gateway, response headers for allowed origins.
 
-use crate::support::*;
+use strait_gateway::testing::Harness;
 
-const CONFIG: &str = r#"
+use crate::common::*;
+
+const CONFIG: &str = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: app, namespace: default}
@@ -29,12 +31,12 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflights_and_allowed_origins() {
     let backend = echo("backend", "v1").await;
-    let (gw, _dir) = start_with(&[
-        ("app.yaml", &(http_gateway("[app.example.com]") + CONFIG)),
+    let gw = Harness::start(&[
+        ("app.yaml", &(http_gateway(&["app.example.com"]) + CONFIG)),
         ("backend.yaml", &backend_entry(&[("v1", backend.addr.port())])),
     ]);
-    let c = client(&[("app.example.com", gw.http)], &[]);
-    let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http);
+    let c = client(&[("app.example.com", gw.http())], &[]);
+    let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http());
     let preflight = |path: &str, origin: &str| {
         c.request(reqwest::Method::OPTIONS, url(path))
             .header("origin", origin)

@@ -1,7 +1,9 @@
 //! Route actions carried out by the engine: rewrites, header operations,
 //! redirects, direct responses and httpsRedirect.
 
-use crate::support::*;
+use strait_gateway::testing::Harness;
+
+use crate::common::*;
 
 const CONFIG: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -55,15 +57,11 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrites_headers_redirects_and_direct_responses() {
     let backend = echo("backend", "v1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("app.yaml"), CONFIG).expect("write");
-    std::fs::write(
-        dir.path().join("backend.yaml"),
-        backend_entry(&[("v1", backend.addr.port())]),
-    )
-    .expect("write");
-    let gw = Gateway::start(dir.path(), &[]);
-    let p = gw.http;
+    let gw = Harness::start(&[
+        ("app.yaml", CONFIG),
+        ("backend.yaml", &backend_entry(&[("v1", backend.addr.port())])),
+    ]);
+    let p = gw.http();
     let c = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -125,14 +123,14 @@ async fn rewrites_headers_redirects_and_direct_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_or_missing_backends_get_503() {
     let [closed] = free_ports::<1>();
-    let dir = tempfile::tempdir().expect("tempdir");
     let config = CONFIG.replace("  - match: [{uri: {prefix: /old/}}]", "  - match: [{uri: {prefix: /ghost}}]\n    route: [{destination: {host: ghost.example.com}}]\n  - match: [{uri: {prefix: /old/}}]");
-    std::fs::write(dir.path().join("app.yaml"), config).expect("write");
-    std::fs::write(dir.path().join("backend.yaml"), backend_entry(&[("v1", closed)])).expect("write");
-    let gw = Gateway::start(dir.path(), &[]);
-    let c = client(&[("app.example.com", gw.http)], &[]);
+    let gw = Harness::start(&[
+        ("app.yaml", &config),
+        ("backend.yaml", &backend_entry(&[("v1", closed)])),
+    ]);
+    let c = client(&[("app.example.com", gw.http())], &[]);
     let resp = c
-        .get(format!("http://app.example.com:{}/other", gw.http))
+        .get(format!("http://app.example.com:{}/other", gw.http()))
         .send()
         .await
         .expect("request");
@@ -142,13 +140,13 @@ async fn unreachable_or_missing_backends_get_503() {
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
     );
     let resp = c
-        .get(format!("http://app.example.com:{}/ghost", gw.http))
+        .get(format!("http://app.example.com:{}/ghost", gw.http()))
         .send()
         .await
         .expect("request");
     assert_eq!(resp.status(), 503, "a host no ServiceEntry or Service defines");
     assert_eq!(resp.text().await.expect("body"), "no healthy upstream");
-    assert!(gw.config_dump()["warnings"]
+    assert!(config_dump(gw.admin)["warnings"]
         .to_string()
         .contains("no ServiceEntry or Service defines host ghost.example.com"));
 }

@@ -15,7 +15,7 @@ fn k6(script: &str, demo: &Demo, extra: &[(&str, &str)]) -> (Option<i32>, String
         .arg("--quiet")
         .arg("--no-color")
         .arg(scripts.join(script));
-    cmd.env("BASE_URL", format!("http://127.0.0.1:{}", demo.gw.http))
+    cmd.env("BASE_URL", format!("http://127.0.0.1:{}", demo.gw.http()))
         .env("HOST", "app.example.com");
     for (k, v) in extra {
         cmd.env(k, v);

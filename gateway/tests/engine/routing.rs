@@ -1,16 +1,17 @@
-//! The app.example.com example, end to end: path, header and weighted routing,
+//! The app.example.com example, in-process: path, header and weighted routing,
 //! what the backend sees, HTTPS with HTTP/2, and 404s.
 
 use std::collections::HashMap;
 
-use crate::support::*;
+use strait_gateway::testing::Harness;
 
-/// The example folder with its ServiceEntry pointed at live echo backends and a
-/// certificate for app.example.com.
+use crate::common::*;
+
+/// The example's files with its ServiceEntry pointed at live echo backends and a
+/// certificate for app.example.com, served in-process.
 pub struct Demo {
     _backends: Vec<strait_gateway::echo::EchoServer>,
-    _dir: tempfile::TempDir,
-    pub gw: Gateway,
+    pub gw: Harness,
     cert: TestCert,
 }
 
@@ -19,26 +20,24 @@ impl Demo {
         let stable = echo("stable", "v1").await;
         let canary = echo("canary", "v1-canary").await;
         let v2 = echo("v2", "v2").await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        for f in ["gateway.yaml", "virtualservice.yaml", "destinationrule.yaml"] {
-            std::fs::copy(examples().join("app-example-com").join(f), dir.path().join(f)).expect("copy example");
-        }
-        let se = std::fs::read_to_string(examples().join("app-example-com/serviceentry.yaml"))
-            .expect("read example")
+        let example =
+            |f: &str| std::fs::read_to_string(examples().join("app-example-com").join(f)).expect("read example");
+        let se = example("serviceentry.yaml")
             .replace("9001", &stable.addr.port().to_string())
             .replace("9002", &canary.addr.port().to_string())
             .replace("9003", &v2.addr.port().to_string());
-        std::fs::write(dir.path().join("serviceentry.yaml"), se).expect("write");
         let cert = TestCert::new(&["app.example.com"]);
-        std::fs::write(
-            dir.path().join("secret.yaml"),
-            cert.secret_yaml("app-example-com-tls", "default"),
-        )
-        .expect("write");
-        let gw = Gateway::start(dir.path(), &[]);
+        let files = [
+            ("gateway.yaml", example("gateway.yaml")),
+            ("virtualservice.yaml", example("virtualservice.yaml")),
+            ("destinationrule.yaml", example("destinationrule.yaml")),
+            ("serviceentry.yaml", se),
+            ("secret.yaml", cert.secret_yaml("app-example-com-tls", "default")),
+        ];
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let gw = Harness::start(&files);
         Demo {
             _backends: vec![stable, canary, v2],
-            _dir: dir,
             gw,
             cert,
         }
@@ -46,13 +45,16 @@ impl Demo {
 
     fn client(&self) -> reqwest::Client {
         client(
-            &[("app.example.com", self.gw.http), ("app.example.com", self.gw.https)],
+            &[
+                ("app.example.com", self.gw.http()),
+                ("app.example.com", self.gw.https()),
+            ],
             &[&self.cert],
         )
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://app.example.com:{}{path}", self.gw.http)
+        format!("http://app.example.com:{}{path}", self.gw.http())
     }
 }
 
@@ -119,7 +121,7 @@ async fn upstream_sees_forwarding_headers() {
     let h = &body["headers"];
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
-    assert_eq!(h["host"], format!("app.example.com:{}", demo.gw.http));
+    assert_eq!(h["host"], format!("app.example.com:{}", demo.gw.http()));
     let id = h["x-request-id"].as_str().expect("x-request-id generated");
     assert_eq!(id.len(), 36);
     let (_, body) = get_json(&c, &demo.url("/api/v2/h"), &[("x-request-id", "abc-123")]).await;
@@ -151,7 +153,7 @@ async fn upstream_connections_are_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_http2_and_http1() {
     let demo = Demo::start().await;
-    let url = format!("https://app.example.com:{}/api/v2/secure", demo.gw.https);
+    let url = format!("https://app.example.com:{}/api/v2/secure", demo.gw.https());
     let resp = demo.client().get(&url).send().await.expect("https request");
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "h2 negotiated by ALPN");
     assert_eq!(resp.status(), 200);
@@ -171,7 +173,7 @@ async fn https_serves_http2_and_http1() {
     let h1 = reqwest::Client::builder()
         .no_proxy()
         .http1_only()
-        .resolve("app.example.com", ([127, 0, 0, 1], demo.gw.https).into())
+        .resolve("app.example.com", ([127, 0, 0, 1], demo.gw.https()).into())
         .add_root_certificate(reqwest::Certificate::from_pem(demo.cert.cert_pem.as_bytes()).expect("pem"))
         .build()
         .expect("client");
@@ -195,7 +197,7 @@ async fn unknown_host_is_404_and_admin_reports_the_config() {
         Some(404),
         "health port serves readiness only"
     );
-    let dump = demo.gw.config_dump();
+    let dump = config_dump(demo.gw.admin);
     assert_eq!(dump["version"], 1);
     assert_eq!(dump["sources"].as_array().map(Vec::len), Some(5));
     let listeners = dump["snapshot"]["listeners"].as_array().expect("listeners");
@@ -209,9 +211,9 @@ async fn unknown_host_is_404_and_admin_reports_the_config() {
         dumped.contains("outbound|80|v2|backend.default.svc.cluster.local"),
         "clusters named as in Istio"
     );
-    let c = client(&[("other.example.com", demo.gw.http)], &[]);
+    let c = client(&[("other.example.com", demo.gw.http())], &[]);
     let resp = c
-        .get(format!("http://other.example.com:{}/", demo.gw.http))
+        .get(format!("http://other.example.com:{}/", demo.gw.http()))
         .send()
         .await
         .expect("request");
