@@ -40,7 +40,8 @@ pub async fn authenticate(
     if cors::is_preflight(req) {
         return Ok(());
     }
-    match authn::authenticate(runtime, index, req).await {
+    // Boxed: waiting for remote keys is a large future that only JWT policies need.
+    match Box::pin(authn::authenticate(runtime, index, req)).await {
         Ok(auth) => {
             ctx.auth = auth;
             Ok(())
@@ -83,8 +84,13 @@ pub async fn authorize(
     };
     let verdict = decide(policy, session, port, hops, ctx);
     if let Some(ext) = verdict.custom.and_then(|i| policy.ext_authz.get(i)) {
-        let target = upstream_client::side_call_peer(&shared.dns, runtime, ext.cluster).await;
-        match ext_authz::check(&shared.side_calls, target, &ext.provider, session.req_header()).await {
+        // Boxed: a side call (DNS, a pooled connection, an exchange) is a large future,
+        // copied with every request's request_filter if it were inline.
+        let call = async {
+            let target = upstream_client::side_call_peer(&shared.dns, runtime, ext.cluster).await;
+            ext_authz::check(&shared.side_calls, target, &ext.provider, session.req_header()).await
+        };
+        match Box::pin(call).await {
             ext_authz::Verdict::Deny { status, headers, body } => {
                 ctx.flags.add(Flags::EXT_AUTHZ_DENIED);
                 return Err(Reply::with_body(status, body).headers(headers).into());

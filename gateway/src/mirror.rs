@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
-use strait_config::snapshot::{roll, Action};
+use strait_config::snapshot::{roll, Action, Mirror};
 
 use crate::context::RequestCtx;
 use crate::dns::Dns;
@@ -28,7 +28,15 @@ pub async fn start(
         return;
     }
     ctx.mirror_decided = true;
-    let Some(copy) = copy_of(dns, ctx, upstream).await else {
+    let runtime = ctx.runtime.clone();
+    let Some(Action::Forward(forward)) = ctx.place().route(&runtime).map(|r| &r.action) else {
+        return;
+    };
+    if forward.mirrors.is_empty() {
+        return;
+    }
+    // Boxed: resolving mirror targets is a large future only mirrored routes need.
+    let Some(copy) = Box::pin(copy_of(dns, &forward.mirrors, ctx, upstream)).await else {
         return;
     };
     if session.is_body_empty() {
@@ -39,13 +47,10 @@ pub async fn start(
 }
 
 /// A copy of the upstream request for the route's mirrors that won their roll.
-async fn copy_of(dns: &Dns, ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
+async fn copy_of(dns: &Dns, mirrors: &[Mirror], ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
     let runtime = &*ctx.runtime;
-    let Action::Forward(forward) = &ctx.place().route(runtime)?.action else {
-        return None;
-    };
     let mut targets = Vec::new();
-    for m in forward.mirrors.iter().filter(|m| roll(m.percent)) {
+    for m in mirrors.iter().filter(|m| roll(m.percent)) {
         targets.extend(side_call_peer(dns, runtime, m.cluster).await);
     }
     if targets.is_empty() {

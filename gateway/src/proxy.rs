@@ -101,7 +101,9 @@ impl ProxyHttp for Gateway {
         let runtime = ctx.runtime.clone();
         match self.admit(session, ctx, &runtime).await {
             Ok(()) => Ok(false),
-            Err(Halt::Reply(reply)) => reply::send(session, reply).await,
+            // Boxed: writing a local reply is a large future, and most requests never
+            // reply locally; inline, it would be copied with request_filter's every time.
+            Err(Halt::Reply(reply)) => Box::pin(reply::send(session, reply)).await,
             Err(Halt::Error(e)) => Err(e),
         }
     }

@@ -55,7 +55,8 @@ pub async fn endpoint(
     let endpoint = endpoints.endpoints.get(index).ok_or(PickError::NoEndpoint)?;
     match &endpoint.hostname {
         None => Ok((endpoint.address, index)),
-        Some(host) => match dns.resolve(host, endpoint.address.port()).await {
+        // Boxed: a DNS lookup is a large future only DNS endpoints need.
+        Some(host) => match Box::pin(dns.resolve(host, endpoint.address.port())).await {
             Ok(address) => Ok((address, index)),
             Err(reason) => Err(PickError::Unresolved { index, reason }),
         },
@@ -72,7 +73,11 @@ pub fn peer(runtime: &Runtime, cluster: usize, address: SocketAddr) -> Option<Ht
         t.apply(&mut peer);
     }
     peer.options.idle_timeout = c.policy.idle_timeout;
-    peer.group_key = c.pool_key();
+    peer.group_key = runtime
+        .upstreams
+        .clusters
+        .get(cluster)
+        .map_or_else(|| c.pool_key(), |s| s.pool_key);
     if c.policy.h2_upstream {
         // Prior knowledge over plain TCP (h2c), ALPN h2 over TLS; streams multiplexed.
         peer.options.set_http_version(2, 2);
