@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -40,32 +40,51 @@ pub struct RelayStream {
 struct HeadDeadline {
     conn: Arc<ConnState>,
     limit: Duration,
-    /// Set by the first byte of a head, with the count of heads read before it;
-    /// cleared once that head is read.
-    deadline: Option<(Pin<Box<tokio::time::Sleep>>, u32)>,
+    /// When the first byte of the head being read came, with the count of heads
+    /// read before it; cleared once that head is read.
+    started: Option<(Instant, u32)>,
+    /// Wakes a read that waits past the deadline. Made only when a read has to wait
+    /// in the middle of a head: a head that arrives in one read (nearly every one)
+    /// costs a clock read, not a timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl HeadDeadline {
-    /// Whether the head being read has run out of time; arms the timer on the
-    /// head's first byte, and the waker for the deadline while the read waits.
+    /// Whether the head being read has run out of time; notes the head's first
+    /// byte, and arms the timer while a read waits for the rest.
     fn expired(&mut self, cx: &mut Context<'_>, read_something: bool, waiting: bool) -> bool {
         if self.conn.in_request() {
-            self.deadline = None;
+            self.clear();
             return false;
         }
-        // The head it was armed for was read (while no read was polled here).
+        // The head it was started for was read (while no read was polled here).
         let heads = self.conn.heads();
-        if self.deadline.as_ref().is_some_and(|(_, armed)| *armed != heads) {
-            self.deadline = None;
+        if self.started.is_some_and(|(_, of)| of != heads) {
+            self.clear();
         }
-        if self.deadline.is_none() && read_something {
-            self.deadline = Some((Box::pin(tokio::time::sleep(self.limit)), heads));
+        let Some((start, _)) = self.started else {
+            if read_something {
+                self.started = Some((Instant::now(), heads));
+            }
+            return false;
+        };
+        // A limit too large to add never runs out.
+        let Some(deadline) = start.checked_add(self.limit) else {
+            return false;
+        };
+        if waiting {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            timer.as_mut().poll(cx).is_ready()
+        } else {
+            Instant::now() >= deadline
         }
-        match self.deadline.as_mut() {
-            Some((d, _)) if waiting => d.as_mut().poll(cx).is_ready(),
-            Some((d, _)) => d.is_elapsed(),
-            None => false,
-        }
+    }
+
+    fn clear(&mut self) {
+        self.started = None;
+        self.timer = None;
     }
 }
 
@@ -103,7 +122,8 @@ impl RelayStream {
             head: Some(HeadDeadline {
                 conn,
                 limit,
-                deadline: None,
+                started: None,
+                timer: None,
             }),
         }
     }

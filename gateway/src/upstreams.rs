@@ -100,6 +100,8 @@ pub struct Overflow;
 pub struct ClusterState {
     /// Cluster name.
     pub name: String,
+    /// The connection pool's key, hashed once here rather than per request.
+    pub pool_key: u64,
     /// Endpoints, in the order of the cluster's `ClusterEndpoints`.
     pub endpoints: Vec<Arc<EndpointState>>,
     /// Requests admitted and not finished.
@@ -318,6 +320,7 @@ fn cluster_state(c: &Cluster, eps: &ClusterEndpoints, old: Option<&Arc<ClusterSt
     };
     ClusterState {
         name: c.name.clone(),
+        pool_key: c.pool_key(),
         endpoints,
         active: old.map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.active.clone()),
         pending: AtomicU32::new(0),
@@ -372,6 +375,7 @@ mod tests {
         endpoint.ejections.store(5, Ordering::Relaxed);
         let state = ClusterState {
             name: "c".into(),
+            pool_key: 0,
             endpoints: vec![endpoint.clone()],
             active: Arc::default(),
             pending: AtomicU32::new(0),
