@@ -4,5 +4,6 @@ pub mod admin_client;
 pub mod analyze;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod store;
 pub mod table;
 pub mod yaml;
