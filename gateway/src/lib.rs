@@ -1,6 +1,19 @@
-//! Strait's engine on Pingora: listeners built from a snapshot, the proxy phases,
-//! certificates, admin endpoints and reloads. The edge/egress gateway binary and
-//! (later) the sidecar run this same engine with different scopes.
+//! Strait's engine on Pingora. The edge/egress gateway binary and (later) the
+//! sidecar run this same engine with different scopes.
+//!
+//! - The engine's state: `engine` (one `apply` for every source, the running
+//!   `runtime` swapped atomically, endpoints swapped on their own), `runtime` (what
+//!   requests read, compiled before a swap: `certs`, `upstream_tls`, `client_auth`,
+//!   `jwks`, `upstreams`), `sources` (where configuration comes from: the folder),
+//!   `shutdown`, `server` (the Pingora server for the gateway role).
+//! - Connection fronts: `app` (HTTP/1 sessions), `tls_front`, `h2_front`,
+//!   `relay_stream` (head deadline, TLS flushes), `l4`, with the per-connection `conn`.
+//! - The request path: `proxy` (Pingora's phases as lists of steps) over `context`,
+//!   `request`, `reply`, `downstream`, `authz` (`authn`, `ext_authz`), `actions`,
+//!   `upstream` (`balance`, `retry`), `mirror` and `telemetry` (`metrics`,
+//!   `access_log`, `trace`); every upstream is reached through `upstream_client`.
+//! - Beside it: `admin`, `acme`, `dns`, `pem`, `ratelimit`, and `testing` (an
+//!   in-process harness, behind the `testing` feature).
 
 pub mod access_log;
 pub mod acme;
