@@ -292,6 +292,13 @@ fn typed_entry(mut value: Value, origin: Origin, diags: &mut Vec<Diagnostic>) ->
                 _ => typed(&body, "", &origin, r, &mut local).map(Spec::EndpointSlice),
             }
         }
+        Body::Object => {
+            let body = Value::Object(std::mem::take(obj));
+            match kind.as_str() {
+                "Pod" => lenient(&body, &origin, r, &mut local).map(Spec::Pod),
+                _ => lenient(&body, &origin, r, &mut local).map(Spec::Namespace),
+            }
+        }
     };
     diags.extend(local);
     Some(Entry {
@@ -361,6 +368,29 @@ fn typed<T: DeserializeOwned>(
     for path in ignored {
         diags.push(unknown(origin, r, &join(prefix, &path)));
     }
+    checked(result, prefix, origin, r, diags)
+}
+
+/// Deserializes a whole object Kubernetes wrote (a Pod, a Namespace): the fields
+/// Strait does not read are no finding, since no user wrote them; type errors
+/// in those it reads still are.
+fn lenient<T: DeserializeOwned>(
+    value: &Value,
+    origin: &Origin,
+    r: Option<&ResourceRef>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    checked(serde_path_to_error::deserialize(value), "", origin, r, diags)
+}
+
+/// The value, or an error diagnostic at the path where deserializing it failed.
+fn checked<T>(
+    result: Result<T, serde_path_to_error::Error<serde_json::Error>>,
+    prefix: &str,
+    origin: &Origin,
+    r: Option<&ResourceRef>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
     match result {
         Ok(v) => Some(v),
         Err(e) => {
@@ -441,6 +471,34 @@ mod tests {
         let l = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x, tls.key: y}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, labels: {kubernetes.io/service-name: svc}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\nports: [{name: http, port: 8080}]\n");
         assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
         assert_eq!(l.bundle.entries.len(), 2);
+    }
+
+    #[test]
+    fn pods_and_namespaces_as_the_api_serves_them_load_without_findings() {
+        // What kube-apiserver 1.37 returns (managedFields dropped, as the controller
+        // does): every field Strait does not read passes in silence.
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-0","namespace":"shop","uid":"5f1c","resourceVersion":"812","creationTimestamp":"2026-11-29T11:00:00Z","labels":{"app":"web","version":"v2"},"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-7d9","uid":"a1","controller":true}]},
+            "spec":{"containers":[{"name":"web","image":"example.invalid/web","ports":[{"containerPort":8080,"protocol":"TCP"}],"resources":{},"terminationMessagePath":"/dev/termination-log","imagePullPolicy":"Always"}],"restartPolicy":"Always","terminationGracePeriodSeconds":30,"dnsPolicy":"ClusterFirst","serviceAccountName":"web","securityContext":{},"schedulerName":"default-scheduler","tolerations":[{"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute","tolerationSeconds":300}],"priority":0,"enableServiceLinks":true,"preemptionPolicy":"PreemptLowerPriority"},
+            "status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}],"podIP":"10.1.0.5","podIPs":[{"ip":"10.1.0.5"},{"ip":"fd00::5"}],"qosClass":"BestEffort"}}"#;
+        let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","uid":"9e","resourceVersion":"40","labels":{"kubernetes.io/metadata.name":"shop","istio-injection":"enabled"}},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}"#;
+        let l = load(&format!("{pod}\n---\n{ns}\n"));
+        assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+        let [p, n] = &l.bundle.entries[..] else {
+            panic!("two entries: {:?}", l.bundle.entries)
+        };
+        let Spec::Pod(body) = &p.resource.spec else {
+            panic!("a Pod: {:?}", p.resource)
+        };
+        assert_eq!(body.spec.service_account_name.as_deref(), Some("web"));
+        assert_eq!(body.status.pod_ip.as_deref(), Some("10.1.0.5"));
+        assert_eq!(body.status.pod_ips.len(), 2);
+        assert_eq!(p.resource.metadata.labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(n.resource.kind(), "Namespace");
+        assert_eq!(n.resource.metadata.labels.get("istio-injection").map(String::as_str), Some("enabled"));
+        // A field Strait reads, of the wrong type, is still an error at its place.
+        let l = load("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {serviceAccountName: [a]}\n");
+        assert!(l.bundle.entries.is_empty());
+        assert_eq!(l.diagnostics[0].field.as_deref(), Some("spec.serviceAccountName"), "{:?}", l.diagnostics);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The service registry of a bundle: which endpoints serve a host and port,
-//! from ServiceEntry (+ WorkloadEntry) or Service + EndpointSlice, and the
-//! subsets DestinationRules define for each host.
+//! from ServiceEntry (+ WorkloadEntry) or Service + EndpointSlice (+ the Pods
+//! their endpoints name), and the subsets DestinationRules define for each host.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::bundle::Bundle;
+use serde_json::Value;
+
+use crate::bundle::{Bundle, Entry};
 use crate::hosts::fqdn;
 use crate::resources::networking::{Labels, Subset, TrafficPolicy};
 use crate::resources::Spec;
@@ -30,7 +32,8 @@ struct EndpointDef {
     /// Port name -> port on the endpoint.
     ports: BTreeMap<String, u16>,
     labels: Labels,
-    /// The workload's name (a WorkloadEntry's), for metrics.
+    /// The workload's name (a WorkloadEntry's, or the Pod's behind a Service
+    /// endpoint), for metrics.
     workload: Option<String>,
 }
 
@@ -174,6 +177,14 @@ impl Registry {
                 }
             }
         }
+        // An EndpointSlice endpoint carries the labels of the Pod its targetRef
+        // names, so DestinationRule subsets select Service endpoints as in Istio.
+        let pods: HashMap<(&str, &str), &Entry> = bundle
+            .entries
+            .iter()
+            .filter(|e| matches!(e.resource.spec, Spec::Pod(_)))
+            .map(|e| ((e.resource.namespace.as_str(), e.resource.name.as_str()), e))
+            .collect();
         let slices: Vec<_> = bundle
             .of(|s| match s {
                 Spec::EndpointSlice(e) => Some(e),
@@ -226,13 +237,20 @@ impl Registry {
                     if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                         continue;
                     }
+                    let pod = target_pod(ep.target_ref.as_ref(), &r.namespace).and_then(|key| pods.get(&key));
+                    // Istio names the Pod's owner (its Deployment...) as the workload
+                    // in metrics; the Pod's own name is what the bundle has.
+                    let (labels, workload) = match pod {
+                        Some(p) => (p.resource.metadata.labels.clone(), Some(p.resource.name.clone())),
+                        None => (Labels::new(), None),
+                    };
                     for address in &ep.addresses {
                         def.endpoints.push(EndpointDef {
                             address: address.clone(),
                             dns: false,
                             ports: ports.clone(),
-                            labels: Labels::new(),
-                            workload: None,
+                            labels: labels.clone(),
+                            workload: workload.clone(),
                         });
                     }
                 }
@@ -370,6 +388,17 @@ fn service_port_protocol(app_protocol: Option<&str>, name: Option<&str>) -> Opti
         Some(p.to_ascii_uppercase())
     };
     app_protocol.and_then(from).or_else(|| name.and_then(from))
+}
+
+/// The (namespace, name) of the Pod an EndpointSlice endpoint's `targetRef` names
+/// (its namespace defaults to the slice's).
+fn target_pod<'a>(target: Option<&'a Value>, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+    let target = target?;
+    if target.get("kind").and_then(Value::as_str) != Some("Pod") {
+        return None;
+    }
+    let ns = target.get("namespace").and_then(Value::as_str).unwrap_or(namespace);
+    Some((ns, target.get("name")?.as_str()?))
 }
 
 fn ports_map(ports: &BTreeMap<String, i64>) -> BTreeMap<String, u16> {

@@ -411,6 +411,74 @@ endpoints:
 }
 
 #[test]
+fn subsets_select_service_endpoints_by_the_labels_of_their_pods() {
+    // As a cluster has them: two Pods, their Service and the EndpointSlice whose
+    // endpoints name the Pods in targetRef (one without namespace: the slice's).
+    let pod = |name: &str, version: &str, ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: reviews, version: {version}}}}}\nspec: {{serviceAccountName: reviews, containers: [{{name: app, image: reviews}}]}}\nstatus: {{phase: Running, podIP: {ip}}}\n"
+        )
+    };
+    let yaml = format!(
+        r#"{GATEWAY}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [default/gw]
+  http:
+  - route:
+    - {{destination: {{host: reviews, subset: v2}}, weight: 1}}
+    - {{destination: {{host: reviews}}, weight: 1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  host: reviews
+  subsets: [{{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: reviews-x1, namespace: shop, labels: {{kubernetes.io/service-name: reviews}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9080}}]
+endpoints:
+- addresses: [10.1.0.1]
+  targetRef: {{kind: Pod, namespace: shop, name: reviews-v1-a}}
+- addresses: [10.1.0.2]
+  targetRef: {{kind: Pod, name: reviews-v2-b}}
+{}{}"#,
+        pod("reviews-v1-a", "v1", "10.1.0.1"),
+        pod("reviews-v2-b", "v2", "10.1.0.2"),
+    );
+    let b = built(&yaml);
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    let s = &b.snapshot;
+    let cluster = |name: &str| {
+        s.clusters
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no cluster {name}: {:?}", s.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()))
+    };
+    let v2 = cluster("outbound|9080|v2|reviews.shop.svc.cluster.local");
+    assert_eq!(addresses(&b, v2), ["10.1.0.2:9080"], "only the v2 Pod's endpoint");
+    let all = cluster("outbound|9080||reviews.shop.svc.cluster.local");
+    assert_eq!(addresses(&b, all), ["10.1.0.1:9080", "10.1.0.2:9080"]);
+    let endpoint = &b.endpoints.clusters[v2].endpoints[0];
+    assert_eq!(endpoint.workload.as_deref(), Some("reviews-v2-b"), "the Pod names the workload");
+    assert_eq!(endpoint.labels.get("version").map(String::as_str), Some("v2"));
+}
+
+#[test]
 fn unknown_destination_is_a_warning_and_routes_get_no_endpoints() {
     let b = built(&with_routes(
         "  - name: nowhere\n    route: [{destination: {host: missing}}]\n",

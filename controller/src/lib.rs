@@ -2,8 +2,11 @@
 
 pub mod admin_client;
 pub mod analyze;
+pub mod kube_source;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod store;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod yaml;

@@ -1,5 +1,5 @@
 //! Kubernetes core kinds Strait reads: v1 Service, discovery.k8s.io/v1
-//! EndpointSlice and v1 Secret (TLS).
+//! EndpointSlice, v1 Secret (TLS), and what it needs of v1 Pod and Namespace.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +123,51 @@ pub struct SecretBody {
     /// Immutable flag.
     pub immutable: Option<bool>,
 }
+
+/// What Strait reads of a Pod (its labels are in `metadata`): the identity and
+/// addresses of the workload behind an EndpointSlice's endpoints. The rest of a
+/// Pod (hundreds of fields) is ignored without a word: Kubernetes writes it, not
+/// the user.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodBody {
+    /// The part of `spec` Strait reads.
+    pub spec: PodSpec,
+    /// The part of `status` Strait reads.
+    pub status: PodStatus,
+}
+
+/// A Pod's `spec`, as far as Strait reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodSpec {
+    /// The service account it runs as (the identity's `sa` part).
+    pub service_account_name: Option<String>,
+}
+
+/// A Pod's `status`, as far as Strait reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodStatus {
+    /// Its primary IP.
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    /// All its IPs (IPv4 and IPv6 in a dual-stack cluster).
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Vec<PodIp>,
+}
+
+/// One of a Pod's IPs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PodIp {
+    /// The address.
+    pub ip: Option<String>,
+}
+
+/// A Namespace: Strait reads only its labels (in `metadata`), so nothing else is kept.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct NamespaceBody {}
 
 /// The value of a Secret key from `stringData` or base64 `data`.
 pub fn secret_value(body: &SecretBody, key: &str) -> Option<Vec<u8>> {

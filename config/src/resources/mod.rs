@@ -52,6 +52,10 @@ pub enum Spec {
     EndpointSlice(kube::EndpointSliceBody),
     /// core/v1 Secret.
     Secret(kube::SecretBody),
+    /// core/v1 Pod.
+    Pod(kube::PodBody),
+    /// core/v1 Namespace.
+    Namespace(kube::NamespaceBody),
     /// strait.io RateLimit.
     RateLimit(strait::RateLimitSpec),
 }
@@ -62,6 +66,9 @@ pub(crate) enum Body {
     Spec,
     /// At the top level, beside `metadata` (EndpointSlice, Secret).
     TopLevel,
+    /// The whole object, of which Strait reads a few fields and ignores the rest
+    /// silently (Pod, Namespace: Kubernetes writes them, users do not).
+    Object,
 }
 
 /// The API groups accepted for each kind, and where its body lives.
@@ -80,6 +87,7 @@ pub(crate) fn kind_info(api_version: &str, kind: &str) -> Option<Body> {
         "Service" if api_version == "v1" => Some(Body::Spec),
         "Secret" if api_version == "v1" => Some(Body::TopLevel),
         "EndpointSlice" if api_version == "discovery.k8s.io/v1" => Some(Body::TopLevel),
+        "Pod" | "Namespace" if api_version == "v1" => Some(Body::Object),
         _ => None,
     }
 }
@@ -115,6 +123,8 @@ impl Resource {
             Spec::Service(_) => "Service",
             Spec::EndpointSlice(_) => "EndpointSlice",
             Spec::Secret(_) => "Secret",
+            Spec::Pod(_) => "Pod",
+            Spec::Namespace(_) => "Namespace",
             Spec::RateLimit(_) => "RateLimit",
         }
     }

@@ -361,7 +361,8 @@ pub struct Endpoint {
     /// Labels.
     pub labels: Labels,
     /// The workload it belongs to, for metrics (a WorkloadEntry's name, as Istio names
-    /// it); None when unknown.
+    /// it, or the Pod's behind a Service endpoint, where Istio names the Pod's owner);
+    /// None when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
 }
