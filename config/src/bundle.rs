@@ -492,13 +492,24 @@ mod tests {
         assert_eq!(body.spec.service_account_name.as_deref(), Some("web"));
         assert_eq!(body.status.pod_ip.as_deref(), Some("10.1.0.5"));
         assert_eq!(body.status.pod_ips.len(), 2);
-        assert_eq!(p.resource.metadata.labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(
+            p.resource.metadata.labels.get("version").map(String::as_str),
+            Some("v2")
+        );
         assert_eq!(n.resource.kind(), "Namespace");
-        assert_eq!(n.resource.metadata.labels.get("istio-injection").map(String::as_str), Some("enabled"));
+        assert_eq!(
+            n.resource.metadata.labels.get("istio-injection").map(String::as_str),
+            Some("enabled")
+        );
         // A field Strait reads, of the wrong type, is still an error at its place.
         let l = load("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {serviceAccountName: [a]}\n");
         assert!(l.bundle.entries.is_empty());
-        assert_eq!(l.diagnostics[0].field.as_deref(), Some("spec.serviceAccountName"), "{:?}", l.diagnostics);
+        assert_eq!(
+            l.diagnostics[0].field.as_deref(),
+            Some("spec.serviceAccountName"),
+            "{:?}",
+            l.diagnostics
+        );
     }
 
     #[test]

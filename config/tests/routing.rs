@@ -464,17 +464,23 @@ endpoints:
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     let s = &b.snapshot;
     let cluster = |name: &str| {
-        s.clusters
-            .iter()
-            .position(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no cluster {name}: {:?}", s.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()))
+        s.clusters.iter().position(|c| c.name == name).unwrap_or_else(|| {
+            panic!(
+                "no cluster {name}: {:?}",
+                s.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+            )
+        })
     };
     let v2 = cluster("outbound|9080|v2|reviews.shop.svc.cluster.local");
     assert_eq!(addresses(&b, v2), ["10.1.0.2:9080"], "only the v2 Pod's endpoint");
     let all = cluster("outbound|9080||reviews.shop.svc.cluster.local");
     assert_eq!(addresses(&b, all), ["10.1.0.1:9080", "10.1.0.2:9080"]);
     let endpoint = &b.endpoints.clusters[v2].endpoints[0];
-    assert_eq!(endpoint.workload.as_deref(), Some("reviews-v2-b"), "the Pod names the workload");
+    assert_eq!(
+        endpoint.workload.as_deref(),
+        Some("reviews-v2-b"),
+        "the Pod names the workload"
+    );
     assert_eq!(endpoint.labels.get("version").map(String::as_str), Some("v2"));
 }
 

@@ -32,7 +32,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::store::{Document, Store};
+use crate::store::{Document, Hold, Store};
 
 /// Istio's namespace, where its mesh config lives.
 pub const MESH_NAMESPACE: &str = "istio-system";
@@ -105,6 +105,8 @@ pub struct KubeSource {
     store: Arc<Store>,
     /// Watches (kinds + the mesh config) not yet listed once.
     unsynced: watch::Sender<usize>,
+    /// Keeps the store from publishing until every watch has listed once.
+    hold: Hold,
 }
 
 impl KubeSource {
@@ -112,6 +114,7 @@ impl KubeSource {
     pub fn new(client: Client, store: Arc<Store>) -> KubeSource {
         KubeSource {
             client,
+            hold: store.hold(),
             store,
             unsynced: watch::channel(WATCHED.len() + 1).0,
         }
@@ -127,10 +130,18 @@ impl KubeSource {
         }
     }
 
-    /// Watches until `stop` resolves.
+    /// Watches until `stop` resolves. The store publishes nothing before every kind
+    /// has been listed once (as istiod waits for its caches to sync).
     pub async fn run(self, stop: impl Future<Output = ()>) {
+        let all_synced = self.synced();
+        let hold = self.hold;
         let synced = Arc::new(self.unsynced);
         let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            all_synced.await;
+            log::info!("every kind listed: the store publishes");
+            drop(hold);
+        });
         for watched in WATCHED {
             let sync = Synced::new(&synced);
             tasks.spawn(watch_kind(self.client.clone(), self.store.clone(), watched, sync));
@@ -141,7 +152,7 @@ impl KubeSource {
             tokio::select! {
                 _ = &mut stop => break,
                 Some(ended) = tasks.join_next() => {
-                    // Watch tasks never end by themselves: this one panicked.
+                    // Only the hold's task ends by itself; a watch that ends panicked.
                     if let Err(e) = ended {
                         log::error!("a Kubernetes watch stopped: {e}");
                     }
@@ -390,7 +401,10 @@ mod tests {
         assert!(docs.list().is_empty(), "nothing before the list is complete");
         assert!(docs.apply(Event::InitDone));
         let files: Vec<String> = docs.list().into_iter().map(|d| d.file).collect();
-        assert_eq!(files, ["kubernetes/VirtualService/shop/a", "kubernetes/VirtualService/shop/b"]);
+        assert_eq!(
+            files,
+            ["kubernetes/VirtualService/shop/a", "kubernetes/VirtualService/shop/b"]
+        );
         // The watch restarts; b was deleted meanwhile.
         docs.apply(Event::Init);
         docs.apply(Event::InitApply(object(Some("shop"), "a", "a.example.com")));

@@ -2,9 +2,14 @@
 
 pub mod admin_client;
 pub mod analyze;
+pub mod controller;
+pub mod controller_status;
+pub mod folder_source;
+pub mod http;
 pub mod kube_source;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod push;
 pub mod store;
 pub mod table;
 #[cfg(feature = "testing")]

@@ -1,14 +1,136 @@
-//! `strait-controller`: translates Istio resources from Kubernetes or files and
-//! pushes them to proxies; also the CA and webhooks. Not built yet: this binary
-//! only says so.
+//! `strait-controller`: reads Istio resources from a Kubernetes cluster and/or a
+//! folder, builds each connected proxy's configuration with the pipeline the proxies
+//! use, and pushes it to them (port 15010); metrics and proxy status on port 15014.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use strait_controller::controller::{until_stopped, Controller, Options};
+use strait_controller::folder_source::FolderSource;
+use strait_controller::kube_source::KubeSource;
+use strait_controller::store::Store;
+
+/// Strait's controller: pushes configuration to the gateways and sidecars that
+/// follow it (`strait-gateway --controller HOST:PORT`).
+#[derive(Parser, Debug)]
+#[command(name = "strait-controller", version, about)]
+struct Cli {
+    /// Folder of YAML/JSON resources to serve (read as `strait-gateway --config-dir`
+    /// reads one); watched for changes.
+    #[arg(long, env = "STRAIT_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Istio mesh config file (the `mesh` key of the istio ConfigMap), sent to the
+    /// proxies with their configuration; watched for changes. With `--kubernetes`,
+    /// the cluster's `istio-system/istio` ConfigMap is read instead.
+    #[arg(long, env = "STRAIT_MESH_CONFIG")]
+    mesh_config: Option<PathBuf>,
+    /// Read the resources from a Kubernetes cluster: the one `--kubeconfig` names,
+    /// else `$KUBECONFIG` or `~/.kube/config`, else the Pod's service account.
+    #[arg(long, env = "STRAIT_KUBERNETES")]
+    kubernetes: bool,
+    /// Kubeconfig file of the cluster to read (implies `--kubernetes`).
+    #[arg(long, env = "STRAIT_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address the ports listen on.
+    #[arg(long, env = "STRAIT_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Push port (gRPC, plaintext) proxies connect to.
+    #[arg(long, env = "STRAIT_PUSH_PORT", default_value_t = strait_push::DEFAULT_PUSH_PORT)]
+    push_port: u16,
+    /// HTTP port: Prometheus `/metrics`, `/debug/proxies` (proxy status), `/ready`;
+    /// 0 disables.
+    #[arg(long, env = "STRAIT_METRICS_PORT", default_value_t = 15014)]
+    metrics_port: u16,
+    /// Quiet time after a change before it is built and pushed (changes come in bursts).
+    #[arg(long, env = "STRAIT_DEBOUNCE_MS", default_value_t = 100)]
+    debounce_ms: u64,
+}
 
 fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("strait-controller {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strait-controller: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strait-controller: {e:#}");
+            ExitCode::from(1)
+        }
     }
-    eprintln!("strait-controller: the controller is not built yet; see the project's open issues");
-    ExitCode::from(2)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let kubernetes = cli.kubernetes || cli.kubeconfig.is_some();
+    if cli.config_dir.is_none() && !kubernetes {
+        bail!("no source of configuration: give --kubernetes (or --kubeconfig FILE) and/or --config-dir DIR");
+    }
+    if kubernetes && cli.mesh_config.is_some() {
+        bail!(
+            "--mesh-config is for folder mode: with --kubernetes the mesh config is the istio-system/istio ConfigMap"
+        );
+    }
+    // The client first: a cluster that cannot be reached is an error before any
+    // port is bound.
+    let client = match (kubernetes, &cli.kubeconfig) {
+        (false, _) => None,
+        (true, Some(path)) => Some(client_from(path).await?),
+        (true, None) => Some(
+            kube::Client::try_default()
+                .await
+                .context("no Kubernetes cluster: neither a kubeconfig nor an in-cluster service account was found")?,
+        ),
+    };
+    let options = Options {
+        push: SocketAddr::new(cli.bind_address, cli.push_port),
+        http: (cli.metrics_port != 0).then(|| SocketAddr::new(cli.bind_address, cli.metrics_port)),
+    };
+    let store = Store::new(Duration::from_millis(cli.debounce_ms));
+    // Before the servers start: the source holds the store until it has listed
+    // every kind, so no proxy is sent a half-read cluster.
+    let kube = client.map(|client| KubeSource::new(client, store.clone()));
+    let mut controller = Controller::start(store.clone(), &options).await?;
+    if let Some(kube) = kube {
+        let mut stop = controller.stop_signal();
+        controller.add_source("kubernetes", async move {
+            kube.run(async move { until_stopped(&mut stop).await }).await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    if let Some(dir) = cli.config_dir {
+        let folder = FolderSource {
+            dir,
+            mesh_config: cli.mesh_config,
+        };
+        controller.add_source("folder", folder.run(store, controller.stop_signal()));
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let outcome = tokio::select! {
+        ended = controller.wait() => ended.map_err(anyhow::Error::from),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+    };
+    log::info!("stopping");
+    controller.stop().await;
+    outcome
+}
+
+/// A client for the cluster a kubeconfig file names (its current context).
+async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }

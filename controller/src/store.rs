@@ -44,6 +44,23 @@ struct Pending {
     sources: BTreeMap<String, Vec<Document>>,
     mesh_text: Option<String>,
     changed: bool,
+    /// Sources still making their first complete read (`Store::hold`).
+    holds: usize,
+}
+
+/// Keeps the store from publishing while a source has read only part of what it
+/// serves (a Kubernetes source listing kind after kind): proxies must never be sent
+/// a configuration with half the cluster missing. Dropping it releases the store.
+#[derive(Debug)]
+pub struct Hold(Arc<Store>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.change(|p| {
+            p.holds = p.holds.saturating_sub(1);
+            p.holds == 0 && p.changed
+        });
+    }
 }
 
 /// The documents of every source; publishes a new `State` after each burst of changes.
@@ -93,6 +110,13 @@ impl Store {
         });
     }
 
+    /// Holds back publishing until the returned `Hold` is dropped.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.holds += 1;
+        Hold(self.clone())
+    }
+
     fn change(&self, apply: impl FnOnce(&mut Pending) -> bool) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if apply(&mut pending) {
@@ -105,7 +129,7 @@ impl Store {
     pub fn publish_now(&self) {
         let (documents, mesh_text) = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if !pending.changed {
+            if !pending.changed || pending.holds > 0 {
                 return;
             }
             pending.changed = false;
@@ -208,6 +232,19 @@ mod tests {
         let state = store.current();
         assert_eq!(state.mesh.num_trusted_proxies, 2);
         assert!(!state.mesh_diagnostics.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_published_while_a_source_holds_the_store() {
+        let store = Store::new(Duration::from_millis(10));
+        let hold = store.hold();
+        store.replace("kubernetes/VirtualService", vec![doc("a.yaml", VS)]);
+        store.publish_now();
+        assert_eq!(store.current().version, 0, "half a cluster is not published");
+        drop(hold);
+        store.publish_now();
+        assert_eq!(store.current().version, 1);
+        assert_eq!(store.current().loaded.bundle.entries.len(), 1);
     }
 
     #[tokio::test]

@@ -107,7 +107,12 @@ fn custom(client: &Client, namespace: &str, group: &str, version: &str, kind: &s
         version: version.into(),
         api_version: format!("{group}/{version}"),
         kind: kind.into(),
-        plural: format!("{}s", kind.to_ascii_lowercase()),
+        // Every plural Kubernetes derives for these kinds (Policy -> policies, but
+        // Gateway -> gateways).
+        plural: match kind.to_ascii_lowercase().strip_suffix("cy") {
+            Some(stem) => format!("{stem}cies"),
+            None => format!("{}s", kind.to_ascii_lowercase()),
+        },
     };
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
@@ -166,10 +171,14 @@ async fn istio_objects_written_in_any_served_version_appear_change_and_disappear
     )
     .await;
     let state = cluster
-        .wait_for(SOON, "DestinationRule from v1alpha3 and AuthorizationPolicy from v1beta1", |s| {
-            document(s, "kubernetes/DestinationRule/shop/reviews").is_some()
-                && document(s, "kubernetes/AuthorizationPolicy/shop/deny-all").is_some()
-        })
+        .wait_for(
+            SOON,
+            "DestinationRule from v1alpha3 and AuthorizationPolicy from v1beta1",
+            |s| {
+                document(s, "kubernetes/DestinationRule/shop/reviews").is_some()
+                    && document(s, "kubernetes/AuthorizationPolicy/shop/deny-all").is_some()
+            },
+        )
         .await;
     assert!(state.loaded.diagnostics.is_empty(), "{:?}", state.loaded.diagnostics);
     let kinds: Vec<&str> = state.loaded.bundle.entries.iter().map(|e| e.resource.kind()).collect();
@@ -310,7 +319,10 @@ async fn a_cluster_of_services_pods_and_secrets_builds_a_gateway_without_finding
                 && document(s, "kubernetes/Pod/shop/reviews-v2-b").is_some_and(|t| t.contains("10.1.0.2"))
         })
         .await;
-    assert!(document(&state, "kubernetes/Secret/default/password").is_none(), "an Opaque Secret");
+    assert!(
+        document(&state, "kubernetes/Secret/default/password").is_none(),
+        "an Opaque Secret"
+    );
     let shop = state
         .loaded
         .bundle
@@ -318,7 +330,10 @@ async fn a_cluster_of_services_pods_and_secrets_builds_a_gateway_without_finding
         .iter()
         .find(|e| e.resource.kind() == "Namespace" && e.resource.name == "shop")
         .expect("Namespace shop loaded");
-    assert_eq!(shop.resource.metadata.labels.get("istio-injection").map(String::as_str), Some("enabled"));
+    assert_eq!(
+        shop.resource.metadata.labels.get("istio-injection").map(String::as_str),
+        Some("enabled")
+    );
 
     // The objects as the API serves them load and build without a finding.
     assert!(state.loaded.diagnostics.is_empty(), "{:#?}", state.loaded.diagnostics);
@@ -346,21 +361,33 @@ async fn a_cluster_of_services_pods_and_secrets_builds_a_gateway_without_finding
 async fn the_istio_config_map_sets_the_mesh_config() {
     let cluster = Cluster::start().await;
     let client = cluster.client();
-    assert_eq!(cluster.store.current().mesh_text, None, "no ConfigMap: Istio's defaults");
+    assert_eq!(
+        cluster.store.current().mesh_text,
+        None,
+        "no ConfigMap: Istio's defaults"
+    );
     namespace(&client, "istio-system", json!({})).await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "istio-system");
     let mesh = |n: u32| format!("defaultConfig:\n  gatewayTopology:\n    numTrustedProxies: {n}\n");
     // Another ConfigMap of the namespace is not the mesh config.
-    create(&maps, json!({"metadata": {"name": "istio-other"}, "data": {"mesh": mesh(7)}})).await;
+    create(
+        &maps,
+        json!({"metadata": {"name": "istio-other"}, "data": {"mesh": mesh(7)}}),
+    )
+    .await;
     create(&maps, json!({"metadata": {"name": "istio"}, "data": {"mesh": mesh(2)}})).await;
     let state = cluster
         .wait_for(SOON, "the mesh config", |s| s.mesh.num_trusted_proxies == 2)
         .await;
     assert!(state.mesh_diagnostics.is_empty(), "{:?}", state.mesh_diagnostics);
 
-    maps.patch("istio", &PatchParams::default(), &Patch::Merge(json!({"data": {"mesh": mesh(3)}})))
-        .await
-        .expect("updated");
+    maps.patch(
+        "istio",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"mesh": mesh(3)}})),
+    )
+    .await
+    .expect("updated");
     cluster
         .wait_for(SOON, "the updated mesh config", |s| s.mesh.num_trusted_proxies == 3)
         .await;
@@ -386,11 +413,17 @@ async fn an_api_server_restart_loses_nothing_and_later_changes_are_seen() {
     };
     create(&vs, virtual_service("a", "a.example.com")).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "shop");
-    create(&services, json!({"metadata": {"name": "reviews"}, "spec": {"ports": [{"port": 9080}]}})).await;
+    create(
+        &services,
+        json!({"metadata": {"name": "reviews"}, "spec": {"ports": [{"port": 9080}]}}),
+    )
+    .await;
     let a = "kubernetes/VirtualService/shop/a";
     let service = "kubernetes/Service/shop/reviews";
     let before = cluster
-        .wait_for(SOON, "the objects", |s| document(s, a).is_some() && document(s, service).is_some())
+        .wait_for(SOON, "the objects", |s| {
+            document(s, a).is_some() && document(s, service).is_some()
+        })
         .await;
 
     // Every state published from now on must still hold what was there.
@@ -408,7 +441,11 @@ async fn an_api_server_restart_loses_nothing_and_later_changes_are_seen() {
     });
 
     let started = Instant::now();
-    cluster.server.restart_apiserver().await.expect("the API server restarts");
+    cluster
+        .server
+        .restart_apiserver()
+        .await
+        .expect("the API server restarts");
     eprintln!("the API server was back after {:?}", started.elapsed());
     assert!(
         document(&cluster.store.current(), a).is_some(),
@@ -417,9 +454,13 @@ async fn an_api_server_restart_loses_nothing_and_later_changes_are_seen() {
 
     // Changes after the restart: an update, a new object, a deletion.
     let started = Instant::now();
-    vs.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"hosts": ["a2.example.com"]}})))
-        .await
-        .expect("updated");
+    vs.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"hosts": ["a2.example.com"]}})),
+    )
+    .await
+    .expect("updated");
     create(&vs, virtual_service("b", "b.example.com")).await;
     let dr = custom(&client, "shop", "networking.istio.io", "v1", "DestinationRule");
     create(
@@ -438,7 +479,10 @@ async fn an_api_server_restart_loses_nothing_and_later_changes_are_seen() {
     eprintln!("changes after the restart showed after {:?}", started.elapsed());
     assert!(before.version < cluster.store.current().version);
 
-    services.delete("reviews", &DeleteParams::default()).await.expect("deleted");
+    services
+        .delete("reviews", &DeleteParams::default())
+        .await
+        .expect("deleted");
     cluster
         .wait_for(SOON, "the Service gone", |s| document(s, service).is_none())
         .await;
@@ -472,7 +516,11 @@ async fn rate_limits_are_read_once_their_crd_is_installed() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let object = json!({"apiVersion": "strait.io/v1alpha1", "kind": "RateLimit", "metadata": {"name": "api"},
                         "spec": {"virtualService": "api", "requests": 10, "per": "1s"}});
-    while limits.create(&PostParams::default(), &from_json(object.clone())).await.is_err() {
+    while limits
+        .create(&PostParams::default(), &from_json(object.clone()))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "the RateLimit CRD is not served after 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -81,7 +81,7 @@ pub struct Engine {
 }
 
 /// An engine-level diagnostic (not about one resource).
-fn engine_diag(message: String) -> Diagnostic {
+pub fn engine_diag(message: String) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,
         code: Code::Io,

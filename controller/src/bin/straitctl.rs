@@ -1,6 +1,7 @@
 //! `straitctl`: the command line for Strait users. `analyze` checks configuration
 //! files as `istioctl analyze` does; `proxy-config` and `proxy-status` read running
-//! proxies through their admin ports, as `istioctl proxy-config` / `proxy-status` do.
+//! proxies through their admin ports, as `istioctl proxy-config` / `proxy-status` do,
+//! and `proxy-status --controller` reads what the controller knows of its proxies.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use strait_config::Scope;
 use strait_controller::admin_client::Target;
 use strait_controller::analyze::{analyze, any_errors, load, Input};
+use strait_controller::controller_status;
 use strait_controller::proxy_config::{self, Section};
 use strait_controller::proxy_status::{self, SyncStatus};
 
@@ -29,9 +31,15 @@ enum Command {
     /// Prints one part of a proxy's running configuration, read from its admin port.
     #[command(name = "proxy-config", visible_alias = "pc")]
     ProxyConfig(ProxyConfigArgs),
-    /// Shows which configuration each proxy runs and whether they agree.
+    /// Shows which configuration each proxy runs and whether it is up to date.
     ///
-    /// There is no controller yet, so the proxies are compared with each other: the one
+    /// With `--controller`, as the controller knows it: each connected proxy's last
+    /// version sent, the last it acknowledged, and SYNCED, STALE (not acknowledged
+    /// yet, or held back because the controller cannot build it) or NACK (it refused
+    /// the last one and keeps its previous configuration; its diagnostics follow the
+    /// table).
+    ///
+    /// With admin addresses instead, the proxies are compared with each other: the one
     /// with the highest config version is the reference; a proxy serving the same
     /// configuration (same digest) is SYNCED, another one STALE. LAST UPDATE says
     /// whether the proxy accepted its latest configuration attempt. Exits 1 when a
@@ -88,8 +96,12 @@ struct ProxyConfigArgs {
 #[derive(Args, Debug)]
 struct ProxyStatusArgs {
     /// Admin addresses of the proxies, HOST[:PORT] (port 15000 when left out).
-    #[arg(required = true, num_args = 1..)]
+    #[arg(required_unless_present = "controller", conflicts_with = "controller", num_args = 1..)]
     targets: Vec<String>,
+    /// The controller's HTTP address, HOST[:PORT] (port 15014 when left out): show
+    /// the proxies connected to it.
+    #[arg(long, value_name = "ADDR")]
+    controller: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -218,7 +230,21 @@ fn run_proxy_config(args: &ProxyConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_controller_status(controller: &str, output: Format) -> anyhow::Result<ExitCode> {
+    let target = controller_status::target(controller)?;
+    let report = controller_status::fetch(&target)?;
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Yaml => print!("{}", strait_controller::yaml::to_yaml(&serde_json::to_value(&report)?)),
+        Format::Table => print!("{}", controller_status::render(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(controller) = &args.controller {
+        return run_controller_status(controller, args.output);
+    }
     let targets = args
         .targets
         .iter()

@@ -73,22 +73,33 @@ impl ApiServer {
         let (etcd, etcd_url) = start_etcd(&tools, &base).await?;
         // Until the server is built, a failure must not leave etcd behind.
         let mut etcd = KillOnDrop(Some(etcd));
-        let token = format!("{:016x}{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..), fastrand::u64(..));
-        write(&base.join("tokens.csv"), &format!("{token},strait-admin,strait-admin,\"system:masters\"\n"))?;
+        let token = format!(
+            "{:016x}{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..),
+            fastrand::u64(..)
+        );
+        write(
+            &base.join("tokens.csv"),
+            &format!("{token},strait-admin,strait-admin,\"system:masters\"\n"),
+        )?;
         let key = rcgen::KeyPair::generate()
             .map_err(|e| Error::Tools(format!("cannot generate the service-account key: {e}")))?;
+        // The server verifies tokens with the public key (it does not derive it from
+        // a PKCS#8 private key) and signs them with the private one.
         write(&base.join("sa.key"), &key.serialize_pem())?;
+        write(&base.join("sa.pub"), &key.public_key_pem())?;
         let (apiserver, port) = start_apiserver(&tools, &base, &etcd_url, None).await?;
         let mut apiserver = KillOnDrop(Some(apiserver));
         let kubeconfig = base.join("kubeconfig");
-        write(&kubeconfig, &kubeconfig_yaml(port, &base.join("certs/apiserver.crt"), &token))?;
+        write(
+            &kubeconfig,
+            &kubeconfig_yaml(port, &base.join("certs/apiserver.crt"), &token),
+        )?;
         let client = client(&kubeconfig).await?;
         let started = Instant::now();
         wait_ready(&client, apiserver.child(), &base).await?;
-        log::info!(
-            "kube-apiserver ready on 127.0.0.1:{port} after {:?}",
-            started.elapsed()
-        );
+        log::info!("kube-apiserver ready on 127.0.0.1:{port} after {:?}", started.elapsed());
         crds::install(&client, &[&tools.istio_crds, &tools.gateway_api_crds]).await?;
         Ok(ApiServer {
             tools,
@@ -323,9 +334,14 @@ async fn start_etcd(tools: &Tools, base: &Path) -> Result<(Child, String), Error
             "--log-level=warn".to_string(),
         ];
         let mut child = spawn(&tools.etcd, &args, &log)?;
-        let health = wait_up(&mut child, "etcd", &log, "/health", Duration::from_secs(30), async || {
-            etcd_healthy(client)
-        })
+        let health = wait_up(
+            &mut child,
+            "etcd",
+            &log,
+            "/health",
+            Duration::from_secs(30),
+            async || etcd_healthy(client),
+        )
         .await;
         match health {
             Ok(()) => return Ok((child, url)),
@@ -342,7 +358,8 @@ async fn start_etcd(tools: &Tools, base: &Path) -> Result<(Child, String), Error
 /// Whether etcd's `/health` on loopback `port` says healthy (HTTP/1.0 by hand:
 /// no client needed for one line).
 fn etcd_healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)) else {
+    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -379,7 +396,7 @@ async fn start_apiserver(
             "--endpoint-reconciler-type=none".to_string(),
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
             format!("--service-account-issuer=https://127.0.0.1:{port}"),
-            format!("--service-account-key-file={}", sa_key.display()),
+            format!("--service-account-key-file={}", base.join("sa.pub").display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
             "--authorization-mode=RBAC".to_string(),
             format!("--token-auth-file={}", base.join("tokens.csv").display()),
@@ -390,9 +407,14 @@ async fn start_apiserver(
         ];
         let mut child = spawn(&tools.kube_apiserver, &args, &log)?;
         let cert = certs.join("apiserver.crt");
-        let up = wait_up(&mut child, "kube-apiserver", &log, "serving certificate", READY, async || {
-            std::fs::metadata(&cert).is_ok_and(|m| m.len() > 0)
-        })
+        let up = wait_up(
+            &mut child,
+            "kube-apiserver",
+            &log,
+            "serving certificate",
+            READY,
+            async || std::fs::metadata(&cert).is_ok_and(|m| m.len() > 0),
+        )
         .await;
         match up {
             Ok(()) => return Ok((child, port)),
@@ -441,10 +463,7 @@ current-context: strait-test
 }
 
 async fn client(kubeconfig: &Path) -> Result<Client, Error> {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
+    let config =
+        kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }

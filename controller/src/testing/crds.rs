@@ -117,7 +117,10 @@ async fn wait_served(client: &Client, crd: &Applied, deadline: Instant) -> Resul
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout(SERVED, format!("CRD {} to be established and served", crd.name)));
+            return Err(Error::Timeout(
+                SERVED,
+                format!("CRD {} to be established and served", crd.name),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -132,8 +132,15 @@ mod tests {
         let vars = parse_env(
             "export STRAIT_ETCD=/root/.cache/strait-tools/etcd-v3.6.16/etcd\nexport STRAIT_HELM=/tmp/my\\ tools/helm\nexport STRAIT_KUBECTL='/a b/kubectl'\nnoise\n",
         );
-        let get = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_string_lossy().into_owned());
-        assert_eq!(get("STRAIT_ETCD").as_deref(), Some("/root/.cache/strait-tools/etcd-v3.6.16/etcd"));
+        let get = |n: &str| {
+            vars.iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            get("STRAIT_ETCD").as_deref(),
+            Some("/root/.cache/strait-tools/etcd-v3.6.16/etcd")
+        );
         assert_eq!(get("STRAIT_HELM").as_deref(), Some("/tmp/my tools/helm"));
         assert_eq!(get("STRAIT_KUBECTL").as_deref(), Some("/a b/kubectl"));
         assert_eq!(vars.len(), 3);

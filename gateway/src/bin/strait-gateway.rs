@@ -11,7 +11,10 @@ use clap::Parser;
 use strait_config::mesh::MeshConfig;
 use strait_config::{Scope, Severity};
 use strait_gateway::downstream::{Limits, Underscores};
-use strait_gateway::server::{build, Options, Serving, StartError};
+use strait_gateway::engine::{Engine, EngineSettings};
+use strait_gateway::server::{build, Gateway, Options, Serving, StartError};
+use strait_gateway::sources::controller::{first_config, Client, ControllerSource};
+use strait_push::proto;
 
 /// jemalloc rather than glibc: with its background thread, memory freed after a
 /// config load (the parsed resources) goes back to the OS within seconds, where
@@ -23,12 +26,21 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Folder of YAML/JSON resources to serve; watched for changes.
+    /// Folder of YAML/JSON resources to serve; watched for changes. Either this or
+    /// --controller.
     #[arg(long, env = "STRAIT_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
-    /// Controller address to receive configuration from (not available yet).
-    #[arg(long, env = "STRAIT_CONTROLLER")]
+    /// Follow a Strait controller instead of a folder: HOST:PORT of its push port
+    /// (15010). The gateway waits for its first configuration before it listens, then
+    /// applies every update, keeps serving when the controller is gone, and
+    /// reconnects. The controller sends the mesh config too: --mesh-config is
+    /// ignored. ACME is not run in this mode yet.
+    #[arg(long, env = "STRAIT_CONTROLLER", value_name = "HOST:PORT")]
     controller: Option<String>,
+    /// This proxy's name in the controller's status (with --controller); default
+    /// `<hostname>.<namespace>` (in Kubernetes, the pod's name).
+    #[arg(long, env = "STRAIT_PROXY_ID")]
+    proxy_id: Option<String>,
     /// Gateway port to listening port, e.g. `80=8080,443=8443`.
     #[arg(long, env = "STRAIT_PORT_MAP", value_delimiter = ',')]
     port_map: Vec<String>,
@@ -69,6 +81,7 @@ struct Cli {
     #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS_KB", default_value_t = 60)]
     max_request_headers_kb: usize,
     /// Istio mesh config file (the `mesh` key of the istio ConfigMap); read at start.
+    /// Ignored with --controller, which sends it.
     #[arg(long, env = "STRAIT_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
     /// Request headers with `_` in their names: reject (400), drop, or allow.
@@ -152,11 +165,11 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    if cli.controller.is_some() {
-        bail!("--controller: controller mode is not built yet; use --config-dir");
-    }
-    let Some(config_dir) = cli.config_dir.clone() else {
-        bail!("--config-dir is required");
+    let config_dir = match (&cli.config_dir, &cli.controller) {
+        (Some(_), Some(_)) => bail!("give --config-dir or --controller, not both"),
+        (None, None) => bail!("give --config-dir DIR or --controller HOST:PORT"),
+        (None, Some(address)) => return run_with_controller(&cli, address),
+        (Some(dir), None) => dir.clone(),
     };
     // The mesh config is read once, at start: a change needs a restart.
     let (mesh, mesh_notes) = match &cli.mesh_config {
@@ -201,37 +214,7 @@ fn run() -> anyhow::Result<ExitCode> {
         jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
         acme_issuers: mesh.acme_issuers.clone(),
         acme_check: Duration::from_secs(cli.acme_check_interval.max(1)),
-        serving: Serving {
-            port_map: parse_map(&cli.port_map)?,
-            bind: cli.bind_address,
-            admin_port: cli.admin_port,
-            health_port: cli.health_port,
-            metrics_port: cli.metrics_port,
-            drain: Duration::from_secs(cli.drain_seconds),
-            header_timeout_secs: cli.request_header_timeout.max(1),
-            threads: cli
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            limits: Limits {
-                max_headers: cli.max_request_headers,
-                max_header_bytes: cli.max_request_headers_kb * 1024,
-                underscores: cli.headers_with_underscores,
-                stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
-                normalization: mesh.path_normalization,
-                trusted_hops: mesh.num_trusted_proxies,
-                ..Limits::default()
-            },
-            max_requests_per_connection: cli.max_requests_per_connection,
-            access_log: mesh.access_log_file.clone().map(|f| {
-                let encoding = if mesh.access_log_json {
-                    strait_gateway::access_log::Encoding::Json
-                } else {
-                    strait_gateway::access_log::Encoding::Text
-                };
-                (f, encoding)
-            }),
-            tracing: mesh.tracing.clone(),
-        },
+        serving: serving(&cli, &mesh)?,
     };
     match build(&opts) {
         Ok(gateway) => {
@@ -246,4 +229,106 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// How the engine is served: the flags, and the mesh config's settings for clients,
+/// the access log and traces.
+fn serving(cli: &Cli, mesh: &MeshConfig) -> anyhow::Result<Serving> {
+    Ok(Serving {
+        port_map: parse_map(&cli.port_map)?,
+        bind: cli.bind_address,
+        admin_port: cli.admin_port,
+        health_port: cli.health_port,
+        metrics_port: cli.metrics_port,
+        drain: Duration::from_secs(cli.drain_seconds),
+        header_timeout_secs: cli.request_header_timeout.max(1),
+        threads: cli
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        limits: Limits {
+            max_headers: cli.max_request_headers,
+            max_header_bytes: cli.max_request_headers_kb * 1024,
+            underscores: cli.headers_with_underscores,
+            stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
+            normalization: mesh.path_normalization,
+            trusted_hops: mesh.num_trusted_proxies,
+            ..Limits::default()
+        },
+        max_requests_per_connection: cli.max_requests_per_connection,
+        access_log: mesh.access_log_file.clone().map(|f| {
+            let encoding = if mesh.access_log_json {
+                strait_gateway::access_log::Encoding::Json
+            } else {
+                strait_gateway::access_log::Encoding::Text
+            };
+            (f, encoding)
+        }),
+        tracing: mesh.tracing.clone(),
+    })
+}
+
+/// Serves what the controller at `address` pushes: waits for its first
+/// configuration (the listeners are made from it), then follows it.
+fn run_with_controller(cli: &Cli, address: &str) -> anyhow::Result<ExitCode> {
+    if cli.check {
+        bail!("--check checks a folder: use it with --config-dir");
+    }
+    if cli.mesh_config.is_some() {
+        log::warn!("--mesh-config is ignored with --controller: the controller sends the mesh config");
+    }
+    let labels = parse_labels(&cli.labels)?;
+    let proxy_id = cli.proxy_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        format!(
+            "{}.{}",
+            if host.is_empty() { "strait-gateway" } else { host },
+            cli.namespace
+        )
+    });
+    let client = Client {
+        address: address.to_string(),
+        hello: proto::Hello {
+            proxy_id,
+            role: proto::Role::Gateway.into(),
+            namespace: cli.namespace.clone(),
+            labels: labels.clone().into_iter().collect(),
+            strait_version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        },
+    };
+    let settings = EngineSettings {
+        jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
+        // ACME does not run in this mode; challenge answers would be kept here.
+        acme_store: cli
+            .acme_store
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("strait-acme")),
+    };
+    log::info!("waiting for a configuration from the controller at {address}");
+    let started = first_config(&client, |built, mesh| {
+        let scope = Scope::gateway(&cli.namespace, labels.clone(), mesh.clone());
+        Engine::start(built, scope, &settings)
+    })
+    .context("cannot wait for the controller")?;
+    let engine = started.value;
+    for d in engine.current().warnings.iter() {
+        log::warn!("{d}");
+    }
+    if !started.mesh.acme_issuers.is_empty() {
+        log::warn!("the mesh config names ACME issuers: ACME does not run with --controller yet");
+    }
+    // Settings read from the mesh config at start (limits, access log, tracing) stay
+    // until a restart, as with --mesh-config.
+    let mut gateway = Gateway::new(engine.clone(), &serving(cli, &started.mesh)?, None)?;
+    gateway.add_background(
+        "controller",
+        ControllerSource {
+            engine,
+            client,
+            started_with: started.digest,
+        },
+    );
+    gateway.run();
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ mod check;
 #[path = "../common/mod.rs"]
 mod common;
 mod connection_abuse;
+mod controller;
 mod egress;
 mod ext_authz;
 mod grpc;

@@ -52,13 +52,34 @@ impl Gateway {
     }
 
     fn try_start_on(dir: &Path, extra: &[&str], http: u16, https: u16) -> Result<Gateway, String> {
+        Gateway::launch(
+            &[std::ffi::OsStr::new("--config-dir"), dir.as_os_str()],
+            extra,
+            http,
+            https,
+        )
+    }
+
+    /// Starts `strait-gateway --controller controller --proxy-id name` and waits until
+    /// it serves (it needs its first configuration for that).
+    pub fn follow(controller: &str, name: &str, extra: &[&str]) -> Gateway {
+        let [http, https] = free_ports::<2>();
+        let args = ["--controller", controller, "--proxy-id", name].map(std::ffi::OsStr::new);
+        match Gateway::launch(&args, extra, http, https) {
+            Ok(g) => g,
+            Err(log) => panic!("gateway {name} did not become ready:\n{log}"),
+        }
+    }
+
+    /// Starts the binary with `source` (where its configuration comes from), the
+    /// test's ports and `extra`, and waits until it is ready.
+    fn launch(source: &[&std::ffi::OsStr], extra: &[&str], http: u16, https: u16) -> Result<Gateway, String> {
         let [admin, health, metrics] = free_ports::<3>();
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("gateway.log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_strait-gateway"))
-            .arg("--config-dir")
-            .arg(dir)
+            .args(source)
             .args([
                 "--bind-address",
                 "127.0.0.1",

@@ -1,0 +1,217 @@
+//! The `strait-controller` binary on a folder, with a proxy speaking the push
+//! protocol over a real connection (this test is that proxy: it answers as it
+//! likes, which a gateway would not), and `straitctl proxy-status --controller`
+//! reading what the controller knows. Gateways following a real controller are
+//! tested in the gateway crate (`tests/e2e/controller.rs`).
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strait_push::proto;
+use strait_push::proto::controller_message::Kind as Incoming;
+use strait_push::proto::proxy_message::Kind as Outgoing;
+use tokio::sync::mpsc;
+
+const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+
+fn vs(host: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app, namespace: istio-system}}\nspec:\n  hosts: [{host}]\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: backend.example.com}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: backend, namespace: istio-system}}\nspec:\n  hosts: [backend.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: http}}]\n  endpoints: [{{address: 10.0.0.1}}]\n")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET path` on the controller's HTTP port: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+struct ControllerProcess {
+    child: Child,
+    push: u16,
+    http: u16,
+}
+
+impl ControllerProcess {
+    fn start(dir: &Path) -> ControllerProcess {
+        let (push, http) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
+            .arg("--config-dir")
+            .arg(dir)
+            .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20"])
+            .arg(format!("--push-port={push}"))
+            .arg(format!("--metrics-port={http}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn strait-controller");
+        let process = ControllerProcess { child, push, http };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(http, "/ready").is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "the controller did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process
+    }
+
+    fn straitctl_status(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
+            .args(["proxy-status", "--controller", &format!("127.0.0.1:{}", self.http)])
+            .output()
+            .expect("run straitctl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stream to the controller, as a gateway of `istio-system` named `name`.
+struct Proxy {
+    inbound: tonic::Streaming<proto::ControllerMessage>,
+    answers: mpsc::Sender<proto::ProxyMessage>,
+}
+
+impl Proxy {
+    async fn connect(port: u16, name: &str) -> Proxy {
+        let (answers, outbound) = mpsc::channel(4);
+        let hello = proto::Hello {
+            proxy_id: name.into(),
+            role: proto::Role::Gateway.into(),
+            namespace: "istio-system".into(),
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            ..Default::default()
+        };
+        answers
+            .send(proto::ProxyMessage {
+                kind: Some(Outgoing::Hello(hello)),
+            })
+            .await
+            .expect("queued");
+        let mut client = proto::push_client::PushClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connects");
+        let inbound = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+            .await
+            .expect("a stream")
+            .into_inner();
+        Proxy { inbound, answers }
+    }
+
+    async fn receive(&mut self) -> Incoming {
+        tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("a message in time")
+            .expect("no error")
+            .and_then(|m| m.kind)
+            .expect("a message")
+    }
+
+    async fn answer(&self, kind: Outgoing) {
+        self.answers
+            .send(proto::ProxyMessage { kind: Some(kind) })
+            .await
+            .expect("open");
+    }
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> Option<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_pushes_the_folder_and_shows_the_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY).expect("write");
+    std::fs::write(dir.path().join("app.yaml"), vs("a.example.com")).expect("write");
+    let controller = ControllerProcess::start(dir.path());
+    let mut proxy = Proxy::connect(controller.push, "gw-test").await;
+
+    let Incoming::Config(config) = proxy.receive().await else {
+        panic!("a full configuration first");
+    };
+    let files: Vec<&str> = config.documents.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["app.yaml", "gateway.yaml"]);
+    assert_eq!(config.mesh_config, None);
+    proxy
+        .answer(Outgoing::Ack(proto::Ack {
+            version: config.version,
+        }))
+        .await;
+    let status = wait_for("SYNCED", || {
+        let s = controller.straitctl_status();
+        s.lines()
+            .any(|l| l.starts_with("gw-test") && l.contains("SYNCED"))
+            .then_some(s)
+    });
+    assert!(status.contains(&format!("{} (config)", config.version)), "{status}");
+
+    std::fs::write(dir.path().join("app.yaml"), vs("b.example.com")).expect("write");
+    let Incoming::Config(changed) = proxy.receive().await else {
+        panic!("a route change is a full configuration");
+    };
+    assert!(changed.version > config.version);
+    let diagnostic = "app.yaml:1:1: error[invalid-certificate] refused by this proxy";
+    proxy
+        .answer(Outgoing::Nack(proto::Nack {
+            version: changed.version,
+            diagnostics: vec![diagnostic.into()],
+        }))
+        .await;
+    let status = wait_for("NACK", || {
+        let s = controller.straitctl_status();
+        s.lines()
+            .any(|l| l.starts_with("gw-test") && l.contains("NACK"))
+            .then_some(s)
+    });
+    assert!(
+        status.contains(&format!("gw-test refused version {}:\n  {diagnostic}", changed.version)),
+        "{status}"
+    );
+    let (_, metrics) = get(controller.http, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("pilot_total_xds_rejects{type=\"config\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pilot_xds 1"), "{metrics}");
+    assert!(metrics.contains("pilot_xds_pushes{type=\"config\"} 2"), "{metrics}");
+
+    drop(proxy);
+    wait_for("the proxy gone", || {
+        let (_, body) = get(controller.http, "/debug/proxies")?;
+        let report: serde_json::Value = serde_json::from_str(&body).ok()?;
+        report["proxies"].as_array().is_some_and(Vec::is_empty).then_some(body)
+    });
+}
