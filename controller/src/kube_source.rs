@@ -130,6 +130,13 @@ impl KubeSource {
         }
     }
 
+    /// Watches until `stop` turns true: the form `Controller::add_source` takes.
+    pub async fn run_until(self, mut stop: watch::Receiver<bool>) -> Result<(), std::convert::Infallible> {
+        self.run(async move { crate::controller::until_stopped(&mut stop).await })
+            .await;
+        Ok(())
+    }
+
     /// Watches until `stop` resolves. The store publishes nothing before every kind
     /// has been listed once (as istiod waits for its caches to sync).
     pub async fn run(self, stop: impl Future<Output = ()>) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use strait_controller::controller::{until_stopped, Controller, Options};
+use strait_controller::controller::{Controller, Options};
 use strait_controller::folder_source::FolderSource;
 use strait_controller::kube_source::KubeSource;
 use strait_controller::store::Store;
@@ -100,11 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let kube = client.map(|client| KubeSource::new(client, store.clone()));
     let mut controller = Controller::start(store.clone(), &options).await?;
     if let Some(kube) = kube {
-        let mut stop = controller.stop_signal();
-        controller.add_source("kubernetes", async move {
-            kube.run(async move { until_stopped(&mut stop).await }).await;
-            Ok::<(), std::convert::Infallible>(())
-        });
+        controller.add_source("kubernetes", kube.run_until(controller.stop_signal()));
     }
     if let Some(dir) = cli.config_dir {
         let folder = FolderSource {

@@ -1,8 +1,9 @@
 //! The `strait-controller` binary on a folder, with a proxy speaking the push
 //! protocol over a real connection (this test is that proxy: it answers as it
 //! likes, which a gateway would not), and `straitctl proxy-status --controller`
-//! reading what the controller knows. Gateways following a real controller are
-//! tested in the gateway crate (`tests/e2e/controller.rs`).
+//! reading what the controller knows; then the binary reading a real API server
+//! (`--kubeconfig`). Gateways following a real controller are tested in the
+//! gateway crate (`tests/e2e/controller.rs`, `controller_kube.rs`).
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -52,11 +53,17 @@ struct ControllerProcess {
 }
 
 impl ControllerProcess {
+    /// Starts `strait-controller` on a folder.
     fn start(dir: &Path) -> ControllerProcess {
+        ControllerProcess::start_with(&["--config-dir".as_ref(), dir.as_os_str()])
+    }
+
+    /// Starts `strait-controller` with `source` (the flags naming its sources);
+    /// returns once it is ready (it has a first configuration).
+    fn start_with(source: &[&std::ffi::OsStr]) -> ControllerProcess {
         let (push, http) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
-            .arg("--config-dir")
-            .arg(dir)
+            .args(source)
             .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20"])
             .arg(format!("--push-port={push}"))
             .arg(format!("--metrics-port={http}"))
@@ -214,4 +221,61 @@ async fn the_controller_pushes_the_folder_and_shows_the_answers() {
         let report: serde_json::Value = serde_json::from_str(&body).ok()?;
         report["proxies"].as_array().is_some_and(Vec::is_empty).then_some(body)
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reads_the_cluster_a_kubeconfig_names() {
+    let server = strait_controller::testing::ApiServer::start()
+        .await
+        .expect("the API server starts");
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n";
+    let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultConfig: {gatewayTopology: {numTrustedProxies: 1}}\n";
+    let applied = [namespace, mesh, GATEWAY, &vs("a.example.com")].join("\n---\n");
+    server.kubectl(&["apply", "-f", "-"], &applied).expect("applied");
+    let controller = ControllerProcess::start_with(&["--kubeconfig".as_ref(), server.kubeconfig().as_os_str()]);
+    let mut proxy = Proxy::connect(controller.push, "gw-kube").await;
+
+    let Incoming::Config(config) = proxy.receive().await else {
+        panic!("a full configuration first");
+    };
+    let files: Vec<&str> = config.documents.iter().map(|d| d.file.as_str()).collect();
+    for file in [
+        "kubernetes/Gateway/istio-system/gw",
+        "kubernetes/VirtualService/istio-system/app",
+        "kubernetes/ServiceEntry/istio-system/backend",
+        "kubernetes/Namespace/istio-system",
+    ] {
+        assert!(files.contains(&file), "{file} in {files:?}");
+    }
+    assert!(
+        config
+            .mesh_config
+            .as_deref()
+            .is_some_and(|m| m.contains("numTrustedProxies: 1")),
+        "the istio ConfigMap's mesh: {:?}",
+        config.mesh_config
+    );
+    proxy
+        .answer(Outgoing::Ack(proto::Ack {
+            version: config.version,
+        }))
+        .await;
+
+    server
+        .kubectl(&["delete", "virtualservice", "app", "-n", "istio-system"], "")
+        .expect("deleted");
+    let Incoming::Config(changed) = proxy.receive().await else {
+        panic!("a deleted route is a full configuration");
+    };
+    assert!(changed.version > config.version);
+    assert!(
+        !changed
+            .documents
+            .iter()
+            .any(|d| d.file == "kubernetes/VirtualService/istio-system/app"),
+        "the VirtualService is gone"
+    );
+    drop(proxy);
+    drop(controller);
+    server.stop().expect("the API server stops cleanly");
 }

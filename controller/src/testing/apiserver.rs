@@ -125,6 +125,43 @@ impl ApiServer {
         &self.kubeconfig
     }
 
+    /// Runs `kubectl <args>` against the server with `stdin` (e.g. `apply -f -` and
+    /// YAML, as a user applies it); its standard output, or an error with both
+    /// outputs when it fails.
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> Result<String, Error> {
+        let kubectl = self
+            .tools
+            .kubectl
+            .as_ref()
+            .ok_or_else(|| Error::Tools("kubectl is not known (STRAIT_KUBECTL)".into()))?;
+        let mut child = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(Error::io("starting kubectl"))?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(stdin.as_bytes())
+                .map_err(Error::io("writing to kubectl"))?;
+        }
+        let out = child.wait_with_output().map_err(Error::io("running kubectl"))?;
+        if !out.status.success() {
+            return Err(Error::Kubectl {
+                args: args.join(" "),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The server's URL, `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)

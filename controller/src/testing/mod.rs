@@ -74,6 +74,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// kubectl failed.
+    #[error("kubectl {args} failed:\n{output}")]
+    Kubectl {
+        /// Its arguments.
+        args: String,
+        /// What it printed.
+        output: String,
+    },
     /// Something did not happen in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),

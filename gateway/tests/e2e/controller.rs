@@ -20,7 +20,7 @@ use strait_controller::store::Store;
 use crate::support::*;
 
 /// A controller on its own runtime, serving a folder.
-struct ControlPlane {
+pub(crate) struct ControlPlane {
     runtime: Option<tokio::runtime::Runtime>,
     push: SocketAddr,
     http: SocketAddr,
@@ -28,8 +28,20 @@ struct ControlPlane {
 
 impl ControlPlane {
     /// Starts a controller for `dir` with its push port on `push` (0: any).
-    fn start(dir: &Path, push: u16) -> ControlPlane {
+    pub(crate) fn start(dir: &Path, push: u16) -> ControlPlane {
         let dir = dir.to_path_buf();
+        ControlPlane::start_with(push, move |store, controller| {
+            let folder = FolderSource { dir, mesh_config: None };
+            controller.add_source("folder", folder.run(store, controller.stop_signal()));
+        })
+    }
+
+    /// Starts a controller with the sources `add` gives it (called within the
+    /// controller's runtime, once its servers listen).
+    pub(crate) fn start_with(
+        push: u16,
+        add: impl FnOnce(Arc<Store>, &mut Controller) + Send + 'static,
+    ) -> ControlPlane {
         // Its own thread: a runtime cannot be started from within the test's.
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -46,8 +58,7 @@ impl ControlPlane {
                 let mut controller = Controller::start(store.clone(), &options)
                     .await
                     .expect("the controller starts");
-                let folder = FolderSource { dir, mesh_config: None };
-                controller.add_source("folder", folder.run(store, controller.stop_signal()));
+                add(store, &mut controller);
                 let addresses = (controller.push_addr, controller.http_addr.expect("an http port"));
                 tokio::spawn(async move {
                     if let Err(e) = controller.wait().await {
@@ -69,19 +80,19 @@ impl ControlPlane {
     }
 
     /// The address gateways follow.
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.push.to_string()
     }
 
     /// Drops every task and socket at once, as the death of its process would.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
 
     /// What `straitctl proxy-status --controller` prints.
-    fn proxy_status(&self) -> String {
+    pub(crate) fn proxy_status(&self) -> String {
         let target = Target {
             host: "127.0.0.1".into(),
             port: self.http.port(),
@@ -90,7 +101,7 @@ impl ControlPlane {
     }
 
     /// The value of the metric line starting with `name` (with its labels).
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let (status, body) = raw_get(self.http.port(), "/metrics").expect("metrics");
         assert_eq!(status, 200);
         body.lines()
@@ -105,9 +116,9 @@ impl Drop for ControlPlane {
     }
 }
 
-const RULE: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: backend, namespace: default}\nspec:\n  host: backend\n  subsets:\n  - {name: a, labels: {version: a}}\n  - {name: b, labels: {version: b}}\n";
+pub(crate) const RULE: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: backend, namespace: default}\nspec:\n  host: backend\n  subsets:\n  - {name: a, labels: {version: a}}\n  - {name: b, labels: {version: b}}\n";
 
-fn route_to_subset(subset: &str) -> String {
+pub(crate) fn route_to_subset(subset: &str) -> String {
     virtual_service(
         "app",
         &["app.example.com"],
@@ -165,7 +176,7 @@ async fn setup(extra_files: &[(&str, String)]) -> Mesh {
 }
 
 /// The backend that answers a request to `port` (empty when none does).
-async fn backend(c: &reqwest::Client, port: u16) -> String {
+pub(crate) async fn backend(c: &reqwest::Client, port: u16) -> String {
     let (status, body) = get_json(c, &format!("http://app.example.com:{port}/"), &[]).await;
     if status != 200 {
         return format!("status {status}");

@@ -11,6 +11,7 @@ mod check;
 mod common;
 mod connection_abuse;
 mod controller;
+mod controller_kube;
 mod egress;
 mod ext_authz;
 mod grpc;
