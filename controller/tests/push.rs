@@ -279,3 +279,61 @@ async fn the_controller_reads_the_cluster_a_kubeconfig_names() {
     drop(controller);
     server.stop().expect("the API server stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
+    let server = strait_controller::testing::ApiServer::start()
+        .await
+        .expect("the API server starts");
+    let rbac = include_str!("../../deploy/controller-rbac.yaml");
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n";
+    let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultConfig: {gatewayTopology: {numTrustedProxies: 1}}\n";
+    let applied = [namespace, rbac, mesh, GATEWAY, &vs("a.example.com")].join("\n---\n");
+    server.kubectl(&["apply", "-f", "-"], &applied).expect("applied");
+    let account = "system:serviceaccount:istio-system:strait-controller";
+    let can = |verb: &str, resource: &str| {
+        server
+            .kubectl(&["auth", "can-i", verb, resource, "-A", "--as", account], "")
+            .map_or_else(|e| e.to_string(), |out| out)
+    };
+    assert!(can("watch", "virtualservices.networking.istio.io").starts_with("yes"));
+    assert!(can("list", "endpointslices.discovery.k8s.io").starts_with("yes"));
+    for (verb, resource) in [
+        ("create", "virtualservices.networking.istio.io"),
+        ("update", "gateways.networking.istio.io"),
+        ("delete", "pods"),
+        ("list", "configmaps"),
+        ("list", "deployments.apps"),
+    ] {
+        let answer = can(verb, resource);
+        assert!(answer.contains("no"), "{verb} {resource}: {answer}");
+    }
+    let token = server
+        .kubectl(&["create", "token", "strait-controller", "-n", "istio-system"], "")
+        .expect("a token");
+    let kubeconfig = server
+        .kubeconfig_with_token("strait-controller", token.trim())
+        .expect("a kubeconfig");
+    // Ready means every kind was listed: with a missing right it would not be.
+    let controller = ControllerProcess::start_with(&["--kubeconfig".as_ref(), kubeconfig.as_os_str()]);
+    let mut proxy = Proxy::connect(controller.push, "gw-rbac").await;
+    let Incoming::Config(config) = proxy.receive().await else {
+        panic!("a full configuration first");
+    };
+    let files: Vec<&str> = config.documents.iter().map(|d| d.file.as_str()).collect();
+    assert!(
+        files.contains(&"kubernetes/VirtualService/istio-system/app"),
+        "{files:?}"
+    );
+    assert!(
+        config
+            .mesh_config
+            .as_deref()
+            .is_some_and(|m| m.contains("numTrustedProxies: 1")),
+        "the istio ConfigMap, read through its Role: {:?}",
+        config.mesh_config
+    );
+    drop(proxy);
+    drop(controller);
+    server.stop().expect("the API server stops cleanly");
+}

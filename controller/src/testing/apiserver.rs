@@ -125,6 +125,17 @@ impl ApiServer {
         &self.kubeconfig
     }
 
+    /// Writes a kubeconfig for the server that authenticates with `token` (a
+    /// ServiceAccount's, say, to run a binary with exactly that account's rights).
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> Result<PathBuf, Error> {
+        let path = self.base().join(format!("kubeconfig-{name}"));
+        write(
+            &path,
+            &kubeconfig_yaml(self.port, &self.base().join("certs/apiserver.crt"), token),
+        )?;
+        Ok(path)
+    }
+
     /// Runs `kubectl <args>` against the server with `stdin` (e.g. `apply -f -` and
     /// YAML, as a user applies it); its standard output, or an error with both
     /// outputs when it fails.
