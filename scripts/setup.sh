@@ -12,6 +12,9 @@ command -v pebble >/dev/null || need+=(pebble)
 # Prometheus for the metrics test (a real server scrapes the gateway).
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v cc >/dev/null || need+=(build-essential)
+# Go builds the Kubernetes pieces the controller is tested against (kube-tools.sh); a
+# Debian Go older than tools/*/go.mod asks for fetches the pinned toolchain by itself.
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

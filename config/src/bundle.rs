@@ -101,12 +101,10 @@ pub enum LoadError {
 /// Loads every `.yaml`, `.yml` and `.json` file under `dir`, recursively, in name order.
 /// Entries starting with `.` are skipped (editor files, Kubernetes ConfigMap `..data` links).
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
-    let mut files = Vec::new();
-    collect(dir, &mut files).map_err(|source| LoadError::Folder {
+    let files = config_files(dir).map_err(|source| LoadError::Folder {
         path: dir.to_path_buf(),
         source,
     })?;
-    files.sort();
     let mut loaded = Loaded::default();
     for path in files {
         let shown = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
@@ -122,6 +120,16 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
         loaded.bundle.files.push(shown);
     }
     Ok(loaded)
+}
+
+/// The configuration files under `dir`, in name order: every `.yaml`, `.yml` and
+/// `.json`, recursively, skipping names that start with a dot (editor files,
+/// Kubernetes ConfigMap `..data` links). Every folder source reads this list.
+pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

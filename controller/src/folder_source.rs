@@ -8,6 +8,9 @@ use std::sync::Arc;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::watch;
 
+use strait_config::bundle::{config_files, load_bytes};
+use strait_config::Loaded;
+
 use crate::store::{Document, Store};
 
 /// The store's name for this source's documents.
@@ -24,6 +27,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A file cannot be loaded at all (not UTF-8), as its diagnostic says.
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
     /// The watch could not be set up.
     #[error("cannot watch {path}: {source}")]
     Watch {
@@ -43,33 +49,15 @@ pub struct FolderSource {
     pub mesh_config: Option<PathBuf>,
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let read = |source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    for entry in std::fs::read_dir(dir).map_err(read)? {
-        let entry = entry.map_err(read)?;
-        // Editor files and Kubernetes ConfigMap `..data` links, as the gateway skips them.
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 impl FolderSource {
-    /// The folder's files as documents named by their path in the folder, in name order.
+    /// The folder's files as documents named by their path in the folder, in name
+    /// order. A file that is not UTF-8 fails the whole read (with the line and column
+    /// of its first bad byte), so the documents in force stay, as in file mode.
     pub fn documents(&self) -> Result<Vec<Document>, Error> {
-        let mut files = Vec::new();
-        collect(&self.dir, &mut files)?;
-        files.sort();
+        let files = config_files(&self.dir).map_err(|source| Error::Read {
+            path: self.dir.clone(),
+            source,
+        })?;
         files
             .into_iter()
             .map(|path| {
@@ -77,11 +65,13 @@ impl FolderSource {
                     path: path.clone(),
                     source,
                 })?;
-                Ok(Document {
-                    file: path.strip_prefix(&self.dir).unwrap_or(&path).display().to_string(),
-                    // Not UTF-8: the loader reports the replacement characters' place.
-                    text: String::from_utf8_lossy(&bytes).into_owned(),
-                })
+                let file = path.strip_prefix(&self.dir).unwrap_or(&path).display().to_string();
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    let mut refused = Loaded::default();
+                    load_bytes(&mut refused, &file, e.as_bytes());
+                    Error::Refused(refused.diagnostics.iter().map(ToString::to_string).collect())
+                })?;
+                Ok(Document { file, text })
             })
             .collect()
     }
@@ -182,6 +172,9 @@ mod tests {
         };
         let names: Vec<String> = source.documents().expect("reads").into_iter().map(|d| d.file).collect();
         assert_eq!(names, ["b.yaml", "sub/a.json"]);
+        std::fs::write(dir.path().join("b.yaml"), b"kind: Gateway\nname: caf\xe9\n").expect("write");
+        let refused = source.documents().expect_err("not UTF-8").to_string();
+        assert!(refused.starts_with("b.yaml:2:10: error"), "{refused}");
     }
 
     #[tokio::test]

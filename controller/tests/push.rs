@@ -294,7 +294,7 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     let can = |verb: &str, resource: &str| {
         server
             .kubectl(&["auth", "can-i", verb, resource, "-A", "--as", account], "")
-            .map_or_else(|e| e.to_string(), |out| out)
+            .unwrap_or_else(|e| e.to_string())
     };
     assert!(can("watch", "virtualservices.networking.istio.io").starts_with("yes"));
     assert!(can("list", "endpointslices.discovery.k8s.io").starts_with("yes"));
