@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Shared between streams, not copied per proxy.
         .bytes(".strait.push.v1.Document.text")
+        .bytes(".strait.push.v1.Endpoints.table")
         .compile_fds(descriptors)?;
     Ok(())
 }

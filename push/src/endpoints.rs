@@ -6,13 +6,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+use prost::Message as _;
+
 use strait_config::snapshot::{ClusterEndpoints, Endpoint, Endpoints};
 use strait_config::Snapshot;
 
 use crate::proto;
 
 /// Why an endpoint table does not fit a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A cluster of the running snapshot has no entry.
     #[error("no endpoints for cluster {0}, which the running configuration has")]
@@ -20,6 +23,9 @@ pub enum Error {
     /// An entry names a cluster the running snapshot does not have.
     #[error("endpoints for cluster {0}, which the running configuration does not have")]
     Unknown(String),
+    /// The table is not a valid encoded `EndpointTable`.
+    #[error("the endpoint table cannot be decoded: {0}")]
+    Decode(#[from] prost::DecodeError),
     /// An address is not `ip:port`.
     #[error("cluster {cluster}: endpoint address {address:?} is not ip:port")]
     Address {
@@ -52,6 +58,21 @@ pub fn to_proto(snapshot: &Snapshot, endpoints: &Endpoints) -> Vec<proto::Cluste
             endpoints: e.endpoints.iter().map(endpoint_to_proto).collect(),
         })
         .collect()
+}
+
+/// The encoded `EndpointTable` of `snapshot`'s clusters: made once per build and
+/// shared, unchanged, by every stream it is sent on.
+pub fn encode_table(snapshot: &Snapshot, endpoints: &Endpoints) -> Bytes {
+    let table = proto::EndpointTable {
+        clusters: to_proto(snapshot, endpoints),
+    };
+    Bytes::from(table.encode_to_vec())
+}
+
+/// The endpoints an encoded `EndpointTable` gives `snapshot`'s clusters.
+pub fn decode_table(snapshot: &Snapshot, table: &[u8]) -> Result<Endpoints, Error> {
+    let table = proto::EndpointTable::decode(table)?;
+    from_proto(snapshot, &table.clusters)
 }
 
 fn endpoint_from_proto(cluster: &str, e: &proto::Endpoint) -> Result<Endpoint, Error> {
@@ -119,7 +140,7 @@ mod tests {
             sent[0].endpoints[0].labels.get("version").map(String::as_str),
             Some("v1")
         );
-        let back = from_proto(&built.snapshot, &sent).expect("fits");
+        let back = decode_table(&built.snapshot, &encode_table(&built.snapshot, &built.endpoints)).expect("fits");
         let addresses: Vec<String> = back.clusters[0]
             .endpoints
             .iter()
@@ -142,5 +163,9 @@ mod tests {
         let mut bad = to_proto(&built.snapshot, &built.endpoints);
         bad[0].endpoints[0].address = "10.0.0.1".into();
         assert!(matches!(from_proto(&built.snapshot, &bad), Err(Error::Address { .. })));
+        assert!(matches!(
+            decode_table(&built.snapshot, b"\xff\xff"),
+            Err(Error::Decode(_))
+        ));
     }
 }

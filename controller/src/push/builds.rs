@@ -152,7 +152,7 @@ fn build(state: &State, identity: &Identity, loaded: &Loaded, documents: &[&Docu
         config_digest,
         endpoints: proto::Endpoints {
             version: state.version,
-            clusters: strait_push::endpoints::to_proto(&built.snapshot, &built.endpoints),
+            table: strait_push::endpoints::encode_table(&built.snapshot, &built.endpoints),
         },
         endpoints_digest,
     })

@@ -84,6 +84,21 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 impl Identity {
+    /// An ingress gateway of `istio-system` with Istio's labels (`istio:
+    /// ingressgateway`), named `id`: what tests and benchmarks connect as.
+    pub fn ingress_gateway(id: &str) -> Identity {
+        Identity {
+            id: id.into(),
+            role: ProxyRole::Gateway,
+            namespace: "istio-system".into(),
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            pod_name: None,
+            service_account: None,
+            ips: Vec::new(),
+            strait_version: String::new(),
+        }
+    }
+
     /// The identity a `Hello` gives.
     pub fn from_hello(hello: proto::Hello) -> Result<Identity, HelloError> {
         if hello.proxy_id.is_empty() {

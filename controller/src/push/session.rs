@@ -47,23 +47,24 @@ pub struct Sent {
     pub endpoints: Option<Digest>,
 }
 
-/// What a proxy is sent for a new version.
+/// What a proxy is sent for a new version (the shared build's message, copied
+/// only once a place in the throttle is had).
 #[derive(Debug)]
-pub enum Next {
+pub enum Next<'a> {
     /// Neither its configuration nor its endpoints changed.
     Nothing,
     /// Only its endpoints changed.
-    Endpoints(proto::Endpoints),
+    Endpoints(&'a proto::Endpoints),
     /// Its configuration changed (or is unknown).
-    Config(proto::Config),
+    Config(&'a proto::Config),
 }
 
 /// What a proxy last sent `sent` is sent for `ready`.
-pub fn next(sent: &Sent, ready: &Ready) -> Next {
+pub fn next<'a>(sent: &Sent, ready: &'a Ready) -> Next<'a> {
     if sent.config != Some(ready.config_digest) {
-        Next::Config(ready.config.clone())
+        Next::Config(&ready.config)
     } else if sent.endpoints != Some(ready.endpoints_digest) {
-        Next::Endpoints(ready.endpoints.clone())
+        Next::Endpoints(&ready.endpoints)
     } else {
         Next::Nothing
     }
@@ -172,15 +173,23 @@ impl Session {
             Ok(ready) => ready,
         };
         self.status.update(self.connection, |s| s.build_errors.clear());
-        let (message, kind) = match next(&progress.sent, ready) {
+        let next = next(&progress.sent, ready);
+        let kind = match next {
             Next::Nothing => return,
-            Next::Endpoints(e) => (Out::Endpoints(e), ENDPOINTS),
-            Next::Config(c) => (Out::Config(c), CONFIG),
+            Next::Endpoints(_) => ENDPOINTS,
+            Next::Config(_) => CONFIG,
         };
         // What was in flight is superseded: its place in the throttle goes first, so
-        // that sessions never wait for places they hold themselves.
+        // that sessions never wait for places they hold themselves. The message is
+        // made only once a place is had: a thousand sessions waiting for places
+        // hold no copies.
         progress.in_flight = None;
         let place = self.throttle.clone().acquire_owned().await.ok();
+        let message = match next {
+            Next::Endpoints(e) => Out::Endpoints(e.clone()),
+            Next::Config(c) => Out::Config(c.clone()),
+            Next::Nothing => return,
+        };
         permit.send(Ok(proto::ControllerMessage { kind: Some(message) }));
         self.metrics.pushes.with_label_values(&[kind]).inc();
         progress.sent = Sent {
@@ -242,7 +251,6 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::identity::ProxyRole;
     use crate::store::{Document, Store};
 
     fn config(host: &str, backend: &str) -> Vec<Document> {
@@ -263,16 +271,7 @@ mod tests {
     fn connect(store: &Store) -> Proxy {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let status = Arc::new(Registry::default());
-        let identity = Identity {
-            id: "gw".into(),
-            role: ProxyRole::Gateway,
-            namespace: "istio-system".into(),
-            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
-            pod_name: None,
-            service_account: None,
-            ips: Vec::new(),
-            strait_version: String::new(),
-        };
+        let identity = Identity::ingress_gateway("gw");
         let session = Session {
             connection: status.connect(identity.clone()),
             identity,

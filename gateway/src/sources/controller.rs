@@ -349,7 +349,7 @@ impl ControllerSource {
     fn apply_endpoints(&self, endpoints: &proto::Endpoints) -> Outgoing {
         let version = endpoints.version;
         let running = self.engine.current();
-        let table = match strait_push::endpoints::from_proto(&running.snapshot, &endpoints.clusters) {
+        let table = match strait_push::endpoints::decode_table(&running.snapshot, &endpoints.table) {
             Ok(t) => t,
             Err(e) => {
                 log::warn!("endpoints of controller version {version} refused: {e}");

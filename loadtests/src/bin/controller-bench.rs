@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use prost::Message as _;
 use strait_controller::push::builds::prepare;
-use strait_controller::push::identity::{Identity, ProxyRole};
+use strait_controller::push::identity::Identity;
 use strait_controller::store::{Document, Store};
 use strait_loadtests::procstat::rss_kib;
 use strait_push::proto;
@@ -24,9 +25,9 @@ use strait_push::proto::controller_message::Kind as Incoming;
 use strait_push::proto::proxy_message::Kind as Outgoing;
 use tokio::sync::mpsc;
 
-/// Controller benchmark.
+/// Controller benchmark: translate time, push convergence to many proxies, memory.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// The `strait-controller` binary (default: beside this one).
     #[arg(long)]
@@ -73,19 +74,6 @@ fn folder(vs: usize, endpoints: usize) -> Vec<Document> {
     docs
 }
 
-fn gateway_identity() -> Identity {
-    Identity {
-        id: "bench".into(),
-        role: ProxyRole::Gateway,
-        namespace: "istio-system".into(),
-        labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
-        pod_name: None,
-        service_account: None,
-        ips: Vec::new(),
-        strait_version: String::new(),
-    }
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -100,7 +88,7 @@ fn time_builds(vs: usize, endpoints: usize, repeat: usize) -> anyhow::Result<()>
     let docs = folder(vs, endpoints);
     let bytes: usize = docs.iter().map(|d| d.text.len()).sum();
     let (mut parse, mut translate, mut prepared) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut config_bytes, mut endpoint_count) = (0, 0);
+    let (mut config_bytes, mut endpoint_count, mut endpoint_bytes) = (0, 0, 0);
     for round in 0..repeat {
         let store = Store::new(Duration::ZERO);
         // Another version each round: the store publishes only changes.
@@ -111,7 +99,7 @@ fn time_builds(vs: usize, endpoints: usize, repeat: usize) -> anyhow::Result<()>
         store.publish_now();
         parse.push(start.elapsed());
         let state = store.current();
-        let scope = gateway_identity().scope(state.mesh.clone());
+        let scope = Identity::ingress_gateway("bench").scope(state.mesh.clone());
         let start = Instant::now();
         let built = strait_config::build(&state.loaded, &scope, state.version)
             .map_err(|d| anyhow::anyhow!("the bench's configuration does not build: {:?}", d.first()))?;
@@ -123,30 +111,50 @@ fn time_builds(vs: usize, endpoints: usize, repeat: usize) -> anyhow::Result<()>
             );
         }
         drop(built);
-        let p = prepare(&state, &gateway_identity(), Instant::now());
+        let p = prepare(&state, &Identity::ingress_gateway("bench"), Instant::now());
         prepared.push(p.took);
         let ready = p.outcome.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         config_bytes = ready.config.documents.iter().map(|d| d.text.len()).sum::<usize>();
-        endpoint_count = ready
-            .endpoints
+        endpoint_count = proto::EndpointTable::decode(ready.endpoints.table.clone())?
             .clusters
             .iter()
             .map(|c| c.endpoints.len())
             .sum::<usize>();
+        endpoint_bytes = ready.endpoints.table.len();
     }
     println!(
-        "| {vs} VirtualServices, {endpoints} endpoints ({:.1} MB of YAML) | {} | {} | {} | {:.1} MB, {endpoint_count} endpoints |",
+        "| {vs} VirtualServices, {endpoints} endpoints ({:.1} MB of YAML) | {} | {} | {} | {:.1} MB, {endpoint_count} endpoints in {:.1} MB |",
         bytes as f64 / 1e6,
         ms(median(parse)),
         ms(median(translate)),
         ms(median(prepared)),
         config_bytes as f64 / 1e6,
+        endpoint_bytes as f64 / 1e6,
     );
     Ok(())
 }
 
-/// A proxy stream: ACKs everything and records the last version it received.
+/// A proxy: ACKs everything and records the last version it received. A stream
+/// that fails before its first message is opened again, as a proxy reconnects: a
+/// thousand connections at once overflow the controller's accept queue now and then.
 async fn proxy(port: u16, id: usize, seen: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match stream(port, id, &seen).await {
+            Err(e) if seen.load(Ordering::Relaxed) == 0 && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                if attempt == 20 {
+                    return Err(e);
+                }
+            }
+            ended => return ended,
+        }
+    }
+}
+
+/// One stream of `proxy`.
+async fn stream(port: u16, id: usize, seen: &AtomicU64) -> anyhow::Result<()> {
     let (answers, outbound) = mpsc::channel(4);
     answers
         .send(proto::ProxyMessage {
@@ -159,9 +167,8 @@ async fn proxy(port: u16, id: usize, seen: Arc<AtomicU64>) -> anyhow::Result<()>
             })),
         })
         .await?;
-    let mut client = proto::push_client::PushClient::connect(format!("http://127.0.0.1:{port}"))
-        .await?
-        .max_decoding_message_size(256 << 20);
+    let client = proto::push_client::PushClient::connect(format!("http://127.0.0.1:{port}")).await?;
+    let mut client = client.max_decoding_message_size(256 << 20);
     let mut inbound = client
         .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
         .await?
