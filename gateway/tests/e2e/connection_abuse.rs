@@ -150,8 +150,11 @@ async fn a_connection_carries_a_bounded_number_of_requests() {
     let ended = tokio::time::timeout(Duration::from_secs(5), driver)
         .await
         .expect("closed");
+    // Not a protocol error. The client may still be writing (the refused fourth
+    // stream) when the server closes after its GOAWAY: a broken pipe is then the
+    // socket's view of the same clean end.
     assert!(
-        !matches!(ended, Ok(Err(ref e)) if e.reason() != Some(h2::Reason::NO_ERROR)),
+        !matches!(ended, Ok(Err(ref e)) if !e.is_io() && e.reason() != Some(h2::Reason::NO_ERROR)),
         "{ended:?}"
     );
 
