@@ -337,3 +337,59 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     drop(controller);
     server.stop().expect("the API server stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_configuration_arrives_in_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY).expect("write");
+    // Three files of some 40 KB each (comments are text like any other).
+    let padding = format!("# {}\n", "x".repeat(200)).repeat(200);
+    for name in ["a", "b", "c"] {
+        let text = format!(
+            "{padding}{}",
+            vs(&format!("{name}.example.com"))
+                .replace("name: app", &format!("name: {name}"))
+                .replace("backend", &format!("backend-{name}"))
+        );
+        std::fs::write(dir.path().join(format!("{name}.yaml")), text).expect("write");
+    }
+    let controller = ControllerProcess::start(dir.path());
+    let mut proxy = Proxy::connect(controller.push, "gw-parts").await;
+    let mut parts = Vec::new();
+    loop {
+        let Incoming::Config(part) = proxy.receive().await else {
+            panic!("configuration parts first");
+        };
+        let more = part.more;
+        parts.push(part);
+        if !more {
+            break;
+        }
+    }
+    assert!(parts.len() >= 2, "{} part(s)", parts.len());
+    assert!(parts.iter().all(|p| p.version == parts[0].version));
+    let files: Vec<&str> = parts
+        .iter()
+        .flat_map(|p| p.documents.iter().map(|d| d.file.as_str()))
+        .collect();
+    assert_eq!(files, ["a.yaml", "b.yaml", "c.yaml", "gateway.yaml"]);
+    for part in &parts {
+        let size: usize = part.documents.iter().map(|d| d.text.len()).sum();
+        assert!(
+            part.documents.len() == 1 || size <= strait_push::parts::PART_BYTES,
+            "a part of {size} bytes"
+        );
+    }
+    // Acknowledged as one version, once whole.
+    proxy
+        .answer(Outgoing::Ack(proto::Ack {
+            version: parts[0].version,
+        }))
+        .await;
+    wait_for("SYNCED", || {
+        let s = controller.straitctl_status();
+        s.lines()
+            .any(|l| l.starts_with("gw-parts") && l.contains("SYNCED"))
+            .then_some(s)
+    });
+}

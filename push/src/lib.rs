@@ -1,9 +1,10 @@
 //! Strait's push protocol between the controller and its proxies. The reference is
 //! `proto/strait/push/v1/push.proto`; `proto` holds the messages and the gRPC client
-//! and server generated from it, and `endpoints` converts endpoint tables between
-//! the config model and their messages.
+//! and server generated from it, `endpoints` converts endpoint tables between
+//! the config model and their messages, and `parts` sends large messages in parts.
 
 pub mod endpoints;
+pub mod parts;
 
 /// The messages, client and server generated from `push.proto`.
 #[allow(

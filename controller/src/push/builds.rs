@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use prost::bytes::Bytes;
 use strait_config::bundle::{load_text, Loaded};
 use strait_config::scope::ROOT_NAMESPACE;
+use strait_push::parts::{split_config, split_endpoints, PART_BYTES};
 use strait_push::proto;
 use tokio::sync::OnceCell;
 
@@ -50,6 +51,10 @@ pub struct Ready {
     pub endpoints: proto::Endpoints,
     /// Their digest.
     pub endpoints_digest: Digest,
+    /// The configuration as it is sent: in parts (`strait_push::parts`).
+    pub config_parts: Vec<proto::Config>,
+    /// The endpoints as they are sent: in parts.
+    pub endpoint_parts: Vec<proto::Endpoints>,
 }
 
 /// A proxy's configuration at one version of the store.
@@ -137,23 +142,29 @@ fn build(state: &State, identity: &Identity, loaded: &Loaded, documents: &[&Docu
     let config_digest =
         digest::config(&built.snapshot, opaque_texts, state.mesh_text.as_deref()).map_err(hash_error)?;
     let endpoints_digest = digest::endpoints(&built.endpoints).map_err(hash_error)?;
+    let config = proto::Config {
+        version: state.version,
+        documents: documents
+            .iter()
+            .map(|d| proto::Document {
+                file: d.file.clone(),
+                text: Bytes::copy_from_slice(d.text.as_bytes()),
+            })
+            .collect(),
+        mesh_config: state.mesh_text.clone(),
+        more: false,
+    };
+    let endpoints = proto::Endpoints {
+        version: state.version,
+        table: strait_push::endpoints::encode_table(&built.snapshot, &built.endpoints),
+        more: false,
+    };
     Ok(Ready {
-        config: proto::Config {
-            version: state.version,
-            documents: documents
-                .iter()
-                .map(|d| proto::Document {
-                    file: d.file.clone(),
-                    text: Bytes::copy_from_slice(d.text.as_bytes()),
-                })
-                .collect(),
-            mesh_config: state.mesh_text.clone(),
-        },
+        config_parts: split_config(&config, PART_BYTES),
+        endpoint_parts: split_endpoints(&endpoints, PART_BYTES),
+        config,
         config_digest,
-        endpoints: proto::Endpoints {
-            version: state.version,
-            table: strait_push::endpoints::encode_table(&built.snapshot, &built.endpoints),
-        },
+        endpoints,
         endpoints_digest,
     })
 }

@@ -53,18 +53,18 @@ pub struct Sent {
 pub enum Next<'a> {
     /// Neither its configuration nor its endpoints changed.
     Nothing,
-    /// Only its endpoints changed.
-    Endpoints(&'a proto::Endpoints),
-    /// Its configuration changed (or is unknown).
-    Config(&'a proto::Config),
+    /// Only its endpoints changed: these parts.
+    Endpoints(&'a [proto::Endpoints]),
+    /// Its configuration changed (or is unknown): these parts.
+    Config(&'a [proto::Config]),
 }
 
 /// What a proxy last sent `sent` is sent for `ready`.
 pub fn next<'a>(sent: &Sent, ready: &'a Ready) -> Next<'a> {
     if sent.config != Some(ready.config_digest) {
-        Next::Config(&ready.config)
+        Next::Config(&ready.config_parts)
     } else if sent.endpoints != Some(ready.endpoints_digest) {
-        Next::Endpoints(&ready.endpoints)
+        Next::Endpoints(&ready.endpoint_parts)
     } else {
         Next::Nothing
     }
@@ -138,7 +138,7 @@ impl Session {
                 permit = out.reserve(), if dirty => {
                     let Ok(permit) = permit else { return };
                     dirty = false;
-                    self.push(permit, &mut progress).await;
+                    self.push(permit, &out, &mut progress).await;
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     // A proxy slow to answer gives its place to another.
@@ -150,7 +150,12 @@ impl Session {
         }
     }
 
-    async fn push(&mut self, permit: mpsc::Permit<'_, Outgoing>, progress: &mut Progress) {
+    async fn push(
+        &mut self,
+        permit: mpsc::Permit<'_, Outgoing>,
+        out: &mpsc::Sender<Outgoing>,
+        progress: &mut Progress,
+    ) {
         let state = self.states.borrow_and_update().clone();
         // Version 0 is the empty store before any source has loaded: nothing to serve.
         if state.version == 0 {
@@ -185,12 +190,22 @@ impl Session {
         // hold no copies.
         progress.in_flight = None;
         let place = self.throttle.clone().acquire_owned().await.ok();
-        let message = match next {
-            Next::Endpoints(e) => Out::Endpoints(e.clone()),
-            Next::Config(c) => Out::Config(c.clone()),
+        let mut parts: Vec<Out> = match next {
+            Next::Endpoints(e) => e.iter().cloned().map(Out::Endpoints).collect(),
+            Next::Config(c) => c.iter().cloned().map(Out::Config).collect(),
             Next::Nothing => return,
         };
-        permit.send(Ok(proto::ControllerMessage { kind: Some(message) }));
+        let rest = parts.split_off(1.min(parts.len()));
+        let Some(first) = parts.pop() else { return };
+        permit.send(Ok(proto::ControllerMessage { kind: Some(first) }));
+        // The other parts follow in a row, each sent once the stream has taken the
+        // one before: one part at a time is what this proxy's stream buffers.
+        for part in rest {
+            let message = proto::ControllerMessage { kind: Some(part) };
+            if out.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
         self.metrics.pushes.with_label_values(&[kind]).inc();
         progress.sent = Sent {
             config: Some(ready.config_digest),

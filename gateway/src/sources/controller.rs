@@ -21,6 +21,7 @@ use pingora::services::background::BackgroundService;
 use strait_config::bundle::{load_bytes, Loaded};
 use strait_config::mesh::MeshConfig;
 use strait_config::{Built, Diagnostic, Scope};
+use strait_push::parts::Parts;
 use strait_push::proto;
 use strait_push::proto::controller_message::Kind as Incoming;
 use strait_push::proto::proxy_message::Kind as Outgoing;
@@ -69,6 +70,8 @@ pub struct Client {
 struct Stream {
     inbound: tonic::Streaming<proto::ControllerMessage>,
     answers: mpsc::Sender<proto::ProxyMessage>,
+    /// Large messages arrive in parts: joined here.
+    parts: Parts,
 }
 
 impl Stream {
@@ -83,7 +86,11 @@ impl Stream {
         loop {
             match self.inbound.message().await? {
                 None => return Err(Error::Closed),
-                Some(proto::ControllerMessage { kind: Some(kind) }) => return Ok(kind),
+                Some(proto::ControllerMessage { kind: Some(kind) }) => {
+                    if let Some(whole) = self.parts.add(kind) {
+                        return Ok(whole);
+                    }
+                }
                 // A kind this proxy does not know (a newer controller): not for it.
                 Some(_) => continue,
             }
@@ -120,7 +127,11 @@ impl Client {
             .stream(ReceiverStream::new(outbound))
             .await?
             .into_inner();
-        Ok(Stream { inbound, answers })
+        Ok(Stream {
+            inbound,
+            answers,
+            parts: Parts::default(),
+        })
     }
 
     /// The scope a pushed configuration is built for: this gateway, under `mesh`.
@@ -425,6 +436,7 @@ mod tests {
             version: 1,
             documents: vec![doc(text)],
             mesh_config: mesh.map(str::to_string),
+            more: false,
         };
         assert_eq!(content_digest(&config("a", None)), content_digest(&config("a", None)));
         assert_ne!(content_digest(&config("a", None)), content_digest(&config("b", None)));

@@ -358,3 +358,16 @@ async fn an_endpoint_change_is_pushed_as_endpoints() {
         "no configuration was sent again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_configuration_is_joined_from_its_parts() {
+    // 200 KB of comments beside the routes: the controller sends the configuration
+    // in several parts, and the gateways apply it once joined.
+    let padding = format!("# {}\n", "x".repeat(200)).repeat(1000);
+    let mesh = setup(&[("large.yaml", padding)]).await;
+    mesh.wait_routing("a", Duration::from_secs(5)).await;
+    mesh.wait_status("SYNCED", Duration::from_secs(5)).await;
+    assert!(mesh.controller.metric("pilot_xds_pushes{type=\"config\"}") >= 2.0);
+    write(mesh.dir.path(), "virtualservice.yaml", &route_to_subset("b"));
+    mesh.wait_routing("b", Duration::from_secs(5)).await;
+}

@@ -20,6 +20,7 @@ use strait_controller::push::builds::prepare;
 use strait_controller::push::identity::Identity;
 use strait_controller::store::{Document, Store};
 use strait_loadtests::procstat::rss_kib;
+use strait_push::parts::Parts;
 use strait_push::proto;
 use strait_push::proto::controller_message::Kind as Incoming;
 use strait_push::proto::proxy_message::Kind as Outgoing;
@@ -173,8 +174,9 @@ async fn stream(port: u16, id: usize, seen: &AtomicU64) -> anyhow::Result<()> {
         .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
         .await?
         .into_inner();
+    let mut parts = Parts::default();
     while let Some(message) = inbound.message().await? {
-        let version = match message.kind {
+        let version = match message.kind.and_then(|kind| parts.add(kind)) {
             Some(Incoming::Config(c)) => c.version,
             Some(Incoming::Endpoints(e)) => e.version,
             None => continue,
