@@ -14,10 +14,12 @@ use crate::proto::controller_message::Kind;
 /// larger document goes alone.
 pub const PART_BYTES: usize = 64 * 1024;
 
-/// The parts that carry `config`: its documents in order, grouped up to `limit`
-/// bytes of text; the mesh config rides on the first; `more` is set on all but the
-/// last.
+/// The parts that carry `config`: its documents in order, up to `limit` bytes of
+/// text a part; a document larger than what a part has left continues in the next
+/// part under the same file name (the proxy joins the pieces). The mesh config
+/// rides on the first part; `more` is set on all but the last.
 pub fn split_config(config: &proto::Config, limit: usize) -> Vec<proto::Config> {
+    let limit = limit.max(1);
     let mut parts = vec![proto::Config {
         version: config.version,
         documents: Vec::new(),
@@ -26,17 +28,28 @@ pub fn split_config(config: &proto::Config, limit: usize) -> Vec<proto::Config> 
     }];
     let mut size = 0;
     for document in &config.documents {
-        let len = document.text.len() + document.file.len();
-        if size > 0 && size + len > limit {
-            parts.push(proto::Config {
-                version: config.version,
-                ..Default::default()
-            });
-            size = 0;
-        }
-        size += len;
-        if let Some(last) = parts.last_mut() {
-            last.documents.push(document.clone());
+        let text = &document.text;
+        let mut start = 0;
+        loop {
+            if size >= limit {
+                parts.push(proto::Config {
+                    version: config.version,
+                    ..Default::default()
+                });
+                size = 0;
+            }
+            let take = (limit - size).min(text.len() - start);
+            if let Some(last) = parts.last_mut() {
+                last.documents.push(proto::Document {
+                    file: document.file.clone(),
+                    text: text.slice(start..start + take),
+                });
+            }
+            size += take;
+            start += take;
+            if start >= text.len() {
+                break;
+            }
         }
     }
     mark_more(&mut parts, |p| &mut p.more);
@@ -79,7 +92,7 @@ impl Parts {
     pub fn add(&mut self, kind: Kind) -> Option<Kind> {
         match kind {
             Kind::Config(part) => {
-                let joined = match self.config.take() {
+                let mut joined = match self.config.take() {
                     Some(mut joined) if joined.version == part.version => {
                         joined.documents.extend(part.documents);
                         joined.mesh_config = joined.mesh_config.or(part.mesh_config);
@@ -92,6 +105,7 @@ impl Parts {
                     self.config = Some(joined);
                     None
                 } else {
+                    joined.documents = join_pieces(joined.documents);
                     Some(Kind::Config(joined))
                 }
             }
@@ -114,6 +128,27 @@ impl Parts {
             }
         }
     }
+}
+
+/// The documents, with consecutive pieces of one file joined into one document.
+fn join_pieces(pieces: Vec<proto::Document>) -> Vec<proto::Document> {
+    let mut documents: Vec<proto::Document> = Vec::with_capacity(pieces.len());
+    let mut pieces = pieces.into_iter().peekable();
+    while let Some(first) = pieces.next() {
+        if pieces.peek().is_none_or(|next| next.file != first.file) {
+            documents.push(first);
+            continue;
+        }
+        let mut text = BytesMut::from(&first.text[..]);
+        while let Some(piece) = pieces.next_if(|next| next.file == first.file) {
+            text.extend_from_slice(&piece.text);
+        }
+        documents.push(proto::Document {
+            file: first.file,
+            text: text.freeze(),
+        });
+    }
+    documents
 }
 
 #[cfg(test)]
@@ -143,15 +178,28 @@ mod tests {
 
     #[test]
     fn a_large_configuration_goes_in_parts_and_comes_back_whole() {
-        let whole = config(&[40, 40, 200, 10, 10]);
+        let whole = config(&[40, 40, 250, 10, 10]);
         let parts = split_config(&whole, 100);
-        let files: Vec<Vec<&str>> = parts
+        let pieces: Vec<Vec<(&str, usize)>> = parts
             .iter()
-            .map(|p| p.documents.iter().map(|d| d.file.as_str()).collect())
+            .map(|p| p.documents.iter().map(|d| (d.file.as_str(), d.text.len())).collect())
             .collect();
-        // Up to 100 bytes a part; the 200-byte document alone.
-        assert_eq!(files, [vec!["0", "1"], vec!["2"], vec!["3", "4"]]);
-        assert_eq!(parts.iter().map(|p| p.more).collect::<Vec<_>>(), [true, true, false]);
+        // 100 bytes a part at most: the 250-byte document in three pieces.
+        assert_eq!(
+            pieces,
+            [
+                vec![("0", 40), ("1", 40), ("2", 20)],
+                vec![("2", 100)],
+                vec![("2", 100)],
+                vec![("2", 30), ("3", 10), ("4", 10)]
+            ]
+        );
+        assert_eq!(
+            parts.iter().map(|p| p.more).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
+        assert_eq!(parts[0].mesh_config.as_deref(), Some("mesh"));
+        assert!(parts[1..].iter().all(|p| p.mesh_config.is_none()));
         let back = joined(parts.into_iter().map(Kind::Config).collect());
         assert_eq!(back, [Kind::Config(whole)]);
         // A small one is one part, as it was.
