@@ -12,7 +12,7 @@ use crate::proto::controller_message::Kind;
 
 /// How much document text (or endpoint table) one part carries at most; a single
 /// larger document goes alone.
-pub const PART_BYTES: usize = 64 * 1024;
+pub const PART_BYTES: usize = 16 * 1024;
 
 /// The parts that carry `config`: its documents in order, up to `limit` bytes of
 /// text a part; a document larger than what a part has left continues in the next
