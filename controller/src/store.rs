@@ -27,7 +27,7 @@ pub struct Document {
 pub struct State {
     /// Increases with every published change.
     pub version: u64,
-    /// Every source's documents, by source name, then in the source's order.
+    /// Every source's documents, in file-name order.
     pub documents: Vec<Document>,
     /// The documents, loaded (with their syntax and schema findings).
     pub loaded: Loaded,
@@ -133,7 +133,10 @@ impl Store {
                 return;
             }
             pending.changed = false;
-            let documents: Vec<Document> = pending.sources.values().flatten().cloned().collect();
+            let mut documents: Vec<Document> = pending.sources.values().flatten().cloned().collect();
+            // In file-name order, whatever the source: what proxies are sent (whole or
+            // as a delta, `strait_push::delta`) and load, and what the controller builds.
+            documents.sort_by(|a, b| a.file.cmp(&b.file));
             (documents, pending.mesh_text.clone())
         };
         let previous = self.current();

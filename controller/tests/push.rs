@@ -190,6 +190,11 @@ async fn the_controller_pushes_the_folder_and_shows_the_answers() {
         panic!("a route change is a full configuration");
     };
     assert!(changed.version > config.version);
+    // After an ACK, a change is sent as a delta: the changed file only.
+    assert_eq!(changed.base_version, config.version);
+    let files: Vec<&str> = changed.documents.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["app.yaml"]);
+    assert!(changed.removed.is_empty());
     let diagnostic = "app.yaml:1:1: error[invalid-certificate] refused by this proxy";
     proxy
         .answer(Outgoing::Nack(proto::Nack {

@@ -3,6 +3,7 @@
 //! and server generated from it, `endpoints` converts endpoint tables between
 //! the config model and their messages, and `parts` sends large messages in parts.
 
+pub mod delta;
 pub mod endpoints;
 pub mod parts;
 

@@ -25,6 +25,8 @@ pub fn split_config(config: &proto::Config, limit: usize) -> Vec<proto::Config> 
         documents: Vec::new(),
         mesh_config: config.mesh_config.clone(),
         more: false,
+        base_version: config.base_version,
+        removed: config.removed.clone(),
     }];
     let mut size = 0;
     for document in &config.documents {
@@ -34,6 +36,7 @@ pub fn split_config(config: &proto::Config, limit: usize) -> Vec<proto::Config> 
             if size >= limit {
                 parts.push(proto::Config {
                     version: config.version,
+                    base_version: config.base_version,
                     ..Default::default()
                 });
                 size = 0;
@@ -96,6 +99,7 @@ impl Parts {
                     Some(mut joined) if joined.version == part.version => {
                         joined.documents.extend(part.documents);
                         joined.mesh_config = joined.mesh_config.or(part.mesh_config);
+                        joined.removed.extend(part.removed);
                         joined.more = part.more;
                         joined
                     }
@@ -168,6 +172,8 @@ mod tests {
                 .collect(),
             mesh_config: Some("mesh".into()),
             more: false,
+            base_version: 0,
+            removed: Vec::new(),
         }
     }
 
@@ -202,6 +208,16 @@ mod tests {
         assert!(parts[1..].iter().all(|p| p.mesh_config.is_none()));
         let back = joined(parts.into_iter().map(Kind::Config).collect());
         assert_eq!(back, [Kind::Config(whole)]);
+        // A delta's base and removed files survive the parts.
+        let mut delta = config(&[90, 90]);
+        delta.base_version = 6;
+        delta.removed = vec!["gone.yaml".into()];
+        let parts = split_config(&delta, 100);
+        assert!(parts.iter().all(|p| p.base_version == 6));
+        assert_eq!(
+            joined(parts.into_iter().map(Kind::Config).collect()),
+            [Kind::Config(delta)]
+        );
         // A small one is one part, as it was.
         let small = config(&[10]);
         assert_eq!(split_config(&small, 100), [small]);

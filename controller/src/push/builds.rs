@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use prost::bytes::Bytes;
 use strait_config::bundle::{load_text, Loaded};
 use strait_config::scope::ROOT_NAMESPACE;
+use strait_push::delta::diff;
 use strait_push::parts::{split_config, split_endpoints, PART_BYTES};
 use strait_push::proto;
 use tokio::sync::OnceCell;
@@ -153,6 +154,8 @@ fn build(state: &State, identity: &Identity, loaded: &Loaded, documents: &[&Docu
             .collect(),
         mesh_config: state.mesh_text.clone(),
         more: false,
+        base_version: 0,
+        removed: Vec::new(),
     };
     let endpoints = proto::Endpoints {
         version: state.version,
@@ -174,6 +177,8 @@ struct Cache {
     version: u64,
     published: Option<Instant>,
     entries: HashMap<BuildKey, Arc<OnceCell<Arc<Prepared>>>>,
+    /// Deltas to this version, by the version they are on and the scope.
+    deltas: HashMap<(u64, BuildKey), Arc<Vec<proto::Config>>>,
 }
 
 /// Builds per distinct scope for the latest version; older versions are dropped
@@ -207,7 +212,7 @@ impl Builds {
                 *cache = Cache {
                     version: state.version,
                     published: Some(Instant::now()),
-                    entries: HashMap::new(),
+                    ..Cache::default()
                 };
             }
             let published = cache.published.unwrap_or_else(Instant::now);
@@ -236,6 +241,32 @@ impl Builds {
         })
         .await
         .clone()
+    }
+}
+
+impl Builds {
+    /// `new`'s configuration as a delta on `base`'s (both built for `identity`), in
+    /// parts: computed once per base version and scope, shared by every session whose
+    /// proxy holds that base. None when either did not build.
+    pub fn delta(&self, base: &Prepared, new: &Prepared, identity: &Identity) -> Option<Arc<Vec<proto::Config>>> {
+        let (Ok(before), Ok(after)) = (&base.outcome, &new.outcome) else {
+            return None;
+        };
+        let key = (base.version, identity.build_key());
+        let lock = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let cache = lock();
+            if let Some(parts) = cache.deltas.get(&key).filter(|_| cache.version == new.version) {
+                return Some(parts.clone());
+            }
+        }
+        // Outside the lock: two sessions may both compute it, none waits for the other.
+        let parts = Arc::new(split_config(&diff(&before.config, &after.config), PART_BYTES));
+        let mut cache = lock();
+        if cache.version == new.version {
+            cache.deltas.insert(key, parts.clone());
+        }
+        Some(parts)
     }
 }
 
@@ -292,7 +323,7 @@ mod tests {
             |who: &Identity| -> Vec<String> { documents_for(&state, who).iter().map(|d| d.file.clone()).collect() };
         assert_eq!(
             names(&identity(ProxyRole::Sidecar, "shop")),
-            ["shop.yaml", "root.yaml", "se.yaml", "broken.yaml"]
+            ["broken.yaml", "root.yaml", "se.yaml", "shop.yaml"]
         );
         assert_eq!(names(&identity(ProxyRole::Gateway, "shop")).len(), 5);
     }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 
-use super::builds::{Builds, Ready};
+use super::builds::{Builds, Prepared, Ready};
 use super::digest::Digest;
 use super::identity::Identity;
 use super::metrics::{Metrics, CONFIG, ENDPOINTS};
@@ -78,6 +78,8 @@ struct InFlight {
     /// Its place in the throttle (None once it gave it up).
     permit: Option<OwnedSemaphorePermit>,
     deadline: Instant,
+    /// The build it carried, for a configuration: once ACKed, the base of deltas.
+    config: Option<Arc<Prepared>>,
 }
 
 /// One connected proxy's session.
@@ -103,6 +105,9 @@ pub struct Session {
 struct Progress {
     sent: Sent,
     in_flight: Option<InFlight>,
+    /// The configuration the proxy last ACKed on this stream: what it holds, and what
+    /// the next configuration is sent as a delta on.
+    acked: Option<Arc<Prepared>>,
 }
 
 impl Session {
@@ -184,16 +189,23 @@ impl Session {
             Next::Endpoints(_) => ENDPOINTS,
             Next::Config(_) => CONFIG,
         };
+        // A delta only on what the proxy is known to hold: nothing unanswered.
+        let base = match (&next, &progress.in_flight) {
+            (Next::Config(_), None) => progress.acked.clone(),
+            _ => None,
+        };
         // What was in flight is superseded: its place in the throttle goes first, so
         // that sessions never wait for places they hold themselves. The message is
         // made only once a place is had: a thousand sessions waiting for places
         // hold no copies.
         progress.in_flight = None;
         let place = self.throttle.clone().acquire_owned().await.ok();
-        let mut parts: Vec<Out> = match next {
-            Next::Endpoints(e) => e.iter().cloned().map(Out::Endpoints).collect(),
-            Next::Config(c) => c.iter().cloned().map(Out::Config).collect(),
-            Next::Nothing => return,
+        let delta = base.and_then(|base| self.builds.delta(&base, &prepared, &self.identity));
+        let mut parts: Vec<Out> = match (next, &delta) {
+            (Next::Config(_), Some(delta)) => delta.iter().cloned().map(Out::Config).collect(),
+            (Next::Config(c), None) => c.iter().cloned().map(Out::Config).collect(),
+            (Next::Endpoints(e), _) => e.iter().cloned().map(Out::Endpoints).collect(),
+            (Next::Nothing, _) => return,
         };
         let rest = parts.split_off(1.min(parts.len()));
         let Some(first) = parts.pop() else { return };
@@ -217,6 +229,7 @@ impl Session {
             published: prepared.published,
             permit: place,
             deadline: Instant::now() + ANSWER_WAIT,
+            config: (kind == CONFIG).then(|| prepared.clone()),
         });
         self.status.update(self.connection, |s| {
             s.last_sent = Some(status::Sent {
@@ -234,6 +247,9 @@ impl Session {
                     .update(self.connection, |s| s.last_acked = Some(ack.version));
                 if let Some(f) = progress.in_flight.take_if(|f| f.version == ack.version) {
                     self.metrics.convergence.observe(f.published.elapsed().as_secs_f64());
+                    if f.config.is_some() {
+                        progress.acked = f.config;
+                    }
                 }
             }
             Some(In::Nack(nack)) => {
@@ -250,6 +266,7 @@ impl Session {
                 );
                 // What it runs is unknown now: the next change is sent in full.
                 progress.sent = Sent::default();
+                progress.acked = None;
                 self.status.update(self.connection, |s| {
                     s.last_nack = Some(Refused {
                         version: nack.version,

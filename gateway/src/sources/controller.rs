@@ -21,6 +21,7 @@ use pingora::services::background::BackgroundService;
 use strait_config::bundle::{load_bytes, Loaded};
 use strait_config::mesh::MeshConfig;
 use strait_config::{Built, Diagnostic, Scope};
+use strait_push::delta;
 use strait_push::parts::Parts;
 use strait_push::proto;
 use strait_push::proto::controller_message::Kind as Incoming;
@@ -235,7 +236,14 @@ pub fn first_config<T>(
                 Err(e) => e,
                 Ok(mut stream) => loop {
                     let config = match stream.next().await {
-                        Ok(Incoming::Config(config)) => config,
+                        // A new stream starts whole; a delta here fits nothing.
+                        Ok(Incoming::Config(config)) => match whole(None, config) {
+                            Ok(config) => config,
+                            Err(nack) => {
+                                let _ = stream.answer(Outgoing::Nack(nack)).await;
+                                continue;
+                            }
+                        },
                         Ok(Incoming::Endpoints(e)) => {
                             // Endpoints before any configuration fit nothing.
                             let _ = stream
@@ -302,6 +310,29 @@ pub struct ControllerSource {
     pub started_with: u64,
 }
 
+/// The whole configuration a message gives: itself, or a delta applied to `held`;
+/// a delta on anything else is refused (the controller then sends it whole).
+fn whole(held: Option<&proto::Config>, config: proto::Config) -> Result<proto::Config, proto::Nack> {
+    if config.base_version == 0 {
+        return Ok(config);
+    }
+    let version = config.version;
+    let refused = |reason: String| {
+        log::warn!("configuration version {version} refused: {reason}");
+        proto::Nack {
+            version,
+            diagnostics: vec![reason],
+        }
+    };
+    match held {
+        Some(base) => delta::apply(base, config).map_err(|e| refused(e.to_string())),
+        None => Err(refused(format!(
+            "a delta on configuration version {}, but this proxy holds none on this stream",
+            config.base_version
+        ))),
+    }
+}
+
 impl ControllerSource {
     /// Serves one stream until it ends; `applied` is the digest of the running
     /// configuration, `delivered` turns true once a message was applied.
@@ -311,13 +342,24 @@ impl ControllerSource {
             Err(e) => return e,
         };
         log::info!("following the controller at {}", self.client.address);
+        // The configuration last ACKed on this stream: what deltas apply to.
+        let mut held: Option<proto::Config> = None;
         loop {
             let message = match stream.next().await {
                 Ok(m) => m,
                 Err(e) => return e,
             };
             let answer = match message {
-                Incoming::Config(config) => self.apply_config(config, applied).await,
+                Incoming::Config(config) => match whole(held.as_ref(), config) {
+                    Ok(config) => {
+                        let answer = self.apply_config(config.clone(), applied).await;
+                        if matches!(answer, Outgoing::Ack(_)) {
+                            held = Some(config);
+                        }
+                        answer
+                    }
+                    Err(nack) => Outgoing::Nack(nack),
+                },
                 Incoming::Endpoints(endpoints) => self.apply_endpoints(&endpoints),
             };
             if matches!(answer, Outgoing::Ack(_)) {
@@ -413,6 +455,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_delta_applies_to_the_configuration_held_and_to_nothing_else() {
+        let config = |version: u64, text: &str| proto::Config {
+            version,
+            documents: vec![proto::Document {
+                file: "a.yaml".into(),
+                text: text.as_bytes().to_vec().into(),
+            }],
+            ..Default::default()
+        };
+        let held = config(1, "a");
+        let next = config(2, "b");
+        let delta = delta::diff(&held, &next);
+        assert_eq!(whole(Some(&held), delta.clone()).expect("applies"), next);
+        let refused = whole(None, delta.clone()).expect_err("nothing held");
+        assert_eq!(refused.version, 2);
+        assert!(
+            refused.diagnostics[0].contains("holds none"),
+            "{:?}",
+            refused.diagnostics
+        );
+        let refused = whole(Some(&next), delta).expect_err("another version held");
+        assert!(
+            refused.diagnostics[0].contains("holds version 2"),
+            "{:?}",
+            refused.diagnostics
+        );
+        // A whole configuration is taken as it is.
+        assert_eq!(whole(None, next.clone()).expect("whole"), next);
+    }
+
+    #[test]
     fn backoff_doubles_to_ten_seconds_with_jitter() {
         let mut b = Backoff::default();
         let mut full = BACKOFF_START;
@@ -437,6 +510,8 @@ mod tests {
             documents: vec![doc(text)],
             mesh_config: mesh.map(str::to_string),
             more: false,
+            base_version: 0,
+            removed: Vec::new(),
         };
         assert_eq!(content_digest(&config("a", None)), content_digest(&config("a", None)));
         assert_ne!(content_digest(&config("a", None)), content_digest(&config("b", None)));
