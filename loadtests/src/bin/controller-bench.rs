@@ -45,7 +45,8 @@ struct Cli {
 }
 
 /// A Gateway, and per VirtualService its own service (a ServiceEntry with
-/// `endpoints / vs` addresses), in files of 100 VirtualServices each.
+/// `endpoints / vs` addresses), a file for each pair: one document per object or
+/// two, as the controller reads a cluster (each object its own document).
 fn folder(vs: usize, endpoints: usize) -> Vec<Document> {
     let per = (endpoints / vs.max(1)).max(1);
     let mut docs = vec![Document {
@@ -53,22 +54,19 @@ fn folder(vs: usize, endpoints: usize) -> Vec<Document> {
         text: "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n".into(),
     }];
     let mut address = 0u32;
-    for chunk in 0..vs.div_ceil(100) {
-        let mut text = String::new();
-        for i in chunk * 100..((chunk + 1) * 100).min(vs) {
-            text.push_str(&format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}, namespace: bench}}\nspec:\n  hosts: [svc-{i}.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{{uri: {{prefix: /api}}}}]\n    route: [{{destination: {{host: svc-{i}.bench.svc.cluster.local}}}}]\n    timeout: 5s\n  - route: [{{destination: {{host: svc-{i}.bench.svc.cluster.local}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  hosts: [svc-{i}.bench.svc.cluster.local]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n"));
-            for _ in 0..per {
-                address += 1;
-                text.push_str(&format!(
-                    "  - {{address: 10.{}.{}.{}}}\n",
-                    (address >> 16) & 255,
-                    (address >> 8) & 255,
-                    address & 255
-                ));
-            }
+    for i in 0..vs {
+        let mut text = format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}, namespace: bench}}\nspec:\n  hosts: [svc-{i}.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - match: [{{uri: {{prefix: /api}}}}]\n    route: [{{destination: {{host: svc-{i}.bench.svc.cluster.local}}}}]\n    timeout: 5s\n  - route: [{{destination: {{host: svc-{i}.bench.svc.cluster.local}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  hosts: [svc-{i}.bench.svc.cluster.local]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n");
+        for _ in 0..per {
+            address += 1;
+            text.push_str(&format!(
+                "  - {{address: 10.{}.{}.{}}}\n",
+                (address >> 16) & 255,
+                (address >> 8) & 255,
+                address & 255
+            ));
         }
         docs.push(Document {
-            file: format!("services-{chunk:03}.yaml"),
+            file: format!("services-{i:05}.yaml"),
             text,
         });
     }
@@ -278,7 +276,7 @@ async fn time_pushes(cli: &Cli, binary: &Path, vs: usize) -> anyhow::Result<()> 
     let synced = rss_kib(&[pid]);
     let version = seen.iter().map(|s| s.load(Ordering::Relaxed)).max().unwrap_or(0);
 
-    // A route change: every proxy is sent its configuration in full.
+    // A route change: one VirtualService (a delta once the proxies hold a version).
     let first = &docs[1];
     replace(
         dir.path(),
