@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use crate::bundle::{Bundle, Entry};
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::hosts::{bind, fqdn, gateway_ref};
+use crate::mesh::{MeshConfig, OutboundMode};
 use crate::registry::{Registry, ResolveError};
 use crate::resources::networking::{Destination, GatewaySpec, VirtualServiceSpec};
 use crate::resources::Spec;
@@ -34,8 +35,9 @@ pub struct Finding {
     pub diagnostic: Diagnostic,
 }
 
-/// Every analyzer finding about `bundle`.
-pub fn analyze(bundle: &Bundle) -> Vec<Finding> {
+/// Every analyzer finding about `bundle`, for proxies running with `mesh` (its
+/// outbound policy decides what a request to an unknown host gets).
+pub fn analyze(bundle: &Bundle, mesh: &MeshConfig) -> Vec<Finding> {
     let registry = Registry::new(bundle);
     let services: Vec<(&Entry, &VirtualServiceSpec)> = bundle
         .of(|s| match s {
@@ -45,7 +47,7 @@ pub fn analyze(bundle: &Bundle) -> Vec<Finding> {
         .collect();
     let mut out = Vec::new();
     for (entry, vs) in &services {
-        destination_hosts(&registry, entry, vs, &mut out);
+        destination_hosts(&registry, mesh.outbound, entry, vs, &mut out);
         gateway_hosts(bundle, entry, vs, &mut out);
     }
     mesh_host_conflicts(&services, &mut out);
@@ -89,7 +91,18 @@ fn destinations(vs: &VirtualServiceSpec) -> Vec<(String, &Destination)> {
 
 /// Istio calls an unknown destination host an error though its proxies accept it:
 /// every request routed there fails.
-fn destination_hosts(registry: &Registry, entry: &Entry, vs: &VirtualServiceSpec, out: &mut Vec<Finding>) {
+fn destination_hosts(
+    registry: &Registry,
+    outbound: OutboundMode,
+    entry: &Entry,
+    vs: &VirtualServiceSpec,
+    out: &mut Vec<Finding>,
+) {
+    // What the proxies answer, as translation says it (`translate::clusters`).
+    let answer = match outbound {
+        OutboundMode::RegistryOnly => "502, outboundTrafficPolicy REGISTRY_ONLY",
+        OutboundMode::AllowAny => "503",
+    };
     for (field, dest) in destinations(vs) {
         // An empty host is validation's to report.
         if dest.host.is_empty() {
@@ -104,7 +117,7 @@ fn destination_hosts(registry: &Registry, entry: &Entry, vs: &VirtualServiceSpec
                 Code::ReferenceNotFound,
                 &format!("{field}.host"),
                 format!(
-                    "Referenced host not found: {host:?}; no ServiceEntry or Service defines it, so requests routed there fail (503)"
+                    "Referenced host not found: {host:?}; no ServiceEntry or Service defines it, so requests routed there fail ({answer})"
                 ),
             ));
         }
@@ -197,7 +210,7 @@ mod tests {
         let mut l = Loaded::default();
         load_text(&mut l, "t.yaml", text);
         assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
-        analyze(&l.bundle)
+        analyze(&l.bundle, &MeshConfig::default())
             .into_iter()
             .map(|f| {
                 let d = f.diagnostic;

@@ -186,7 +186,7 @@ pub fn load(input: &Input) -> Result<Loaded, Error> {
 pub fn analyze(loaded: &Loaded, scope: &Scope) -> Vec<Report> {
     let bundle = &loaded.bundle;
     let mut diags = strait_config::pipeline::check(loaded, scope);
-    let findings = strait_config::analyze::analyze(bundle);
+    let findings = strait_config::analyze::analyze(bundle, &scope.mesh);
     diags.retain(|d| !findings.iter().any(|f| same_place(&f.diagnostic, d)));
     let mut reports: Vec<Report> = diags
         .into_iter()

@@ -140,6 +140,29 @@ fn unknown_destination_host_is_ist0101_at_its_line() {
             "no ServiceEntry or Service defines it, so requests routed there fail (503)"
         )],
     );
+
+    // Under REGISTRY_ONLY the gateway answers 502 (Envoy's BlackHoleCluster), and so
+    // says analyze when given the mesh config.
+    let mut all = vec!["analyze", "--mesh-config", "mesh.yaml"];
+    all.extend_from_slice(&["-f", "gw.yaml", "backend.yaml", "app.yaml"]);
+    let r = run(
+        &[
+            ("gw.yaml", GATEWAY),
+            ("backend.yaml", BACKEND),
+            ("app.yaml", &vs),
+            ("mesh.yaml", "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"),
+        ],
+        &all,
+    );
+    assert_output(
+        &r,
+        1,
+        &[concat!(
+            "Error [IST0101] (VirtualService app.default app.yaml:12) spec.http[0].route[0].destination.host: ",
+            "Referenced host not found: \"nowhere.default.svc.cluster.local\"; ",
+            "no ServiceEntry or Service defines it, so requests routed there fail (502, outboundTrafficPolicy REGISTRY_ONLY)"
+        )],
+    );
 }
 
 #[test]
