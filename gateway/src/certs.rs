@@ -2,6 +2,7 @@
 //! rustls keys before a swap (the TLS front selects them per SNI name).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
 use strait_config::snapshot::CertificateSource;
@@ -86,13 +87,41 @@ pub fn unchecked_key(cert: &Pem, key: &Pem) -> Result<CertifiedKey, PemError> {
     Ok(CertifiedKey::new(chain, signer))
 }
 
-/// A throwaway self-signed certificate and key (PEM) for `hosts`.
+/// How long a stand-in certificate is valid. A day, as Caddy's and Traefik's
+/// stand-ins are short-lived: an ACME order that stays stuck shows in
+/// `strait_certificate_expiry_timestamp_seconds` as a certificate about to expire,
+/// instead of hiding behind one valid for centuries. Each reload makes a new one.
+pub const STAND_IN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A throwaway self-signed certificate and key (PEM) for `hosts`, valid for
+/// `STAND_IN_LIFETIME` from now (and from an hour ago, for clocks a little behind).
 pub fn self_signed(hosts: &[String]) -> Result<(Vec<u8>, Vec<u8>), PemError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(hosts.to_vec())?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Strait self-signed (waiting for ACME)");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + STAND_IN_LIFETIME;
     let cert = params.self_signed(&key)?;
     Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stand_in_lives_a_day() {
+        let (cert, _key) = self_signed(&["app.example.com".to_string()]).expect("a stand-in");
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&cert).expect("PEM");
+        let parsed = pem.parse_x509().expect("a certificate");
+        let validity = parsed.validity();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let ends = validity.not_after.timestamp() - now;
+        // A day from now, give or take the test's own seconds.
+        assert!((86_000..=86_400).contains(&ends), "valid for {ends} s more");
+        assert!(validity.not_before.timestamp() <= now - 3_500);
+    }
 }

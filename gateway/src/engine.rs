@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -72,8 +72,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Client connections open.
     pub connections: AtomicUsize,
-    /// ACME orders that failed.
-    pub acme_failures: AtomicU64,
+    /// ACME orders that failed, by (issuer, host): the certificate's first name.
+    pub acme_failures: Mutex<std::collections::BTreeMap<(String, String), u64>>,
     /// The access log, when the mesh config turns it on.
     pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
     /// The tracer, when the mesh config turns tracing on.
@@ -94,6 +94,12 @@ pub fn engine_diag(message: String) -> Diagnostic {
 }
 
 impl Engine {
+    /// Counts a failed ACME order for `host` from `issuer`.
+    pub fn acme_failed(&self, issuer: &str, host: &str) {
+        let mut failures = self.acme_failures.lock().unwrap_or_else(PoisonError::into_inner);
+        *failures.entry((issuer.to_string(), host.to_string())).or_default() += 1;
+    }
+
     /// An engine serving `built` (version 1); fails with the diagnostics when the
     /// configuration does not compile.
     pub fn start(built: Built, scope: Scope, settings: &EngineSettings) -> Result<Arc<Engine>, Vec<Diagnostic>> {
@@ -122,7 +128,7 @@ impl Engine {
             challenges: Arc::new(Challenges::new(settings.acme_store.clone())),
             metrics,
             connections: AtomicUsize::new(0),
-            acme_failures: AtomicU64::new(0),
+            acme_failures: Mutex::default(),
             access_log: std::sync::OnceLock::new(),
             tracer: std::sync::OnceLock::new(),
         }))

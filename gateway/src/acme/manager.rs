@@ -107,7 +107,7 @@ impl AcmeManager {
                     accounts.insert(issuer.name.clone(), a.clone());
                     a
                 }
-                Err(e) => return self.failed(m, book, e),
+                Err(e) => return self.failed(issuer, m, book, e),
             },
         };
         let current = newest(current_leaf(runtime, m), stored_leaf(&self.store, m));
@@ -117,7 +117,7 @@ impl AcmeManager {
         let lock = match StoreLock::take(&self.store, m) {
             Ok(Some(lock)) => lock,
             Ok(None) => return log::info!("{}: another replica is ordering its certificate", m.source),
-            Err(e) => return self.failed(m, book, e.into()),
+            Err(e) => return self.failed(issuer, m, book, e.into()),
         };
         // Another replica may have finished while this one waited for the lock.
         if !due(&account, stored_leaf(&self.store, m).as_deref(), &m.hosts).await {
@@ -148,7 +148,7 @@ impl AcmeManager {
                     accounts.remove(&issuer.name);
                     let _ = std::fs::remove_file(self.account_file(issuer));
                 }
-                self.failed(m, book, e)
+                self.failed(issuer, m, book, e)
             }
         }
     }
@@ -157,10 +157,9 @@ impl AcmeManager {
         self.store.join(format!(".account-{}.json", issuer.name))
     }
 
-    fn failed(&self, m: &ManagedCert, book: &mut Book, e: AcmeError) {
+    fn failed(&self, issuer: &Issuer, m: &ManagedCert, book: &mut Book, e: AcmeError) {
         self.shared
-            .acme_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .acme_failed(&issuer.name, m.hosts.first().map_or("", String::as_str));
         book.failures = book.failures.saturating_add(1);
         let delay = match e {
             AcmeError::RateLimited(_) => MAX_BACKOFF,
@@ -170,9 +169,11 @@ impl AcmeManager {
         };
         book.next_try = Some(Instant::now() + delay);
         log::warn!(
-            "{}: ACME certificate for {:?} not obtained ({} failures in a row): {e}; the current certificate keeps serving; next try in {}s",
+            "{}: ACME certificate for {:?} not obtained from issuer {} ({}) ({} failures in a row): {e}; the current certificate keeps serving; next try in {}s",
             m.source,
             m.hosts,
+            issuer.name,
+            issuer.directory,
             book.failures,
             delay.as_secs()
         );

@@ -3,6 +3,7 @@
 //! certificate expiry), read from the engine's state at scrape time.
 
 use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
@@ -43,11 +44,19 @@ pub fn health(shared: &Engine) -> prometheus::Result<Vec<MetricFamily>> {
         "Client connections open",
         shared.connections.load(Ordering::Relaxed) as i64,
     )?;
-    total(
-        "strait_acme_failures_total",
-        "ACME orders that failed",
-        shared.acme_failures.load(Ordering::Relaxed),
+    let acme_failures = IntCounterVec::new(
+        Opts::new("strait_acme_failures_total", "ACME orders that failed"),
+        &["issuer", "host"],
     )?;
+    {
+        let failures = shared.acme_failures.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((issuer, host), n) in failures.iter() {
+            acme_failures
+                .get_metric_with_label_values(&[issuer.as_str(), host.as_str()])?
+                .inc_by(*n);
+        }
+    }
+    registry.register(Box::new(acme_failures))?;
     let per_cluster = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["cluster_name"]);
     let connect_fail = per_cluster(
         "envoy_cluster_upstream_cx_connect_fail",

@@ -394,6 +394,26 @@ async fn renewal_outlives_an_unreachable_ca_and_keeps_open_connections() {
         assert!(Instant::now() < deadline, "no renewal attempt: {}", gw.log());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The failure names the issuer and its directory, and is counted by issuer and host.
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("not obtained")).unwrap_or_default();
+    assert!(line.contains("from issuer pebble-"), "{line}");
+    assert!(
+        line.contains(&format!("(https://localhost:{}/dir)", s.ports[0])),
+        "{line}"
+    );
+    let (_, metrics) = raw_get(gw.metrics, "/stats/prometheus").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("strait_acme_failures_total{host=\"app.example.com\",issuer=\"pebble-http\"}")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("acme"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(
         serial(&served(https, "app.example.com", &root).await.expect("still served")),
         serial(&first)
