@@ -34,6 +34,35 @@ use tokio::task::JoinSet;
 
 use crate::store::{Document, Hold, Store};
 
+/// Why a kubeconfig file gives no client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The file cannot be read, or names no usable cluster and user.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: kube::config::KubeconfigError,
+    },
+    /// A client cannot be built from it.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client for the cluster of the current context of the kubeconfig at `path`.
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<Client, ClientError> {
+    let kubeconfig_error = |source| ClientError::Kubeconfig {
+        path: path.to_path_buf(),
+        source,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(kubeconfig_error)?;
+    Ok(Client::try_from(config)?)
+}
+
 /// Istio's namespace, where its mesh config lives.
 pub const MESH_NAMESPACE: &str = "istio-system";
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use strait_controller::controller::{Controller, Options};
 use strait_controller::folder_source::FolderSource;
-use strait_controller::kube_source::KubeSource;
+use strait_controller::kube_source::{client_from_kubeconfig, KubeSource};
 use strait_controller::store::Store;
 
 /// Strait's controller: pushes configuration to the gateways and sidecars that
@@ -83,7 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // port is bound.
     let client = match (kubernetes, &cli.kubeconfig) {
         (false, _) => None,
-        (true, Some(path)) => Some(client_from(path).await?),
+        (true, Some(path)) => Some(client_from_kubeconfig(path).await?),
         (true, None) => Some(
             kube::Client::try_default()
                 .await
@@ -119,14 +119,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     log::info!("stopping");
     controller.stop().await;
     outcome
-}
-
-/// A client for the cluster a kubeconfig file names (its current context).
-async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("kubeconfig {}", path.display()))?;
-    kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }

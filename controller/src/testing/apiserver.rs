@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use tempfile::TempDir;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -96,7 +95,7 @@ impl ApiServer {
             &kubeconfig,
             &kubeconfig_yaml(port, &base.join("certs/apiserver.crt"), &token),
         )?;
-        let client = client(&kubeconfig).await?;
+        let client = crate::kube_source::client_from_kubeconfig(&kubeconfig).await?;
         let started = Instant::now();
         wait_ready(&client, apiserver.child(), &base).await?;
         log::info!("kube-apiserver ready on 127.0.0.1:{port} after {:?}", started.elapsed());
@@ -508,10 +507,4 @@ current-context: strait-test
 "#,
         ca = ca.display()
     )
-}
-
-async fn client(kubeconfig: &Path) -> Result<Client, Error> {
-    let config =
-        kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
 }

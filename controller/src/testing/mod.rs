@@ -60,9 +60,9 @@ pub enum Error {
         /// The end of its log.
         log: String,
     },
-    /// The kubeconfig written for the server could not be read back.
-    #[error("kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// The kubeconfig written for the server gives no client.
+    #[error(transparent)]
+    Client(#[from] crate::kube_source::ClientError),
     /// A request to the API server failed.
     #[error("API request: {0}")]
     Kube(#[from] kube::Error),
