@@ -67,9 +67,10 @@ impl EdgeApp {
 impl ServerApp for EdgeApp {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let _open = ConnectionGuard::new(&self.shared);
+        // One deadline for the TLS handshake, the first bytes and the request head.
+        let head_timeout = std::time::Duration::from_secs(self.header_timeout_secs);
         if let Some(front) = &self.tls {
-            let silence = std::time::Duration::from_secs(self.header_timeout_secs);
-            stream = tokio::time::timeout(silence, front.accept(stream))
+            stream = tokio::time::timeout(head_timeout, front.accept(stream))
                 .await
                 .ok()
                 .flatten()?;
@@ -81,7 +82,20 @@ impl ServerApp for EdgeApp {
                 return None;
             }
         }
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        let h2 = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            true
+        } else if stream.get_ssl_digest().is_none() {
+            // HTTP/2 with prior knowledge (gRPC clients over plain TCP) starts with
+            // "PRI"; no HTTP/1 method does, and every HTTP/1 request is longer than 3 bytes.
+            let mut start = [0u8; 3];
+            match tokio::time::timeout(head_timeout, stream.try_peek(&mut start)).await {
+                Ok(Ok(read)) => read && &start == b"PRI",
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        } else {
+            false
+        };
+        if h2 {
             h2_front::serve(
                 &self.proxy,
                 stream,
@@ -92,30 +106,8 @@ impl ServerApp for EdgeApp {
             .await;
             return None;
         }
-        // HTTP/2 with prior knowledge (gRPC clients over plain TCP) starts with "PRI";
-        // no HTTP/1 method does, and every HTTP/1 request is longer than 3 bytes.
-        if stream.get_ssl_digest().is_none() {
-            let mut start = [0u8; 3];
-            let silence = std::time::Duration::from_secs(self.header_timeout_secs);
-            match tokio::time::timeout(silence, stream.try_peek(&mut start)).await {
-                Ok(Ok(true)) if &start == b"PRI" => {
-                    h2_front::serve(
-                        &self.proxy,
-                        stream,
-                        shutdown,
-                        self.shared.draining_signal(),
-                        self.max_requests_per_connection,
-                    )
-                    .await;
-                    return None;
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return None,
-            }
-        }
         let state = Arc::new(ConnState::default());
-        let limit = std::time::Duration::from_secs(self.header_timeout_secs);
-        let stream: Stream = Box::new(RelayStream::with_head_deadline(stream, state.clone(), limit));
+        let stream: Stream = Box::new(RelayStream::with_head_deadline(stream, state.clone(), head_timeout));
         conn::scope(state, self.serve_http1(stream, shutdown)).await;
         None
     }
