@@ -236,3 +236,129 @@ fn a_gateway_of_the_same_bundle_serves_its_own_routes() {
         "the policy selects the reviews workload, not the gateway"
     );
 }
+
+/// The inbound mTLS of the sidecar of `scope` with `extra` resources beside the mesh.
+fn inbound_mtls(scope: &Scope, extra: &str) -> strait_config::snapshot::InboundMtls {
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "mesh.yaml", MESH);
+    load_text(&mut loaded, "peer.yaml", extra);
+    let built = match build(&loaded, scope, 1) {
+        Ok(built) => built,
+        Err(e) => panic!("{e:#?}"),
+    };
+    let inbound = built
+        .snapshot
+        .listeners
+        .iter()
+        .find(|l| l.port == INBOUND_PORT)
+        .expect("inbound listener");
+    inbound
+        .mtls
+        .clone()
+        .expect("the inbound listener carries the workload's mTLS")
+}
+
+fn peer_auth(ns: &str, name: &str, selector: Option<&str>, mode: &str, ports: &str) -> String {
+    let selector = selector.map_or(String::new(), |app| {
+        format!("  selector: {{matchLabels: {{app: {app}}}}}\n")
+    });
+    let mtls = if mode.is_empty() {
+        String::new()
+    } else {
+        format!("  mtls: {{mode: {mode}}}\n")
+    };
+    let ports = if ports.is_empty() {
+        String::new()
+    } else {
+        format!("  portLevelMtls: {ports}\n")
+    };
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{selector}{mtls}{ports}---\n"
+    )
+}
+
+#[test]
+fn peer_authentication_resolves_workload_over_namespace_over_root() {
+    use strait_config::snapshot::PeerMode::{Disable, Permissive, Strict};
+    let scope = sidecar(OutboundMode::AllowAny);
+    let root = peer_auth("istio-system", "mesh", None, "STRICT", "");
+    let ns = peer_auth("shop", "ns", None, "DISABLE", "");
+    let other_ns = peer_auth("other", "ns", None, "DISABLE", "");
+    let workload = peer_auth("shop", "reviews", Some("reviews"), "PERMISSIVE", "");
+    let other_app = peer_auth("shop", "ratings", Some("ratings"), "DISABLE", "");
+    let unset = peer_auth("shop", "unset", Some("reviews"), "", "{\"9080\": {mode: STRICT}}");
+    let cases: [(&str, String, strait_config::snapshot::PeerMode); 7] = [
+        ("no policy: PERMISSIVE", String::new(), Permissive),
+        ("root namespace", root.clone(), Strict),
+        (
+            "another namespace's policy does not apply",
+            other_ns.clone() + &root,
+            Strict,
+        ),
+        ("namespace over root", ns.clone() + &root, Disable),
+        ("workload over namespace", workload.clone() + &ns + &root, Permissive),
+        ("another workload's policy does not apply", other_app + &root, Strict),
+        ("UNSET inherits the namespace's", unset.clone() + &ns, Disable),
+    ];
+    for (what, yaml, want) in cases {
+        assert_eq!(inbound_mtls(&scope, &yaml).mode, want, "{what}");
+    }
+    let mtls = inbound_mtls(&scope, &(unset + &ns));
+    assert_eq!(mtls.mode_for(9080), Strict, "port-level STRICT on the workload's port");
+    assert_eq!(mtls.mode_for(8080), Disable, "other ports keep the inherited mode");
+    assert_eq!(mtls.sources, ["shop/unset", "shop/ns"]);
+    let inherits = peer_auth("shop", "p", Some("reviews"), "STRICT", "{\"9080\": {mode: UNSET}}");
+    assert_eq!(
+        inbound_mtls(&scope, &inherits).mode_for(9080),
+        Strict,
+        "a port-level UNSET inherits"
+    );
+}
+
+#[test]
+fn clusters_say_whether_they_speak_the_mesh_mtls() {
+    use strait_config::snapshot::{MeshTls, TLS_MODE_LABEL};
+    let dr = |mode: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: db, namespace: shop}}\nspec:\n  host: db.internal\n  trafficPolicy: {{tls: {{mode: {mode}}}}}\n")
+    };
+    for (mode, want) in [
+        ("ISTIO_MUTUAL", MeshTls::Istio),
+        ("DISABLE", MeshTls::Off),
+        ("", MeshTls::Auto),
+    ] {
+        let mut loaded = Loaded::default();
+        load_text(&mut loaded, "mesh.yaml", MESH);
+        if !mode.is_empty() {
+            load_text(&mut loaded, "dr.yaml", &dr(mode));
+        }
+        let built = match build(&loaded, &sidecar(OutboundMode::AllowAny), 1) {
+            Ok(built) => built,
+            Err(e) => panic!("{e:#?}"),
+        };
+        let db = built
+            .snapshot
+            .clusters
+            .iter()
+            .find(|c| c.host == "db.internal")
+            .expect("db cluster");
+        assert_eq!(db.policy.mesh_tls, want, "tls mode {mode:?}");
+        if mode == "ISTIO_MUTUAL" {
+            assert!(
+                built.warnings.is_empty(),
+                "ISTIO_MUTUAL is served: {:#?}",
+                built.warnings
+            );
+        }
+    }
+    let mut meshed = strait_config::snapshot::Endpoint {
+        address: "10.1.0.1:9080".parse().expect("addr"),
+        hostname: None,
+        labels: Default::default(),
+        workload: None,
+    };
+    assert!(!MeshTls::Auto.to(Some(&meshed)), "no sidecar label: plaintext");
+    meshed.labels.insert(TLS_MODE_LABEL.into(), "istio".into());
+    assert!(MeshTls::Auto.to(Some(&meshed)), "a sidecar's endpoint: mTLS");
+    assert!(!MeshTls::Off.to(Some(&meshed)));
+    assert!(MeshTls::Istio.to(None));
+}

@@ -188,8 +188,7 @@ impl Compiler<'_> {
             .chain(p.port_level_settings.iter().filter_map(|pl| pl.tls.as_ref()))
         {
             match tls.mode.as_deref() {
-                None | Some("DISABLE" | "SIMPLE" | "MUTUAL") => {}
-                Some("ISTIO_MUTUAL") => unused.push("tls.mode ISTIO_MUTUAL (the mesh's mTLS, with the sidecar)"),
+                None | Some("DISABLE" | "SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL") => {}
                 Some(other) => self.err(
                     e,
                     Code::InvalidValue,

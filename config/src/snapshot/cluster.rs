@@ -74,6 +74,8 @@ pub struct ClusterPolicy {
     /// TLS to the upstream (DestinationRule `tls` SIMPLE or MUTUAL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Whether connections speak the mesh's mTLS (with the proxy's workload identity).
+    pub mesh_tls: super::MeshTls,
 }
 
 /// Endpoint choice.

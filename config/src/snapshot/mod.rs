@@ -7,11 +7,13 @@
 
 mod cluster;
 mod host_table;
+mod mtls;
 mod route;
 mod tls;
 
 pub use cluster::*;
 pub use host_table::HostTable;
+pub use mtls::*;
 pub use route::*;
 pub use tls::*;
 
@@ -120,6 +122,9 @@ pub struct Listener {
     /// TCP and TLS routes, in order (TCP and TLS_PASSTHROUGH listeners).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l4_routes: Vec<L4Route>,
+    /// A sidecar's inbound listener: the mTLS its workload accepts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<InboundMtls>,
 }
 
 impl Listener {
@@ -135,6 +140,7 @@ impl Listener {
             virtual_hosts: Vec::new(),
             hosts: HostTable::default(),
             l4_routes: Vec::new(),
+            mtls: None,
         }
     }
 }

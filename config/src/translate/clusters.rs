@@ -12,7 +12,7 @@ use crate::registry::ResolveError;
 use crate::resources::kube::secret_value;
 use crate::resources::networking::ClientTlsSettings;
 use crate::resources::Spec;
-use crate::snapshot::{Cluster, ClusterEndpoints, ClusterKind, PemSource, UpstreamTls};
+use crate::snapshot::{Cluster, ClusterEndpoints, ClusterKind, MeshTls, PemSource, UpstreamTls};
 
 use super::Translator;
 
@@ -68,6 +68,11 @@ impl Translator<'_, '_> {
         if let Some(c) = compiled {
             if let Some(tls) = &c.tls {
                 policy.tls = self.upstream_tls(host, tls, &c.tls_anchor);
+                policy.mesh_tls = match tls.mode.as_deref() {
+                    Some("ISTIO_MUTUAL") => MeshTls::Istio,
+                    Some("DISABLE" | "SIMPLE" | "MUTUAL") => MeshTls::Off,
+                    _ => MeshTls::Auto,
+                };
             }
         }
         // HTTP/2 upstream for ports declared HTTP2 or gRPC, as Istio does; for HTTP
@@ -127,7 +132,7 @@ impl Translator<'_, '_> {
     }
 
     /// DestinationRule `tls` for a cluster: SIMPLE and MUTUAL originate TLS; DISABLE
-    /// (and ISTIO_MUTUAL, the sidecar's, which the compile stage flags) leave it plain.
+    /// leaves it plain, and ISTIO_MUTUAL is the mesh's (`ClusterPolicy::mesh_tls`).
     /// `anchor` is where the `tls` block was written.
     fn upstream_tls(&mut self, host: &str, tls: &ClientTlsSettings, anchor: &Anchor) -> Option<UpstreamTls> {
         let mode = tls.mode.as_deref().unwrap_or("DISABLE");

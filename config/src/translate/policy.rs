@@ -7,9 +7,10 @@ use crate::bundle::Entry;
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::hosts::fqdn;
 use crate::jwt::JwtAuth;
-use crate::resources::security::{Action, WorkloadSelector};
+use crate::resources::security::{Action, MtlsMode, PeerAuthenticationSpec, WorkloadSelector};
+use crate::resources::Spec;
 use crate::scope::{selects, Scope, ROOT_NAMESPACE};
-use crate::snapshot::ExtAuthz;
+use crate::snapshot::{ExtAuthz, InboundMtls, PeerMode};
 
 use super::Translator;
 
@@ -118,5 +119,79 @@ impl Translator<'_, '_> {
         let cluster = self.cluster(entry, "spec.provider", &target, 0);
         list.push(ExtAuthz { provider, cluster });
         Some(list.len() - 1)
+    }
+}
+
+impl Translator<'_, '_> {
+    /// The mTLS the workload accepts: Istio's resolution of the PeerAuthentications
+    /// that select it, the workload's (with a selector) over its namespace's over the
+    /// root namespace's, a mode of UNSET inheriting the next one's, PERMISSIVE at the
+    /// end; port-level modes come from the workload's policy. Of several policies at
+    /// one level the first (in file order) decides, with a warning.
+    pub(super) fn peer_authentication(&mut self) -> InboundMtls {
+        let ns = self.scope.namespace();
+        let mut levels: [Option<(&Entry, &PeerAuthenticationSpec)>; 3] = [None, None, None];
+        for (entry, spec) in self.compiled.bundle.of(|s| match s {
+            Spec::PeerAuthentication(p) => Some(p),
+            _ => None,
+        }) {
+            let in_ns = entry.resource.namespace == ns;
+            let level = match &spec.selector {
+                Some(sel) if in_ns && selects(&sel.match_labels, self.scope.labels()) => 0,
+                None if in_ns => 1,
+                None if entry.resource.namespace == ROOT_NAMESPACE => 2,
+                _ => continue,
+            };
+            match levels[level] {
+                None => levels[level] = Some((entry, spec)),
+                Some((first, _)) => self.diags.push(entry.diag(
+                    Severity::Warning,
+                    Code::Conflict,
+                    "spec",
+                    format!(
+                        "PeerAuthentication {}/{} also applies to this workload at the same level; it decides, this one is ignored",
+                        first.resource.namespace, first.resource.name
+                    ),
+                )),
+            }
+        }
+        let mut out = InboundMtls::default();
+        let mut decided = false;
+        for (entry, spec) in levels.iter().flatten() {
+            let mode = spec.mtls.as_ref().and_then(|m| peer_mode(m.mode));
+            if !decided {
+                if let Some(mode) = mode {
+                    out.mode = mode;
+                    decided = true;
+                }
+                out.sources
+                    .push(format!("{}/{}", entry.resource.namespace, entry.resource.name));
+            }
+        }
+        if let Some((entry, spec)) = levels[0] {
+            for (key, mtls) in &spec.port_level_mtls {
+                let Ok(port) = key.parse::<u16>() else {
+                    self.diags.push(entry.diag(
+                        Severity::Warning,
+                        Code::InvalidValue,
+                        &format!("spec.portLevelMtls.{key}"),
+                        format!("{key:?} is not a port number; ignored"),
+                    ));
+                    continue;
+                };
+                out.ports.insert(port, peer_mode(mtls.mode).unwrap_or(out.mode));
+            }
+        }
+        out
+    }
+}
+
+/// A PeerAuthentication mode as the engine applies it (None: UNSET, inherit).
+fn peer_mode(mode: MtlsMode) -> Option<PeerMode> {
+    match mode {
+        MtlsMode::Unset => None,
+        MtlsMode::Disable => Some(PeerMode::Disable),
+        MtlsMode::Permissive => Some(PeerMode::Permissive),
+        MtlsMode::Strict => Some(PeerMode::Strict),
     }
 }

@@ -188,6 +188,7 @@ impl Translator<'_, '_> {
     fn inbound(&mut self) {
         let cluster = self.special_cluster(INBOUND, ClusterKind::LocalWorkload);
         let mut listener = Listener::new(INBOUND_PORT, Protocol::Http);
+        listener.mtls = Some(self.peer_authentication());
         listener.hosts.insert("*", 0);
         listener.virtual_hosts.push(VirtualHost {
             domain: "*".into(),
