@@ -19,7 +19,7 @@ use crate::engine::Engine;
 use crate::ext_authz;
 use crate::flags::Flags;
 use crate::reply::{Halt, Reply};
-use crate::request::{authority, connection_peer, connection_sni, local_port, path_and_query, peer_ip, remote_ip};
+use crate::request::{authority, connection_peer, connection_sni, path_and_query, peer_ip, remote_ip};
 use crate::runtime::Runtime;
 use crate::upstream_client;
 
@@ -64,9 +64,8 @@ struct Verdict {
 }
 
 /// AuthorizationPolicy in Istio's order: a matching CUSTOM policy's external
-/// authorizer, then DENY and ALLOW. `port` is the listener's Gateway port, used
-/// when the connection does not tell its local port; `hops` the trusted proxies
-/// in front of the gateway.
+/// authorizer, then DENY and ALLOW. `port` is the port the client connected to
+/// (`destination.port`); `hops` the trusted proxies in front of the gateway.
 pub async fn authorize(
     shared: &Engine,
     runtime: &Runtime,
@@ -87,7 +86,7 @@ pub async fn authorize(
         // Boxed: a side call (DNS, a pooled connection, an exchange) is a large future,
         // copied with every request's request_filter if it were inline.
         let call = async {
-            let target = upstream_client::side_call_peer(&shared.dns, runtime, ext.cluster).await;
+            let target = upstream_client::side_call_peer(&shared.dns, runtime, ext.cluster, &shared.identity).await;
             ext_authz::check(&shared.side_calls, target, &ext.provider, session.req_header()).await
         };
         match Box::pin(call).await {
@@ -118,7 +117,7 @@ fn decide(policy: &HttpPolicy, session: &ServerSession, port: u16, hops: u32, ct
     let source_ip = peer_ip(session);
     let request = Request {
         host: &host,
-        port: local_port(session, port),
+        port,
         method: req.method.as_str(),
         path,
         headers: &req.headers,

@@ -204,6 +204,11 @@ fn names(der: &[u8]) -> Option<CertNames> {
     Some(out)
 }
 
+/// The identity a client certificate (DER) names, already verified by the caller.
+pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
+    identity(der, names(der)?)
+}
+
 fn identity(der: &[u8], names: CertNames) -> Option<PeerIdentity> {
     let principal = names
         .uris

@@ -78,6 +78,8 @@ pub struct Engine {
     pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
     /// The tracer, when the mesh config turns tracing on.
     pub tracer: std::sync::OnceLock<crate::trace::Tracer>,
+    /// The workload identity in the mesh (a sidecar's; a gateway's once it joins).
+    pub identity: crate::identity::Identity,
 }
 
 /// An engine-level diagnostic (not about one resource).
@@ -131,6 +133,7 @@ impl Engine {
             acme_failures: Mutex::default(),
             access_log: std::sync::OnceLock::new(),
             tracer: std::sync::OnceLock::new(),
+            identity: Default::default(),
         }))
     }
 

@@ -1,21 +1,29 @@
 //! TCP and TLS-passthrough listeners (Gateway servers of protocol TCP, and TLS
 //! with `mode: PASSTHROUGH`): a connection is routed by the VirtualService's `tcp`
 //! or `tls` routes (the latter by the SNI of the ClientHello, which is read without
-//! being consumed) and spliced to an endpoint of the chosen destination.
+//! being consumed) and spliced to an endpoint of the chosen destination. A
+//! sidecar's captured TCP connections go through `relay` too, with their original
+//! destination for the passthrough and inbound clusters, and the mesh's mTLS to
+//! endpoints that speak it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::net::TcpStream;
+use pingora::connectors::l4::BindTo;
+use strait_config::snapshot::{ClusterKind, L4Route};
 
 use crate::client_hello;
 use crate::engine::ConnectionGuard;
 use crate::engine::Engine;
 use crate::flags::Flags;
+use crate::runtime::Runtime;
+use crate::upstream::INBOUND_PASSTHROUGH_SOURCE;
 use crate::upstream_client::{self, PickError};
 use crate::upstreams::{ActiveGuard, Outcome};
 
@@ -32,6 +40,8 @@ pub struct L4App {
     pub tls: bool,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Connects to upstreams (TCP, or TLS for the mesh's mTLS).
+    pub connector: TransportConnector,
 }
 
 #[async_trait]
@@ -50,78 +60,128 @@ impl ServerApp for L4App {
         } else {
             None
         };
-        // The guard counts the connection as active on its endpoint until it ends.
-        let (mut up, _guard, cluster, endpoint) = self.connect(sni.as_deref()).await?;
         let runtime = self.shared.current();
-        let tcp = runtime.destination(Some(cluster)).and_then(|d| {
-            let workload = runtime
-                .cluster_endpoints(cluster)
-                .and_then(|e| e.endpoints.get(endpoint))
-                .and_then(|e| e.workload.as_deref());
-            self.shared.metrics.tcp_open(d, workload, Flags::NONE).ok()
-        });
-        // Bytes are counted when the connection ends (Envoy also reports them while
-        // it lasts).
-        let (to_upstream, to_client) = match tokio::io::copy_bidirectional(&mut stream, &mut up).await {
-            Ok(n) => n,
-            Err(e) => {
-                log::debug!("listener {}: connection ended: {e}", self.port);
-                (0, 0)
-            }
+        let listener = runtime.snapshot.listener(self.port)?;
+        let Some(route) = listener.l4_routes.iter().find(|r| r.matches_sni(sni.as_deref())) else {
+            log::debug!("listener {}: no route for SNI {sni:?}", self.port);
+            return None;
         };
-        if let Some(t) = tcp {
-            t.received.inc_by(to_upstream);
-            t.sent.inc_by(to_client);
-            t.closed.inc();
-        }
+        let to = Target {
+            route,
+            original: None,
+            connect_timeout: self.connect_timeout,
+        };
+        relay(&self.shared, &self.connector, &runtime, stream, &to).await;
         None
     }
 }
 
-impl L4App {
-    /// Connects to an endpoint of the first route matching `sni`, trying another
-    /// endpoint once if the first refuses; returns the cluster and endpoint indexes too.
-    async fn connect(&self, sni: Option<&str>) -> Option<(TcpStream, Option<ActiveGuard>, usize, usize)> {
-        let runtime = self.shared.current();
-        let listener = runtime.snapshot.listener(self.port)?;
-        let Some(route) = listener.l4_routes.iter().find(|r| r.matches_sni(sni)) else {
-            log::debug!("listener {}: no route for SNI {sni:?}", self.port);
-            return None;
-        };
-        let dest = route.pick()?;
-        let (cluster, state) = (
-            runtime.snapshot.clusters.get(dest.cluster)?,
-            runtime.upstreams.clusters.get(dest.cluster)?,
-        );
-        let mut tried = None;
-        for _ in 0..2 {
-            let skip = tried;
-            let (address, index) =
-                match upstream_client::endpoint(&self.shared.dns, &runtime, dest.cluster, None, |i| Some(i) == skip)
-                    .await
-                {
-                    Ok(found) => found,
-                    Err(PickError::NoEndpoint) => return None,
-                    Err(PickError::Unresolved { index, reason }) => {
-                        tried = Some(index);
-                        log::warn!("listener {}: {reason}", self.port);
-                        continue;
-                    }
-                };
-            tried = Some(index);
-            let guard = state.endpoints.get(index).map(ActiveGuard::new);
-            let timeout = cluster.policy.connect_timeout.unwrap_or(self.connect_timeout);
-            match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    state.record(&cluster.policy, index, Outcome::Connected);
-                    return Some((s, guard, dest.cluster, index));
-                }
-                Ok(Err(e)) => log::warn!("listener {}: connect to {address} failed: {e}", self.port),
-                Err(_) => log::warn!("listener {}: connect to {address} timed out", self.port),
-            }
-            state.record(&cluster.policy, index, Outcome::LocalFailure);
+/// Where a TCP connection goes: a route, and for a sidecar's captured connection
+/// where its client was going.
+pub struct Target<'a> {
+    /// The route.
+    pub route: &'a L4Route,
+    /// The connection's original destination (captured connections).
+    pub original: Option<SocketAddr>,
+    /// Connect timeout when the cluster has none.
+    pub connect_timeout: Duration,
+}
+
+/// Splices `stream` to an endpoint of `to`'s route, counting Istio's TCP metrics.
+pub async fn relay(
+    shared: &Arc<Engine>,
+    connector: &TransportConnector,
+    runtime: &Runtime,
+    mut stream: Stream,
+    to: &Target<'_>,
+) {
+    // The guard counts the connection as active on its endpoint until it ends.
+    let Some((mut up, _guard, cluster, endpoint)) = connect(shared, connector, runtime, to).await else {
+        return;
+    };
+    let tcp = runtime.destination(Some(cluster)).and_then(|d| {
+        let workload = endpoint
+            .and_then(|i| runtime.cluster_endpoints(cluster)?.endpoints.get(i))
+            .and_then(|e| e.workload.as_deref());
+        shared.metrics.tcp_open(d, workload, Flags::NONE).ok()
+    });
+    // Bytes are counted when the connection ends (Envoy also reports them while
+    // it lasts).
+    let (to_upstream, to_client) = match tokio::io::copy_bidirectional(&mut stream, &mut up).await {
+        Ok(n) => n,
+        Err(e) => {
+            log::debug!("TCP connection ended: {e}");
+            (0, 0)
         }
-        None
+    };
+    if let Some(t) = tcp {
+        t.received.inc_by(to_upstream);
+        t.sent.inc_by(to_client);
+        t.closed.inc();
     }
+}
+
+/// A connection to the route's destination: an endpoint of its cluster (another
+/// tried once if the first refuses), or the original destination for the
+/// passthrough and inbound clusters. Returns the cluster and endpoint indexes too.
+async fn connect(
+    shared: &Engine,
+    connector: &TransportConnector,
+    runtime: &Runtime,
+    to: &Target<'_>,
+) -> Option<(Stream, Option<ActiveGuard>, usize, Option<usize>)> {
+    let dest = to.route.pick()?;
+    let (cluster, state) = (
+        runtime.snapshot.clusters.get(dest.cluster)?,
+        runtime.upstreams.clusters.get(dest.cluster)?,
+    );
+    let timeout = cluster.policy.connect_timeout.unwrap_or(to.connect_timeout);
+    match cluster.kind {
+        ClusterKind::Blackhole => return None,
+        ClusterKind::OriginalDestination | ClusterKind::LocalWorkload => {
+            let address = to.original?;
+            let mut peer = pingora::upstreams::peer::HttpPeer::new(address, false, String::new());
+            if cluster.kind == ClusterKind::LocalWorkload {
+                let mut bind = BindTo::default();
+                bind.addr = Some(SocketAddr::new(INBOUND_PASSTHROUGH_SOURCE, 0));
+                peer.options.bind_to = Some(bind);
+            }
+            peer.options.connection_timeout = Some(timeout);
+            return match connector.new_stream(&peer).await {
+                Ok(s) => Some((s, None, dest.cluster, None)),
+                Err(e) => {
+                    log::warn!("TCP connect to {address} failed: {e}");
+                    None
+                }
+            };
+        }
+        ClusterKind::Static | ClusterKind::Dns => {}
+    }
+    let mut tried = None;
+    for _ in 0..2 {
+        let skip = tried;
+        let (address, index) =
+            match upstream_client::endpoint(&shared.dns, runtime, dest.cluster, None, |i| Some(i) == skip).await {
+                Ok(found) => found,
+                Err(PickError::NoEndpoint) => return None,
+                Err(PickError::Unresolved { index, reason }) => {
+                    tried = Some(index);
+                    log::warn!("cluster {}: {reason}", cluster.name);
+                    continue;
+                }
+            };
+        tried = Some(index);
+        let guard = state.endpoints.get(index).map(ActiveGuard::new);
+        let mut peer = upstream_client::peer(runtime, dest.cluster, address, Some(index), &shared.identity)?;
+        peer.options.connection_timeout = Some(timeout);
+        match connector.new_stream(&peer).await {
+            Ok(s) => {
+                state.record(&cluster.policy, index, Outcome::Connected);
+                return Some((s, guard, dest.cluster, Some(index)));
+            }
+            Err(e) => log::warn!("cluster {}: connect to {address} failed: {e}", cluster.name),
+        }
+        state.record(&cluster.policy, index, Outcome::LocalFailure);
+    }
+    None
 }

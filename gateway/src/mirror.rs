@@ -10,6 +10,7 @@ use strait_config::snapshot::{roll, Action, Mirror};
 
 use crate::context::RequestCtx;
 use crate::dns::Dns;
+use crate::identity::Identity;
 use crate::request::{authority, path_and_query};
 use crate::request_copy::{PendingCopy, MAX_BODY};
 use crate::upstream_client::{side_call_peer, SideCalls};
@@ -20,6 +21,7 @@ use crate::upstream_client::{side_call_peer, SideCalls};
 pub async fn start(
     dns: &Dns,
     side_calls: &Arc<SideCalls>,
+    identity: &Identity,
     session: &mut ServerSession,
     upstream: &RequestHeader,
     ctx: &mut RequestCtx,
@@ -36,7 +38,7 @@ pub async fn start(
         return;
     }
     // Boxed: resolving mirror targets is a large future only mirrored routes need.
-    let Some(copy) = Box::pin(copy_of(dns, &forward.mirrors, ctx, upstream)).await else {
+    let Some(copy) = Box::pin(copy_of(dns, identity, &forward.mirrors, ctx, upstream)).await else {
         return;
     };
     if session.is_body_empty() {
@@ -47,11 +49,17 @@ pub async fn start(
 }
 
 /// A copy of the upstream request for the route's mirrors that won their roll.
-async fn copy_of(dns: &Dns, mirrors: &[Mirror], ctx: &RequestCtx, upstream: &RequestHeader) -> Option<PendingCopy> {
+async fn copy_of(
+    dns: &Dns,
+    identity: &Identity,
+    mirrors: &[Mirror],
+    ctx: &RequestCtx,
+    upstream: &RequestHeader,
+) -> Option<PendingCopy> {
     let runtime = &*ctx.runtime;
     let mut targets = Vec::new();
     for m in mirrors.iter().filter(|m| roll(m.percent)) {
-        targets.extend(side_call_peer(dns, runtime, m.cluster).await);
+        targets.extend(side_call_peer(dns, runtime, m.cluster, identity).await);
     }
     if targets.is_empty() {
         return None;

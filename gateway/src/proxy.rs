@@ -31,7 +31,7 @@ use crate::engine::Engine;
 use crate::flags::Flags;
 use crate::mirror;
 use crate::reply::{self, Halt, Reply};
-use crate::request::{connection_peer, peer_ip, scheme};
+use crate::request::{connection_peer, local_port, original_destination, outbound_listener, peer_ip, scheme};
 use crate::runtime::Runtime;
 use crate::telemetry;
 use crate::upstream;
@@ -46,9 +46,24 @@ pub struct Gateway {
     pub tls: bool,
     /// Limits.
     pub limits: Limits,
+    /// A sidecar's capture listener: its connections tell where their clients were
+    /// going (the original destination), which decides the port a request is for;
+    /// with `port` 0 (outbound) also the listener it is routed by.
+    pub captured: bool,
 }
 
 impl Gateway {
+    /// The port the client connected to: the original destination's for captured
+    /// connections, else the local one (the listener's Gateway port when unknown).
+    fn destination_port(&self, session: &Session) -> u16 {
+        if self.captured {
+            if let Some(original) = original_destination(session) {
+                return original.port();
+            }
+        }
+        local_port(session, self.port)
+    }
+
     /// The steps a request goes through before it may go upstream, in order; each
     /// may answer it instead.
     async fn admit<'r>(
@@ -59,6 +74,9 @@ impl Gateway {
     ) -> Result<(), Halt<'r>> {
         actions::acme_challenge(&self.shared, runtime, session.req_header())?;
         downstream::check_headers(&self.limits, session.req_header_mut())?;
+        if self.captured && self.port == 0 {
+            ctx.listener = outbound_listener(runtime, original_destination(session));
+        }
         let Some(listener) = runtime.snapshot.listeners.get(ctx.listener) else {
             ctx.flags.add(Flags::NO_ROUTE);
             return Err(Reply::new(404, b"").into());
@@ -67,7 +85,8 @@ impl Gateway {
         let policy = listener.policy;
         authz::authenticate(runtime, policy, session.req_header_mut(), scheme(self.tls), ctx).await?;
         let hops = self.limits.trusted_hops;
-        authz::authorize(&self.shared, runtime, policy, session, self.port, hops, ctx).await?;
+        let port = self.destination_port(session);
+        authz::authorize(&self.shared, runtime, policy, session, port, hops, ctx).await?;
         let m = actions::route(listener, session, self.tls, ctx)?;
         let policy = &m.route.policy;
         if let Some(limit) = &policy.rate_limit {
@@ -109,7 +128,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        upstream::peer(&self.shared.dns, session, self.limits.connect_timeout, ctx).await
+        upstream::peer(&self.shared, session, self.limits.connect_timeout, ctx).await
     }
 
     async fn connected_to_upstream(
@@ -169,7 +188,15 @@ impl ProxyHttp for Gateway {
         }
         upstream::last_on_connection(ctx, upstream)?;
         telemetry::inject_span(ctx, upstream);
-        mirror::start(&self.shared.dns, &self.shared.side_calls, session, upstream, ctx).await;
+        mirror::start(
+            &self.shared.dns,
+            &self.shared.side_calls,
+            &self.shared.identity,
+            session,
+            upstream,
+            ctx,
+        )
+        .await;
         Ok(())
     }
 

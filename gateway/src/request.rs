@@ -91,6 +91,33 @@ pub(crate) fn connection_tls(session: &ServerSession) -> Option<&TlsInfo> {
         .and_then(|d| d.extension.get::<TlsInfo>())
 }
 
+/// Where the client's connection was going before the capture rules redirected it
+/// to the sidecar (SO_ORIGINAL_DST; read once per connection).
+#[inline]
+pub(crate) fn original_destination(session: &ServerSession) -> Option<std::net::SocketAddr> {
+    session
+        .digest()
+        .and_then(|d| d.socket_digest.as_ref())
+        .and_then(|s| s.original_dst())
+        .and_then(|a| a.as_inet().copied())
+}
+
+/// The listener (index) of a sidecar's outbound HTTP request: the HTTP listener of
+/// its original destination's port (`usize::MAX`: none).
+pub(crate) fn outbound_listener(runtime: &crate::runtime::Runtime, original: Option<std::net::SocketAddr>) -> usize {
+    let Some(original) = original else { return usize::MAX };
+    runtime
+        .snapshot
+        .listeners
+        .iter()
+        .position(|l| {
+            l.port == original.port()
+                && l.protocol == strait_config::snapshot::Protocol::Http
+                && l.mtls.is_none()
+        })
+        .unwrap_or(usize::MAX)
+}
+
 /// The SNI name the client sent on this connection, lowercase.
 #[inline]
 pub(crate) fn connection_sni(session: &ServerSession) -> Option<&str> {

@@ -80,6 +80,26 @@ pub struct Serving {
     pub access_log: Option<(String, crate::access_log::Encoding)>,
     /// Tracing from the mesh config (None: off).
     pub tracing: Option<strait_config::tracing::Tracing>,
+    /// A sidecar's capture ports: outbound and inbound (Istio's 15001 and 15006).
+    pub capture: CapturePorts,
+}
+
+/// Where a sidecar's iptables rules send the pod's traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct CapturePorts {
+    /// What the application calls.
+    pub outbound: u16,
+    /// What reaches the application.
+    pub inbound: u16,
+}
+
+impl Default for CapturePorts {
+    fn default() -> Self {
+        CapturePorts {
+            outbound: 15001,
+            inbound: strait_config::translate::INBOUND_PORT,
+        }
+    }
 }
 
 /// Why the gateway could not start.
@@ -202,73 +222,10 @@ impl Gateway {
         let conf = server.configuration.clone();
 
         let mut bound_addresses = Vec::new();
-        for listener in &engine.current().snapshot.listeners {
-            let port = listener.port;
-            let bound = serving.port_map.get(&port).copied().unwrap_or(port);
-            let addr = SocketAddr::new(serving.bind, bound).to_string();
-            let probe = if serving.bind.is_unspecified() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                serving.bind
-            };
-            bound_addresses.push(SocketAddr::new(probe, bound));
-            if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
-                let app = L4App {
-                    shared: engine.clone(),
-                    port,
-                    tls: listener.protocol == Protocol::TlsPassthrough,
-                    connect_timeout: serving.limits.connect_timeout,
-                };
-                let mut service = Service::new(format!("listener {port}"), app);
-                service.add_tcp(&addr);
-                log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
-                server.add_service(service);
-                continue;
-            }
-            let tls = listener.protocol == Protocol::Https;
-            let gateway = crate::proxy::Gateway {
-                shared: engine.clone(),
-                port,
-                tls,
-                limits: serving.limits,
-            };
-            let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
-            proxy.h2_options = Some(h2_options(&serving.limits));
-            if !tls {
-                // h2c with prior knowledge; `EdgeApp` hands only such connections over.
-                let mut options = pingora::apps::HttpServerOptions::default();
-                options.h2c = true;
-                proxy.server_options = Some(options);
-            }
-            let mut app = EdgeApp {
-                proxy: Arc::new(proxy),
-                header_timeout_secs: serving.header_timeout_secs,
-                tls: None,
-                shared: engine.clone(),
-                max_requests_per_connection: serving.max_requests_per_connection,
-            };
-            if tls {
-                let handshake = HandshakeInfo {
-                    shared: engine.clone(),
-                    port,
-                };
-                let mut settings =
-                    TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
-                        port,
-                        message: e.to_string(),
-                    })?;
-                settings.set_cert_resolver(Arc::new(SniResolver {
-                    shared: engine.clone(),
-                    port,
-                }));
-                settings.enable_h2();
-                // The handshake happens in the application, after a look at the ClientHello.
-                app.tls = Some(TlsFront::new(settings.build(), engine.clone(), port));
-            }
-            let mut service = Service::new(format!("listener {port}"), app);
-            service.add_tcp(&addr);
-            log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
-            server.add_service(service);
+        if engine.scope.role == strait_config::Role::Sidecar {
+            bound_addresses = add_capture_listeners(&mut server, &conf, &engine, serving);
+        } else {
+            add_gateway_listeners(&mut server, &conf, &engine, serving, &mut bound_addresses)?;
         }
         for (port, endpoints) in [
             (serving.admin_port, Endpoints::Admin),
@@ -335,6 +292,154 @@ impl Gateway {
         }
         log::info!("stopped");
     }
+}
+
+/// One listener per port of the Gateway resources that select this gateway.
+fn add_gateway_listeners(
+    server: &mut Server,
+    conf: &Arc<ServerConf>,
+    engine: &Arc<Engine>,
+    serving: &Serving,
+    bound_addresses: &mut Vec<SocketAddr>,
+) -> Result<(), StartError> {
+    for listener in &engine.current().snapshot.listeners {
+        let port = listener.port;
+        let bound = serving.port_map.get(&port).copied().unwrap_or(port);
+        let addr = SocketAddr::new(serving.bind, bound).to_string();
+        let probe = if serving.bind.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            serving.bind
+        };
+        bound_addresses.push(SocketAddr::new(probe, bound));
+        if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
+            let app = L4App {
+                shared: engine.clone(),
+                port,
+                tls: listener.protocol == Protocol::TlsPassthrough,
+                connect_timeout: serving.limits.connect_timeout,
+                connector: pingora::connectors::TransportConnector::new(None),
+            };
+            let mut service = Service::new(format!("listener {port}"), app);
+            service.add_tcp(&addr);
+            log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
+            server.add_service(service);
+            continue;
+        }
+        let tls = listener.protocol == Protocol::Https;
+        let gateway = crate::proxy::Gateway {
+            shared: engine.clone(),
+            port,
+            tls,
+            limits: serving.limits,
+            captured: false,
+        };
+        let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
+        proxy.h2_options = Some(h2_options(&serving.limits));
+        if !tls {
+            // h2c with prior knowledge; `EdgeApp` hands only such connections over.
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
+        let mut app = EdgeApp {
+            proxy: Arc::new(proxy),
+            header_timeout_secs: serving.header_timeout_secs,
+            tls: None,
+            shared: engine.clone(),
+            max_requests_per_connection: serving.max_requests_per_connection,
+        };
+        if tls {
+            let handshake = HandshakeInfo {
+                shared: engine.clone(),
+                port,
+            };
+            let mut settings =
+                TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
+                    port,
+                    message: e.to_string(),
+                })?;
+            settings.set_cert_resolver(Arc::new(SniResolver {
+                shared: engine.clone(),
+                port,
+            }));
+            settings.enable_h2();
+            // The handshake happens in the application, after a look at the ClientHello.
+            app.tls = Some(TlsFront::new(settings.build(), engine.clone(), port));
+        }
+        let mut service = Service::new(format!("listener {port}"), app);
+        service.add_tcp(&addr);
+        log::info!("listener for Gateway port {port} ({:?}) on {addr}", listener.protocol);
+        server.add_service(service);
+    }
+    Ok(())
+}
+
+/// A sidecar's two capture listeners (on every address: the rules redirect to
+/// them). Returns where they accept connections.
+fn add_capture_listeners(
+    server: &mut Server,
+    conf: &Arc<ServerConf>,
+    engine: &Arc<Engine>,
+    serving: &Serving,
+) -> Vec<SocketAddr> {
+    let http = |port: u16| {
+        let gateway = crate::proxy::Gateway {
+            shared: engine.clone(),
+            port,
+            tls: false,
+            limits: serving.limits,
+            captured: true,
+        };
+        let mut proxy = pingora::proxy::http_proxy(conf, gateway);
+        proxy.h2_options = Some(h2_options(&serving.limits));
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
+        Arc::new(EdgeApp {
+            proxy: Arc::new(proxy),
+            header_timeout_secs: serving.header_timeout_secs,
+            tls: None,
+            shared: engine.clone(),
+            max_requests_per_connection: serving.max_requests_per_connection,
+        })
+    };
+    let ports = serving.capture;
+    let outbound = crate::capture::Outbound {
+        // Port 0: each request's listener is its original destination's port's.
+        http: http(0),
+        shared: engine.clone(),
+        connect_timeout: serving.limits.connect_timeout,
+        connector: pingora::connectors::TransportConnector::new(None),
+        own_ports: vec![
+            ports.outbound,
+            ports.inbound,
+            serving.admin_port,
+            serving.health_port,
+            serving.metrics_port,
+        ],
+    };
+    let inbound = crate::capture::Inbound::new(
+        http(strait_config::translate::INBOUND_PORT),
+        engine.clone(),
+        serving.limits.connect_timeout,
+    );
+    let mut service = Service::new("outbound capture".to_string(), outbound);
+    service.add_tcp(&SocketAddr::new(serving.bind, ports.outbound).to_string());
+    server.add_service(service);
+    let mut service = Service::new("inbound capture".to_string(), inbound);
+    service.add_tcp(&SocketAddr::new(serving.bind, ports.inbound).to_string());
+    server.add_service(service);
+    log::info!(
+        "capture listeners: outbound on {}, inbound on {}",
+        ports.outbound,
+        ports.inbound
+    );
+    let local = IpAddr::from([127, 0, 0, 1]);
+    vec![
+        SocketAddr::new(local, ports.outbound),
+        SocketAddr::new(local, ports.inbound),
+    ]
 }
 
 /// Loads the configuration from the folder and builds the server that serves it,

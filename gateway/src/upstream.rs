@@ -15,10 +15,10 @@ use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
-use strait_config::snapshot::{hash_bytes, HashKey, LoadBalancer};
+use strait_config::snapshot::{hash_bytes, Cluster, ClusterKind, HashKey, LoadBalancer};
 
 use crate::context::RequestCtx;
-use crate::dns::Dns;
+use crate::engine::Engine;
 use crate::flags::Flags;
 use crate::request::peer_ip;
 use crate::retry::Failure;
@@ -33,7 +33,7 @@ const RETRIABLE_STATUS: ErrorType = ErrorType::Custom("retriable upstream status
 /// key (at the first try), an endpoint not tried yet, and the connection's TLS,
 /// timeouts (the per-try timeout cut to the route's deadline), pool and protocol.
 pub async fn peer(
-    dns: &Dns,
+    shared: &Engine,
     session: &ServerSession,
     connect_timeout: Duration,
     ctx: &mut RequestCtx,
@@ -63,9 +63,18 @@ pub async fn peer(
             ctx.hash = hash_key(session, &h.key, &mut ctx.set_cookie);
         }
     }
-    let attempts = &ctx.attempts;
     let cluster_index = place.destination(runtime).map_or(usize::MAX, |d| d.cluster);
-    let pick = upstream_client::endpoint(dns, runtime, cluster_index, ctx.hash, |i| attempts.tried(i));
+    if matches!(cluster.kind, ClusterKind::OriginalDestination | ClusterKind::LocalWorkload) {
+        let Some(address) = crate::request::original_destination(session) else {
+            ctx.flags.add(Flags::NO_ROUTE);
+            return Err(Error::explain(ErrorType::ConnectNoRoute, "no original destination"));
+        };
+        // One address, no endpoint to choose: every try goes there.
+        ctx.attempts.begin_try(&route.policy, 0);
+        return Ok(captured_peer(address, cluster, connect_timeout));
+    }
+    let attempts = &ctx.attempts;
+    let pick = upstream_client::endpoint(&shared.dns, runtime, cluster_index, ctx.hash, |i| attempts.tried(i));
     let (address, index) = match pick.await {
         Ok((address, index)) => (Ok(address), index),
         Err(PickError::NoEndpoint) => {
@@ -83,7 +92,8 @@ pub async fn peer(
     // Held even when the name did not resolve: the try is this endpoint's, in the logs.
     ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
     let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason.to_string()))?;
-    let mut peer = upstream_client::peer(runtime, cluster_index, address).ok_or_else(no_endpoint)?;
+    let mut peer =
+        upstream_client::peer(runtime, cluster_index, address, Some(index), &shared.identity).ok_or_else(no_endpoint)?;
     ctx.attempts.begin_try(&route.policy, index);
     let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);
     let connect_timeout = cluster.policy.connect_timeout.unwrap_or(connect_timeout);
@@ -91,6 +101,26 @@ pub async fn peer(
     peer.options.read_timeout = try_timeout;
     Ok(Box::new(peer))
 }
+
+/// The peer of a sidecar's passthrough or inbound cluster: where the client was
+/// going (the connection's original destination). The inbound side reaches its
+/// workload from 127.0.0.6, which the capture rules let through, as Istio's sidecar
+/// does.
+fn captured_peer(address: std::net::SocketAddr, cluster: &Cluster, connect_timeout: Duration) -> Box<HttpPeer> {
+    let mut peer = HttpPeer::new(address, false, String::new());
+    if cluster.kind == ClusterKind::LocalWorkload {
+        let mut bind = pingora::connectors::l4::BindTo::default();
+        bind.addr = Some(std::net::SocketAddr::new(INBOUND_PASSTHROUGH_SOURCE, 0));
+        peer.options.bind_to = Some(bind);
+    }
+    peer.options.connection_timeout = Some(cluster.policy.connect_timeout.unwrap_or(connect_timeout));
+    peer.options.idle_timeout = cluster.policy.idle_timeout;
+    Box::new(peer)
+}
+
+/// The source address of a sidecar's connections to its own workload (Istio's
+/// `InboundPassthroughBindIpv4`): the capture rules return it untouched.
+pub const INBOUND_PASSTHROUGH_SOURCE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 6));
 
 /// The request's hash for consistent hashing; None when the key is absent (then
 /// Envoy, and Strait, pick at random). A missing cookie with a ttl is generated and

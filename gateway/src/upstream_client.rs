@@ -15,7 +15,9 @@ use pingora::prelude::*;
 
 use crate::balance;
 use crate::dns::{Dns, DnsError};
+use crate::identity::{Identity, WorkloadCert};
 use crate::runtime::Runtime;
+use strait_config::snapshot::Cluster;
 
 /// Why no address came out of `endpoint`.
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +65,27 @@ pub async fn endpoint(
     }
 }
 
-/// The peer for `address` of cluster `cluster`: its upstream TLS (SNI, roots, client
-/// certificate), connection pool and protocol. Timeouts are the caller's.
-pub fn peer(runtime: &Runtime, cluster: usize, address: SocketAddr) -> Option<HttpPeer> {
+/// The peer for `address` (endpoint `endpoint`, when it is one of the cluster's)
+/// of cluster `cluster`: its upstream TLS (SNI, roots, client certificate), or the
+/// mesh's mTLS with the proxy's `identity` when the cluster speaks it to that
+/// endpoint, its connection pool and protocol. Timeouts are the caller's.
+pub fn peer(
+    runtime: &Runtime,
+    cluster: usize,
+    address: SocketAddr,
+    endpoint: Option<usize>,
+    identity: &Identity,
+) -> Option<HttpPeer> {
     let c = runtime.snapshot.clusters.get(cluster)?;
     let tls = runtime.upstream_tls.get(cluster).and_then(Option::as_ref);
     let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
     if let Some(t) = tls {
         t.apply(&mut peer);
+    } else if let Some(cert) = identity.current() {
+        let info = endpoint.and_then(|i| runtime.cluster_endpoints(cluster)?.endpoints.get(i));
+        if c.policy.mesh_tls.to(info) {
+            mesh_tls(&mut peer, c, &cert);
+        }
     }
     peer.options.idle_timeout = c.policy.idle_timeout;
     peer.group_key = runtime
@@ -86,11 +101,29 @@ pub fn peer(runtime: &Runtime, cluster: usize, address: SocketAddr) -> Option<Ht
     Some(peer)
 }
 
+/// The mesh's mTLS on `peer`: the workload's certificate, the mesh's roots, and
+/// Istio's SNI for the cluster (`outbound_.PORT_.SUBSET_.HOST`). The server is
+/// verified against the mesh's roots: its certificate names a SPIFFE identity, not
+/// the host, so the name check is off.
+pub fn mesh_tls(peer: &mut HttpPeer, cluster: &Cluster, cert: &WorkloadCert) {
+    peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
+    peer.sni = format!(
+        "outbound_.{}_.{}_.{}",
+        cluster.port,
+        cluster.subset.as_deref().unwrap_or(""),
+        cluster.host
+    );
+    peer.options.ca = Some(cert.client_roots.clone());
+    peer.client_cert_key = Some(cert.client.clone());
+    peer.options.verify_cert = true;
+    peer.options.verify_hostname = false;
+}
+
 /// A peer of `cluster` for a request the gateway makes itself, at an endpoint its
 /// balancer chooses.
-pub async fn side_call_peer(dns: &Dns, runtime: &Runtime, cluster: usize) -> Option<HttpPeer> {
+pub async fn side_call_peer(dns: &Dns, runtime: &Runtime, cluster: usize, identity: &Identity) -> Option<HttpPeer> {
     match endpoint(dns, runtime, cluster, None, |_| false).await {
-        Ok((address, _)) => peer(runtime, cluster, address),
+        Ok((address, index)) => peer(runtime, cluster, address, Some(index), identity),
         Err(PickError::NoEndpoint) => None,
         Err(e) => {
             log::debug!("cluster {cluster}: {e}");

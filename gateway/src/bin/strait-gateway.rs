@@ -264,6 +264,7 @@ fn serving(cli: &Cli, mesh: &MeshConfig) -> anyhow::Result<Serving> {
             (f, encoding)
         }),
         tracing: mesh.tracing.clone(),
+        capture: Default::default(),
     })
 }
 

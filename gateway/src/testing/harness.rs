@@ -126,6 +126,7 @@ impl Harness {
             max_requests_per_connection: 1000,
             access_log: None,
             tracing: None,
+            capture: Default::default(),
         };
         let gateway =
             Gateway::new(engine.clone(), &serving, None).unwrap_or_else(|e| panic!("the server cannot be built: {e}"));
