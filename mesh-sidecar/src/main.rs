@@ -18,6 +18,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Set up the pod's traffic capture (iptables), as Istio's istio-iptables does.
+    ///
+    /// Redirects the app's outbound TCP to --outbound-port and inbound TCP to
+    /// --inbound-port, never the traffic of --proxy-uid/--proxy-gid. The rules live in
+    /// the nat table in Istio's chains (ISTIO_INBOUND, ISTIO_IN_REDIRECT, ISTIO_OUTPUT,
+    /// ISTIO_REDIRECT), for IPv4 and, when the pod has an IPv6 address, IPv6. Running it
+    /// again replaces them; --cleanup removes them.
     Init(capture::InitArgs),
 }
 

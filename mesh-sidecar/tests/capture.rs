@@ -315,6 +315,38 @@ fn a_dual_stack_pod_is_captured_over_ipv6_too() {
 }
 
 #[test]
+fn without_ip6tables_a_dual_stack_pod_gets_ipv4_capture_and_a_warning() {
+    let pods = Pods::dual_stack();
+    let _servers = (capture_listeners(&pods), peer_services(&pods, &[8080]));
+    // A PATH with iptables but no ip6tables.
+    let bin = tempfile::tempdir().expect("a temporary folder");
+    for tool in ["iptables-save", "iptables-restore"] {
+        let real = ["/usr/sbin", "/sbin", "/usr/bin"]
+            .iter()
+            .map(|dir| std::path::Path::new(dir).join(tool))
+            .find(|path| path.exists())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(real, bin.path().join(tool)).expect("a symlink");
+    }
+    let path = format!("PATH={}", bin.path().display());
+    let output = pods
+        .pod
+        .exec("env", &[&path, env!("CARGO_BIN_EXE_strait-sidecar"), "init"]);
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains("IPv6: ip6tables-save is not installed") && stderr.contains("IPv6 traffic is not captured"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ask(&pods.pod, &format!("{PEER_IP}:8080")),
+        format!("captured by 15001 for {PEER_IP}:8080")
+    );
+    assert!(!pods.pod.nat("ip6tables-save").contains("ISTIO"));
+}
+
+#[test]
 fn a_failing_iptables_is_reported_with_its_own_words() {
     let pods = Pods::new();
     // Without root's capabilities, iptables refuses.
