@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use super::options::{Options, Selection};
+use super::options::{Cidr, Options, Selection};
 
 /// Chain of inbound capture, jumped to from PREROUTING.
 pub const INBOUND: &str = "ISTIO_INBOUND";
@@ -183,7 +183,7 @@ fn outbound(rules: &mut Rules, options: &Options, family: Family) {
     if !options.include_outbound_ports.contains(&DNS_PORT) {
         rules.add(OUTPUT, format!("-p tcp --dport {DNS_PORT} -j RETURN"));
     }
-    let of_family = |cidr: &&super::options::Cidr| cidr.is_ipv4() == (family == Family::V4);
+    let of_family = |cidr: &&Cidr| cidr.is_ipv4() == (family == Family::V4);
     for cidr in options.exclude_outbound_cidrs.iter().filter(of_family) {
         rules.add(OUTPUT, format!("-d {cidr} -j RETURN"));
     }
