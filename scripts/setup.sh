@@ -12,6 +12,10 @@ command -v pebble >/dev/null || need+=(pebble)
 # Prometheus for the metrics test (a real server scrapes the gateway).
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v cc >/dev/null || need+=(build-essential)
+# iptables and iproute2 for the sidecar's capture tests (strait-sidecar init in network
+# namespaces, as root); /usr/sbin is not on every PATH.
+command -v iptables-restore >/dev/null || [ -x /usr/sbin/iptables-restore ] || need+=(iptables)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || need+=(iproute2)
 # Go builds the Kubernetes pieces the controller is tested against (kube-tools.sh); a
 # Debian Go older than tools/*/go.mod asks for fetches the pinned toolchain by itself.
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || need+=(golang-go)

@@ -1,13 +1,43 @@
-//! `strait-sidecar`: the per-pod sidecar (iptables capture, mTLS, the engine in
-//! sidecar mode). Not built yet: this binary only says so.
+//! `strait-sidecar`: the per-pod sidecar. `init` sets up the pod's traffic capture
+//! (iptables, run once by the init container); the proxy itself (`run`) comes later.
+
+mod capture;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+/// Strait's per-pod sidecar.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Set up the pod's traffic capture (iptables), as Istio's istio-iptables does.
+    ///
+    /// Redirects the app's outbound TCP to --outbound-port and inbound TCP to
+    /// --inbound-port, never the traffic of --proxy-uid/--proxy-gid. The rules live in
+    /// the nat table in Istio's chains (ISTIO_INBOUND, ISTIO_IN_REDIRECT, ISTIO_OUTPUT,
+    /// ISTIO_REDIRECT), for IPv4 and, when the pod has an IPv6 address, IPv6. Running it
+    /// again replaces them; --cleanup removes them.
+    Init(capture::InitArgs),
+}
+
 fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("strait-sidecar {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    let cli = Cli::parse();
+    let (name, result) = match &cli.command {
+        Command::Init(args) => ("init", capture::init(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Each error's text already carries its cause (the tool's own stderr).
+            eprintln!("strait-sidecar {name}: {error}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!("strait-sidecar: the sidecar is not built yet; see the project's open issues");
-    ExitCode::from(2)
 }
