@@ -218,8 +218,12 @@ pub fn act<'r>(
                 ctx.flags.add(Flags::NO_ROUTE);
                 return Err(Reply::new(502, b"").into());
             }
+            // A sidecar's passthrough and inbound clusters have one address: where the
+            // client was going.
+            let captured = cluster
+                .is_some_and(|c| matches!(c.kind, ClusterKind::OriginalDestination | ClusterKind::LocalWorkload));
             let endpoints = picked.and_then(|(_, d)| runtime.cluster_endpoints(d.cluster));
-            if cluster.is_none() || endpoints.is_none_or(|e| e.endpoints.is_empty()) {
+            if cluster.is_none() || (!captured && endpoints.is_none_or(|e| e.endpoints.is_empty())) {
                 ctx.flags.add(Flags::NO_HEALTHY_UPSTREAM);
                 return Err(Reply::new(503, b"no healthy upstream").into());
             }

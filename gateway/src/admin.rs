@@ -100,6 +100,13 @@ impl AdminApp {
             reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"DRAINING\n".to_vec())
         } else if !self.listeners.up().await {
             reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"STARTING\n".to_vec())
+        } else if self.shared.scope.role == strait_config::Role::Sidecar && self.shared.identity.current().is_none() {
+            // Its peers would refuse it (and it them) until it has a certificate.
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"NO WORKLOAD CERTIFICATE\n".to_vec(),
+            )
         } else {
             reply(StatusCode::OK, "text/plain", b"LIVE\n".to_vec())
         }

@@ -238,7 +238,10 @@ impl ServerApp for Inbound {
         let original = original_destination(&stream)?;
         let runtime = self.shared.current();
         let listener = runtime.snapshot.listeners.iter().find(|l| l.mtls.is_some())?;
-        let mode = listener.mtls.as_ref().map_or(PeerMode::Permissive, |m| m.mode_for(original.port()));
+        let mode = listener
+            .mtls
+            .as_ref()
+            .map_or(PeerMode::Permissive, |m| m.mode_for(original.port()));
         let mut first = [0u8; 1];
         match tokio::time::timeout(FIRST_BYTES, stream.try_peek(&mut first)).await {
             Ok(Ok(true)) => {}
@@ -248,7 +251,10 @@ impl ServerApp for Inbound {
         let terminate = match (mode, tls) {
             (PeerMode::Disable, _) => false,
             (PeerMode::Strict, false) => {
-                log::info!("inbound: plaintext connection to port {} refused (STRICT mTLS)", original.port());
+                log::info!(
+                    "inbound: plaintext connection to port {} refused (STRICT mTLS)",
+                    original.port()
+                );
                 return None;
             }
             (_, tls) => tls,
@@ -257,7 +263,10 @@ impl ServerApp for Inbound {
             let acceptor = match self.acceptor() {
                 Some(a) => a,
                 None => {
-                    log::warn!("inbound: mTLS connection to port {} before the proxy has an identity", original.port());
+                    log::warn!(
+                        "inbound: mTLS connection to port {} before the proxy has an identity",
+                        original.port()
+                    );
                     return None;
                 }
             };
@@ -270,7 +279,8 @@ impl ServerApp for Inbound {
                 }
                 Err(_) => return None,
             };
-            let mesh_tcp = matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(c)) if c.protocol() == MESH_TCP_ALPN);
+            let mesh_tcp =
+                matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(c)) if c.protocol() == MESH_TCP_ALPN);
             if !mesh_tcp {
                 return self.http.process_new(stream, shutdown).await;
             }

@@ -94,7 +94,8 @@ impl WorkloadCert {
         let epoch = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
         let not_before = epoch(parsed.validity().not_before.timestamp());
         let not_after = epoch(parsed.validity().not_after.timestamp());
-        let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| IdentityError::Key(e.to_string()))?;
+        let signer =
+            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| IdentityError::Key(e.to_string()))?;
         let server = Arc::new(CertifiedKey::new(chain.clone(), signer));
         let client = Arc::new(CertKey::new(
             chain.iter().map(|c| c.as_ref().to_vec()).collect(),
@@ -165,5 +166,49 @@ impl Identity {
     /// Changes so far (0: never set).
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Keeps the engine's identity to what a folder of Istio's file-mounted layout holds
+/// (a Secret or a cert-manager CSI volume mounted as `/etc/certs`): read at start,
+/// then looked at every `every` and taken again when the chain changed.
+pub struct IdentityFiles {
+    /// The engine whose identity it sets.
+    pub engine: Arc<crate::engine::Engine>,
+    /// The folder.
+    pub dir: std::path::PathBuf,
+    /// Time between looks.
+    pub every: Duration,
+}
+
+impl IdentityFiles {
+    /// Loads the folder now; the chain's bytes, to tell a change later.
+    pub fn load(&self) -> Result<Vec<u8>, IdentityError> {
+        let cert = WorkloadCert::load_dir(&self.dir)?;
+        let chain = std::fs::read(self.dir.join(CHAIN_FILE)).unwrap_or_default();
+        self.engine.identity.set(cert);
+        Ok(chain)
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for IdentityFiles {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut seen = std::fs::read(self.dir.join(CHAIN_FILE)).unwrap_or_default();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.every) => {}
+            }
+            let now = std::fs::read(self.dir.join(CHAIN_FILE)).unwrap_or_default();
+            if now == seen {
+                continue;
+            }
+            match self.load() {
+                Ok(chain) => seen = chain,
+                // The files are written one by one: the next look sees them whole.
+                Err(e) => log::warn!("workload certificate in {}: {e}", self.dir.display()),
+            }
+        }
     }
 }

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::connectors::l4::BindTo;
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::connectors::l4::BindTo;
 use strait_config::snapshot::{ClusterKind, L4Route};
 
 use crate::client_hello;

@@ -54,6 +54,7 @@ pub mod request_copy;
 pub mod retry;
 pub mod rfc3339;
 pub mod runtime;
+pub mod serve_args;
 pub mod server;
 pub mod shutdown;
 pub mod sources;

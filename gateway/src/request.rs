@@ -111,9 +111,7 @@ pub(crate) fn outbound_listener(runtime: &crate::runtime::Runtime, original: Opt
         .listeners
         .iter()
         .position(|l| {
-            l.port == original.port()
-                && l.protocol == strait_config::snapshot::Protocol::Http
-                && l.mtls.is_none()
+            l.port == original.port() && l.protocol == strait_config::snapshot::Protocol::Http && l.mtls.is_none()
         })
         .unwrap_or(usize::MAX)
 }

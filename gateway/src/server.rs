@@ -354,11 +354,10 @@ fn add_gateway_listeners(
                 shared: engine.clone(),
                 port,
             };
-            let mut settings =
-                TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
-                    port,
-                    message: e.to_string(),
-                })?;
+            let mut settings = TlsSettings::with_callbacks(Box::new(handshake)).map_err(|e| StartError::Listener {
+                port,
+                message: e.to_string(),
+            })?;
             settings.set_cert_resolver(Arc::new(SniResolver {
                 shared: engine.clone(),
                 port,

@@ -64,7 +64,10 @@ pub async fn peer(
         }
     }
     let cluster_index = place.destination(runtime).map_or(usize::MAX, |d| d.cluster);
-    if matches!(cluster.kind, ClusterKind::OriginalDestination | ClusterKind::LocalWorkload) {
+    if matches!(
+        cluster.kind,
+        ClusterKind::OriginalDestination | ClusterKind::LocalWorkload
+    ) {
         let Some(address) = crate::request::original_destination(session) else {
             ctx.flags.add(Flags::NO_ROUTE);
             return Err(Error::explain(ErrorType::ConnectNoRoute, "no original destination"));
@@ -92,8 +95,8 @@ pub async fn peer(
     // Held even when the name did not resolve: the try is this endpoint's, in the logs.
     ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
     let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason.to_string()))?;
-    let mut peer =
-        upstream_client::peer(runtime, cluster_index, address, Some(index), &shared.identity).ok_or_else(no_endpoint)?;
+    let mut peer = upstream_client::peer(runtime, cluster_index, address, Some(index), &shared.identity)
+        .ok_or_else(no_endpoint)?;
     ctx.attempts.begin_try(&route.policy, index);
     let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);
     let connect_timeout = cluster.policy.connect_timeout.unwrap_or(connect_timeout);

@@ -1,7 +1,6 @@
 //! `strait-gateway`: the edge (and egress) gateway.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,8 +9,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use strait_config::mesh::MeshConfig;
 use strait_config::{Scope, Severity};
-use strait_gateway::downstream::{Limits, Underscores};
 use strait_gateway::engine::{Engine, EngineSettings};
+use strait_gateway::serve_args::ServeArgs;
 use strait_gateway::server::{build, Gateway, Options, Serving, StartError};
 use strait_gateway::sources::controller::{first_config, Client, ControllerSource};
 use strait_push::proto;
@@ -56,48 +55,13 @@ struct Cli {
     /// This gateway's namespace (TLS Secrets are looked up here after the Gateway's own).
     #[arg(long, env = "STRAIT_NAMESPACE", default_value = "istio-system")]
     namespace: String,
-    /// Address the listeners bind to.
-    #[arg(long, env = "STRAIT_BIND_ADDRESS", default_value = "0.0.0.0")]
-    bind_address: IpAddr,
-    /// Admin port (`/ready`, `/config_dump`); 0 disables.
-    #[arg(long, env = "STRAIT_ADMIN_PORT", default_value_t = 15000)]
-    admin_port: u16,
-    /// Health port (`/healthz/ready`); 0 disables.
-    #[arg(long, env = "STRAIT_HEALTH_PORT", default_value_t = 15021)]
-    health_port: u16,
-    /// Metrics port (Prometheus `/stats/prometheus`, Istio's 15020); 0 disables.
-    #[arg(long, env = "STRAIT_METRICS_PORT", default_value_t = 15020)]
-    metrics_port: u16,
     /// Longest wait for in-flight requests after SIGTERM, in seconds.
     #[arg(long, env = "STRAIT_DRAIN_SECONDS", default_value_t = 10)]
     drain_seconds: u64,
-    /// Seconds a client may stay silent while sending request headers.
-    #[arg(long, env = "STRAIT_REQUEST_HEADER_TIMEOUT", default_value_t = 10)]
-    request_header_timeout: u64,
-    /// Most request headers accepted (431 beyond).
-    #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS", default_value_t = 100)]
-    max_request_headers: usize,
-    /// Most KiB of request headers accepted (431 beyond).
-    #[arg(long, env = "STRAIT_MAX_REQUEST_HEADERS_KB", default_value_t = 60)]
-    max_request_headers_kb: usize,
     /// Istio mesh config file (the `mesh` key of the istio ConfigMap); read at start.
     /// Ignored with --controller, which sends it.
     #[arg(long, env = "STRAIT_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
-    /// Request headers with `_` in their names: reject (400), drop, or allow.
-    #[arg(long, env = "STRAIT_HEADERS_WITH_UNDERSCORES", value_enum, default_value = "reject")]
-    headers_with_underscores: Underscores,
-    /// Seconds a request may see no traffic (reading or writing) before it is ended.
-    #[arg(long, env = "STRAIT_STREAM_IDLE_TIMEOUT", default_value_t = 300)]
-    stream_idle_timeout: u64,
-    /// Requests one client connection may carry, HTTP/1 or HTTP/2 (nginx's
-    /// `keepalive_requests`); then the client is asked to reconnect. 0: no limit.
-    #[arg(long, env = "STRAIT_MAX_REQUESTS_PER_CONNECTION", default_value_t = 1000)]
-    max_requests_per_connection: u32,
-    /// Seconds between fetches of a RequestAuthentication's jwksUri (Istio's default:
-    /// 20 minutes); a failed fetch is retried sooner, with backoff.
-    #[arg(long, env = "STRAIT_JWKS_REFRESH_INTERVAL", default_value_t = 1200)]
-    jwks_refresh_interval: u64,
     /// Where ACME keeps issued certificates (as TLS Secrets, read with the
     /// configuration), account keys and challenge answers; replicas share it.
     /// Default: `acme/` in the config folder.
@@ -106,12 +70,11 @@ struct Cli {
     /// Seconds between looks at the ACME certificates (issue, renew, retry).
     #[arg(long, env = "STRAIT_ACME_CHECK_INTERVAL", default_value_t = 60)]
     acme_check_interval: u64,
-    /// Worker threads per listener (default: one per core).
-    #[arg(long, env = "STRAIT_THREADS")]
-    threads: Option<usize>,
     /// Validate the configuration, print diagnostics and exit (1 on errors).
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 /// `A=B` entries of a list flag, trimmed; `shape` names the form in errors.
@@ -211,7 +174,7 @@ fn run() -> anyhow::Result<ExitCode> {
         config_dir,
         acme_store,
         scope,
-        jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
+        jwks_refresh: cli.serve.jwks_refresh(),
         acme_issuers: mesh.acme_issuers.clone(),
         acme_check: Duration::from_secs(cli.acme_check_interval.max(1)),
         serving: serving(&cli, &mesh)?,
@@ -231,41 +194,11 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// How the engine is served: the flags, and the mesh config's settings for clients,
-/// the access log and traces.
+/// How the engine is served: the shared flags, this binary's, and the mesh config.
 fn serving(cli: &Cli, mesh: &MeshConfig) -> anyhow::Result<Serving> {
-    Ok(Serving {
-        port_map: parse_map(&cli.port_map)?,
-        bind: cli.bind_address,
-        admin_port: cli.admin_port,
-        health_port: cli.health_port,
-        metrics_port: cli.metrics_port,
-        drain: Duration::from_secs(cli.drain_seconds),
-        header_timeout_secs: cli.request_header_timeout.max(1),
-        threads: cli
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        limits: Limits {
-            max_headers: cli.max_request_headers,
-            max_header_bytes: cli.max_request_headers_kb * 1024,
-            underscores: cli.headers_with_underscores,
-            stream_idle_timeout: Duration::from_secs(cli.stream_idle_timeout.max(1)),
-            normalization: mesh.path_normalization,
-            trusted_hops: mesh.num_trusted_proxies,
-            ..Limits::default()
-        },
-        max_requests_per_connection: cli.max_requests_per_connection,
-        access_log: mesh.access_log_file.clone().map(|f| {
-            let encoding = if mesh.access_log_json {
-                strait_gateway::access_log::Encoding::Json
-            } else {
-                strait_gateway::access_log::Encoding::Text
-            };
-            (f, encoding)
-        }),
-        tracing: mesh.tracing.clone(),
-        capture: Default::default(),
-    })
+    let mut serving = cli.serve.serving(mesh, Duration::from_secs(cli.drain_seconds));
+    serving.port_map = parse_map(&cli.port_map)?;
+    Ok(serving)
 }
 
 /// Serves what the controller at `address` pushes: waits for its first
@@ -299,7 +232,7 @@ fn run_with_controller(cli: &Cli, address: &str) -> anyhow::Result<ExitCode> {
         },
     };
     let settings = EngineSettings {
-        jwks_refresh: Duration::from_secs(cli.jwks_refresh_interval.max(1)),
+        jwks_refresh: cli.serve.jwks_refresh(),
         // ACME does not run in this mode; challenge answers would be kept here.
         acme_store: cli
             .acme_store
