@@ -131,9 +131,7 @@ impl ServerApp for Outbound {
                 self.splice(&runtime, stream, &route, original).await;
             }
             Some(_) => {
-                let Some(route) = listener.and_then(|l| l.l4_routes.first()) else {
-                    return None;
-                };
+                let route = listener.and_then(|l| l.l4_routes.first())?;
                 let _open = ConnectionGuard::new(&self.shared);
                 self.splice(&runtime, stream, route, original).await;
             }
@@ -157,6 +155,7 @@ impl Outbound {
             route,
             original: Some(original),
             connect_timeout: self.connect_timeout,
+            peer: None,
         };
         l4::relay(&self.shared, &self.connector, runtime, stream, &to).await;
     }
@@ -289,10 +288,20 @@ impl ServerApp for Inbound {
         }
         let route = special_route(&runtime, INBOUND)?;
         let _open = ConnectionGuard::new(&self.shared);
+        let peer = stream.get_ssl_digest().and_then(|d| {
+            d.extension
+                .get::<TlsInfo>()
+                .and_then(|i| i.peer.as_ref())
+                .map(|p| p.principal.clone())
+        });
+        if !tcp_allowed(&runtime, listener, &stream, peer.as_deref(), original.port()) {
+            return None;
+        }
         let to = Target {
             route: &route,
             original: Some(original),
             connect_timeout: self.connect_timeout,
+            peer,
         };
         l4::relay(&self.shared, &self.connector, &runtime, stream, &to).await;
         None
@@ -300,6 +309,48 @@ impl ServerApp for Inbound {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(self.http.as_ref()).await;
+    }
+}
+
+/// The workload's AuthorizationPolicy for a TCP connection: its connection's facts
+/// only (peer principal and address, port). As for Istio's TCP policies, a rule
+/// that needs HTTP attributes (methods, paths, hosts, JWTs) never matches a TCP
+/// connection: an ALLOW rule of that kind lets nothing through.
+fn tcp_allowed(
+    runtime: &crate::runtime::Runtime,
+    listener: &strait_config::snapshot::Listener,
+    stream: &Stream,
+    peer: Option<&str>,
+    port: u16,
+) -> bool {
+    let Some(policy) = runtime.snapshot.policy(listener).filter(|p| !p.authz.is_empty()) else {
+        return true;
+    };
+    let source_ip = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|a| a.ip())));
+    let headers = http::HeaderMap::new();
+    let request = strait_config::authz::Request {
+        host: "",
+        port,
+        method: "",
+        path: "",
+        headers: &headers,
+        source_ip,
+        remote_ip: source_ip,
+        sni: None,
+        peer,
+        auth: None,
+    };
+    match policy
+        .authz
+        .decide(&request, |p| log::info!("AUDIT {p}: TCP connection from {source_ip:?}"))
+    {
+        strait_config::authz::Decision::Allow => true,
+        strait_config::authz::Decision::Deny(by) => {
+            log::info!("inbound: TCP connection from {source_ip:?} to port {port} denied by {by}");
+            false
+        }
     }
 }
 

@@ -70,6 +70,7 @@ impl ServerApp for L4App {
             route,
             original: None,
             connect_timeout: self.connect_timeout,
+            peer: None,
         };
         relay(&self.shared, &self.connector, &runtime, stream, &to).await;
         None
@@ -85,6 +86,8 @@ pub struct Target<'a> {
     pub original: Option<SocketAddr>,
     /// Connect timeout when the cluster has none.
     pub connect_timeout: Duration,
+    /// The principal the client's certificate names (a sidecar's inbound mTLS).
+    pub peer: Option<String>,
 }
 
 /// Splices `stream` to an endpoint of `to`'s route, counting Istio's TCP metrics.
@@ -100,10 +103,14 @@ pub async fn relay(
         return;
     };
     let tcp = runtime.destination(Some(cluster)).and_then(|d| {
-        let workload = endpoint
-            .and_then(|i| runtime.cluster_endpoints(cluster)?.endpoints.get(i))
-            .and_then(|e| e.workload.as_deref());
-        shared.metrics.tcp_open(d, workload, Flags::NONE).ok()
+        let who = if d.inbound {
+            to.peer.as_deref()
+        } else {
+            endpoint
+                .and_then(|i| runtime.cluster_endpoints(cluster)?.endpoints.get(i))
+                .and_then(|e| e.workload.as_deref())
+        };
+        shared.metrics.tcp_open(d, who, Flags::NONE).ok()
     });
     // Bytes are counted when the connection ends (Envoy also reports them while
     // it lasts).

@@ -87,6 +87,8 @@ pub struct Metrics {
     tcp_closed: IntCounterVec,
     /// Label values 0..=8: the reporter and this proxy as the source.
     source: [String; 9],
+    /// Label values 9..=19: this proxy's workload as the destination (inbound).
+    local: [String; 11],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +102,9 @@ impl std::fmt::Debug for Metrics {
 pub struct Destination {
     labels: [String; 11],
     cache: RwLock<Cache>,
+    /// A sidecar's inbound cluster: its requests are reported by the destination
+    /// (this workload), from the peer the connection's certificate names.
+    pub inbound: bool,
 }
 
 /// The handles a destination has used, and the workload names they name.
@@ -113,16 +118,39 @@ struct Cache {
 /// Index of `destination_workload` among the label values.
 const DESTINATION_WORKLOAD: usize = 9;
 
-impl Destination {
-    /// The label values for `workload`: Istio's source reporter names the
-    /// destination workload after the endpoint that answered.
-    fn values<'a>(&'a self, source: &'a [String; 9], workload: Option<&'a str>) -> Vec<&'a str> {
-        let mut values: Vec<&str> = source.iter().map(String::as_str).collect();
-        values.extend(self.labels.iter().map(String::as_str));
-        if let Some(name) = workload {
+impl Metrics {
+    /// The label values of `dest` for `who`: outbound, Istio's source reporter names
+    /// the destination workload after the endpoint that answered; inbound, the
+    /// destination reporter names the source by the peer's SPIFFE ID (`spiffe_id`,
+    /// made by the caller from the principal `who`).
+    fn values<'a>(&'a self, dest: &'a Destination, who: Option<&'a str>, spiffe_id: &'a str) -> Vec<&'a str> {
+        if dest.inbound {
+            let peer_ns = who
+                .and_then(|p| p.split("/ns/").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or(UNKNOWN);
+            let principal = if who.is_some() { spiffe_id } else { UNKNOWN };
+            let mut values = vec!["destination", UNKNOWN, peer_ns, principal];
+            values.extend([UNKNOWN; 5]);
+            values.extend(self.local.iter().map(String::as_str));
+            return values;
+        }
+        let mut values: Vec<&str> = self.source.iter().map(String::as_str).collect();
+        values.extend(dest.labels.iter().map(String::as_str));
+        if let Some(name) = who {
             values[DESTINATION_WORKLOAD] = name;
         }
         values
+    }
+
+    /// Istio's `connection_security_policy`: what the destination reporter knows of
+    /// the connection (mTLS when the peer's certificate named it).
+    fn security_policy(dest: &Destination, who: Option<&str>) -> &'static str {
+        match (dest.inbound, who) {
+            (false, _) => UNKNOWN,
+            (true, Some(_)) => "mutual_tls",
+            (true, None) => "none",
+        }
     }
 }
 
@@ -245,6 +273,7 @@ impl Metrics {
                 label("version").replace(UNKNOWN, "latest"),
                 "Kubernetes".to_string(),
             ],
+            local: local_labels(scope),
         };
         for family in [
             &metrics.requests,
@@ -272,7 +301,8 @@ impl Metrics {
     }
 
     /// Counts one finished request towards `dest`, answered by an endpoint of
-    /// `workload` (a WorkloadEntry's name; None when unknown).
+    /// `workload` (a WorkloadEntry's name; None when unknown) or, for the inbound
+    /// destination, sent by the peer of that principal (None: not mTLS).
     pub fn record(&self, dest: &Destination, workload: Option<&str>, r: &RequestRecord) {
         let key = |workload| Key {
             status: r.status,
@@ -315,8 +345,10 @@ impl Metrics {
         let grpc_status = key.grpc_status.map(|s| s.to_string()).unwrap_or_default();
         let flags = key.flags.text();
         let protocol = if key.grpc { "grpc" } else { "http" };
-        let mut values = dest.values(&self.source, workload);
-        values.extend([protocol, code.as_str(), grpc_status.as_str(), flags.as_str(), UNKNOWN]);
+        let spiffe_id = workload.map(|w| format!("spiffe://{w}")).unwrap_or_default();
+        let mut values = self.values(dest, workload, &spiffe_id);
+        let policy = Self::security_policy(dest, workload);
+        values.extend([protocol, code.as_str(), grpc_status.as_str(), flags.as_str(), policy]);
         Ok(Arc::new(Handles {
             requests: self.requests.get_metric_with_label_values(&values)?,
             duration: self.duration.get_metric_with_label_values(&values)?,
@@ -329,8 +361,9 @@ impl Metrics {
     /// go to the returned handles.
     pub fn tcp_open(&self, dest: &Destination, workload: Option<&str>, flags: Flags) -> prometheus::Result<TcpHandles> {
         let flags = flags.text();
-        let mut values = dest.values(&self.source, workload);
-        values.extend(["tcp", flags.as_str(), UNKNOWN]);
+        let spiffe_id = workload.map(|w| format!("spiffe://{w}")).unwrap_or_default();
+        let mut values = self.values(dest, workload, &spiffe_id);
+        values.extend(["tcp", flags.as_str(), Self::security_policy(dest, workload)]);
         self.tcp_opened.get_metric_with_label_values(&values)?.inc();
         Ok(TcpHandles {
             sent: self.tcp_sent.get_metric_with_label_values(&values)?,
@@ -388,7 +421,32 @@ fn destination(cluster: Option<&Cluster>) -> Destination {
             if cluster.is_some() { "Kubernetes" } else { UNKNOWN }.to_string(),
         ],
         cache: RwLock::new(Cache::default()),
+        inbound: cluster.is_some_and(|c| c.kind == strait_config::snapshot::ClusterKind::LocalWorkload),
     }
+}
+
+/// This proxy's workload as the destination of its inbound requests.
+fn local_labels(scope: &Scope) -> [String; 11] {
+    let label = |k: &str| scope.labels().get(k).cloned().unwrap_or_else(|| UNKNOWN.to_string());
+    let app = workload_name(scope).unwrap_or(UNKNOWN).to_string();
+    let ns = scope.namespace().to_string();
+    let principal = scope.workload.service_account.as_ref().map_or_else(
+        || UNKNOWN.to_string(),
+        |sa| format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"),
+    );
+    [
+        app.clone(),
+        ns.clone(),
+        principal,
+        app.clone(),
+        label("version"),
+        UNKNOWN.to_string(),
+        UNKNOWN.to_string(),
+        ns,
+        app,
+        label("version").replace(UNKNOWN, "latest"),
+        "Kubernetes".to_string(),
+    ]
 }
 
 /// One per cluster of `snapshot`, index-aligned, then one for requests without a cluster.

@@ -269,6 +269,21 @@ impl Gateway {
         self.server.add_service(background_service(name, service));
     }
 
+    /// Takes the workload certificate from `dir` (Istio's file-mounted layout) now,
+    /// and again whenever it is rotated there. A missing or bad one is logged: the
+    /// proxy serves without (a sidecar is not ready) until the files are there.
+    pub fn identity_from_files(&mut self, dir: &Path) {
+        let files = crate::identity::IdentityFiles {
+            engine: self.engine.clone(),
+            dir: dir.to_path_buf(),
+            every: Duration::from_secs(5),
+        };
+        if let Err(e) = files.load() {
+            log::warn!("workload certificate in {}: {e}", dir.display());
+        }
+        self.add_background("workload certificate files", files);
+    }
+
     /// Serves until a signal ends it: SIGTERM drains first (see `shutdown`), SIGINT
     /// stops at once. Then the access log and the span queue are flushed.
     pub fn run(self) {
@@ -334,7 +349,7 @@ fn add_gateway_listeners(
             limits: serving.limits,
             captured: false,
         };
-        let mut proxy = pingora::proxy::http_proxy(&conf, gateway);
+        let mut proxy = pingora::proxy::http_proxy(conf, gateway);
         proxy.h2_options = Some(h2_options(&serving.limits));
         if !tls {
             // h2c with prior knowledge; `EdgeApp` hands only such connections over.

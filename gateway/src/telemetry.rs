@@ -86,7 +86,12 @@ pub fn finish(shared: &Engine, session: &ServerSession, e: Option<&Error>, ctx: 
     };
     let cluster = ctx.destination().map(|d| d.cluster);
     if let Some(dest) = ctx.runtime.destination(cluster) {
-        shared.metrics.record(dest, ctx.upstream_workload(), &record);
+        let who = if dest.inbound {
+            crate::request::connection_peer(session).map(|p| p.principal.as_str())
+        } else {
+            ctx.upstream_workload()
+        };
+        shared.metrics.record(dest, who, &record);
     }
     if let Some(log) = shared.access_log.get() {
         log_entry(log, session, ctx, &record);

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use strait_config::{Role, Scope, Workload};
 use strait_gateway::engine::{Engine, EngineSettings};
-use strait_gateway::identity::IdentityFiles;
 use strait_gateway::serve_args::{mesh_config, ServeArgs};
 use strait_gateway::server::{build, CapturePorts, Gateway, Options, Serving, StartError};
 use strait_gateway::sources::controller::{first_config, Client, ControllerSource};
@@ -120,23 +119,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         (Some(dir), None) => from_folder(args, dir)?,
         (None, Some(address)) => from_controller(args, address)?,
     };
-    let engine = gateway.engine.clone();
     match &args.identity_dir {
-        Some(dir) => {
-            let files = IdentityFiles {
-                engine,
-                dir: dir.clone(),
-                every: Duration::from_secs(5),
-            };
-            // Not fatal: the proxy serves (and is not ready) until the files are there.
-            if let Err(e) = files.load() {
-                log::warn!(
-                    "workload certificate in {}: {e}; not ready until it is there",
-                    dir.display()
-                );
-            }
-            gateway.add_background("workload certificate files", files);
-        }
+        Some(dir) => gateway.identity_from_files(dir),
         None => log::warn!(
             "no --identity-dir: the sidecar has no workload certificate, speaks plaintext and is never ready"
         ),

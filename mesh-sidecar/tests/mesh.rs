@@ -57,40 +57,51 @@ fn put(config: &Path, name: &str, text: &str) {
 
 struct Shop {
     net: Net,
+    ca: Ca,
     a: Pod,
     b: Pod,
+    /// `b`'s version v2, when asked for.
+    b2: Option<Pod>,
     c: Pod,
     config: std::path::PathBuf,
 }
 
-/// Pods `a` and `b` with sidecars (b serves HTTP on 8080), and `c`, a plain client
-/// without one.
-fn shop() -> Shop {
+/// Pods `a` and `b` with sidecars (b serves HTTP on 8080; with `v2`, a second pod
+/// of b labeled version v2), and `c`, a plain client without one.
+fn shop(v2: bool) -> Shop {
     let mut net = Net::new();
     let ca = Ca::new();
     let mut a = net.pod("a");
     let mut b = net.pod("b");
+    let mut b2 = v2.then(|| net.pod("b2"));
     let c = net.pod("c");
     let config = net.dir.path().join("config");
     public_dir(&config);
-    let pods = [
-        ("a", a.ip.as_str(), "app: a", true),
-        ("b", b.ip.as_str(), "app: b, version: v1", true),
-        ("c", c.ip.as_str(), "app: c", false),
+    let mut pods = vec![
+        ("a", a.ip.clone(), "app: a", true),
+        ("b", b.ip.clone(), "app: b, version: v1", true),
+        ("c", c.ip.clone(), "app: c", false),
     ];
-    write_public(
-        &config.join("registry.yaml"),
-        registry(&pods, &[("b", &b.ip)]).as_bytes(),
-    );
-    b.app("b", 8080);
-    for (pod, sa, labels) in [(&mut a, "a", "app=a"), (&mut b, "b", "app=b,version=v1")] {
-        let identity = net.dir.path().join(format!("identity-{sa}"));
-        public_dir(&identity);
-        ca.issue(
-            &identity,
-            &format!("spiffe://cluster.local/ns/shop/sa/{sa}"),
-            Duration::from_secs(3600),
-        );
+    let mut endpoints = vec![("b", b.ip.clone())];
+    if let Some(b2) = &b2 {
+        pods.push(("b2", b2.ip.clone(), "app: b, version: v2", true));
+        endpoints.push(("b2", b2.ip.clone()));
+    }
+    let pods: Vec<(&str, &str, &str, bool)> = pods.iter().map(|(n, ip, l, m)| (*n, ip.as_str(), *l, *m)).collect();
+    let endpoints: Vec<(&str, &str)> = endpoints.iter().map(|(n, ip)| (*n, ip.as_str())).collect();
+    write_public(&config.join("registry.yaml"), registry(&pods, &endpoints).as_bytes());
+    b.app("b-v1", 8080);
+    if let Some(b2) = b2.as_mut() {
+        b2.app("b-v2", 8080);
+    }
+    let mut with_sidecars: Vec<(&mut Pod, &str, &str)> =
+        vec![(&mut a, "a", "app=a"), (&mut b, "b", "app=b,version=v1")];
+    if let Some(b2) = b2.as_mut() {
+        with_sidecars.push((b2, "b2", "app=b,version=v2"));
+    }
+    for (pod, sa, labels) in with_sidecars {
+        let identity = identity_dir(&net, sa);
+        ca.issue(&identity, &spiffe(sa), Duration::from_secs(3600));
         pod.sidecar(
             &[],
             &Sidecar {
@@ -102,18 +113,46 @@ fn shop() -> Shop {
             },
         );
     }
-    Shop { net, a, b, c, config }
+    Shop {
+        net,
+        ca,
+        a,
+        b,
+        b2,
+        c,
+        config,
+    }
+}
+
+fn identity_dir(net: &Net, sa: &str) -> std::path::PathBuf {
+    let dir = net.dir.path().join(format!("identity-{sa}"));
+    public_dir(&dir);
+    dir
+}
+
+fn spiffe(sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/shop/sa/{sa}")
+}
+
+/// `curl` arguments from pod a to `path` of service b by its name.
+fn to_b(path: &str) -> Vec<String> {
+    vec![
+        "--resolve".into(),
+        format!("b:8080:{B_VIP}"),
+        format!("http://b:8080{path}"),
+    ]
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 #[test]
 fn a_calls_b_across_both_sidecars_over_mutual_tls() {
-    let shop = shop();
-    let ((code, body), pcap) = shop.net.capture(8080, || {
-        shop.a
-            .curl(&["--resolve", &format!("b:8080:{B_VIP}"), "http://b:8080/hello"])
-    });
+    let shop = shop(false);
+    let ((code, body), pcap) = shop.net.capture(8080, || shop.a.curl(&args(&to_b("/hello"))));
     assert_eq!(code, "200", "a -> b: {body}\n{}\n{}", shop.a.log(), shop.b.log());
-    assert!(body.starts_with("app=b\n"), "b's application answered: {body}");
+    assert!(body.starts_with("app=b-v1\n"), "b's application answered: {body}");
     assert!(body.contains("GET /hello"), "{body}");
     assert!(
         body.to_ascii_lowercase().contains("x-forwarded-client-cert: ")
@@ -132,28 +171,36 @@ fn a_calls_b_across_both_sidecars_over_mutual_tls() {
         "the request crossed the network in plaintext"
     );
     assert!(contains(&pcap, &[0x16, 0x03]), "no TLS handshake between the pods");
+    let inbound = shop.b.metrics();
     assert!(
-        shop.b
-            .metrics()
-            .lines()
-            .any(|l| l.starts_with("istio_requests_total") && l.contains("response_code=\"200\"")),
-        "b's sidecar counted the request:\n{}",
-        shop.b.metrics()
+        inbound.lines().any(|l| l.starts_with("istio_requests_total")
+            && l.contains("reporter=\"destination\"")
+            && l.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/a\"")
+            && l.contains("destination_principal=\"spiffe://cluster.local/ns/shop/sa/b\"")
+            && l.contains("connection_security_policy=\"mutual_tls\"")
+            && l.contains("response_code=\"200\"")),
+        "b's sidecar counted the request as its destination, from a:\n{inbound}"
+    );
+    let outbound = shop.a.metrics();
+    assert!(
+        outbound.lines().any(|l| l.starts_with("istio_requests_total")
+            && l.contains("reporter=\"source\"")
+            && l.contains("destination_service=\"b.shop.svc.cluster.local\"")
+            && l.contains("response_code=\"200\"")),
+        "a's sidecar counted the request as its source:\n{outbound}"
     );
 }
 
 #[test]
 fn strict_refuses_plaintext_and_permissive_serves_both() {
-    let shop = shop();
+    let shop = shop(false);
     let direct = format!("http://{}:8080/", shop.b.ip);
     let (code, _) = shop.c.curl(&[&direct]);
     assert_eq!(code, "200", "PERMISSIVE (the default) serves a plaintext client");
     put(&shop.config, "peer.yaml", &peer_authentication("STRICT"));
     let (code, body) = shop.c.curl(&[&direct]);
     assert_eq!(code, "000", "STRICT refuses a plaintext client: {body}");
-    let (code, body) = shop
-        .a
-        .curl(&["--resolve", &format!("b:8080:{B_VIP}"), "http://b:8080/"]);
+    let (code, body) = shop.a.curl(&args(&to_b("/")));
     assert_eq!(
         code,
         "200",
@@ -167,15 +214,13 @@ fn strict_refuses_plaintext_and_permissive_serves_both() {
 
 #[test]
 fn an_authorization_policy_on_principals_refuses_others_with_403() {
-    let shop = shop();
+    let shop = shop(false);
     put(
         &shop.config,
         "authz.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-a, namespace: shop}\nspec:\n  selector: {matchLabels: {app: b}}\n  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/a]}}]}]\n",
     );
-    let (code, body) = shop
-        .a
-        .curl(&["--resolve", &format!("b:8080:{B_VIP}"), "http://b:8080/"]);
+    let (code, body) = shop.a.curl(&args(&to_b("/")));
     assert_eq!(code, "200", "a's principal is allowed: {body}");
     let (code, body) = shop.c.curl(&[&format!("http://{}:8080/", shop.b.ip)]);
     assert_eq!(code, "403", "c has no principal a: {body}");
@@ -184,4 +229,200 @@ fn an_authorization_policy_on_principals_refuses_others_with_403() {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const ROUTES: &str = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: shop}
+spec:
+  host: b
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: shop}
+spec:
+  hosts: [b]
+  http:
+  - match: [{headers: {x-canary: {exact: "1"}}}]
+    route: [{destination: {host: b, subset: v2}}]
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 0.5s
+    route: [{destination: {host: b, subset: v1}}]
+  - match: [{uri: {prefix: /flaky}}]
+    retries: {attempts: 3, retryOn: 5xx}
+    route: [{destination: {host: b, subset: v1}}]
+  - route:
+    - {destination: {host: b, subset: v1}, weight: 80}
+    - {destination: {host: b, subset: v2}, weight: 20}
+"#;
+
+#[test]
+fn a_virtual_service_splits_retries_and_times_out_between_sidecars() {
+    let shop = shop(true);
+    put(&shop.config, "routes.yaml", ROUTES);
+    let mut many: Vec<String> = vec!["--resolve".into(), format!("b:8080:{B_VIP}")];
+    many.extend((0..100).map(|i| format!("http://b:8080/split/{i}")));
+    let (_, bodies) = shop.a.curl(&args(&many));
+    let v1 = bodies.matches("app=b-v1\n").count();
+    let v2 = bodies.matches("app=b-v2\n").count();
+    assert_eq!(v1 + v2, 100, "every request answered: {v1} + {v2}");
+    assert!((60..=95).contains(&v1) && v2 >= 5, "an 80/20 split: v1 {v1}, v2 {v2}");
+    let mut canary = vec!["-H".to_string(), "x-canary: 1".to_string()];
+    canary.extend(many.iter().take(12).cloned());
+    let (_, bodies) = shop.a.curl(&args(&canary));
+    assert_eq!(
+        bodies.matches("app=b-v2\n").count(),
+        10,
+        "the header route goes to v2 only"
+    );
+    let started = std::time::Instant::now();
+    let (code, body) = shop.a.curl(&args(&to_b("/slow")));
+    assert_eq!(code, "504", "the route's 0.5 s timeout: {body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    for _ in 0..4 {
+        let (code, body) = shop.a.curl(&args(&to_b("/flaky")));
+        assert_eq!(code, "200", "a 503 of v1 is retried: {body}");
+    }
+    assert!(shop.b2.is_some());
+}
+
+#[test]
+fn a_rotated_certificate_drops_no_request() {
+    let shop = shop(false);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Rotation is watched every few seconds: traffic runs across it.
+    let traffic = {
+        let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
+        let ns = shop.a.ns.name.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut cmd = vec![
+                    "netns".to_string(),
+                    "exec".into(),
+                    ns.clone(),
+                    "curl".into(),
+                    "-s".into(),
+                ];
+                cmd.extend(["-w".into(), "%{http_code}\n".into()]);
+                cmd.extend(["--resolve".into(), format!("b:8080:{B_VIP}")]);
+                for i in 0..10 {
+                    cmd.extend(["-o".into(), "/dev/null".into(), format!("http://b:8080/r/{i}")]);
+                }
+                let out = std::process::Command::new("ip").args(&cmd).output().expect("curl");
+                for code in String::from_utf8_lossy(&out.stdout).lines() {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if code != "200" {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    for sa in ["a", "b"] {
+        shop.ca
+            .issue(&identity_dir(&shop.net, sa), &spiffe(sa), Duration::from_secs(7200));
+    }
+    // Both sidecars look every 5 s; wait until both took the new certificate.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while [&shop.a, &shop.b]
+        .iter()
+        .any(|p| p.log().matches("workload certificate for").count() < 2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rotated:\n{}\n{}",
+            shop.a.log(),
+            shop.b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.join().expect("traffic");
+    let (sent, failures) = (
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(sent > 50, "traffic ran across the rotation: {sent}");
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {sent} requests failed across the rotation\n{}\n{}",
+        shop.a.log(),
+        shop.b.log()
+    );
+    let (code, _) = shop.a.curl(&args(&to_b("/after")));
+    assert_eq!(code, "200", "new connections use the new certificates");
+}
+
+#[test]
+fn the_sidecar_drains_and_exits_on_sigterm() {
+    let mut shop = shop(false);
+    let started = std::time::Instant::now();
+    let status = shop.a.terminate();
+    assert!(status.success(), "exit status {status}: {}", shop.a.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "exited within the drain time (5 s): {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_edge_gateway_reaches_a_strict_namespace_with_its_own_identity() {
+    let mut shop = shop(false);
+    put(&shop.config, "peer.yaml", &peer_authentication("STRICT"));
+    let edge = shop.net.dir.path().join("edge");
+    public_dir(&edge);
+    write_public(
+        &edge.join("registry.yaml"),
+        &std::fs::read(shop.config.join("registry.yaml")).expect("registry"),
+    );
+    write_public(
+        &edge.join("edge.yaml"),
+        b"apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [app.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: shop}\nspec:\n  hosts: [app.example.com]\n  gateways: [istio-system/edge]\n  http:\n  - route: [{destination: {host: b.shop.svc.cluster.local, port: {number: 8080}}}]\n",
+    );
+    let identity = shop.net.dir.path().join("identity-gateway");
+    public_dir(&identity);
+    shop.ca.issue(
+        &identity,
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway",
+        Duration::from_secs(3600),
+    );
+    let mut gw = shop.net.pod("gateway");
+    gw.edge_gateway(&edge, &identity);
+    let (code, body) = shop.c.curl(&[
+        "-H",
+        "Host: app.example.com",
+        &format!("http://{}/from-the-edge", gw.ip),
+    ]);
+    assert_eq!(code, "200", "edge -> STRICT b: {body}\n{}\n{}", gw.log(), shop.b.log());
+    assert!(
+        body.contains("URI=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"),
+        "b saw the gateway's identity: {body}"
+    );
+}
+
+#[test]
+fn an_unknown_destination_is_passed_through_under_allow_any() {
+    let mut shop = shop(false);
+    shop.c.app("c", 9090);
+    let (code, body) = shop.a.curl(&[&format!("http://{}:9090/outside", shop.c.ip)]);
+    assert_eq!(
+        code,
+        "200",
+        "a -> c (no service, no sidecar) passes through: {body}\n{}",
+        shop.a.log()
+    );
+    assert!(body.starts_with("app=c\n"), "{body}");
 }

@@ -70,6 +70,12 @@ struct Cli {
     /// Seconds between looks at the ACME certificates (issue, renew, retry).
     #[arg(long, env = "STRAIT_ACME_CHECK_INTERVAL", default_value_t = 60)]
     acme_check_interval: u64,
+    /// Join the mesh: a folder with this gateway's workload certificate in Istio's
+    /// file-mounted layout (`cert-chain.pem`, `key.pem`, `root-cert.pem`), looked at
+    /// every few seconds for a rotated one. With it, the gateway speaks the mesh's
+    /// mTLS to backends that have a sidecar (and to ISTIO_MUTUAL destinations).
+    #[arg(long, env = "STRAIT_IDENTITY_DIR")]
+    identity_dir: Option<PathBuf>,
     /// Validate the configuration, print diagnostics and exit (1 on errors).
     #[arg(long)]
     check: bool,
@@ -180,7 +186,8 @@ fn run() -> anyhow::Result<ExitCode> {
         serving: serving(&cli, &mesh)?,
     };
     match build(&opts) {
-        Ok(gateway) => {
+        Ok(mut gateway) => {
+            join_mesh(&cli, &mut gateway);
             gateway.run();
             Ok(ExitCode::SUCCESS)
         }
@@ -199,6 +206,13 @@ fn serving(cli: &Cli, mesh: &MeshConfig) -> anyhow::Result<Serving> {
     let mut serving = cli.serve.serving(mesh, Duration::from_secs(cli.drain_seconds));
     serving.port_map = parse_map(&cli.port_map)?;
     Ok(serving)
+}
+
+/// With --identity-dir, the gateway's workload certificate, kept up to date.
+fn join_mesh(cli: &Cli, gateway: &mut Gateway) {
+    if let Some(dir) = &cli.identity_dir {
+        gateway.identity_from_files(dir);
+    }
 }
 
 /// Serves what the controller at `address` pushes: waits for its first
@@ -263,6 +277,7 @@ fn run_with_controller(cli: &Cli, address: &str) -> anyhow::Result<ExitCode> {
             started_with: started.digest,
         },
     );
+    join_mesh(cli, &mut gateway);
     gateway.run();
     Ok(ExitCode::SUCCESS)
 }

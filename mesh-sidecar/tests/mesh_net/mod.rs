@@ -293,8 +293,9 @@ pub struct Sidecar<'a> {
 }
 
 impl Pod {
-    /// Serves HTTP on `port` inside the pod: every request is answered 200 with a
-    /// body naming `name` and echoing the request head (what the application saw).
+    /// Serves HTTP on `port` inside the pod: a request is answered 200 with a body
+    /// naming `name` and echoing the request head (what the application saw);
+    /// `/slow` after two seconds, `/flaky` with 503 every other time.
     pub fn app(&mut self, name: &str, port: u16) {
         let name = name.to_string();
         let stop = self.stop.clone();
@@ -302,12 +303,14 @@ impl Pod {
             .ns
             .enter(move || TcpListener::bind(("0.0.0.0", port)).expect("app listener"));
         listener.set_nonblocking(true).expect("nonblocking");
+        let flaky = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let name = name.clone();
-                        std::thread::spawn(move || answer(stream, &name));
+                        let flaky = flaky.clone();
+                        std::thread::spawn(move || answer(stream, &name, &flaky));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -375,6 +378,58 @@ impl Pod {
         }
     }
 
+    /// The edge gateway (`strait-gateway`, built beside this crate's binary by
+    /// `cargo test --workspace`) in this pod, without a sidecar, joining the mesh
+    /// with the certificate in `identity_dir`; waits until it is ready.
+    pub fn edge_gateway(&mut self, config_dir: &Path, identity_dir: &Path) {
+        let gateway = Path::new(BINARY).with_file_name("strait-gateway");
+        assert!(
+            gateway.exists(),
+            "{} is not built: run the tests with `cargo test --workspace` (or build strait-gateway first)",
+            gateway.display()
+        );
+        let child = self.ns.spawn(
+            &gateway.to_string_lossy(),
+            &[
+                "--config-dir",
+                &config_dir.to_string_lossy(),
+                "--identity-dir",
+                &identity_dir.to_string_lossy(),
+                "--threads",
+                "1",
+            ],
+            &self.log,
+        );
+        self.children.push(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.ns.exec(
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://127.0.0.1:15021/healthz/ready",
+                ],
+            );
+            if out.stdout == b"200" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `curl` from the application (root, captured) with `args`; returns the
     /// status code and body (`000` when the connection failed).
     pub fn curl(&self, args: &[&str]) -> (String, String) {
@@ -392,6 +447,21 @@ impl Pod {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Sends SIGTERM to the sidecar (as the kubelet does once a Job's application has
+    /// exited) and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.children.last_mut().expect("a sidecar");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).output();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the sidecar did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The sidecar's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -399,7 +469,7 @@ impl Pod {
 }
 
 /// Answers the HTTP/1.1 requests of one connection.
-fn answer(stream: TcpStream, name: &str) {
+fn answer(stream: TcpStream, name: &str, flaky: &std::sync::atomic::AtomicUsize) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -431,9 +501,16 @@ fn answer(stream: TcpStream, name: &str) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let path = head.split_whitespace().nth(1).unwrap_or("/");
+        let mut status = "200 OK";
+        if path == "/slow" {
+            std::thread::sleep(Duration::from_secs(2));
+        } else if path == "/flaky" && flaky.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+            status = "503 Service Unavailable";
+        }
         let reply = format!("app={name}\n{head}");
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{reply}",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{reply}",
             reply.len()
         );
         if stream.write_all(response.as_bytes()).is_err() {
