@@ -6,6 +6,7 @@ pub mod controller;
 pub mod controller_status;
 pub mod folder_source;
 pub mod http;
+pub mod inject;
 pub mod kube_source;
 pub mod proxy_config;
 pub mod proxy_status;
