@@ -15,4 +15,5 @@ pub mod store;
 pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 pub mod yaml;
