@@ -189,28 +189,21 @@ impl Pod {
                 problem: "not an object",
             });
         }
-        let names = |field: &'static str| -> Result<Vec<String>, Error> {
-            let items = match spec.get(field) {
-                None | Some(Value::Null) => return Ok(Vec::new()),
-                Some(Value::Array(items)) => items,
-                Some(_) => {
-                    return Err(Error::Malformed {
-                        field: if field == "containers" {
-                            "spec.containers"
-                        } else {
-                            "spec.initContainers"
-                        },
-                        problem: "not a list",
-                    })
-                }
-            };
-            Ok(items
-                .iter()
-                .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
-                .collect())
+        let names = |key: &str, field: &'static str| -> Result<Vec<String>, Error> {
+            match spec.get(key) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Array(items)) => Ok(items
+                    .iter()
+                    .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+                    .collect()),
+                Some(_) => Err(Error::Malformed {
+                    field,
+                    problem: "not a list",
+                }),
+            }
         };
-        let containers = names("containers")?;
-        let init_containers = names("initContainers")?;
+        let containers = names("containers", "spec.containers")?;
+        let init_containers = names("initContainers", "spec.initContainers")?;
         if !matches!(spec.get("volumes"), None | Some(Value::Null | Value::Array(_))) {
             return Err(Error::Malformed {
                 field: "spec.volumes",
