@@ -6,6 +6,7 @@ pub mod controller;
 pub mod controller_status;
 pub mod folder_source;
 pub mod http;
+pub mod inject;
 pub mod kube_source;
 pub mod proxy_config;
 pub mod proxy_status;
@@ -14,4 +15,5 @@ pub mod store;
 pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 pub mod yaml;

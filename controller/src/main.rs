@@ -1,6 +1,7 @@
 //! `strait-controller`: reads Istio resources from a Kubernetes cluster and/or a
 //! folder, builds each connected proxy's configuration with the pipeline the proxies
-//! use, and pushes it to them (port 15010); metrics and proxy status on port 15014.
+//! use, and pushes it to them (port 15010); metrics and proxy status on port 15014;
+//! the sidecar injection webhook on port 15017.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ struct Cli {
     /// Quiet time after a change before it is built and pushed (changes come in bursts).
     #[arg(long, env = "STRAIT_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// The sidecar injection webhook.
+    #[command(flatten)]
+    webhook: strait_controller::webhook::Flags,
 }
 
 fn main() -> ExitCode {
@@ -97,8 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = Store::new(Duration::from_millis(cli.debounce_ms));
     // Before the servers start: the source holds the store until it has listed
     // every kind, so no proxy is sent a half-read cluster.
-    let kube = client.map(|client| KubeSource::new(client, store.clone()));
+    let kube = client.clone().map(|client| KubeSource::new(client, store.clone()));
     let mut controller = Controller::start(store.clone(), &options).await?;
+    // Sidecar injection (src/webhook): served when a certificate is given.
+    strait_controller::webhook::start(&cli.webhook, cli.bind_address, client, &mut controller).await?;
     if let Some(kube) = kube {
         controller.add_source("kubernetes", kube.run_until(controller.stop_signal()));
     }

@@ -2,6 +2,7 @@
 //! files as `istioctl analyze` does; `proxy-config` and `proxy-status` read running
 //! proxies through their admin ports, as `istioctl proxy-config` / `proxy-status` do,
 //! and `proxy-status --controller` reads what the controller knows of its proxies.
+//! `kube-inject` adds the sidecar to manifests offline, as `istioctl kube-inject`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,25 @@ enum Command {
     /// target does not answer.
     #[command(name = "proxy-status", visible_alias = "ps")]
     ProxyStatus(ProxyStatusArgs),
+    /// Adds Strait's sidecar to the pods and pod templates of manifests, as the
+    /// controller's injection webhook would, and prints them (for `kubectl apply -f -`).
+    ///
+    /// Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets,
+    /// ReplicationControllers, Jobs and CronJobs are injected; other documents are
+    /// printed unchanged, in order. A pod template labeled or annotated
+    /// `sidecar.istio.io/inject: "false"` is left out (said on stderr); namespace
+    /// labels play no part here.
+    #[command(name = "kube-inject")]
+    KubeInject(KubeInjectArgs),
+}
+
+#[derive(Args, Debug)]
+struct KubeInjectArgs {
+    /// The manifests (YAML or JSON, several documents); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    settings: strait_controller::inject::Settings,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -158,6 +178,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => run_analyze(&args),
         Command::ProxyConfig(args) => run_proxy_config(&args),
         Command::ProxyStatus(args) => run_proxy_status(&args),
+        Command::KubeInject(args) => run_kube_inject(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("straitctl: {e:#}");
@@ -264,4 +285,26 @@ fn run_proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_kube_inject(args: &KubeInjectArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let (text, what) = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        (text, "standard input".to_string())
+    } else {
+        let text =
+            std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+        (text, args.file.display().to_string())
+    };
+    let injected = strait_controller::inject::manifest::kube_inject(&text, &args.settings)
+        .with_context(|| format!("cannot inject {what}"))?;
+    for note in &injected.skipped {
+        eprintln!("straitctl: not injected: {note}");
+    }
+    print!("{}", injected.yaml);
+    Ok(ExitCode::SUCCESS)
 }
