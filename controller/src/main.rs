@@ -1,6 +1,8 @@
 //! `strait-controller`: reads Istio resources from a Kubernetes cluster and/or a
 //! folder, builds each connected proxy's configuration with the pipeline the proxies
 //! use, and pushes it to them (port 15010); metrics and proxy status on port 15014.
+//! On a cluster, its CA signs workload certificates, served with the push service
+//! over TLS on port 15012.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -48,10 +50,16 @@ struct Cli {
     /// Quiet time after a change before it is built and pushed (changes come in bursts).
     #[arg(long, env = "STRAIT_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// The CA and the TLS port.
+    #[command(flatten)]
+    ca: strait_controller::ca::CaFlags,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // kube-runtime's reconciler (the CA's root ConfigMaps) logs every namespace it
+    // visits at info: its warnings are what matters.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,kube_runtime::controller=warn"))
+        .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -97,10 +105,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = Store::new(Duration::from_millis(cli.debounce_ms));
     // Before the servers start: the source holds the store until it has listed
     // every kind, so no proxy is sent a half-read cluster.
-    let kube = client.map(|client| KubeSource::new(client, store.clone()));
+    let kube = client.clone().map(|client| KubeSource::new(client, store.clone()));
     let mut controller = Controller::start(store.clone(), &options).await?;
     if let Some(kube) = kube {
         controller.add_source("kubernetes", kube.run_until(controller.stop_signal()));
+    }
+    // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).
+    match &client {
+        Some(client) => {
+            strait_controller::ca::start(&mut controller, client.clone(), &cli.ca, cli.bind_address).await?
+        }
+        None if cli.ca.secure_port != 0 => log::info!("no CA and no TLS port: they need --kubernetes"),
+        None => {}
     }
     if let Some(dir) = cli.config_dir {
         let folder = FolderSource {
