@@ -493,6 +493,25 @@ async fn replicas_share_one_root_and_a_restart_keeps_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_creating_the_root_at_once_end_with_the_one_stored() {
+    let server = cluster().await;
+    // Each skips the look-up and creates: all but one meet a conflict and read back.
+    let create = || strait_controller::ca::secrets::create_self_signed(server.client(), "istio-system");
+    let outcomes = futures_util::future::join_all((0..4).map(|_| create())).await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "istio-system");
+    let stored = secrets.get("istio-ca-secret").await.expect("the CA's Secret");
+    let stored = String::from_utf8(stored.data.expect("data")["ca-cert.pem"].0.clone()).expect("PEM");
+    let mut created = 0;
+    for outcome in outcomes {
+        let (authority, origin) = outcome.expect("a CA, created or read back");
+        assert_eq!(authority.roots_pem(), stored);
+        created += usize::from(origin == strait_controller::ca::secrets::Origin::Created);
+    }
+    assert_eq!(created, 1, "one replica created the root");
+    server.stop().expect("the API server stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugged_in_cacerts_signs_as_its_intermediate() {
     let server = cluster().await;
     // The operator's root (ECDSA) and intermediate (RSA, PKCS#1 as Istio's samples).

@@ -91,6 +91,18 @@ pub async fn load_or_create(client: kube::Client, namespace: &str) -> Result<(Au
     if let Some(secret) = api.get_opt(SELF_SIGNED).await.map_err(api_error(SELF_SIGNED))? {
         return Ok((read(&secret, namespace, SELF_SIGNED)?, Origin::Existing));
     }
+    create_self_signed(api.into_client(), namespace).await
+}
+
+/// Creates `istio-ca-secret` in `namespace` with a new root, or, when it exists
+/// already (another replica was first), reads back the one that does.
+pub async fn create_self_signed(client: kube::Client, namespace: &str) -> Result<(Authority, Origin), Error> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let api_error = |source| Error::Api {
+        namespace: namespace.to_string(),
+        name: SELF_SIGNED,
+        source,
+    };
     let (cert, key) = authority::generate_root().map_err(|source| Error::Invalid {
         namespace: namespace.to_string(),
         name: SELF_SIGNED,
@@ -113,10 +125,11 @@ pub async fn load_or_create(client: kube::Client, namespace: &str) -> Result<(Au
         Ok(created) => Ok((read(&created, namespace, SELF_SIGNED)?, Origin::Created)),
         // Another replica created it first: its root is the mesh's.
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            let theirs = api.get(SELF_SIGNED).await.map_err(api_error(SELF_SIGNED))?;
+            log::info!("CA: another replica created {namespace}/{SELF_SIGNED} first: using its root");
+            let theirs = api.get(SELF_SIGNED).await.map_err(api_error)?;
             Ok((read(&theirs, namespace, SELF_SIGNED)?, Origin::Existing))
         }
-        Err(source) => Err(api_error(SELF_SIGNED)(source)),
+        Err(source) => Err(api_error(source)),
     }
 }
 
