@@ -1,10 +1,14 @@
-//! Generates the push protocol's messages and gRPC client and server from the .proto
-//! with protox (a protobuf compiler in Rust), so building needs no `protoc`.
+//! Generates the push protocol's and the CA protocol's messages and gRPC clients and
+//! servers from their .proto files with protox (a protobuf compiler in Rust), so
+//! building needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/strait/push/v1/push.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let descriptors = protox::compile([proto], ["proto"])?;
+    let protos = ["proto/strait/push/v1/push.proto", "proto/istio/v1/auth/ca.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    // protox brings the well-known types (google/protobuf/struct.proto) itself.
+    let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -69,6 +69,8 @@ pub struct Controller {
     pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<(), Error>>,
+    /// The push service, for the TLS port to serve too (`push_service`).
+    push_service: PushService,
 }
 
 /// Resolves once `stop` turns true (or its sender is gone). The guard `wait_for`
@@ -101,6 +103,7 @@ impl Controller {
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
         let service = PushService::new(store.clone(), status.clone(), metrics.clone(), stopped.clone());
+        let push_service = service.clone();
         tasks.spawn(async move { Ok(service.serve(push).await?) });
         if let Some(listener) = http {
             let pages = Pages {
@@ -135,7 +138,14 @@ impl Controller {
             http_addr,
             stop,
             tasks,
+            push_service,
         })
+    }
+
+    /// The push service, sharing its builds, status and metrics with the plaintext
+    /// port's: for the TLS port (`ca::start`) to serve it too.
+    pub fn push_service(&self) -> PushService {
+        self.push_service.clone()
     }
 
     /// The signal that tells sources to stop (true: stop).

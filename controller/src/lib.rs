@@ -2,6 +2,7 @@
 
 pub mod admin_client;
 pub mod analyze;
+pub mod ca;
 pub mod controller;
 pub mod controller_status;
 pub mod folder_source;

@@ -1,7 +1,8 @@
 //! `strait-controller`: reads Istio resources from a Kubernetes cluster and/or a
 //! folder, builds each connected proxy's configuration with the pipeline the proxies
 //! use, and pushes it to them (port 15010); metrics and proxy status on port 15014;
-//! the sidecar injection webhook on port 15017.
+//! the sidecar injection webhook on port 15017. On a cluster, its CA signs workload
+//! certificates, served with the push service over TLS on port 15012.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -52,10 +53,16 @@ struct Cli {
     /// The sidecar injection webhook.
     #[command(flatten)]
     webhook: strait_controller::webhook::Flags,
+    /// The CA and the TLS port.
+    #[command(flatten)]
+    ca: strait_controller::ca::CaFlags,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // kube-runtime's reconciler (the CA's root ConfigMaps) logs every namespace it
+    // visits at info: its warnings are what matters.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,kube_runtime::controller=warn"))
+        .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -104,9 +111,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let kube = client.clone().map(|client| KubeSource::new(client, store.clone()));
     let mut controller = Controller::start(store.clone(), &options).await?;
     // Sidecar injection (src/webhook): served when a certificate is given.
-    strait_controller::webhook::start(&cli.webhook, cli.bind_address, client, &mut controller).await?;
+    strait_controller::webhook::start(&cli.webhook, cli.bind_address, client.clone(), &mut controller).await?;
     if let Some(kube) = kube {
         controller.add_source("kubernetes", kube.run_until(controller.stop_signal()));
+    }
+    // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).
+    match &client {
+        Some(client) => {
+            strait_controller::ca::start(&mut controller, client.clone(), &cli.ca, cli.bind_address).await?
+        }
+        None if cli.ca.secure_port != 0 => log::info!("no CA and no TLS port: they need --kubernetes"),
+        None => {}
     }
     if let Some(dir) = cli.config_dir {
         let folder = FolderSource {

@@ -50,6 +50,8 @@ struct ControllerProcess {
     child: Child,
     push: u16,
     http: u16,
+    /// The TLS port (served on a cluster only).
+    secure: u16,
 }
 
 impl ControllerProcess {
@@ -61,17 +63,23 @@ impl ControllerProcess {
     /// Starts `strait-controller` with `source` (the flags naming its sources);
     /// returns once it is ready (it has a first configuration).
     fn start_with(source: &[&std::ffi::OsStr]) -> ControllerProcess {
-        let (push, http) = (free_port(), free_port());
+        let (push, http, secure) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
             .args(source)
             .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20"])
             .arg(format!("--push-port={push}"))
             .arg(format!("--metrics-port={http}"))
+            .arg(format!("--secure-port={secure}"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn strait-controller");
-        let process = ControllerProcess { child, push, http };
+        let process = ControllerProcess {
+            child,
+            push,
+            http,
+            secure,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while get(http, "/ready").is_none_or(|(s, _)| s != 200) {
             assert!(Instant::now() < deadline, "the controller did not become ready");
@@ -303,6 +311,17 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     };
     assert!(can("watch", "virtualservices.networking.istio.io").starts_with("yes"));
     assert!(can("list", "endpointslices.discovery.k8s.io").starts_with("yes"));
+    // The CA's: review tokens, publish its root; its Secrets in istio-system only.
+    assert!(can("create", "tokenreviews.authentication.k8s.io").starts_with("yes"));
+    assert!(can("update", "configmaps/istio-ca-root-cert").starts_with("yes"));
+    let in_namespace = |verb: &str, resource: &str, namespace: &str| {
+        server
+            .kubectl(&["auth", "can-i", verb, resource, "-n", namespace, "--as", account], "")
+            .unwrap_or_else(|e| e.to_string())
+    };
+    assert!(in_namespace("create", "secrets", "istio-system").starts_with("yes"));
+    assert!(in_namespace("create", "secrets", "default").contains("no"));
+    assert!(in_namespace("update", "configmaps/istio", "istio-system").contains("no"));
     for (verb, resource) in [
         ("create", "virtualservices.networking.istio.io"),
         ("update", "gateways.networking.istio.io"),
@@ -338,6 +357,54 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
         "the istio ConfigMap, read through its Role: {:?}",
         config.mesh_config
     );
+    // The CA started with these rights too: its root is published, and the TLS
+    // port it serves with a certificate of that root answers.
+    let root = wait_for("the root ConfigMap in default", || {
+        server
+            .kubectl(
+                &[
+                    "get",
+                    "configmap",
+                    "istio-ca-root-cert",
+                    "-n",
+                    "default",
+                    "-o",
+                    "jsonpath={.data.root-cert\\.pem}",
+                ],
+                "",
+            )
+            .ok()
+            .filter(|pem| pem.contains("BEGIN CERTIFICATE"))
+    });
+    strait_push::tls::connect(
+        &format!("127.0.0.1:{}", controller.secure),
+        &root,
+        "strait-controller.istio-system.svc",
+    )
+    .await
+    .expect("the TLS port answers with a certificate of the published root");
+    // It watches that ConfigMap (a watch by name): deleted, it comes back.
+    server
+        .kubectl(&["delete", "configmap", "istio-ca-root-cert", "-n", "default"], "")
+        .expect("deleted");
+    let restored = wait_for("the root ConfigMap back in default", || {
+        server
+            .kubectl(
+                &[
+                    "get",
+                    "configmap",
+                    "istio-ca-root-cert",
+                    "-n",
+                    "default",
+                    "-o",
+                    "jsonpath={.data.root-cert\\.pem}",
+                ],
+                "",
+            )
+            .ok()
+            .filter(|pem| pem.contains("BEGIN CERTIFICATE"))
+    });
+    assert_eq!(restored, root);
     drop(proxy);
     drop(controller);
     server.stop().expect("the API server stops cleanly");

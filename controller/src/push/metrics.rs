@@ -85,6 +85,12 @@ impl Metrics {
         })
     }
 
+    /// The registry, for the controller's other parts (the CA) to add their families
+    /// to, so that `/metrics` shows them too.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn encode(&self) -> String {
         let mut out = Vec::new();

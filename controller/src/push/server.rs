@@ -22,7 +22,7 @@ use crate::store::Store;
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 
 /// Pings on idle connections find proxies (and networks) gone silent.
-const KEEPALIVE: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Why the push server stopped.
 #[derive(Debug, thiserror::Error)]
