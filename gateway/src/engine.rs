@@ -79,7 +79,7 @@ pub struct Engine {
     /// The tracer, when the mesh config turns tracing on.
     pub tracer: std::sync::OnceLock<crate::trace::Tracer>,
     /// The workload identity in the mesh (a sidecar's; a gateway's once it joins).
-    pub identity: crate::identity::Identity,
+    pub identity: Arc<crate::identity::Identity>,
 }
 
 /// An engine-level diagnostic (not about one resource).

@@ -173,8 +173,8 @@ impl Identity {
 /// (a Secret or a cert-manager CSI volume mounted as `/etc/certs`): read at start,
 /// then looked at every `every` and taken again when the chain changed.
 pub struct IdentityFiles {
-    /// The engine whose identity it sets.
-    pub engine: Arc<crate::engine::Engine>,
+    /// The identity it sets (an engine's).
+    pub identity: Arc<Identity>,
     /// The folder.
     pub dir: std::path::PathBuf,
     /// Time between looks.
@@ -186,7 +186,7 @@ impl IdentityFiles {
     pub fn load(&self) -> Result<Vec<u8>, IdentityError> {
         let cert = WorkloadCert::load_dir(&self.dir)?;
         let chain = std::fs::read(self.dir.join(CHAIN_FILE)).unwrap_or_default();
-        self.engine.identity.set(cert);
+        self.identity.set(cert);
         Ok(chain)
     }
 }

@@ -274,7 +274,7 @@ impl Gateway {
     /// proxy serves without (a sidecar is not ready) until the files are there.
     pub fn identity_from_files(&mut self, dir: &Path) {
         let files = crate::identity::IdentityFiles {
-            engine: self.engine.clone(),
+            identity: self.engine.identity.clone(),
             dir: dir.to_path_buf(),
             every: Duration::from_secs(5),
         };
