@@ -212,3 +212,126 @@ impl pingora::services::background::BackgroundService for IdentityFiles {
         }
     }
 }
+
+/// Keeps the engine's identity signed by the controller's CA (Istio's
+/// `IstioCertificateService`, port 15012): a new key and CSR for the workload's
+/// SPIFFE ID, sent with its service account token (read afresh each time: the
+/// kubelet rotates projected tokens); renewed at half life, retried with backoff.
+pub struct CaIdentity {
+    /// The identity it sets.
+    pub identity: Arc<Identity>,
+    /// The CA: `HOST:PORT` of the controller's TLS port.
+    pub address: String,
+    /// The root its certificate chains to (the mesh's), PEM.
+    pub root_pem: String,
+    /// The name its certificate is checked for.
+    pub server_name: String,
+    /// `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
+    pub spiffe_id: String,
+    /// The service account token file (a projected token, audience `istio-ca`).
+    pub token_file: std::path::PathBuf,
+    /// Validity asked for.
+    pub ttl: Duration,
+}
+
+/// Why a certificate could not be had from the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// The token file.
+    #[error("service account token {path}: {source}")]
+    Token {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key or CSR.
+    #[error(transparent)]
+    Csr(#[from] strait_push::csr::Error),
+    /// The CA refused or could not be reached.
+    #[error("the CA: {0}")]
+    Ca(#[from] strait_push::ca_client::Error),
+    /// What it signed is unusable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// No connection to the CA.
+    #[error(transparent)]
+    Connect(#[from] strait_push::tls::Error),
+}
+
+impl CaIdentity {
+    /// One certificate from the CA, set as the identity.
+    pub async fn renew(&self, channel: &tonic::transport::Channel) -> Result<(), CaError> {
+        let token = std::fs::read_to_string(&self.token_file).map_err(|source| CaError::Token {
+            path: self.token_file.display().to_string(),
+            source,
+        })?;
+        let csr = strait_push::csr::workload_csr(&self.spiffe_id)?;
+        let client = strait_push::ca_client::CaClient::from_channel(channel.clone());
+        let chain = client.sign(token.trim(), &csr.csr_pem, self.ttl).await?;
+        // The leaf and intermediates are presented; the last one is the root.
+        let (root, presented) = match chain.split_last() {
+            Some((root, rest)) if !rest.is_empty() => (root.clone(), rest.concat()),
+            _ => (String::new(), chain.concat()),
+        };
+        let cert = WorkloadCert::from_pem(
+            Pem {
+                name: "certificate chain from the CA".into(),
+                bytes: presented.into_bytes(),
+            },
+            Pem {
+                name: "workload key".into(),
+                bytes: csr.key_pem.into_bytes(),
+            },
+            Pem {
+                name: "root from the CA".into(),
+                bytes: root.into_bytes(),
+            },
+        )?;
+        self.identity.set(cert);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for CaIdentity {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut backoff = Duration::from_secs(1);
+        let mut channel = None;
+        loop {
+            let outcome = match &channel {
+                Some(c) => self.renew(c).await,
+                None => match strait_push::tls::connect(&self.address, &self.root_pem, &self.server_name).await {
+                    Ok(c) => {
+                        let outcome = self.renew(&c).await;
+                        channel = Some(c);
+                        outcome
+                    }
+                    Err(e) => Err(e.into()),
+                },
+            };
+            let wait = match outcome {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    self.identity
+                        .current()
+                        .and_then(|c| c.renew_at().duration_since(SystemTime::now()).ok())
+                        .unwrap_or(Duration::from_secs(60))
+                }
+                Err(e) => {
+                    log::warn!(
+                        "workload certificate for {}: {e}; retrying in {backoff:?}",
+                        self.spiffe_id
+                    );
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -284,6 +284,29 @@ impl Gateway {
         self.add_background("workload certificate files", files);
     }
 
+    /// Takes the workload certificate for `spiffe_id` from the CA of the controller
+    /// `client` follows over TLS, with the service account token in `token_file`,
+    /// and renews it at half life. A client without TLS has no CA: nothing is done.
+    pub fn identity_from_ca(
+        &mut self,
+        client: &crate::sources::controller::Client,
+        spiffe_id: String,
+        token_file: &Path,
+        ttl: Duration,
+    ) {
+        let Some(tls) = &client.tls else { return };
+        let ca = crate::identity::CaIdentity {
+            identity: self.engine.identity.clone(),
+            address: crate::sources::controller::host_port(&client.address).to_string(),
+            root_pem: tls.root_pem.clone(),
+            server_name: tls.server_name.clone(),
+            spiffe_id,
+            token_file: token_file.to_path_buf(),
+            ttl,
+        };
+        self.add_background("workload certificate from the CA", ca);
+    }
+
     /// Serves until a signal ends it: SIGTERM drains first (see `shutdown`), SIGINT
     /// stops at once. Then the access log and the span queue are flushed.
     pub fn run(self) {

@@ -14,7 +14,7 @@ use strait_config::{Role, Scope, Workload};
 use strait_gateway::engine::{Engine, EngineSettings};
 use strait_gateway::serve_args::{mesh_config, ServeArgs};
 use strait_gateway::server::{build, CapturePorts, Gateway, Options, Serving, StartError};
-use strait_gateway::sources::controller::{first_config, Client, ControllerSource};
+use strait_gateway::sources::controller::{first_config, Client, ControllerSource, ControllerTls};
 use strait_push::proto;
 
 /// Flags of `strait-sidecar run` (each also readable from its env var; the pod's
@@ -25,9 +25,37 @@ pub struct RunArgs {
     /// --controller.
     #[arg(long, env = "STRAIT_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
-    /// Follow a Strait controller: HOST:PORT of its push port (15010).
-    #[arg(long, env = "STRAIT_CONTROLLER", value_name = "HOST:PORT")]
+    /// Follow a Strait controller: `HOST:PORT` of its push port (15010, plaintext), or
+    /// `https://HOST:PORT` of its TLS port (15012), which also signs the workload's
+    /// certificate (with --token-file), checked against --ca-root.
+    #[arg(long, env = "STRAIT_CONTROLLER", value_name = "ADDRESS")]
     controller: Option<String>,
+    /// The mesh's root certificate (the `istio-ca-root-cert` ConfigMap, mounted), for
+    /// an `https://` controller.
+    #[arg(
+        long,
+        env = "STRAIT_CA_ROOT",
+        default_value = "/var/run/secrets/strait/root-cert.pem"
+    )]
+    ca_root: PathBuf,
+    /// The name the controller's certificate is checked for (default: the host of
+    /// --controller).
+    #[arg(long, env = "STRAIT_CONTROLLER_SERVER_NAME")]
+    controller_server_name: Option<String>,
+    /// The pod's service account token (projected, audience `istio-ca`), sent to the CA.
+    #[arg(
+        long,
+        env = "STRAIT_TOKEN_FILE",
+        default_value = "/var/run/secrets/tokens/strait-token"
+    )]
+    token_file: PathBuf,
+    /// The mesh's trust domain (the SPIFFE IDs' authority).
+    #[arg(long, env = "STRAIT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Validity asked of the CA for the workload certificate, in seconds (renewed at
+    /// half of it).
+    #[arg(long, env = "STRAIT_WORKLOAD_CERT_TTL", default_value_t = 86_400)]
+    workload_cert_ttl: u64,
     /// Istio mesh config file, read at start (folder mode; a controller sends its own).
     #[arg(long, env = "STRAIT_MESH_CONFIG")]
     mesh_config: Option<PathBuf>,
@@ -113,16 +141,20 @@ fn serving(args: &RunArgs, mesh: &strait_config::mesh::MeshConfig) -> Serving {
 
 /// Runs the sidecar until SIGTERM (drains) or SIGINT.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let mut gateway = match (&args.config_dir, &args.controller) {
+    let (mut gateway, tls) = match (&args.config_dir, &args.controller) {
         (Some(_), Some(_)) => bail!("give --config-dir or --controller, not both"),
-        (None, None) => bail!("give --config-dir DIR or --controller HOST:PORT"),
-        (Some(dir), None) => from_folder(args, dir)?,
+        (None, None) => bail!("give --config-dir DIR or --controller ADDRESS"),
+        (Some(dir), None) => (from_folder(args, dir)?, None),
         (None, Some(address)) => from_controller(args, address)?,
     };
-    match &args.identity_dir {
-        Some(dir) => gateway.identity_from_files(dir),
-        None => log::warn!(
-            "no --identity-dir: the sidecar has no workload certificate, speaks plaintext and is never ready"
+    match (&args.identity_dir, tls) {
+        (Some(dir), _) => gateway.identity_from_files(dir),
+        (None, Some(client)) => {
+            let spiffe_id = strait_push::csr::spiffe_id(&args.trust_domain, &args.namespace, &args.service_account);
+            gateway.identity_from_ca(&client, spiffe_id, &args.token_file, Duration::from_secs(args.workload_cert_ttl));
+        }
+        (None, None) => log::warn!(
+            "no workload certificate (neither --identity-dir nor an https:// --controller): the sidecar speaks plaintext and is never ready"
         ),
     }
     gateway.run();
@@ -164,9 +196,18 @@ fn from_folder(args: &RunArgs, dir: &std::path::Path) -> anyhow::Result<Gateway>
     }
 }
 
-fn from_controller(args: &RunArgs, address: &str) -> anyhow::Result<Gateway> {
+/// Follows the controller at `address`; with TLS, its client also reaches the CA.
+fn from_controller(args: &RunArgs, address: &str) -> anyhow::Result<(Gateway, Option<Client>)> {
     let labels = labels(args)?;
+    let tls = if address.starts_with("https://") {
+        let tls = ControllerTls::for_address(address, &args.ca_root, args.controller_server_name.as_deref())
+            .with_context(|| format!("the mesh root {}", args.ca_root.display()))?;
+        Some(tls)
+    } else {
+        None
+    };
     let client = Client {
+        tls,
         address: address.to_string(),
         hello: proto::Hello {
             proxy_id: format!("{}.{}", args.pod_name, args.namespace),
@@ -194,6 +235,7 @@ fn from_controller(args: &RunArgs, address: &str) -> anyhow::Result<Gateway> {
         log::warn!("{d}");
     }
     let mut gateway = Gateway::new(engine.clone(), &serving(args, &started.mesh), None)?;
+    let secure = client.tls.is_some().then(|| client.clone());
     gateway.add_background(
         "controller",
         ControllerSource {
@@ -202,5 +244,5 @@ fn from_controller(args: &RunArgs, address: &str) -> anyhow::Result<Gateway> {
             started_with: started.digest,
         },
     );
-    Ok(gateway)
+    Ok((gateway, secure))
 }

@@ -235,6 +235,7 @@ fn run_with_controller(cli: &Cli, address: &str) -> anyhow::Result<ExitCode> {
         )
     });
     let client = Client {
+        tls: None,
         address: address.to_string(),
         hello: proto::Hello {
             proxy_id,

@@ -56,15 +56,58 @@ pub enum Error {
     /// The controller ended the stream.
     #[error("the controller closed the stream")]
     Closed,
+    /// The TLS channel could not be made (root, name, handshake).
+    #[error("TLS to the controller: {0}")]
+    Tls(String),
 }
 
 /// Who this proxy is and where its controller is.
 #[derive(Debug, Clone)]
 pub struct Client {
-    /// `HOST:PORT` or `http://HOST:PORT`.
+    /// `HOST:PORT` or `http://HOST:PORT` (plaintext, 15010), or
+    /// `https://HOST:PORT` (TLS, 15012: the server checked with `tls`).
     pub address: String,
     /// What this proxy says first.
     pub hello: proto::Hello,
+    /// For `https://`: the mesh's root (PEM) and the name the controller's
+    /// certificate must carry.
+    pub tls: Option<ControllerTls>,
+}
+
+/// How a proxy checks its controller's TLS port.
+#[derive(Debug, Clone)]
+pub struct ControllerTls {
+    /// The root the controller's certificate chains to (the mesh's), PEM.
+    pub root_pem: String,
+    /// The name checked (`strait-controller.istio-system.svc`, or the address's host).
+    pub server_name: String,
+}
+
+impl ControllerTls {
+    /// For `address` (`https://HOST:PORT`): the root in `root_file`, the server name
+    /// `server_name` or else HOST.
+    pub fn for_address(
+        address: &str,
+        root_file: &std::path::Path,
+        server_name: Option<&str>,
+    ) -> std::io::Result<ControllerTls> {
+        let root_pem = std::fs::read_to_string(root_file)?;
+        let host = host_port(address)
+            .rsplit_once(':')
+            .map_or(host_port(address), |(h, _)| h);
+        Ok(ControllerTls {
+            root_pem,
+            server_name: server_name.unwrap_or(host.trim_matches(['[', ']'])).to_string(),
+        })
+    }
+}
+
+/// `HOST:PORT` of an address with or without a scheme.
+pub fn host_port(address: &str) -> &str {
+    address
+        .split_once("://")
+        .map_or(address, |(_, rest)| rest)
+        .trim_end_matches('/')
 }
 
 /// A stream to the controller.
@@ -100,22 +143,28 @@ impl Stream {
 }
 
 impl Client {
-    async fn connect(&self) -> Result<Stream, Error> {
-        let url = if self.address.contains("://") {
-            self.address.clone()
-        } else {
-            format!("http://{}", self.address)
-        };
+    /// A channel to the controller: plaintext, or TLS checked against the mesh's root.
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, Error> {
+        if let Some(tls) = &self.tls {
+            return strait_push::tls::connect(host_port(&self.address), &tls.root_pem, &tls.server_name)
+                .await
+                .map_err(|e| Error::Tls(e.to_string()));
+        }
+        let url = format!("http://{}", host_port(&self.address));
         let endpoint =
             tonic::transport::Endpoint::from_shared(url).map_err(|_| Error::Address(self.address.clone()))?;
-        let channel = endpoint
+        Ok(endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE)
             .keep_alive_timeout(KEEPALIVE * 2)
             .keep_alive_while_idle(true)
             .connect()
-            .await?;
+            .await?)
+    }
+
+    async fn connect(&self) -> Result<Stream, Error> {
+        let channel = self.channel().await?;
         let (answers, outbound) = mpsc::channel(16);
         answers
             .send(proto::ProxyMessage {
@@ -135,10 +184,24 @@ impl Client {
         })
     }
 
-    /// The scope a pushed configuration is built for: this gateway, under `mesh`.
+    /// The scope a pushed configuration is built for: this proxy as its `Hello`
+    /// says (the same scope the controller validated it for), under `mesh`.
     fn scope(&self, mesh: MeshConfig) -> Scope {
-        let labels = self.hello.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        Scope::gateway(&self.hello.namespace, labels, mesh)
+        let hello = &self.hello;
+        let labels = hello.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if hello.role == i32::from(proto::Role::Sidecar) {
+            return Scope {
+                role: strait_config::Role::Sidecar,
+                workload: strait_config::Workload {
+                    namespace: hello.namespace.clone(),
+                    labels,
+                    service_account: Some(hello.service_account.clone()).filter(|s| !s.is_empty()),
+                    ips: hello.ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                },
+                mesh,
+            };
+        }
+        Scope::gateway(&hello.namespace, labels, mesh)
     }
 }
 

@@ -8,6 +8,9 @@
 //! Everything is removed on drop (processes killed, namespaces deleted), also when a
 //! test panics.
 
+// Shared by the mesh tests in files and on a cluster: each uses a part.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -378,6 +381,13 @@ impl Pod {
         }
     }
 
+    /// Starts `program` with `args` in the pod, its output to the pod's log; it is
+    /// killed with the pod.
+    pub fn start(&mut self, program: &str, args: &[&str]) {
+        let child = self.ns.spawn(program, args, &self.log);
+        self.children.push(child);
+    }
+
     /// The edge gateway (`strait-gateway`, built beside this crate's binary by
     /// `cargo test --workspace`) in this pod, without a sidecar, joining the mesh
     /// with the certificate in `identity_dir`; waits until it is ready.
@@ -437,8 +447,11 @@ impl Pod {
         all.extend(args);
         let out = self.ns.exec("curl", &all);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.to_string(), body.to_string())
+        match text.rsplit_once('\n') {
+            Some((body, code)) => (code.to_string(), body.to_string()),
+            // curl refused its arguments: say why.
+            None => (text, String::from_utf8_lossy(&out.stderr).to_string()),
+        }
     }
 
     /// The sidecar's metrics text.
