@@ -312,6 +312,13 @@ impl Registry {
         out
     }
 
+    /// Whether `host` is a service with `port`.
+    pub fn has_port(&self, host: &str, port: u16) -> bool {
+        self.services
+            .get(host)
+            .is_some_and(|def| def.ports.iter().any(|d| d.number == port))
+    }
+
     /// The protocol declared for `host`'s `port`, uppercase.
     pub fn port_protocol(&self, host: &str, port: u16) -> Option<&str> {
         self.services

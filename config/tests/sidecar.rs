@@ -362,3 +362,42 @@ fn clusters_say_whether_they_speak_the_mesh_mtls() {
     assert!(!MeshTls::Off.to(Some(&meshed)));
     assert!(MeshTls::Istio.to(None));
 }
+
+#[test]
+fn a_destination_without_a_port_goes_to_the_port_it_is_routed_on() {
+    let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 8080}, {name: http-admin, port: 9090}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: multi-1, namespace: shop, labels: {kubernetes.io/service-name: multi}}
+ports: [{name: http, port: 8080}, {name: http-admin, port: 9090}]
+endpoints: [{addresses: [10.1.0.9]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: multi, namespace: shop}
+spec:
+  hosts: [multi]
+  http: [{route: [{destination: {host: multi}}]}]
+"#;
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "multi.yaml", yaml);
+    let built = match build(&loaded, &sidecar(OutboundMode::AllowAny), 1) {
+        Ok(built) => built,
+        Err(e) => panic!("a multi-port service routed without a port is valid: {e:#?}"),
+    };
+    for port in [8080, 9090] {
+        let (_, cluster) = route(&built.snapshot, port, "multi", &[]);
+        assert_eq!(
+            cluster,
+            format!("outbound|{port}||multi.shop.svc.cluster.local"),
+            "port {port}"
+        );
+    }
+}

@@ -40,9 +40,7 @@ use crate::client_auth::TlsInfo;
 use crate::engine::{ConnectionGuard, Engine};
 use crate::l4::{self, Target};
 use crate::relay_stream::RelayStream;
-
-/// The ALPN protocol of the mesh's TCP: a connection that is not HTTP.
-pub const MESH_TCP_ALPN: &[u8] = b"istio";
+use crate::upstream_client::MESH_TCP_ALPN;
 
 /// How long a client may take to send its first bytes (or finish its handshake).
 const FIRST_BYTES: Duration = Duration::from_secs(10);

@@ -179,7 +179,7 @@ async fn connect(
             };
         tried = Some(index);
         let guard = state.endpoints.get(index).map(ActiveGuard::new);
-        let mut peer = upstream_client::peer(runtime, dest.cluster, address, Some(index), &shared.identity)?;
+        let mut peer = upstream_client::peer(runtime, dest.cluster, address, Some(index), &shared.identity, true)?;
         peer.options.connection_timeout = Some(timeout);
         match connector.new_stream(&peer).await {
             Ok(s) => {

@@ -95,7 +95,7 @@ pub async fn peer(
     // Held even when the name did not resolve: the try is this endpoint's, in the logs.
     ctx.endpoint = Some((index, ActiveGuard::new(endpoint_state)));
     let address = address.map_err(|reason| Error::explain(ErrorType::ConnectNoRoute, reason.to_string()))?;
-    let mut peer = upstream_client::peer(runtime, cluster_index, address, Some(index), &shared.identity)
+    let mut peer = upstream_client::peer(runtime, cluster_index, address, Some(index), &shared.identity, false)
         .ok_or_else(no_endpoint)?;
     ctx.attempts.begin_try(&route.policy, index);
     let try_timeout = ctx.attempts.try_timeout(&route.policy.retry);

@@ -15,9 +15,16 @@ use pingora::prelude::*;
 
 use crate::balance;
 use crate::dns::{Dns, DnsError};
+use pingora::protocols::tls::CustomALPN;
+use pingora::protocols::ALPN;
+
 use crate::identity::{Identity, WorkloadCert};
 use crate::runtime::Runtime;
 use strait_config::snapshot::Cluster;
+
+/// The ALPN protocol of the mesh's TCP (Istio's): a connection that is not HTTP,
+/// relayed as bytes by the inbound side.
+pub const MESH_TCP_ALPN: &[u8] = b"istio";
 
 /// Why no address came out of `endpoint`.
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +75,15 @@ pub async fn endpoint(
 /// The peer for `address` (endpoint `endpoint`, when it is one of the cluster's)
 /// of cluster `cluster`: its upstream TLS (SNI, roots, client certificate), or the
 /// mesh's mTLS with the proxy's `identity` when the cluster speaks it to that
-/// endpoint, its connection pool and protocol. Timeouts are the caller's.
+/// endpoint (for `tcp`, announcing a connection that is not HTTP), its connection
+/// pool and protocol. Timeouts are the caller's.
 pub fn peer(
     runtime: &Runtime,
     cluster: usize,
     address: SocketAddr,
     endpoint: Option<usize>,
     identity: &Identity,
+    tcp: bool,
 ) -> Option<HttpPeer> {
     let c = runtime.snapshot.clusters.get(cluster)?;
     let tls = runtime.upstream_tls.get(cluster).and_then(Option::as_ref);
@@ -85,6 +94,10 @@ pub fn peer(
         let info = endpoint.and_then(|i| runtime.cluster_endpoints(cluster)?.endpoints.get(i));
         if c.policy.mesh_tls.to(info) {
             mesh_tls(&mut peer, c, &cert);
+            if tcp {
+                // The inbound side relays it as bytes rather than parse it as HTTP.
+                peer.options.alpn = ALPN::Custom(CustomALPN::new(MESH_TCP_ALPN.to_vec()));
+            }
         }
     }
     peer.options.idle_timeout = c.policy.idle_timeout;
@@ -123,7 +136,7 @@ pub fn mesh_tls(peer: &mut HttpPeer, cluster: &Cluster, cert: &WorkloadCert) {
 /// balancer chooses.
 pub async fn side_call_peer(dns: &Dns, runtime: &Runtime, cluster: usize, identity: &Identity) -> Option<HttpPeer> {
     match endpoint(dns, runtime, cluster, None, |_| false).await {
-        Ok((address, index)) => peer(runtime, cluster, address, Some(index), identity),
+        Ok((address, index)) => peer(runtime, cluster, address, Some(index), identity, false),
         Err(PickError::NoEndpoint) => None,
         Err(e) => {
             log::debug!("cluster {cluster}: {e}");

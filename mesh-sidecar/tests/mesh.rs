@@ -17,10 +17,10 @@ const B_VIP: &str = "10.96.0.10";
 /// behind it (name, ip, version), and the pods `a` and `c` as clients.
 fn registry(pods: &[(&str, &str, &str, bool)], b_endpoints: &[(&str, &str)]) -> String {
     let mut out = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: shop}}\nspec:\n  clusterIP: {B_VIP}\n  selector: {{app: b}}\n  ports: [{{name: http, port: 8080, targetPort: 8080}}]\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: shop}}\nspec:\n  clusterIP: {B_VIP}\n  selector: {{app: b}}\n  ports: [{{name: http, port: 8080, targetPort: 8080}}, {{name: tcp-raw, port: 9000, targetPort: 9000}}]\n---\n"
     );
     out.push_str(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: b-1, namespace: shop, labels: {kubernetes.io/service-name: b}}\nports: [{name: http, port: 8080}]\nendpoints:\n",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: b-1, namespace: shop, labels: {kubernetes.io/service-name: b}}\nports: [{name: http, port: 8080}, {name: tcp-raw, port: 9000}]\nendpoints:\n",
     );
     for (pod, ip) in b_endpoints {
         out.push_str(&format!(
@@ -69,6 +69,11 @@ struct Shop {
 /// Pods `a` and `b` with sidecars (b serves HTTP on 8080; with `v2`, a second pod
 /// of b labeled version v2), and `c`, a plain client without one.
 fn shop(v2: bool) -> Shop {
+    shop_with(v2, None)
+}
+
+/// As `shop`, the sidecars reading the mesh config `mesh` (YAML) when given.
+fn shop_with(v2: bool, mesh: Option<&str>) -> Shop {
     let mut net = Net::new();
     let ca = Ca::new();
     let mut a = net.pod("a");
@@ -91,8 +96,14 @@ fn shop(v2: bool) -> Shop {
     let endpoints: Vec<(&str, &str)> = endpoints.iter().map(|(n, ip)| (*n, ip.as_str())).collect();
     write_public(&config.join("registry.yaml"), registry(&pods, &endpoints).as_bytes());
     b.app("b-v1", 8080);
+    // Port 9000 is declared TCP (`tcp-` name): the same application, reached as bytes.
+    b.app("b-v1", 9000);
     if let Some(b2) = b2.as_mut() {
         b2.app("b-v2", 8080);
+    }
+    let mesh_file = net.dir.path().join("mesh.yaml");
+    if let Some(mesh) = mesh {
+        write_public(&mesh_file, mesh.as_bytes());
     }
     let mut with_sidecars: Vec<(&mut Pod, &str, &str)> =
         vec![(&mut a, "a", "app=a"), (&mut b, "b", "app=b,version=v1")];
@@ -110,6 +121,7 @@ fn shop(v2: bool) -> Shop {
                 namespace: "shop",
                 service_account: sa,
                 labels,
+                mesh_config: mesh.map(|_| mesh_file.as_path()),
             },
         );
     }
@@ -269,7 +281,11 @@ fn a_virtual_service_splits_retries_and_times_out_between_sidecars() {
     let v1 = bodies.matches("app=b-v1\n").count();
     let v2 = bodies.matches("app=b-v2\n").count();
     assert_eq!(v1 + v2, 100, "every request answered: {v1} + {v2}");
-    assert!((60..=95).contains(&v1) && v2 >= 5, "an 80/20 split: v1 {v1}, v2 {v2}");
+    assert!(
+        (60..=95).contains(&v1) && v2 >= 5,
+        "an 80/20 split: v1 {v1}, v2 {v2}\n{}",
+        shop.a.log()
+    );
     let mut canary = vec!["-H".to_string(), "x-canary: 1".to_string()];
     canary.extend(many.iter().take(12).cloned());
     let (_, bodies) = shop.a.curl(&args(&canary));
@@ -425,4 +441,55 @@ fn an_unknown_destination_is_passed_through_under_allow_any() {
         shop.a.log()
     );
     assert!(body.starts_with("app=c\n"), "{body}");
+}
+
+#[test]
+fn a_tcp_service_is_relayed_over_mutual_tls() {
+    let shop = shop(false);
+    let ((code, body), pcap) = shop.net.capture(9000, || {
+        shop.a
+            .curl(&["--resolve", &format!("b:9000:{B_VIP}"), "http://b:9000/raw-bytes"])
+    });
+    assert_eq!(
+        code,
+        "200",
+        "a -> b:9000 as TCP: {body}\n{}\n{}",
+        shop.a.log(),
+        shop.b.log()
+    );
+    assert!(body.starts_with("app=b-v1\n"), "{body}");
+    assert!(
+        !body.to_ascii_lowercase().contains("x-forwarded-client-cert"),
+        "relayed as bytes, not as HTTP: {body}"
+    );
+    assert!(
+        pcap.len() > 1000 && !contains(&pcap, b"GET /raw"),
+        "plaintext on the wire"
+    );
+    assert!(
+        shop.b
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
+                && l.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/a\"")),
+        "b counted a TCP connection from a:\n{}",
+        shop.b.metrics()
+    );
+}
+
+#[test]
+fn registry_only_refuses_unknown_destinations() {
+    let mut shop = shop_with(false, Some("outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"));
+    shop.c.app("c", 9090);
+    shop.c.app("c", 8080);
+    let (code, body) = shop.a.curl(&[
+        "--resolve",
+        &format!("unknown.example:8080:{}", shop.c.ip),
+        "http://unknown.example:8080/",
+    ]);
+    assert_eq!(code, "502", "an unknown host on a mesh HTTP port: {body}");
+    let (code, _) = shop.a.curl(&[&format!("http://{}:9090/", shop.c.ip)]);
+    assert_eq!(code, "000", "a port no service declares: the connection is refused");
+    let (code, body) = shop.a.curl(&args(&to_b("/")));
+    assert_eq!(code, "200", "the registry's services still work: {body}");
 }

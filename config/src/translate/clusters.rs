@@ -53,7 +53,13 @@ impl Translator<'_, '_> {
     pub(super) fn cluster_of(&mut self, target: &Target, listener_port: u16) -> (usize, Option<ResolveError>) {
         let host = target.host.as_str();
         let subset = target.subset.as_deref();
-        let port = target.port.and_then(|p| u16::try_from(p).ok());
+        // A sidecar's route for one port of a service, to a destination without a
+        // port, goes to that port when the destination has it, as in Istio.
+        let sidecar = self.scope.role == crate::scope::Role::Sidecar;
+        let port = target
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .or_else(|| (sidecar && self.compiled.registry.has_port(host, listener_port)).then_some(listener_port));
         let registry_only = self.scope.mesh.outbound == OutboundMode::RegistryOnly;
         let (port, endpoints, unresolved) = match self.compiled.registry.resolve(host, port, subset) {
             Ok((port, endpoints)) => (port, endpoints, None),

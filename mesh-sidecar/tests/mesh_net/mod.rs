@@ -293,6 +293,8 @@ pub struct Sidecar<'a> {
     pub service_account: &'a str,
     /// Labels, `k=v,...`.
     pub labels: &'a str,
+    /// Istio's mesh config file, if any.
+    pub mesh_config: Option<&'a Path>,
 }
 
 impl Pod {
@@ -330,55 +332,35 @@ impl Pod {
         assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
         let uid = format!("--reuid={PROXY_UID}");
         let gid = format!("--regid={PROXY_UID}");
-        let child = self.ns.spawn(
-            "setpriv",
-            &[
-                &uid,
-                &gid,
-                "--clear-groups",
-                BINARY,
-                "run",
-                "--config-dir",
-                &s.config_dir.to_string_lossy(),
-                "--identity-dir",
-                &s.identity_dir.to_string_lossy(),
-                "--namespace",
-                s.namespace,
-                "--service-account",
-                s.service_account,
-                "--pod-ip",
-                &self.ip,
-                "--labels",
-                s.labels,
-                "--threads",
-                "1",
-            ],
-            &self.log,
-        );
-        self.children.push(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = self.ns.exec(
-                "curl",
-                &[
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://127.0.0.1:15021/healthz/ready",
-                ],
-            );
-            if out.stdout == b"200" {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar not ready: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let (config, identity) = (s.config_dir.to_string_lossy(), s.identity_dir.to_string_lossy());
+        let mut run = vec![
+            uid.as_str(),
+            &gid,
+            "--clear-groups",
+            BINARY,
+            "run",
+            "--config-dir",
+            &config,
+            "--identity-dir",
+            &identity,
+            "--namespace",
+            s.namespace,
+            "--service-account",
+            s.service_account,
+            "--pod-ip",
+            &self.ip,
+            "--labels",
+            s.labels,
+            "--threads",
+            "1",
+        ];
+        let mesh = s.mesh_config.map(|p| p.to_string_lossy().to_string());
+        if let Some(mesh) = &mesh {
+            run.extend(["--mesh-config", mesh.as_str()]);
         }
+        let child = self.ns.spawn("setpriv", &run, &self.log);
+        self.children.push(child);
+        self.wait_ready();
     }
 
     /// Starts `program` with `args` in the pod, its output to the pod's log; it is
