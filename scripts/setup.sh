@@ -16,6 +16,8 @@ command -v cc >/dev/null || need+=(build-essential)
 # namespaces, as root); /usr/sbin is not on every PATH.
 command -v iptables-restore >/dev/null || [ -x /usr/sbin/iptables-restore ] || need+=(iptables)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || need+=(iproute2)
+# tcpdump for the mesh tests (the bytes between two pods must be TLS).
+command -v tcpdump >/dev/null || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
 # Go builds the Kubernetes pieces the controller is tested against (kube-tools.sh); a
 # Debian Go older than tools/*/go.mod asks for fetches the pinned toolchain by itself.
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
