@@ -348,3 +348,17 @@ spec:
         &["\u{2714} No validation issues found when analyzing files in .."],
     );
 }
+
+#[test]
+fn the_mesh_example_has_no_errors_or_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh");
+    let r = run_in(&dir, &["analyze", "--config-dir", "."]);
+    assert_eq!(r.status, 0, "{}{}", r.stdout, r.stderr);
+    for line in lines(&r) {
+        assert!(
+            !line.starts_with("Error") && !line.starts_with("Warning"),
+            "examples/mesh: {line}\n{}",
+            r.stdout
+        );
+    }
+}
