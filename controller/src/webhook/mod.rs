@@ -3,7 +3,8 @@
 //!
 //! - `POST /inject`: the sidecar injector (`injector`): a JSON Patch that injects the
 //!   pod, or "allowed" without one.
-//! - Further webhooks (the validating webhook) are one more line in `routes`.
+//! - `POST /validate`: the validating webhook (`validator`): Istio resources with
+//!   errors are refused with the diagnostics `straitctl analyze` gives.
 //!
 //! The serving certificate comes from files for now (`--webhook-cert`,
 //! `--webhook-key`), read at start; the controller's CA will issue it later. With
@@ -18,6 +19,7 @@
 pub mod ca_bundle;
 pub mod injector;
 pub mod namespaces;
+pub mod validator;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +37,8 @@ use kube::core::DynamicObject;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 
 use crate::controller::Controller;
 use crate::inject::Settings;
@@ -70,6 +74,10 @@ pub struct Flags {
     /// one deploy/injection-webhook.yaml installs); empty: none.
     #[arg(long, env = "STRAIT_WEBHOOK_CONFIG", default_value = "strait-sidecar-injector")]
     pub webhook_config: String,
+    /// The ValidatingWebhookConfiguration whose `caBundle` the controller keeps (the
+    /// one deploy/validation-webhook.yaml installs); empty: none.
+    #[arg(long, env = "STRAIT_VALIDATION_WEBHOOK_CONFIG", default_value = "strait-validator")]
+    pub validation_webhook_config: String,
     #[command(flatten)]
     pub inject: Settings,
 }
@@ -124,7 +132,9 @@ impl Routes {
 
 /// The controller's webhooks.
 fn routes(injector: injector::Injector) -> Routes {
-    Routes::default().with("/inject", injector)
+    Routes::default()
+        .with("/inject", injector)
+        .with("/validate", validator::Validator)
 }
 
 /// A bound, not yet serving, webhook port.
@@ -227,7 +237,17 @@ pub async fn start(
     );
     match (client, bundle) {
         (Some(client), Some(bundle)) if !flags.webhook_config.is_empty() => {
-            let keeper = ca_bundle::Keeper::new(client, flags.webhook_config.clone(), bundle);
+            let validating = &flags.validation_webhook_config;
+            if !validating.is_empty() {
+                let keeper = ca_bundle::Keeper::<ValidatingWebhookConfiguration>::new(
+                    client.clone(),
+                    validating.clone(),
+                    bundle.clone(),
+                );
+                controller.add_source("validation webhook caBundle", keeper.run(controller.stop_signal()));
+            }
+            let keeper =
+                ca_bundle::Keeper::<MutatingWebhookConfiguration>::new(client, flags.webhook_config.clone(), bundle);
             controller.add_source("webhook caBundle", keeper.run(controller.stop_signal()));
         }
         (Some(_), None) if !flags.webhook_config.is_empty() => log::info!(

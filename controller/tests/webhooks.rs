@@ -1,11 +1,15 @@
-//! Sidecar injection against a real API server: the `strait-controller` binary
-//! serves its injection webhook (HTTPS, with a certificate for 127.0.0.1 from a CA
-//! made here), registered by deploy/injection-webhook.yaml with its address turned
-//! into `https://127.0.0.1:PORT/inject`; the controller runs with the rights of
-//! deploy/controller-rbac.yaml and fills in the webhook's caBundle itself. Pods
-//! created with kubectl come back injected or not, as Istio's rules say.
-//! `straitctl kube-inject | kubectl apply` stores an injected Deployment, and the
-//! webhook answers garbage with 400 and keeps serving.
+//! The controller's admission webhooks against a real API server: the
+//! `strait-controller` binary serves them (HTTPS, with a certificate for 127.0.0.1
+//! from a CA made here), registered by deploy/injection-webhook.yaml and
+//! deploy/validation-webhook.yaml with their addresses turned into
+//! `https://127.0.0.1:PORT/...`; the controller runs with the rights of
+//! deploy/controller-rbac.yaml and fills in both caBundles itself.
+//! - Injection: pods created with kubectl come back injected or not, as Istio's
+//!   rules say; `straitctl kube-inject | kubectl apply` stores an injected
+//!   Deployment; the webhook answers garbage with 400 and keeps serving.
+//! - Validation: `kubectl apply` of an invalid Istio resource is refused with its
+//!   field and message, a valid one is stored, and with the controller down
+//!   resources are stored unchecked (failurePolicy Ignore).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpStream};
@@ -20,6 +24,7 @@ use strait_controller::testing::ApiServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEBHOOK_CONFIG: &str = "strait-sidecar-injector";
+const VALIDATION_CONFIG: &str = "strait-validator";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -80,7 +85,8 @@ struct Controller(Child);
 impl Controller {
     fn start(args: &[String], webhook_port: u16) -> Controller {
         let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
-            .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20"])
+            // The CA's TLS port would be 15012 in every test at once: off here.
+            .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20", "--secure-port=0"])
             .arg(format!("--push-port={}", free_port()))
             .arg(format!("--metrics-port={}", free_port()))
             .args(args)
@@ -124,39 +130,45 @@ impl Injecting {
         let istio_system = "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n";
         let rbac = include_str!("../../deploy/controller-rbac.yaml");
         let webhook = include_str!("../../deploy/injection-webhook.yaml");
+        let validation = include_str!("../../deploy/validation-webhook.yaml");
         server
-            .kubectl(&["apply", "-f", "-"], &[istio_system, rbac, webhook].join("\n---\n"))
+            .kubectl(
+                &["apply", "-f", "-"],
+                &[istio_system, rbac, webhook, validation].join("\n---\n"),
+            )
             .expect("applied");
         // No Service reaches the test's loopback: the webhooks call the controller
         // by URL instead.
-        let url = format!("https://127.0.0.1:{webhook_port}/inject");
-        let config: Value = serde_json::from_str(
-            &server
+        for (kind, name, path, webhooks) in [
+            ("mutatingwebhookconfiguration", WEBHOOK_CONFIG, "inject", 3),
+            ("validatingwebhookconfiguration", VALIDATION_CONFIG, "validate", 1),
+        ] {
+            let url = format!("https://127.0.0.1:{webhook_port}/{path}");
+            let config: Value = serde_json::from_str(
+                &server
+                    .kubectl(&["get", kind, name, "-o", "json"], "")
+                    .expect("the configuration"),
+            )
+            .expect("JSON");
+            let count = config["webhooks"].as_array().map_or(0, Vec::len);
+            assert_eq!(count, webhooks, "{config}");
+            let patch: Vec<Value> = (0..count)
+                .map(|i| json!({"op": "replace", "path": format!("/webhooks/{i}/clientConfig"), "value": {"url": url}}))
+                .collect();
+            server
                 .kubectl(
-                    &["get", "mutatingwebhookconfiguration", WEBHOOK_CONFIG, "-o", "json"],
+                    &[
+                        "patch",
+                        kind,
+                        name,
+                        "--type=json",
+                        "-p",
+                        &Value::Array(patch).to_string(),
+                    ],
                     "",
                 )
-                .expect("the configuration"),
-        )
-        .expect("JSON");
-        let count = config["webhooks"].as_array().map_or(0, Vec::len);
-        assert_eq!(count, 3, "{config}");
-        let patch: Vec<Value> = (0..count)
-            .map(|i| json!({"op": "replace", "path": format!("/webhooks/{i}/clientConfig"), "value": {"url": url}}))
-            .collect();
-        server
-            .kubectl(
-                &[
-                    "patch",
-                    "mutatingwebhookconfiguration",
-                    WEBHOOK_CONFIG,
-                    "--type=json",
-                    "-p",
-                    &Value::Array(patch).to_string(),
-                ],
-                "",
-            )
-            .expect("patched");
+                .expect("patched");
+        }
         // The controller runs with exactly the rights deploy/controller-rbac.yaml gives.
         let token = server
             .kubectl(&["create", "token", "strait-controller", "-n", "istio-system"], "")
@@ -182,21 +194,25 @@ impl Injecting {
         let expected = self.ca.bundle_field();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let config = self
-                .server
-                .kubectl(
-                    &["get", "mutatingwebhookconfiguration", WEBHOOK_CONFIG, "-o", "json"],
-                    "",
-                )
-                .expect("the configuration");
-            let config: Value = serde_json::from_str(&config).expect("JSON");
-            let bundles: Vec<&Value> = config["webhooks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|w| &w["clientConfig"]["caBundle"])
-                .collect();
-            if bundles.len() == 3 && bundles.iter().all(|b| **b == expected) {
+            let mut bundles = Vec::new();
+            for (kind, name) in [
+                ("mutatingwebhookconfiguration", WEBHOOK_CONFIG),
+                ("validatingwebhookconfiguration", VALIDATION_CONFIG),
+            ] {
+                let config = self
+                    .server
+                    .kubectl(&["get", kind, name, "-o", "json"], "")
+                    .expect("the configuration");
+                let config: Value = serde_json::from_str(&config).expect("JSON");
+                bundles.extend(
+                    config["webhooks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|w| w["clientConfig"]["caBundle"].clone()),
+                );
+            }
+            if bundles.len() == 4 && bundles.iter().all(|b| *b == expected) {
                 return;
             }
             assert!(
@@ -587,4 +603,54 @@ async fn send(port: u16, ca_pem: &str, request: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+const BAD_VS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: \"((\"}}]
+    route: [{destination: {host: reviews}}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_istio_resource_is_refused_with_its_field_and_a_valid_one_is_stored() {
+    let mut cluster = Injecting::start().await;
+    cluster.namespace("shop", "");
+    let refused = cluster
+        .server
+        .kubectl(&["apply", "-f", "-"], BAD_VS)
+        .expect_err("an invalid VirtualService is refused");
+    let refused = refused.to_string();
+    assert!(
+        refused.contains("denied the request") && refused.contains("spec.http[0].match[0].uri.regex"),
+        "kubectl shows the field: {refused}"
+    );
+    assert!(
+        cluster
+            .server
+            .kubectl(&["get", "virtualservice", "reviews", "-n", "shop"], "")
+            .is_err(),
+        "nothing was stored"
+    );
+    // A destination no Service defines yet is not this resource's error: resources
+    // arrive in any order.
+    let good = BAD_VS.replace("((", "^/api/v[0-9]+");
+    cluster
+        .server
+        .kubectl(&["apply", "-f", "-"], &good)
+        .unwrap_or_else(|e| panic!("a valid VirtualService is stored: {e}"));
+    // With the controller down the API server keeps working (failurePolicy Ignore):
+    // the invalid resource is stored, for analyze and the proxies to report.
+    drop(cluster.controller.take());
+    cluster
+        .server
+        .kubectl(
+            &["apply", "-f", "-"],
+            &BAD_VS.replace("name: reviews,", "name: unchecked,"),
+        )
+        .unwrap_or_else(|e| panic!("stored unchecked while the controller is down: {e}"));
+    cluster.stop();
 }
