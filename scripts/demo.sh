@@ -2,16 +2,33 @@
 # Runs the app.example.com demo: three echo backends (stable, canary, v2), a
 # certificate for app.example.com, and the gateway serving examples/app-example-com
 # on ports 8080 (HTTP) and 8443 (HTTPS). Ctrl-C stops everything.
+#
+# If the gateway does not start (a bad configuration, a port in use), the script
+# says so with the gateway's last log lines and exits 1.
+#
+# Settings (environment): HTTP_PORT, HTTPS_PORT; ADMIN_PORT (15000), HEALTH_PORT
+# (15021), METRICS_PORT (15020); and, for the tests, STRAIT_DEMO_CONFIG (another
+# config folder), STRAIT_DEMO_BIN (a folder of already built binaries: no setup, no
+# build), STRAIT_DEMO_STATE (where logs and the certificate go), ECHO_PORTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-CONFIG="$ROOT/examples/app-example-com"
-STATE="$ROOT/target/demo"
+CONFIG=${STRAIT_DEMO_CONFIG:-"$ROOT/examples/app-example-com"}
+STATE=${STRAIT_DEMO_STATE:-"$ROOT/target/demo"}
 HTTP_PORT=${HTTP_PORT:-8080}
 HTTPS_PORT=${HTTPS_PORT:-8443}
+ADMIN_PORT=${ADMIN_PORT:-15000}
+HEALTH_PORT=${HEALTH_PORT:-15021}
+METRICS_PORT=${METRICS_PORT:-15020}
+ECHO_PORTS=${ECHO_PORTS:-"9001 9002 9003"}
 
-scripts/setup.sh
-cargo build --release --bin strait-gateway --bin strait-echo
+if [ -n "${STRAIT_DEMO_BIN:-}" ]; then
+  BIN=$STRAIT_DEMO_BIN
+else
+  scripts/setup.sh
+  cargo build --release --bin strait-gateway --bin strait-echo
+  BIN=target/release
+fi
 mkdir -p "$STATE"
 
 # A self-signed certificate for app.example.com, as the Secret the Gateway names.
@@ -35,19 +52,46 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-for spec in stable:v1:9001 canary:v1-canary:9002 v2:v2:9003; do
-  IFS=: read -r name version port <<<"$spec"
-  target/release/strait-echo --listen "127.0.0.1:$port" --name "$name" --app-version "$version" &
+read -r -a echo_ports <<<"$ECHO_PORTS"
+i=0
+for spec in stable:v1 canary:v1-canary v2:v2; do
+  IFS=: read -r name version <<<"$spec"
+  "$BIN/strait-echo" --listen "127.0.0.1:${echo_ports[$i]}" --name "$name" --app-version "$version" &
   pids+=($!)
+  i=$((i + 1))
 done
-target/release/strait-gateway --config-dir "$CONFIG" --bind-address 127.0.0.1 \
-  --port-map "80=$HTTP_PORT,443=$HTTPS_PORT" --namespace default &
-pids+=($!)
+LOG="$STATE/gateway.log"
+# The gateway's output goes to the terminal and to its log (read back on failure).
+"$BIN/strait-gateway" --config-dir "$CONFIG" --bind-address 127.0.0.1 \
+  --port-map "80=$HTTP_PORT,443=$HTTPS_PORT" --namespace default \
+  --admin-port "$ADMIN_PORT" --health-port "$HEALTH_PORT" --metrics-port "$METRICS_PORT" \
+  > >(tee "$LOG") 2>&1 &
+gateway=$!
+pids+=("$gateway")
 
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:15021/healthz/ready" >/dev/null 2>&1 && break
+ready=no
+for _ in $(seq 150); do
+  if curl -fsS "http://127.0.0.1:$HEALTH_PORT/healthz/ready" >/dev/null 2>&1; then
+    ready=yes
+    break
+  fi
+  kill -0 "$gateway" 2>/dev/null || break
   sleep 0.1
 done
+if [ "$ready" != yes ]; then
+  sleep 0.2
+  {
+    if kill -0 "$gateway" 2>/dev/null; then
+      echo "strait-gateway did not become ready within 15 s (http://127.0.0.1:$HEALTH_PORT/healthz/ready)."
+    else
+      wait "$gateway" && status=0 || status=$?
+      echo "strait-gateway did not start (exit status $status)."
+    fi
+    echo "Its last log lines ($LOG):"
+    tail -n 20 "$LOG" | sed 's/^/  /'
+  } >&2
+  exit 1
+fi
 R="--resolve app.example.com:$HTTP_PORT:127.0.0.1 --resolve app.example.com:$HTTPS_PORT:127.0.0.1"
 cat <<MSG
 
@@ -57,7 +101,7 @@ Try:
   curl $R --cacert target/demo/app.example.com.crt https://app.example.com:$HTTPS_PORT/
   curl $R --cacert target/demo/app.example.com.crt https://app.example.com:$HTTPS_PORT/api/v2/users
   curl $R -H 'x-canary: true' http://app.example.com:$HTTP_PORT/
-  curl http://127.0.0.1:15000/config_dump
+  curl http://127.0.0.1:$ADMIN_PORT/config_dump
 Ctrl-C stops the demo.
 MSG
 wait

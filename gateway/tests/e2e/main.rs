@@ -12,6 +12,7 @@ mod common;
 mod connection_abuse;
 mod controller;
 mod controller_kube;
+mod demo;
 mod egress;
 mod ext_authz;
 mod grpc;
