@@ -401,3 +401,46 @@ spec:
         );
     }
 }
+
+#[test]
+fn a_tracing_provider_resolves_through_the_registry_or_says_it_is_found_nowhere() {
+    let mesh = |service: &str| {
+        let text = format!(
+            "extensionProviders:\n- name: otel\n  opentelemetry: {{service: {service}, port: 9080}}\ndefaultProviders: {{tracing: [otel]}}\n"
+        );
+        match strait_config::mesh::parse("mesh.yaml", &text) {
+            Ok((mesh, _)) => mesh,
+            Err(e) => panic!("{e:#?}"),
+        }
+    };
+    let build_with = |service: &str| {
+        let mut loaded = Loaded::default();
+        load_text(&mut loaded, "mesh.yaml", MESH);
+        let scope = Scope {
+            mesh: mesh(service),
+            ..sidecar(OutboundMode::AllowAny)
+        };
+        match build(&loaded, &scope, 1) {
+            Ok(built) => built,
+            Err(e) => panic!("{e:#?}"),
+        }
+    };
+    let known = build_with("reviews.shop.svc.cluster.local");
+    let cluster = known
+        .snapshot
+        .tracing_cluster
+        .expect("the registry defines the collector");
+    assert_eq!(
+        known.snapshot.clusters[cluster].name,
+        "outbound|9080||reviews.shop.svc.cluster.local"
+    );
+    let unknown = build_with("otel-collector.observability.svc.cluster.local");
+    assert_eq!(unknown.snapshot.tracing_cluster, None);
+    assert!(
+        unknown.warnings.iter().any(|w| w
+            .message
+            .contains("no Service or ServiceEntry defines otel-collector.observability.svc.cluster.local")),
+        "{:#?}",
+        unknown.warnings
+    );
+}

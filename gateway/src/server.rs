@@ -172,6 +172,18 @@ fn identity(scope: &Scope) -> crate::trace::Identity {
     }
 }
 
+/// An endpoint of the tracing provider's service, from the running configuration
+/// (None when the registry does not define it: then its host is resolved by DNS).
+fn collector_address(engine: Arc<Engine>) -> Arc<dyn Fn() -> Option<SocketAddr> + Send + Sync> {
+    Arc::new(move || {
+        let runtime = engine.current();
+        let endpoints = &runtime.cluster_endpoints(runtime.snapshot.tracing_cluster?)?.endpoints;
+        let endpoint = endpoints.get(fastrand::usize(..endpoints.len().max(1)))?;
+        // A DNS endpoint (ServiceEntry resolution DNS) is resolved by the connector.
+        endpoint.hostname.is_none().then_some(endpoint.address)
+    })
+}
+
 /// A gateway ready to run.
 pub struct Gateway {
     server: Server,
@@ -204,6 +216,7 @@ impl Gateway {
                 identity: identity(&engine.scope),
                 kind: crate::trace::GATEWAY_SPAN_KIND,
                 queue: Default::default(),
+                collector: crate::trace::CollectorAddress(Some(collector_address(engine.clone()))),
             })
             .map_err(|e| StartError::Tracing(e.to_string()))?;
             spans = Some(task.spawn_stoppable().map_err(|e| StartError::Tracing(e.to_string()))?);

@@ -49,7 +49,7 @@ use strait_config::tracing::Tracing;
 use tokio::sync::mpsc;
 
 pub use context::{extract, B3Form, Parent};
-pub use export::{ExportTask, Exporting, QueueSettings, TraceStats};
+pub use export::{CollectorAddress, ExportTask, Exporting, QueueSettings, TraceStats};
 
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,8 @@ pub struct Settings {
     pub kind: SpanKind,
     /// Export queue sizes.
     pub queue: QueueSettings,
+    /// The collector's address from the registry, when its service is there.
+    pub collector: export::CollectorAddress,
 }
 
 /// Span kind for the edge and egress gateway roles, as Envoy sets it for Istio's
@@ -227,6 +229,7 @@ impl Tracer {
             identity,
             kind,
             queue,
+            collector: settings_collector,
         } = settings;
         export::endpoint(&tracing.provider)?;
         let (tx, rx) = mpsc::channel(queue.capacity.max(1));
@@ -265,6 +268,7 @@ impl Tracer {
         let task = ExportTask {
             rx,
             provider: tracing.provider,
+            collector: settings_collector,
             resource: resource.build(),
             queue,
             counters,

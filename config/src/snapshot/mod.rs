@@ -38,6 +38,11 @@ pub struct Snapshot {
     /// Server certificates to obtain and renew with ACME.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub acme: Vec<crate::acme::ManagedCert>,
+    /// The cluster of the tracing provider's service when the registry defines it
+    /// (spans go to its endpoints, as Istio resolves extension providers); None:
+    /// the provider's host is resolved by DNS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing_cluster: Option<usize>,
 }
 
 /// What a listener checks before routing: RequestAuthentication (JWT), then

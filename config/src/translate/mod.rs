@@ -51,6 +51,7 @@ pub fn translate(compiled: &Compiled<'_>, scope: &Scope, version: u64) -> Result
         Role::Gateway => t.gateways(),
         Role::Sidecar => t.sidecar(),
     }
+    let tracing_cluster = t.tracing_cluster();
     let policy = t.workload_policy();
     let mut policies = Vec::new();
     if !policy.is_empty() {
@@ -75,6 +76,7 @@ pub fn translate(compiled: &Compiled<'_>, scope: &Scope, version: u64) -> Result
         certificates: t.certificates,
         policies,
         acme: t.acme,
+        tracing_cluster,
     };
     Ok(Translated {
         snapshot,

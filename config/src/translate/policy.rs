@@ -123,6 +123,42 @@ impl Translator<'_, '_> {
 }
 
 impl Translator<'_, '_> {
+    /// The cluster of the tracing provider's service, as Istio resolves extension
+    /// providers: through the registry (a Service or ServiceEntry), its host taken in
+    /// the proxy's namespace when short. A host the registry does not define is
+    /// resolved by DNS, with a warning (a collector outside the cluster is fine; a
+    /// typo is not).
+    pub(super) fn tracing_cluster(&mut self) -> Option<usize> {
+        let provider = &self.scope.mesh.tracing.as_ref()?.provider;
+        let (ns, host) = provider
+            .service
+            .split_once('/')
+            .unwrap_or((self.scope.namespace(), provider.service.as_str()));
+        let host = fqdn(host, ns);
+        let port = provider.port;
+        if !self.compiled.registry.has_port(&host, port) {
+            self.diags.push(Diagnostic {
+                severity: Severity::Warning,
+                code: Code::ReferenceNotFound,
+                file: "mesh config".into(),
+                position: Default::default(),
+                resource: None,
+                field: Some("extensionProviders.opentelemetry.service".into()),
+                message: format!(
+                    "tracing provider {}: no Service or ServiceEntry defines {host} port {port}; spans go to it by DNS",
+                    provider.name
+                ),
+            });
+            return None;
+        }
+        let target = crate::compile::virtual_service::Target {
+            host,
+            port: Some(i64::from(port)),
+            subset: None,
+        };
+        Some(self.cluster_of(&target, port).0)
+    }
+
     /// The mTLS the workload accepts: Istio's resolution of the PeerAuthentications
     /// that select it, the workload's (with a selector) over its namespace's over the
     /// root namespace's, a mode of UNSET inheriting the next one's, PERMISSIVE at the

@@ -87,6 +87,7 @@ pub fn config<'a>(
         certificates,
         policies,
         acme,
+        tracing_cluster,
     } = snapshot;
     let mut h = Hasher::new();
     h.value(listeners)?;
@@ -94,6 +95,7 @@ pub fn config<'a>(
     h.value(certificates)?;
     h.value(policies)?;
     h.value(acme)?;
+    h.value(tracing_cluster)?;
     for text in opaque {
         h.bytes(text.as_bytes());
     }

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use strait_config::tracing::{Provider, Transport};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -91,6 +94,7 @@ impl Counters {
 pub struct ExportTask {
     pub(crate) rx: mpsc::Receiver<SpanData>,
     pub(crate) provider: Provider,
+    pub(crate) collector: CollectorAddress,
     pub(crate) resource: Resource,
     pub(crate) queue: QueueSettings,
     pub(crate) counters: Arc<Counters>,
@@ -131,12 +135,62 @@ pub(crate) fn endpoint(provider: &Provider) -> Result<String, Error> {
     Ok(url)
 }
 
+/// Where the collector is now: an endpoint of its service in the registry (as Istio
+/// resolves extension providers), or None to resolve its host by DNS.
+#[derive(Clone, Default)]
+pub struct CollectorAddress(pub Option<Arc<dyn Fn() -> Option<SocketAddr> + Send + Sync>>);
+
+impl std::fmt::Debug for CollectorAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "registry, then DNS" } else { "DNS" })
+    }
+}
+
+/// Connects to the collector: at the address `CollectorAddress` gives at the time,
+/// else the URL's host and port through DNS. Shared by the gRPC and HTTP exporters.
+#[derive(Clone)]
+struct CollectorConnector {
+    address: CollectorAddress,
+}
+
+impl tower::Service<http::Uri> for CollectorConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let registered = self.address.0.as_ref().and_then(|a| a());
+        Box::pin(async move {
+            let stream = match registered {
+                Some(address) => TcpStream::connect(address).await?,
+                None => {
+                    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+                    let port = uri.port_u16().unwrap_or(80);
+                    TcpStream::connect((host.as_str(), port)).await?
+                }
+            };
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
 /// OTLP/HTTP over hyper: the exporter's own clients are reqwest's (a second reqwest
 /// version here) or blocking; this one shares the workspace's hyper.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct HyperClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<CollectorConnector, Full<Bytes>>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for HyperClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperClient").field("timeout", &self.timeout).finish()
+    }
 }
 
 /// Largest collector answer read; OTLP answers are tiny.
@@ -165,7 +219,14 @@ impl opentelemetry_http::HttpClient for HyperClient {
 }
 
 /// Builds the OTLP exporter; needs a tokio runtime (tonic's channel spawns a task).
-fn build(provider: &Provider, resource: &Resource) -> Result<opentelemetry_otlp::SpanExporter, Error> {
+fn build(
+    provider: &Provider,
+    collector: &CollectorAddress,
+    resource: &Resource,
+) -> Result<opentelemetry_otlp::SpanExporter, Error> {
+    let connector = CollectorConnector {
+        address: collector.clone(),
+    };
     let url = endpoint(provider)?;
     let build_error = |source| Error::Build {
         endpoint: url.clone(),
@@ -182,8 +243,13 @@ fn build(provider: &Provider, resource: &Resource) -> Result<opentelemetry_otlp:
                     headers.append(k, v);
                 }
             }
+            let channel = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|_| Error::Endpoint(url.clone()))?
+                .timeout(provider.timeout)
+                .connect_with_connector_lazy(connector);
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
+                .with_channel(channel)
                 .with_endpoint(url.clone())
                 .with_timeout(provider.timeout)
                 .with_metadata(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(
@@ -194,7 +260,7 @@ fn build(provider: &Provider, resource: &Resource) -> Result<opentelemetry_otlp:
         }
         Transport::Http { headers, .. } => {
             let client = HyperClient {
-                client: Client::builder(TokioExecutor::new()).build_http(),
+                client: Client::builder(TokioExecutor::new()).build(connector),
                 timeout: provider.timeout,
             };
             opentelemetry_otlp::SpanExporter::builder()
@@ -221,7 +287,7 @@ impl ExportTask {
     /// Exports until `shutdown` completes (or every `Tracer` is dropped), then makes
     /// one last attempt at what is queued.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
-        let exporter = match build(&self.provider, &self.resource) {
+        let exporter = match build(&self.provider, &self.collector, &self.resource) {
             Ok(e) => e,
             Err(e) => {
                 log::error!("traces are not exported: {e}");

@@ -72,3 +72,51 @@ async fn spans_reach_the_collector_and_context_goes_upstream() {
     assert_eq!(span.attr("http.method").as_deref(), Some("GET"));
     assert!(span.attr("guid:x-request-id").is_some_and(|id| id.len() == 36));
 }
+
+/// A collector named by its service in the registry, as a cluster's mesh config
+/// names it (`otel-collector.observability.svc.cluster.local`, which no DNS here
+/// knows): spans go to that service's endpoints, as Istio resolves extension
+/// providers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_named_by_its_service_is_reached_through_the_registry() {
+    let (collector, mut spans) = grpc_collector().await;
+    let backend = echo("backend", "v1").await;
+    let collector_service = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: otel-collector, namespace: observability}}\nspec:\n  hosts: [otel-collector.observability.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 4317, name: grpc-otlp, protocol: GRPC}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{grpc-otlp: {collector}}}}}]\n---\n"
+    );
+    let config = http_gateway(&["app.example.com"])
+        + &backend_entry(&[("v1", backend.addr.port())])
+        + &collector_service
+        + &virtual_service(
+            "app",
+            &["app.example.com"],
+            &["gw"],
+            &route_to("backend.default.svc.cluster.local"),
+        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("app.yaml"), config).expect("write");
+    let mesh_dir = tempfile::tempdir().expect("tempdir");
+    let mesh = mesh_dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "extensionProviders:\n- name: otel\n  opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317}\ndefaultProviders: {tracing: [otel]}\ndefaultConfig: {tracing: {sampling: 100}}\n",
+    )
+    .expect("write");
+    let gw = Gateway::start(dir.path(), &["--mesh-config", &mesh.display().to_string()]);
+    let c = client(&[("app.example.com", gw.http)], &[]);
+    let (status, body) = get_json(&c, &format!("http://app.example.com:{}/traced", gw.http), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let batch = tokio::time::timeout(Duration::from_millis(500), spans.recv()).await;
+        if let Ok(Some(request)) = batch {
+            if !flatten(request).is_empty() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span reached the collector named by its service"
+        );
+    }
+}
