@@ -512,6 +512,7 @@ mod tests {
                 capacity,
                 ..QueueSettings::default()
             },
+            collector: Default::default(),
         }
     }
 

@@ -109,6 +109,7 @@ fn settings(port: u16, transport: Transport, sampling: f64) -> Settings {
             interval: Duration::from_millis(50),
             ..QueueSettings::default()
         },
+        collector: Default::default(),
     }
 }
 
