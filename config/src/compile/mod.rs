@@ -12,12 +12,15 @@ mod destination_rule;
 mod gateway;
 mod http_rule;
 pub mod jwt;
+mod peer_authentication;
 pub mod regex;
 pub mod route_policy;
 mod security;
+pub mod selector;
 pub mod server_tls;
 mod service_entry;
 pub mod virtual_service;
+pub mod workload_entry;
 
 use std::sync::Arc;
 
@@ -80,6 +83,8 @@ pub fn compile(bundle: &Bundle) -> Compiled<'_> {
             Spec::Secret(s) => c.secret(entry, s),
             Spec::AuthorizationPolicy(p) => authorization.extend(c.authorization_policy(entry, p)),
             Spec::RequestAuthentication(r) => authentication.extend(c.request_authentication(entry, r)),
+            Spec::WorkloadEntry(w) => c.workload_entry(entry, w),
+            Spec::PeerAuthentication(p) => c.peer_authentication(entry, p),
             _ => {}
         }
     }
@@ -111,6 +116,11 @@ impl Compiler<'_> {
 
     fn warn(&mut self, e: &Entry, code: Code, field: &str, msg: impl Into<String>) {
         self.diags.push(e.diag(Severity::Warning, code, field, msg));
+    }
+
+    /// Whether the resource's document wrote `field` (present, even if empty).
+    fn has_field(&self, e: &Entry, field: &str) -> bool {
+        e.origin.spans.contains(field)
     }
 
     /// Reports a reference to a Gateway that is not in the bundle.
