@@ -6,6 +6,7 @@
 //! second compilation disagreed. A resource with errors has no result: its errors
 //! reject the bundle before any translation.
 
+mod authorization_policy;
 pub mod authz;
 pub mod cluster_policy;
 mod destination_rule;
