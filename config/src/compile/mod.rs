@@ -15,6 +15,7 @@ mod http_rule;
 pub mod jwt;
 mod peer_authentication;
 pub mod regex;
+mod request_authentication;
 pub mod route_policy;
 mod security;
 pub mod selector;

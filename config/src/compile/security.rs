@@ -66,8 +66,11 @@ impl<'a> Compiler<'a> {
         e: &'a Entry,
         spec: &'a RequestAuthenticationSpec,
     ) -> Option<CompiledAuthentication<'a>> {
+        let before = self.error_count();
+        self.request_authentication_checks(e, spec);
         let name = format!("{}/{}", e.resource.namespace, e.resource.name);
         match super::jwt::compile(&name, spec) {
+            Ok(_) if self.error_count() > before => None,
             Ok(providers) => Some(CompiledAuthentication {
                 entry: e,
                 spec,
