@@ -21,6 +21,7 @@ mod security;
 pub mod selector;
 pub mod server_tls;
 mod service_entry;
+pub mod traffic_policy;
 pub mod virtual_service;
 pub mod workload_entry;
 
