@@ -19,8 +19,10 @@ pub const UNIX_PREFIX: &str = "unix://";
 /// How an endpoint's address may be written where it is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Addresses {
-    /// A WorkloadEntry (or a DNS ServiceEntry endpoint): an IP, a host name or a socket.
+    /// A WorkloadEntry: an IP, a host name or a socket.
     IpOrFqdn,
+    /// A DNS ServiceEntry endpoint: an IP or a host name.
+    Fqdn,
     /// A STATIC ServiceEntry endpoint: an IP or a socket.
     IpOnly,
 }
@@ -94,7 +96,10 @@ impl Compiler<'_> {
         }
         if address.len() > 256 {
             self.err(e, Code::InvalidValue, &af, "address longer than 256 characters");
-        } else if let Some(path) = address.strip_prefix(UNIX_PREFIX) {
+        } else if let Some(path) = address
+            .strip_prefix(UNIX_PREFIX)
+            .filter(|_| addresses != Addresses::Fqdn)
+        {
             if let Err(err) = check_unix_path(path) {
                 self.err(e, Code::InvalidValue, &af, err.to_string());
             }
@@ -122,7 +127,7 @@ impl Compiler<'_> {
                     &af,
                     format!("endpoint address {address:?} is not a valid IP address (STATIC resolution)"),
                 ),
-                Addresses::IpOrFqdn => {
+                Addresses::IpOrFqdn | Addresses::Fqdn => {
                     if check_fqdn(address).is_err() {
                         self.err(
                             e,
