@@ -149,7 +149,7 @@ impl Compiler<'_> {
                     "port number must be 0 for a unix domain socket",
                 );
             }
-            Some(n) if !(1..=65535).contains(&n) && !(unix.is_some() && n == 0) => {
+            Some(n) if unix.is_none() && !(1..=65535).contains(&n) => {
                 port_ok = false;
                 self.err(
                     e,

@@ -16,6 +16,7 @@ pub mod jwt;
 mod peer_authentication;
 pub mod regex;
 mod request_authentication;
+pub mod route_checks;
 pub mod route_policy;
 mod security;
 pub mod selector;
@@ -131,6 +132,10 @@ impl Compiler<'_> {
         let Some((ns, name)) = gateway_ref(reference, &e.resource.namespace) else {
             return;
         };
+        // A malformed reference is refused as such (`route_checks`).
+        if !crate::hosts::is_label(ns) || !crate::hosts::is_label(name) {
+            return;
+        }
         let found = self.bundle.entries.iter().any(|x| {
             matches!(x.resource.spec, Spec::Gateway(_)) && x.resource.namespace == ns && x.resource.name == name
         });
