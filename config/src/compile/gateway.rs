@@ -262,6 +262,20 @@ impl Compiler<'_> {
                 "TLS versions below TLSV1_2 need compatible cipherSuites: the defaults no longer include them",
             );
         }
+        let unused = [
+            ("alpnProtocols", !tls.alpn_protocols.is_empty()),
+            ("ecdhCurves", !tls.ecdh_curves.is_empty()),
+            ("caCertCredentialName", set(&tls.ca_cert_credential_name)),
+            ("insecureSkipVerify", tls.insecure_skip_verify.is_some()),
+        ];
+        for (name, _) in unused.iter().filter(|(_, on)| *on) {
+            self.warn(
+                e,
+                Code::NotEnforced,
+                &format!("{tf}.{name}"),
+                format!("tls.{name} is accepted but not enforced by this version of Strait"),
+            );
+        }
         let mut seen = HashSet::new();
         let invalid: Vec<&str> = tls
             .cipher_suites

@@ -6,6 +6,7 @@
 //! second compilation disagreed. A resource with errors has no result: its errors
 //! reject the bundle before any translation.
 
+mod annotations;
 mod authorization_policy;
 pub mod authz;
 pub mod cluster_policy;
@@ -79,6 +80,9 @@ pub fn compile(bundle: &Bundle) -> Compiled<'_> {
     let mut authorization = Vec::new();
     let mut authentication = Vec::new();
     for entry in &bundle.entries {
+        if entry.resource.api_version.contains(".istio.io/") {
+            c.istio_annotations(entry);
+        }
         match &entry.resource.spec {
             Spec::Gateway(g) => c.gateway(entry, g),
             Spec::VirtualService(vs) => virtual_services.push(c.virtual_service(entry, vs)),

@@ -274,3 +274,52 @@ fn authorization_policy_sources_operations_conditions() {
         ),
     ]);
 }
+
+/// A resource with `annotations` in its metadata.
+fn annotated(kind: &str, api: &str, annotations: &str, spec: &str) -> String {
+    format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: r, namespace: shop, annotations: {annotations}}}\nspec: {spec}\n")
+}
+
+#[test]
+fn istio_annotations() {
+    // validation.go, validateMetadata and checkDryRunAnnotation.
+    let sec = "security.istio.io/v1";
+    run(&[
+        (
+            annotated(
+                "AuthorizationPolicy",
+                sec,
+                "{istio.io/dry-run: 'true'}",
+                "{action: DENY, rules: [{}]}",
+            ),
+            Warning(NotEnforced, "metadata.annotations.istio.io/dry-run"),
+        ),
+        (
+            annotated(
+                "AuthorizationPolicy",
+                sec,
+                "{istio.io/dry-run: 'maybe'}",
+                "{rules: [{}]}",
+            ),
+            Error(InvalidValue, "metadata.annotations.istio.io/dry-run"),
+        ),
+        (
+            annotated(
+                "AuthorizationPolicy",
+                sec,
+                "{istio.io/dry-run: 'true'}",
+                "{action: AUDIT, rules: [{}]}",
+            ),
+            Error(InvalidValue, "metadata.annotations.istio.io/dry-run"),
+        ),
+        (
+            annotated("PeerAuthentication", sec, "{istio.io/dry-run: 'true'}", "{}"),
+            Error(InvalidValue, "metadata.annotations.istio.io/dry-run"),
+        ),
+        (
+            annotated("PeerAuthentication", sec, "{internal.istio.io/parents: x}", "{}"),
+            Error(InvalidValue, "metadata.annotations.internal.istio.io/parents"),
+        ),
+        (annotated("PeerAuthentication", sec, "{team: payments}", "{}"), Accepted),
+    ]);
+}

@@ -120,6 +120,15 @@ fn gateway_tls() {
             https("{mode: SIMPLE, credentialName: a, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, NOT-A-SUITE]}"),
             Warning(InvalidValue, "spec.servers[0].tls.cipherSuites"),
         ),
+        // Newer fields parse, and say they are not enforced.
+        (
+            https("{mode: SIMPLE, credentialName: a, alpnProtocols: [h2]}"),
+            Warning(NotEnforced, "spec.servers[0].tls.alpnProtocols"),
+        ),
+        (
+            https("{mode: MUTUAL, credentialName: a, caCertCredentialName: ca}"),
+            Warning(NotEnforced, "spec.servers[0].tls.caCertCredentialName"),
+        ),
         // Plain servers: tls only for an HTTP redirect.
         (server(HTTP, ", tls: {httpsRedirect: true}"), Accepted),
         (server(HTTP, ", tls: {httpsRedirect: true, mode: SIMPLE, credentialName: a}"), Error(Conflict, "spec.servers[0].tls")),
