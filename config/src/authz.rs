@@ -111,10 +111,36 @@ pub struct SourceMatch {
     pub request_principals: Field<Value>,
     /// Peer namespaces (mTLS).
     pub namespaces: Field<Value>,
+    /// Peer service accounts (mTLS), as (namespace, name).
+    pub service_accounts: Field<ServiceAccount>,
+    /// Trust domains of the peer identity (mTLS).
+    pub trust_domains: Field<Value>,
     /// The direct peer address.
     pub ip_blocks: Field<IpBlock>,
     /// The original client address.
     pub remote_ip_blocks: Field<IpBlock>,
+}
+
+/// A service account a rule names: `name` in the policy's namespace, or
+/// `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceAccount {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ServiceAccount {
+    /// Whether SPIFFE identity `principal` (`<td>/ns/<ns>/.../sa/<sa>[/...]`, as
+    /// Istio's matcher reads it) is this service account's.
+    pub fn matches(&self, principal: &str) -> bool {
+        let parts: Vec<&str> = principal.split('/').collect();
+        let [td, "ns", ns, rest @ ..] = parts.as_slice() else {
+            return false;
+        };
+        !td.is_empty() && *ns == self.namespace && rest.windows(2).any(|w| w[0] == "sa" && w[1] == self.name)
+    }
 }
 
 /// A compiled `to.operation`.
@@ -156,6 +182,11 @@ pub enum Key {
     SourcePrincipal,
     /// `source.namespace`: the namespace of the client's SPIFFE identity.
     SourceNamespace,
+    /// `source.trustDomain`: the trust domain of the client's SPIFFE identity.
+    SourceTrustDomain,
+    /// `source.serviceAccount`: the client's service account; the values are
+    /// `namespace/name`, or `name` in this namespace.
+    SourceServiceAccount(String),
     /// `request.auth.principal`: the verified JWT's `iss/sub`.
     RequestPrincipal,
     /// `request.auth.audiences`: the verified JWT's `aud`.
@@ -164,8 +195,8 @@ pub enum Key {
     Presenter,
     /// `request.auth.claims[...]`: a verified JWT claim.
     Claim(ClaimPath),
-    /// An attribute the gateway never has (`source.serviceAccount` without mesh
-    /// identities, `destination.ip`): conditions on it fail closed.
+    /// An attribute the proxy does not read (`destination.ip`,
+    /// `experimental.envoy.filters.*`): conditions on it fail closed.
     Unavailable(String),
 }
 
@@ -314,6 +345,11 @@ impl IpBlock {
     }
 }
 
+/// The trust domain of a SPIFFE identity `<trust domain>/ns/...`.
+pub fn spiffe_trust_domain(principal: &str) -> Option<&str> {
+    principal.split_once('/').map(|(td, _)| td).filter(|td| !td.is_empty())
+}
+
 /// The namespace of a SPIFFE identity `<trust domain>/ns/<namespace>/sa/<account>`.
 pub fn spiffe_namespace(principal: &str) -> Option<&str> {
     let mut parts = principal.split('/');
@@ -329,6 +365,10 @@ impl SourceMatch {
             && self
                 .namespaces
                 .check(req.peer.and_then(spiffe_namespace), |v, a| v.matches(a))
+            && self.service_accounts.check(req.peer, |sa, p| sa.matches(p))
+            && self
+                .trust_domains
+                .check(req.peer.and_then(spiffe_trust_domain), |v, a| v.matches(a))
             && self.ip_blocks.check(req.source_ip, |b, ip| b.contains(ip))
             && self.remote_ip_blocks.check(req.remote_ip, |b, ip| b.contains(ip))
     }
@@ -361,6 +401,13 @@ impl Cond {
             Key::SourceNamespace => self
                 .values
                 .check(req.peer.and_then(spiffe_namespace), |v, a| v.matches(a)),
+            Key::SourceTrustDomain => self
+                .values
+                .check(req.peer.and_then(spiffe_trust_domain), |v, a| v.matches(a)),
+            Key::SourceServiceAccount(ns) => self.values.check(req.peer, |v, p| match v {
+                Value::Exact(x) => service_account(x, ns).matches(p),
+                _ => false,
+            }),
             Key::RequestPrincipal => self
                 .values
                 .check(req.auth.map(|a| a.principal.as_str()), |v, a| v.matches(a)),
@@ -379,6 +426,16 @@ impl Cond {
             }
             Key::Unavailable(_) => self.values.check(None::<&str>, |v, a| v.matches(a)),
         }
+    }
+}
+
+/// The service account `value` (`name` or `namespace/name`) names from a policy
+/// in namespace `ns`.
+pub fn service_account(value: &str, ns: &str) -> ServiceAccount {
+    let (namespace, name) = value.split_once('/').unwrap_or((ns, value));
+    ServiceAccount {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
     }
 }
 

@@ -28,6 +28,9 @@ pub enum DurationError {
     /// Shorter than `MIN_POSITIVE` where a positive duration is required.
     #[error("duration {0:?} must be at least 1ms")]
     TooShort(String),
+    /// Istio takes these durations in whole milliseconds.
+    #[error("duration {0:?}: only durations to ms precision are supported")]
+    SubMillisecond(String),
 }
 
 /// Parses `1s`, `0.5s`, `250ms`, `1m30s`, `2h`, `10us`, `100ns`, up to `MAX`. A bare
@@ -76,12 +79,16 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Duration::try_from_secs_f64(total).map_err(|_| invalid())
 }
 
-/// Parses a duration Istio requires to be positive (at least `MIN_POSITIVE`):
-/// timeouts and intervals where zero would mean "at once" rather than "never".
+/// Parses a duration Istio requires to be positive (at least `MIN_POSITIVE`) and
+/// in whole milliseconds (agent `ValidateDuration`): timeouts and intervals where
+/// zero would mean "at once" rather than "never".
 pub fn parse_positive(text: &str) -> Result<Duration, DurationError> {
     let d = parse(text)?;
     if d < MIN_POSITIVE {
         return Err(DurationError::TooShort(text.to_string()));
+    }
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return Err(DurationError::SubMillisecond(text.to_string()));
     }
     Ok(d)
 }

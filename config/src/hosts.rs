@@ -50,8 +50,9 @@ pub enum HostError {
     Namespace(String),
 }
 
-/// A DNS-1123 label: letters, digits and `-` not at either end, 1-63 bytes.
-fn is_label(label: &str) -> bool {
+/// A DNS-1123 label: letters, digits and `-` not at either end, 1-63 bytes
+/// (Istio's `labels.IsDNS1123Label`).
+pub fn is_label(label: &str) -> bool {
     let b = label.as_bytes();
     (1..=63).contains(&b.len())
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
@@ -120,6 +121,12 @@ pub fn check_wildcard_domain(domain: &str) -> Result<(), HostError> {
         });
     }
     rest.map_or(Ok(()), |rest| labels(domain, rest))
+}
+
+/// Istio's `ValidateFQDN`: a DNS name without wildcards (a trailing dot allowed).
+pub fn check_fqdn(name: &str) -> Result<(), HostError> {
+    preconditions(name)?;
+    labels(name, name)
 }
 
 /// Istio's check of a VirtualService host (and of a tls route's `sniHosts`): a

@@ -49,6 +49,11 @@ impl SpanIndex {
         }
     }
 
+    /// Whether the document wrote `path` (an empty map or list counts).
+    pub fn contains(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
     fn get(&self, path: &str) -> Option<Position> {
         self.positions.get(&path_key(path)).map(|(line, column)| Position {
             line: *line as usize,

@@ -193,16 +193,20 @@ fn load_balancer(lb: &LoadBalancerSettings) -> Result<LoadBalancer, PolicyError>
         };
         let table = match (&h.maglev, &h.ring_hash) {
             (Some(m), None) => {
-                let size = m.table_size.unwrap_or(65537);
+                // Istio (validation.go, validateLoadBalancer): set, a prime, below
+                // 5000011. Strait also needs 3 or more to build the table.
+                let field = "loadBalancer.consistentHash.maglev.tableSize";
+                let size = match m.table_size {
+                    None | Some(0) => return Err(err(field, "tableSize must be set for maglev")),
+                    Some(s) => s,
+                };
                 let size = u32::try_from(size)
                     .ok()
-                    .filter(|s| *s >= 3 && is_prime(*s))
-                    .ok_or_else(|| {
-                        err(
-                            "loadBalancer.consistentHash.maglev.tableSize",
-                            format!("{size} is not a prime"),
-                        )
-                    })?;
+                    .filter(|s| *s < 5_000_011)
+                    .ok_or_else(|| err(field, format!("{size}: tableSize must be less than 5000011 for maglev")))?;
+                if size < 3 || !is_prime(size) {
+                    return Err(err(field, format!("{size} is not a prime of 3 or more")));
+                }
                 HashTableKind::Maglev { size }
             }
             (None, ring) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::bundle::Entry;
 use crate::diag::{Anchor, Code};
-use crate::hosts::{check_wildcard_domain, fqdn};
+use crate::hosts::{check_wildcard_domain, fqdn, is_label};
 use crate::resources::networking::{ClientTlsSettings, DestinationRuleSpec, TrafficPolicy};
 use crate::snapshot::ClusterPolicy;
 
@@ -111,8 +111,26 @@ impl Compiler<'_> {
                     &format!("spec.subsets[{i}].name"),
                     format!("subset {} is defined twice", s.name),
                 );
+            } else if !is_label(&s.name) {
+                // validation.go, validateSubsetName.
+                self.err(
+                    e,
+                    Code::InvalidValue,
+                    &format!("spec.subsets[{i}].name"),
+                    format!("subset name {:?} is not a DNS-1123 label", s.name),
+                );
+            }
+            self.labels(e, &format!("spec.subsets[{i}].labels"), &s.labels);
+            if let Some(p) = s.traffic_policy.as_deref() {
+                self.traffic_policy_checks(e, &format!("spec.subsets[{i}].trafficPolicy"), p);
             }
         }
+        if let Some(p) = dr.traffic_policy.as_deref() {
+            self.traffic_policy_checks(e, "spec.trafficPolicy", p);
+        }
+        // validation.go, ValidateDestinationRule: exportTo and the workload selector.
+        self.export_to(e, &dr.export_to, false, dr.workload_selector.is_some());
+        self.workload_selector(e, "spec.workloadSelector", dr.workload_selector.as_ref());
         let host = fqdn(&dr.host, &e.resource.namespace);
         let top = dr.traffic_policy.as_deref();
         // The registry merges DestinationRules for one host as Istio does: the first
@@ -202,6 +220,9 @@ impl Compiler<'_> {
             if tls.ca_crl.is_some() {
                 unused.push("tls.caCrl");
             }
+            if tls.ca_cert_credential_name.is_some() {
+                unused.push("tls.caCertCredentialName");
+            }
         }
         if p.proxy_protocol.is_some() {
             unused.push("proxyProtocol");
@@ -209,9 +230,18 @@ impl Compiler<'_> {
         if p.tunnel.is_some() {
             unused.push("tunnel");
         }
+        if p.retry_budget.is_some() {
+            unused.push("retryBudget");
+        }
         if let Some(lb) = &p.load_balancer {
             if lb.locality_lb_setting.is_some() {
                 unused.push("loadBalancer.localityLbSetting");
+            }
+            if lb.zone_aware_lb_setting.is_some() {
+                unused.push("loadBalancer.zoneAwareLbSetting");
+            }
+            if lb.backend_utilization.is_some() {
+                unused.push("loadBalancer.backendUtilization (a gateway balances with LEAST_REQUEST)");
             }
             if lb.warmup_duration_secs.is_some() || lb.warmup.is_some() {
                 unused.push("loadBalancer.warmup");
@@ -239,11 +269,17 @@ impl Compiler<'_> {
                 if h.max_concurrent_streams.is_some() {
                     unused.push("connectionPool.http.maxConcurrentStreams");
                 }
+                if h.http2_keep_alive.is_some() {
+                    unused.push("connectionPool.http.http2KeepAlive");
+                }
             }
         }
         if let Some(o) = &p.outlier_detection {
             if o.consecutive_local_origin_failures.is_some() || o.split_external_local_origin_errors.is_some() {
                 unused.push("outlierDetection local-origin settings");
+            }
+            if o.failure_percentage_threshold.is_some() || !o.outlier_detection_http_error_codes.is_empty() {
+                unused.push("outlierDetection failurePercentageThreshold and outlierDetectionHttpErrorCodes");
             }
         }
         for u in unused {

@@ -174,7 +174,8 @@ impl Compiler<'_> {
             self.destination_host(e, &format!("{df}.destination.host"), &dest.host);
             let host = crate::hosts::fqdn(&dest.host, &e.resource.namespace);
             if let Some(subset) = &dest.subset {
-                if !self.registry.has_subset(&host, subset) {
+                // A name that is not a label is refused as such (`route_checks`).
+                if crate::hosts::is_label(subset) && !self.registry.has_subset(&host, subset) {
                     self.err(
                         e,
                         Code::ReferenceNotFound,
@@ -224,12 +225,13 @@ impl Compiler<'_> {
         }
         if let Some(rd) = &r.redirect {
             if let Some(c) = rd.redirect_code {
-                if ![301, 302, 303, 307, 308].contains(&c) {
+                // Istio (validation.go, validateHTTPRedirect): any 3xx.
+                if !(300..=399).contains(&c) {
                     self.err(
                         e,
                         Code::InvalidValue,
                         &format!("{f}.redirect.redirectCode"),
-                        format!("redirectCode {c} is not one of 301, 302, 303, 307, 308"),
+                        format!("{c} is not a valid redirect code, must be 3xx"),
                     );
                 }
             }
@@ -260,11 +262,12 @@ impl Compiler<'_> {
                     &format!("{f}.directResponse.status"),
                     "directResponse needs a status",
                 ),
-                Some(s) if !(200..=599).contains(&s) => self.err(
+                // Istio (validation.go, validateHTTPStatus): 200 to 600.
+                Some(s) if !(200..=600).contains(&s) => self.err(
                     e,
                     Code::InvalidValue,
                     &format!("{f}.directResponse.status"),
-                    format!("status {s} is not in 200-599"),
+                    format!("status {s} is not in 200-600"),
                 ),
                 _ => {}
             }
@@ -316,7 +319,12 @@ impl Compiler<'_> {
         ] {
             for (k, sm) in map {
                 let kf = format!("{mf}.{kind}.{k}");
-                let matcher = self.string_match(e, &kf, sm, false);
+                // In withoutHeaders, Istio reads a regex `*` as "present".
+                let matcher = if kind == "withoutHeaders" && sm.regex.as_deref() == Some("*") {
+                    Some(StrMatch::Present)
+                } else {
+                    self.string_match(e, &kf, sm, false)
+                };
                 if k.starts_with('@') {
                     match claim_key(k).map(ClaimPath::parse) {
                         Some(Ok(claim)) => into_claims.extend(matcher.map(|matcher| ClaimMatch { claim, matcher })),
@@ -506,6 +514,16 @@ impl Compiler<'_> {
         let Some(ops) = ops else { return HeaderOps::default() };
         let mut out = HeaderOps::default();
         let pair = |c: &mut Self, kind: &str, k: &str, v: &str| -> Option<(HeaderName, HeaderValue)> {
+            // `:authority` is the Host header; other pseudo-headers are refused by
+            // `route_checks`.
+            let k = if k.eq_ignore_ascii_case(":authority") {
+                "host"
+            } else {
+                k
+            };
+            if k.starts_with(':') {
+                return None;
+            }
             match (
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
                 HeaderValue::from_str(v),

@@ -38,15 +38,32 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
     let mut err = |field: &str, message: String| errors.push((field.to_string(), message));
     let issuer = rule.issuer.clone().unwrap_or_default();
     if issuer.is_empty() {
-        err("issuer", "the issuer is required".into());
+        // Istio takes a rule with only a jwksUri as "any issuer"; Strait picks a
+        // token's keys by its issuer, so it needs one.
+        err(
+            "issuer",
+            "the issuer is required (Strait matches tokens to rules by issuer; Istio also takes a jwksUri alone)"
+                .into(),
+        );
     }
-    let timeout = match rule.timeout.as_deref().map(duration::parse) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(d)) if !d.is_zero() => d,
-        Some(Ok(_)) => {
-            err("timeout", "the timeout must be above zero".into());
-            DEFAULT_TIMEOUT
+    for (i, a) in rule.audiences.iter().enumerate() {
+        if a.is_empty() {
+            err(&format!("audiences[{i}]"), "audience must be a non-empty string".into());
         }
+    }
+    for (name, list) in [("fromParams", &rule.from_params), ("fromCookies", &rule.from_cookies)] {
+        for (i, x) in list.iter().enumerate() {
+            if x.is_empty() {
+                err(&format!("{name}[{i}]"), "must be a non-empty string".into());
+            }
+        }
+    }
+    if rule.jwks.is_some() && rule.jwks_uri.is_some() {
+        err("jwks", "only one of jwks or jwksUri can be set".into());
+    }
+    let timeout = match rule.timeout.as_deref().map(duration::parse_positive) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(d)) => d,
         Some(Err(e)) => {
             err("timeout", e.to_string());
             DEFAULT_TIMEOUT
@@ -120,7 +137,17 @@ pub fn compile_rule(policy: String, rule: &JwtRule) -> Result<Provider, Vec<(Str
     };
     let mut claim_headers = Vec::new();
     for (i, c) in rule.output_claim_to_headers.iter().enumerate() {
-        let header = header_name(c.header.as_deref().unwrap_or(""));
+        // Istio's `ValidateStrictHTTPHeaderName`: letters, digits, `-` and `_` only.
+        let header = c.header.as_deref().unwrap_or("");
+        let strict = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let header = if strict {
+            header_name(header)
+        } else {
+            Err(HeaderNameError::Invalid(header.to_string()))
+        };
         let claim = ClaimPath::parse(c.claim.as_deref().unwrap_or(""));
         match (header, claim) {
             (Ok(h), Ok(c)) => claim_headers.push((h, c)),

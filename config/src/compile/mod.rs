@@ -6,18 +6,26 @@
 //! second compilation disagreed. A resource with errors has no result: its errors
 //! reject the bundle before any translation.
 
+mod annotations;
+mod authorization_policy;
 pub mod authz;
 pub mod cluster_policy;
 mod destination_rule;
 mod gateway;
 mod http_rule;
 pub mod jwt;
+mod peer_authentication;
 pub mod regex;
+mod request_authentication;
+pub mod route_checks;
 pub mod route_policy;
 mod security;
+pub mod selector;
 pub mod server_tls;
 mod service_entry;
+pub mod traffic_policy;
 pub mod virtual_service;
+pub mod workload_entry;
 
 use std::sync::Arc;
 
@@ -72,6 +80,9 @@ pub fn compile(bundle: &Bundle) -> Compiled<'_> {
     let mut authorization = Vec::new();
     let mut authentication = Vec::new();
     for entry in &bundle.entries {
+        if entry.resource.api_version.contains(".istio.io/") {
+            c.istio_annotations(entry);
+        }
         match &entry.resource.spec {
             Spec::Gateway(g) => c.gateway(entry, g),
             Spec::VirtualService(vs) => virtual_services.push(c.virtual_service(entry, vs)),
@@ -80,6 +91,8 @@ pub fn compile(bundle: &Bundle) -> Compiled<'_> {
             Spec::Secret(s) => c.secret(entry, s),
             Spec::AuthorizationPolicy(p) => authorization.extend(c.authorization_policy(entry, p)),
             Spec::RequestAuthentication(r) => authentication.extend(c.request_authentication(entry, r)),
+            Spec::WorkloadEntry(w) => c.workload_entry(entry, w),
+            Spec::PeerAuthentication(p) => c.peer_authentication(entry, p),
             _ => {}
         }
     }
@@ -113,11 +126,20 @@ impl Compiler<'_> {
         self.diags.push(e.diag(Severity::Warning, code, field, msg));
     }
 
+    /// Whether the resource's document wrote `field` (present, even if empty).
+    fn has_field(&self, e: &Entry, field: &str) -> bool {
+        e.origin.spans.contains(field)
+    }
+
     /// Reports a reference to a Gateway that is not in the bundle.
     fn gateway_exists(&mut self, e: &Entry, field: &str, reference: &str) {
         let Some((ns, name)) = gateway_ref(reference, &e.resource.namespace) else {
             return;
         };
+        // A malformed reference is refused as such (`route_checks`).
+        if !crate::hosts::is_label(ns) || !crate::hosts::is_label(name) {
+            return;
+        }
         let found = self.bundle.entries.iter().any(|x| {
             matches!(x.resource.spec, Spec::Gateway(_)) && x.resource.namespace == ns && x.resource.name == name
         });

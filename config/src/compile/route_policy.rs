@@ -62,10 +62,11 @@ pub fn route_policy(
     let mut errors = Vec::new();
     let mut policy = RoutePolicy::default();
     if let Some(t) = &rule.timeout {
-        // Istio's webhook wants at least 1ms; Strait also keeps 0 as "no timeout",
-        // which is what Envoy makes of it.
-        match duration::parse_optional(t) {
-            Ok(d) => policy.timeout = d,
+        // Istio (agent ValidateDuration, and the CRD) wants at least 1ms, in whole
+        // milliseconds: `0s` is refused there, so here too; no timeout is written
+        // by leaving the field out.
+        match duration::parse_positive(t) {
+            Ok(d) => policy.timeout = Some(d),
             Err(e) => errors.push(error("timeout", Code::InvalidValue, e.to_string())),
         }
     }
@@ -434,8 +435,8 @@ mod tests {
     #[test]
     fn durations_are_bounded_as_istio_bounds_them() {
         let policy = |yaml: &str| route_policy(&rule(yaml), &mut compile);
-        assert_eq!(policy("timeout: 0s").expect("0 is no timeout").timeout, None);
         for (yaml, field) in [
+            ("timeout: 0s", "timeout"),
             ("timeout: 9223372036854775807s", "timeout"),
             ("timeout: 500us", "timeout"),
             (

@@ -41,8 +41,11 @@ impl<'a> Compiler<'a> {
         e: &'a Entry,
         spec: &'a AuthorizationPolicySpec,
     ) -> Option<CompiledAuthorization<'a>> {
+        let before = self.error_count();
+        self.authorization_policy_checks(e, spec);
         let name = format!("{}/{}", e.resource.namespace, e.resource.name);
-        match super::authz::compile_policy(name, spec) {
+        match super::authz::compile_policy(name, &e.resource.namespace, spec) {
+            Ok(_) if self.error_count() > before => None,
             Ok(policy) => Some(CompiledAuthorization {
                 entry: e,
                 spec,
@@ -63,8 +66,11 @@ impl<'a> Compiler<'a> {
         e: &'a Entry,
         spec: &'a RequestAuthenticationSpec,
     ) -> Option<CompiledAuthentication<'a>> {
+        let before = self.error_count();
+        self.request_authentication_checks(e, spec);
         let name = format!("{}/{}", e.resource.namespace, e.resource.name);
         match super::jwt::compile(&name, spec) {
+            Ok(_) if self.error_count() > before => None,
             Ok(providers) => Some(CompiledAuthentication {
                 entry: e,
                 spec,

@@ -289,6 +289,7 @@ impl<'a> Compiler<'a> {
         };
         let tls = l4("tls", &vs.tls);
         let tcp = l4("tcp", &vs.tcp);
+        self.virtual_service_checks(e, vs);
         CompiledVirtualService {
             entry: e,
             spec: vs,

@@ -4,6 +4,7 @@ pub mod kube;
 pub mod networking;
 pub mod security;
 pub mod strait;
+pub mod traffic_policy;
 
 use serde::{Deserialize, Serialize};
 

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::traffic_policy::{
+    CookieAttribute, Http2KeepAlive, LocalityLbSetting, ProxyProtocol, TcpKeepalive, Tunnel, Warmup, ZoneAwareLbSetting,
+};
+
 /// Labels or selectors.
 pub type Labels = BTreeMap<String, String>;
 
@@ -89,6 +93,14 @@ pub struct ServerTls {
     pub max_protocol_version: Option<String>,
     /// Cipher suites.
     pub cipher_suites: Vec<String>,
+    /// ECDH curves.
+    pub ecdh_curves: Vec<String>,
+    /// ALPN protocols offered.
+    pub alpn_protocols: Vec<String>,
+    /// Secret holding the CA bundle for client certificates.
+    pub ca_cert_credential_name: Option<String>,
+    /// Accept client certificates without verifying them.
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// VirtualService spec.
@@ -143,6 +155,8 @@ pub struct L4Match {
     pub gateways: Vec<String>,
     /// Source namespace (sidecars).
     pub source_namespace: Option<String>,
+    /// Source IP range (deprecated by Istio, never implemented).
+    pub source_subnet: Option<String>,
 }
 
 /// A weighted destination of a TCP or TLS route.
@@ -186,7 +200,8 @@ pub struct HttpRoute {
     pub mirrors: Vec<HttpMirrorPolicy>,
     /// Mirror percentage.
     pub mirror_percentage: Option<Percent>,
-    /// Deprecated mirror percent.
+    /// Deprecated mirror percent (also spelled `mirror_percent`).
+    #[serde(alias = "mirror_percent")]
     pub mirror_percent: Option<i64>,
     /// CORS policy.
     pub cors_policy: Option<CorsPolicy>,
@@ -288,6 +303,8 @@ pub struct HttpRedirect {
     pub scheme: Option<String>,
     /// Status code, default 301.
     pub redirect_code: Option<i64>,
+    /// Replacement for the matched prefix (Istio 1.26+).
+    pub prefix_rewrite: Option<String>,
 }
 
 /// Direct response settings.
@@ -377,6 +394,10 @@ pub struct HttpRetry {
     pub retry_on: Option<String>,
     /// Prefer other localities on retry.
     pub retry_remote_localities: Option<bool>,
+    /// Do not retry on a host tried before.
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval between retries.
+    pub backoff: Option<String>,
 }
 
 /// Fault injection of a route.
@@ -462,9 +483,11 @@ pub struct TrafficPolicy {
     /// Per-port overrides.
     pub port_level_settings: Vec<PortTrafficPolicy>,
     /// PROXY protocol to upstreams.
-    pub proxy_protocol: Option<Value>,
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Tunnel settings.
-    pub tunnel: Option<Value>,
+    pub tunnel: Option<Tunnel>,
+    /// Budget of concurrent retries.
+    pub retry_budget: Option<Value>,
 }
 
 /// Per-port traffic policy.
@@ -492,11 +515,15 @@ pub struct LoadBalancerSettings {
     /// Session affinity by hash.
     pub consistent_hash: Option<ConsistentHashLb>,
     /// Locality settings.
-    pub locality_lb_setting: Option<Value>,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
+    /// Zone-aware settings (instead of locality settings).
+    pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
+    /// Weights from the endpoints' reported utilization.
+    pub backend_utilization: Option<Value>,
     /// Slow start.
     pub warmup_duration_secs: Option<String>,
     /// Slow start (newer form).
-    pub warmup: Option<Value>,
+    pub warmup: Option<Warmup>,
 }
 
 /// Consistent hashing.
@@ -530,7 +557,7 @@ pub struct HttpCookie {
     /// Lifetime of a generated cookie.
     pub ttl: Option<String>,
     /// Extra attributes.
-    pub attributes: Vec<Value>,
+    pub attributes: Vec<CookieAttribute>,
 }
 
 /// Ring hash settings.
@@ -568,7 +595,7 @@ pub struct TcpSettings {
     /// Connect timeout.
     pub connect_timeout: Option<String>,
     /// TCP keep-alive.
-    pub tcp_keepalive: Option<Value>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// Maximum connection lifetime.
     pub max_connection_duration: Option<String>,
     /// Idle timeout of upstream connections.
@@ -595,6 +622,8 @@ pub struct HttpPoolSettings {
     pub use_client_protocol: Option<bool>,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: Option<i64>,
+    /// HTTP/2 PING keep-alive.
+    pub http2_keep_alive: Option<Http2KeepAlive>,
 }
 
 /// Outlier detection.
@@ -620,6 +649,10 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<i64>,
     /// Below this share of healthy endpoints, ejections are ignored.
     pub min_health_percent: Option<i64>,
+    /// Eject endpoints whose failure rate passes this percentage.
+    pub failure_percentage_threshold: Option<i64>,
+    /// Status codes that count as errors.
+    pub outlier_detection_http_error_codes: Vec<i64>,
 }
 
 /// Upstream TLS settings.
@@ -644,6 +677,8 @@ pub struct ClientTlsSettings {
     pub sni: Option<String>,
     /// Skip server verification.
     pub insecure_skip_verify: Option<bool>,
+    /// Secret holding only the CA bundle.
+    pub ca_cert_credential_name: Option<String>,
 }
 
 /// DestinationRule spec.
@@ -659,7 +694,7 @@ pub struct DestinationRuleSpec {
     /// Namespaces this is exported to.
     pub export_to: Vec<String>,
     /// Workloads this applies to.
-    pub workload_selector: Option<Value>,
+    pub workload_selector: Option<crate::resources::security::WorkloadSelector>,
 }
 
 /// A named subset of a service's endpoints.

@@ -50,7 +50,8 @@ pub struct JwtRule {
     pub issuer: Option<String>,
     /// Accepted `aud` values; empty means the service name is expected.
     pub audiences: Vec<String>,
-    /// URL of the issuer's JSON Web Key Set.
+    /// URL of the issuer's JSON Web Key Set (also spelled `jwks_uri`).
+    #[serde(alias = "jwks_uri")]
     pub jwks_uri: Option<String>,
     /// Inline JSON Web Key Set; takes precedence over `jwks_uri`.
     pub jwks: Option<String>,
@@ -68,6 +69,10 @@ pub struct JwtRule {
     pub output_claim_to_headers: Vec<ClaimToHeader>,
     /// Timeout for fetching the JWKS, as a duration string such as `5s`.
     pub timeout: Option<String>,
+    /// OPTIONAL (default) or REQUIRED: whether a request without a token is refused.
+    pub presence: Option<String>,
+    /// Claims whose values are space-separated lists (besides `scope` and `permission`).
+    pub space_delimited_claims: Vec<String>,
 }
 
 /// A header a JWT may be carried in.
@@ -171,6 +176,10 @@ pub struct Source {
     pub service_accounts: Vec<String>,
     /// Peer service accounts that must not match.
     pub not_service_accounts: Vec<String>,
+    /// Trust domains of the peer identity (its SPIFFE ID's first part).
+    pub trust_domains: Vec<String>,
+    /// Peer trust domains that must not match.
+    pub not_trust_domains: Vec<String>,
     /// Peer IPs or CIDR ranges.
     pub ip_blocks: Vec<String>,
     /// Peer IPs or CIDR ranges that must not match.
