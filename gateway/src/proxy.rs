@@ -137,11 +137,11 @@ impl ProxyHttp for Gateway {
         reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
-        _digest: Option<&pingora::protocols::Digest>,
+        digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream::connected(ctx, fd, reused);
-        Ok(())
+        upstream::check_server(ctx, digest)
     }
 
     fn fail_to_connect(

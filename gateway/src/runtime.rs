@@ -60,7 +60,7 @@ impl Runtime {
             upstream_tls::compile_all(&snapshot),
             client_auth::compile(&snapshot),
         ) {
-            (Ok(certs), Ok(upstream_tls), Ok(client_auth)) => Ok(Runtime {
+            (Ok(certs), Ok((upstream_tls, tls_warnings)), Ok(client_auth)) => Ok(Runtime {
                 // Endpoints that stay keep their in-flight counts, counters and ejections.
                 upstreams: Upstreams::build(&snapshot, &endpoints, previous.map(|p| &p.upstreams)),
                 endpoints: Arc::new(endpoints),
@@ -70,7 +70,10 @@ impl Runtime {
                 client_auth: Arc::new(client_auth),
                 snapshot: Arc::new(snapshot),
                 certs: Arc::new(certs),
-                warnings: Arc::new(warnings),
+                warnings: Arc::new({
+                    warnings.extend(tls_warnings);
+                    warnings
+                }),
             }),
             (certs, upstream, client) => {
                 warnings.extend(certs.err().into_iter().flatten());

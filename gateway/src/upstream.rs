@@ -105,6 +105,35 @@ pub async fn peer(
     Ok(Box::new(peer))
 }
 
+/// Refuses a connection whose server presented a certificate other than the pinned
+/// ones of its cluster (`CompiledUpstreamTls::pinned`), before the request is sent.
+pub fn check_server(ctx: &mut RequestCtx, digest: Option<&pingora::protocols::Digest>) -> Result<()> {
+    let Some(cluster) = ctx.destination().map(|d| d.cluster) else {
+        return Ok(());
+    };
+    let Some(tls) = ctx.runtime.upstream_tls.get(cluster).and_then(Option::as_ref) else {
+        return Ok(());
+    };
+    if tls.pinned.is_none() {
+        return Ok(());
+    }
+    let presented = digest
+        .and_then(|d| d.ssl_digest.as_ref())
+        .map(|d| d.cert_digest.as_slice())
+        .unwrap_or_default();
+    if tls.accepts(presented) {
+        return Ok(());
+    }
+    ctx.flags.add(Flags::UPSTREAM_CONNECTION_FAILURE);
+    // An upstream failure (503, as Envoy answers a failed TLS check), not the proxy's.
+    Err(Error::create(
+        ErrorType::InvalidCert,
+        ErrorSource::Upstream,
+        Some("TLS error: the server's certificate is not the one caCertificates holds".into()),
+        None,
+    ))
+}
+
 /// The peer of a sidecar's passthrough or inbound cluster: where the client was
 /// going (the connection's original destination). The inbound side reaches its
 /// workload from 127.0.0.6, which the capture rules let through, as Istio's sidecar

@@ -23,6 +23,14 @@ pub struct CompiledUpstreamTls {
     pub client: Option<Arc<CertKey>>,
     /// Verify the server's certificate and name.
     pub verify: bool,
+    /// The SHA-256 of each trusted certificate, when every one of them is a
+    /// self-signed server certificate that also says it is a CA (`openssl req
+    /// -x509`'s default) and names the SNI: the server must present one of them.
+    /// rustls refuses such a leaf (`CaUsedAsEndEntity`) where curl, OpenSSL and
+    /// Envoy accept a leaf that is itself a trust anchor, so the chain check is
+    /// replaced by this exact match after the handshake (the names were checked
+    /// when the configuration was compiled).
+    pub pinned: Option<Arc<[Vec<u8>]>>,
 }
 
 impl CompiledUpstreamTls {
@@ -30,19 +38,48 @@ impl CompiledUpstreamTls {
     pub fn apply(&self, peer: &mut HttpPeer) {
         peer.options.ca = self.ca.clone();
         peer.client_cert_key = self.client.clone();
-        peer.options.verify_cert = self.verify;
-        peer.options.verify_hostname = self.verify;
+        // Pinned servers are checked by `accepts` once connected.
+        let verify = self.verify && self.pinned.is_none();
+        peer.options.verify_cert = verify;
+        peer.options.verify_hostname = verify;
+    }
+
+    /// Whether the server certificate of a connection (its SHA-256, as Pingora's
+    /// digest has it) is acceptable: always, unless the roots are pinned server
+    /// certificates and it is none of them.
+    pub fn accepts(&self, server_cert_sha256: &[u8]) -> bool {
+        match &self.pinned {
+            Some(pins) if self.verify => pins.iter().any(|p| p.as_slice() == server_cert_sha256),
+            _ => true,
+        }
     }
 }
 
-/// Compiles the TLS settings of every cluster, index-aligned with `snapshot.clusters`.
-pub fn compile_all(snapshot: &Snapshot) -> Result<Vec<Option<Arc<CompiledUpstreamTls>>>, Vec<Diagnostic>> {
+/// The TLS settings of every cluster, index-aligned with `snapshot.clusters`.
+pub type Compiled = Vec<Option<Arc<CompiledUpstreamTls>>>;
+
+/// Compiles the TLS settings of every cluster; with them, warnings (CA files that
+/// hold the server's own certificate).
+pub fn compile_all(snapshot: &Snapshot) -> Result<(Compiled, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut out = Vec::with_capacity(snapshot.clusters.len());
     let mut diags = Vec::new();
+    let mut warnings = Vec::new();
     for cluster in &snapshot.clusters {
         match cluster.policy.tls.as_ref().map(|tls| (tls, compile(tls))) {
             None => out.push(None),
-            Some((_, Ok(c))) => out.push(Some(Arc::new(c))),
+            Some((tls, Ok(c))) => {
+                if c.pinned.is_some() {
+                    warnings.push(tls.anchor.diag(
+                        Severity::Warning,
+                        Code::InvalidCertificate,
+                        format!(
+                            "cluster {}: caCertificates holds the server's own self-signed certificate marked as a CA (as `openssl req -x509` makes it); the server must present exactly that certificate",
+                            cluster.name
+                        ),
+                    ));
+                }
+                out.push(Some(Arc::new(c)));
+            }
             Some((tls, Err(e))) => diags.push(tls.anchor.diag(
                 Severity::Error,
                 Code::InvalidCertificate,
@@ -51,10 +88,53 @@ pub fn compile_all(snapshot: &Snapshot) -> Result<Vec<Option<Arc<CompiledUpstrea
         }
     }
     if diags.is_empty() {
-        Ok(out)
+        Ok((out, warnings))
     } else {
         Err(diags)
     }
+}
+
+/// Whether `der` is a self-signed certificate that says it is a CA and names
+/// `sni` (a SAN DNS name, `*.` wildcards for one label, else its CN).
+fn own_server_certificate(der: &[u8], sni: &str) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    // Self-issued is enough: the server must present this very certificate.
+    let self_signed = cert.subject() == cert.issuer();
+    let ca = cert.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca);
+    let sni = sni.to_ascii_lowercase();
+    let matches = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(suffix) => sni.split_once('.').is_some_and(|(_, rest)| rest == suffix),
+            None => name == sni,
+        }
+    };
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let named = if sans.is_empty() {
+        cert.subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .any(matches)
+    } else {
+        sans.iter().any(|n| matches(n))
+    };
+    self_signed && ca && named
 }
 
 /// DER certificates of a PEM source.
@@ -64,12 +144,18 @@ fn certificates(source: &PemSource) -> Result<Vec<Vec<u8>>, PemError> {
 }
 
 fn compile(tls: &UpstreamTls) -> Result<CompiledUpstreamTls, PemError> {
+    let mut pinned = None;
     let ca = match &tls.ca {
         Some(source) => {
-            let roots: Vec<WrappedX509> = certificates(source)?
-                .into_iter()
-                .map(|der| WrappedX509::new(der, parse_x509))
-                .collect();
+            let ders = certificates(source)?;
+            if !ders.is_empty() && ders.iter().all(|d| own_server_certificate(d, &tls.sni)) {
+                let pins: Vec<Vec<u8>> = ders
+                    .iter()
+                    .map(|d| ring::digest::digest(&ring::digest::SHA256, d).as_ref().to_vec())
+                    .collect();
+                pinned = Some(Arc::from(pins));
+            }
+            let roots: Vec<WrappedX509> = ders.into_iter().map(|der| WrappedX509::new(der, parse_x509)).collect();
             Some(Arc::from(roots))
         }
         None => None,
@@ -89,5 +175,6 @@ fn compile(tls: &UpstreamTls) -> Result<CompiledUpstreamTls, PemError> {
         ca,
         client,
         verify: !tls.insecure_skip_verify,
+        pinned,
     })
 }

@@ -33,6 +33,21 @@ impl TestCert {
         }
     }
 
+    /// A self-signed certificate for `names` that also says it is a CA (basic
+    /// constraints CA:TRUE), as `openssl req -x509` makes by default.
+    pub fn self_signed_ca(names: &[&str]) -> TestCert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("sign");
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
     /// The same Secret with base64 `data` instead of `stringData`.
     pub fn secret_yaml_base64(&self, name: &str, namespace: &str) -> String {
         use base64::Engine as _;

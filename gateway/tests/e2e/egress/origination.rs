@@ -86,8 +86,14 @@ struct Egress {
 
 impl Egress {
     async fn start() -> Egress {
-        let backend = echo("external", "v1").await;
         let cert = TestCert::new(&["api.external.test"]);
+        let ca = cert.cert_pem.clone();
+        Egress::start_with(cert, &ca).await
+    }
+
+    /// The external service serving `cert`, the egress gateway trusting `ca_pem`.
+    async fn start_with(cert: TestCert, ca_pem: &str) -> Egress {
+        let backend = echo("external", "v1").await;
         let (external, external_dir) = start_with(&[
             ("external.yaml", EXTERNAL),
             ("backend.yaml", &backend_entry(&[("v1", backend.addr.port())])),
@@ -96,7 +102,7 @@ impl Egress {
 
         let ca_dir = tempfile::tempdir().expect("tempdir");
         let ca_file = ca_dir.path().join("ca.pem");
-        std::fs::write(&ca_file, &cert.cert_pem).expect("write ca");
+        std::fs::write(&ca_file, ca_pem).expect("write ca");
         let config = EGRESS
             .replace("EXTERNAL_PORT", &external.https.to_string())
             .replace("CA_FILE", &ca_file.display().to_string());
@@ -158,4 +164,29 @@ async fn the_originating_cluster_shows_its_sni_and_hostname() {
         .expect("cluster");
     assert_eq!(origination["policy"]["tls"]["sni"], "api.external.test");
     assert_eq!(origination["endpoints"][0]["hostname"], "localhost");
+}
+
+/// `openssl req -x509` makes a self-signed certificate that also says it is a CA;
+/// named as its own CA in caCertificates, the server presenting it is accepted (as
+/// curl, OpenSSL and Envoy accept it), and another such certificate is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_server_certificate_named_as_its_own_ca_is_trusted() {
+    let cert = TestCert::self_signed_ca(&["api.external.test"]);
+    let ca = cert.cert_pem.clone();
+    let s = Egress::start_with(cert, &ca).await;
+    let url = format!("http://api.external.test:{}/pinned", s.egress.http);
+    let (status, body) = get_json(&s.c, &url, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+    // `--check` and /config_dump say so: the server must present exactly that one.
+    let warnings = s.egress.config_dump()["warnings"].to_string();
+    assert!(
+        warnings.contains("the server's own self-signed certificate"),
+        "{warnings}"
+    );
+
+    let other = TestCert::self_signed_ca(&["api.external.test"]);
+    let s = Egress::start_with(TestCert::self_signed_ca(&["api.external.test"]), &other.cert_pem).await;
+    let (status, _) = get_json(&s.c, &format!("http://api.external.test:{}/pinned", s.egress.http), &[]).await;
+    assert_eq!(status, 503, "another self-signed certificate is not the one trusted");
 }
