@@ -32,6 +32,7 @@ fn check_reports_every_problem_with_its_location() {
         "virtualservice.yaml:20:5: error[conflict] VirtualService default/app spec.http[2].rewrite: rewrite.uri and rewrite.uriRegexRewrite cannot both be set",
         "virtualservice.yaml:24:36: error[reference-not-found] VirtualService default/app spec.http[2].route[0].destination.subset: subset v3 of host backend.default.svc.cluster.local is not defined in any DestinationRule",
         "virtualservice.yaml:25:5: error[invalid-value] VirtualService default/app spec.http[3].route: with several destinations, at least one weight must be positive",
+        "virtualservice.yaml:25:5: warning[invalid-value] VirtualService default/app spec.http[3]: virtualService rule #3 not used (rule #2 before it matches every request)",
         "virtualservice.yaml:27:7: error[invalid-value] VirtualService default/app spec.http[3].route[0].weight: weight must not be negative",
         "virtualservice.yaml:30:7: warning[unknown-field] VirtualService default/app spec.http[3].route[1].wieght: unknown field, ignored",
     ];
@@ -41,7 +42,7 @@ fn check_reports_every_problem_with_its_location() {
             "missing line:\n{line}\nin output:\n{out}"
         );
     }
-    assert!(out.ends_with(": 12 errors, 1 warnings\n"), "{out}");
+    assert!(out.ends_with(": 12 errors, 2 warnings\n"), "{out}");
 }
 
 #[test]

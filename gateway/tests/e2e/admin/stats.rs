@@ -19,6 +19,11 @@ async fn stats_count_known_traffic() {
         let (status, _) = get_json(&client, &format!("http://app.example.com:{}/", gw.http), &[]).await;
         assert_eq!(status, 200);
     }
+    // A request's last step (its logging) may still run when its client has the
+    // answer: the active count returns to 0 right after.
+    wait_for("the requests to end", Duration::from_secs(5), || {
+        stats(gw.admin)[&format!("cluster.{CLUSTER}.upstream_rq_active")] == 0
+    });
     let after = stats(gw.admin);
     let stat = |name: &str| after[&format!("cluster.{CLUSTER}.{name}")];
     assert_eq!(stat("upstream_rq_total"), 5);
