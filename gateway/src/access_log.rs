@@ -75,6 +75,8 @@ pub struct Entry<'a> {
     pub requested_server_name: Option<&'a str>,
     /// The matched rule's name.
     pub route_name: Option<&'a str>,
+    /// Why the upstream's TLS handshake failed (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub upstream_transport_failure_reason: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -167,7 +169,7 @@ fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
 /// %REQUESTED_SERVER_NAME% %ROUTE_NAME%`
 fn text(e: &Entry<'_>) -> String {
     format!(
-        "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}\n",
+        "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}\n",
         e.start_time,
         e.method,
         e.path,
@@ -175,6 +177,7 @@ fn text(e: &Entry<'_>) -> String {
         e.response_code,
         e.response_flags,
         e.response_code_details,
+        or_dash(e.upstream_transport_failure_reason),
         e.bytes_received,
         e.bytes_sent,
         e.duration,

@@ -73,6 +73,8 @@ pub struct RequestCtx {
     /// The request's span, when tracing is on.
     // Boxed for the same reason as `mirror`.
     pub(crate) span: Option<Box<RequestSpan>>,
+    /// Why the upstream's TLS handshake failed (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub(crate) transport_failure: Option<Box<str>>,
 }
 
 /// Where a request was routed, by index into its snapshot.
@@ -160,6 +162,7 @@ impl RequestCtx {
             upstream_answered: false,
             request_id: None,
             span: None,
+            transport_failure: None,
         }
     }
 

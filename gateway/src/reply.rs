@@ -247,6 +247,47 @@ pub fn classify(e: &Error, ended: Ended) -> Failure {
     Failure { status, body, flag }
 }
 
+/// Envoy's `transport failure reason` of an upstream TLS handshake that failed:
+/// `TLS_error: <cause>` with the cause in words (unknown CA, name mismatch,
+/// expired...) and rustls's own text after it. None for other errors.
+pub fn transport_failure(e: &Error) -> Option<String> {
+    if !matches!(e.etype(), ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert) {
+        return None;
+    }
+    // rustls's reason is the innermost cause of Pingora's chain.
+    let root = e.root_cause().to_string();
+    let text = format!("{e} {root}");
+    const CAUSES: [(&str, &str); 9] = [
+        ("UnknownIssuer", "unknown CA"),
+        ("NotValidForName", "certificate name mismatch"),
+        ("Expired", "certificate expired"),
+        ("NotValidYet", "certificate not yet valid"),
+        ("CaUsedAsEndEntity", "a CA certificate presented as the server's"),
+        ("BadSignature", "bad certificate signature"),
+        ("Revoked", "certificate revoked"),
+        ("caCertificates holds", "not the pinned certificate"),
+        ("alert", "the server refused the handshake"),
+    ];
+    let cause = CAUSES
+        .iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map_or("handshake failed", |(_, words)| words);
+    // rustls's own words, where Pingora's chain carries them.
+    let detail = [
+        "invalid peer certificate: ",
+        "received fatal alert: ",
+        "peer sent no certificates",
+    ]
+    .iter()
+    .find_map(|phrase| {
+        let start = text.find(phrase)?;
+        let rest = &text[start..];
+        Some(rest.split([',', '\n']).next().unwrap_or(rest).trim().to_string())
+    })
+    .unwrap_or_else(|| root.trim().to_string());
+    Some(format!("TLS_error: {cause} ({detail})"))
+}
+
 /// Answers a request that failed, as `classify` says (gRPC clients get a gRPC status).
 pub async fn fail(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let failure = classify(
@@ -259,18 +300,32 @@ pub async fn fail(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> Fai
     );
     ctx.flags.add(failure.flag);
     let code = failure.status;
+    let transport = transport_failure(e);
+    if let Some(reason) = &transport {
+        log::warn!(
+            "upstream {}: {reason}",
+            ctx.upstream_endpoint().map_or_else(|| "?".into(), |a| a.to_string())
+        );
+    }
     if code > 0 {
+        // Envoy's wording: the reset reason, then the transport failure reason.
+        let body = match &transport {
+            Some(reason) if failure.status == 503 => Bytes::from(format!(
+                "{}, transport failure reason: {reason}",
+                String::from_utf8_lossy(failure.body)
+            )),
+            _ => Bytes::from_static(failure.body),
+        };
         let sent = if is_grpc(session.req_header()) {
-            respond_grpc(session, code, failure.body).await.map(|_| ())
+            respond_grpc(session, code, &body).await.map(|_| ())
         } else {
-            session
-                .respond_error_with_body(code, Bytes::from_static(failure.body))
-                .await
+            session.respond_error_with_body(code, body).await
         };
         if let Err(err) = sent {
             log::debug!("could not send {code} downstream: {err}");
         }
     }
+    ctx.transport_failure = transport.map(String::into_boxed_str);
     FailToProxy {
         error_code: code,
         can_reuse_downstream: false,

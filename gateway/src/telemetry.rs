@@ -204,5 +204,6 @@ fn log_entry(log: &AccessLog, session: &ServerSession, ctx: &RequestCtx, record:
         downstream_remote_address: session.client_addr().and_then(|a| a.as_inet()).copied(),
         requested_server_name: connection_sni(session),
         route_name: place.route(&ctx.runtime).and_then(|r| r.name.as_deref()),
+        upstream_transport_failure_reason: ctx.transport_failure.as_deref(),
     });
 }
