@@ -9,6 +9,7 @@ pub mod folder_source;
 pub mod http;
 pub mod inject;
 pub mod kube_source;
+pub mod leader;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod push;

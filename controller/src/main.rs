@@ -2,7 +2,8 @@
 //! folder, builds each connected proxy's configuration with the pipeline the proxies
 //! use, and pushes it to them (port 15010); metrics and proxy status on port 15014;
 //! the sidecar injection webhook on port 15017. On a cluster, its CA signs workload
-//! certificates, served with the push service over TLS on port 15012.
+//! certificates, served with the push service over TLS on port 15012, and one
+//! replica at a time holds the Lease `strait-controller` (the leader).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ struct Cli {
     /// The CA and the TLS port.
     #[command(flatten)]
     ca: strait_controller::ca::CaFlags,
+    /// The election among replicas (Kubernetes mode): the Lease strait-controller
+    /// in --namespace.
+    #[command(flatten)]
+    leader: strait_controller::leader::LeaderFlags,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +119,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     strait_controller::webhook::start(&cli.webhook, cli.bind_address, client.clone(), &mut controller).await?;
     if let Some(kube) = kube {
         controller.add_source("kubernetes", kube.run_until(controller.stop_signal()));
+    }
+    // Replicas all serve pushes; the one holding the Lease does what is done once.
+    if let Some(client) = &client {
+        let identity = strait_controller::leader::identity();
+        controller.elect(client.clone(), &cli.ca.namespace, identity, &cli.leader)?;
     }
     // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).
     match &client {

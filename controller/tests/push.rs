@@ -322,6 +322,11 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     assert!(in_namespace("create", "secrets", "istio-system").starts_with("yes"));
     assert!(in_namespace("create", "secrets", "default").contains("no"));
     assert!(in_namespace("update", "configmaps/istio", "istio-system").contains("no"));
+    // The election's Lease, in istio-system only.
+    assert!(in_namespace("create", "leases.coordination.k8s.io", "istio-system").starts_with("yes"));
+    assert!(in_namespace("update", "leases.coordination.k8s.io/strait-controller", "istio-system").starts_with("yes"));
+    assert!(in_namespace("update", "leases.coordination.k8s.io/other", "istio-system").contains("no"));
+    assert!(in_namespace("create", "leases.coordination.k8s.io", "default").contains("no"));
     for (verb, resource) in [
         ("create", "virtualservices.networking.istio.io"),
         ("update", "gateways.networking.istio.io"),
@@ -383,6 +388,24 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     )
     .await
     .expect("the TLS port answers with a certificate of the published root");
+    // With these rights it holds the Lease.
+    wait_for("the Lease held", || {
+        server
+            .kubectl(
+                &[
+                    "get",
+                    "lease",
+                    "strait-controller",
+                    "-n",
+                    "istio-system",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ],
+                "",
+            )
+            .ok()
+            .filter(|holder| !holder.is_empty())
+    });
     // It watches that ConfigMap (a watch by name): deleted, it comes back.
     server
         .kubectl(&["delete", "configmap", "istio-ca-root-cert", "-n", "default"], "")
