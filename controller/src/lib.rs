@@ -8,6 +8,7 @@ pub mod controller_status;
 pub mod folder_source;
 pub mod http;
 pub mod inject;
+pub mod istio_status;
 pub mod kube_source;
 pub mod leader;
 pub mod proxy_config;

@@ -322,6 +322,33 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     assert!(in_namespace("create", "secrets", "istio-system").starts_with("yes"));
     assert!(in_namespace("create", "secrets", "default").contains("no"));
     assert!(in_namespace("update", "configmaps/istio", "istio-system").contains("no"));
+    // Status on Istio's kinds, through their status subresource only.
+    let status = |verb: &str, resource: &str| {
+        server
+            .kubectl(
+                &[
+                    "auth",
+                    "can-i",
+                    verb,
+                    resource,
+                    "--subresource=status",
+                    "-A",
+                    "--as",
+                    account,
+                ],
+                "",
+            )
+            .unwrap_or_else(|e| e.to_string())
+    };
+    for resource in [
+        "virtualservices.networking.istio.io",
+        "serviceentries.networking.istio.io",
+        "authorizationpolicies.security.istio.io",
+    ] {
+        assert!(status("patch", resource).starts_with("yes"), "{resource}/status");
+    }
+    assert!(status("patch", "services").contains("no"));
+    assert!(can("patch", "virtualservices.networking.istio.io").contains("no"));
     // The election's Lease, in istio-system only.
     assert!(in_namespace("create", "leases.coordination.k8s.io", "istio-system").starts_with("yes"));
     assert!(in_namespace("update", "leases.coordination.k8s.io/strait-controller", "istio-system").starts_with("yes"));
@@ -388,7 +415,7 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     )
     .await
     .expect("the TLS port answers with a certificate of the published root");
-    // With these rights it holds the Lease.
+    // With these rights it holds the Lease and writes status.
     wait_for("the Lease held", || {
         server
             .kubectl(
@@ -405,6 +432,23 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
             )
             .ok()
             .filter(|holder| !holder.is_empty())
+    });
+    wait_for("status on the VirtualService", || {
+        server
+            .kubectl(
+                &[
+                    "get",
+                    "virtualservice",
+                    "app",
+                    "-n",
+                    "istio-system",
+                    "-o",
+                    "jsonpath={.status.conditions[0].type}",
+                ],
+                "",
+            )
+            .ok()
+            .filter(|t| t == "Reconciled")
     });
     // It watches that ConfigMap (a watch by name): deleted, it comes back.
     server
