@@ -128,9 +128,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Replicas all serve pushes; the one holding the Lease writes status.
     if let Some(client) = &client {
         let identity = strait_controller::leader::identity();
-        controller.elect(client.clone(), &cli.ca.namespace, identity, &cli.leader)?;
+        controller.elect(client.clone(), &cli.ca.namespace, identity.clone(), &cli.leader)?;
         if cli.write_status {
-            strait_controller::istio_status::start(&mut controller, client.clone());
+            strait_controller::istio_status::start(
+                &mut controller,
+                client.clone(),
+                &cli.ca.namespace,
+                identity,
+                &cli.leader,
+            );
         }
     }
     // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).

@@ -218,6 +218,25 @@ fn holder(server: &ApiServer) -> String {
         .unwrap_or_default()
 }
 
+/// The replicas' report Leases, by name.
+fn reports(server: &ApiServer) -> String {
+    server
+        .kubectl(
+            &[
+                "get",
+                "leases",
+                "-n",
+                "istio-system",
+                "-l",
+                "strait.io/controller-report",
+                "-o",
+                "name",
+            ],
+            "",
+        )
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_says_where_a_resource_is_programmed_and_what_analysis_found() {
     let server = ApiServer::start().await.expect("the API server starts");
@@ -301,6 +320,73 @@ async fn status_says_where_a_resource_is_programmed_and_what_analysis_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_counts_the_proxies_of_every_replica() {
+    let server = ApiServer::start().await.expect("the API server starts");
+    let app = vs("app", "app.example.com", "backend.example.com");
+    let applied = [NAMESPACE, GATEWAY, BACKEND, &app].join("\n---\n");
+    server.kubectl(&["apply", "-f", "-"], &applied).expect("applied");
+    let lease = Duration::from_secs(6);
+    let flags = ["--lease-duration=6s", "--lease-renew=2s"];
+    let a = Replica::start(&server, "ctl-a", &flags);
+    wait_for("ctl-a to hold the Lease", Duration::from_secs(20), || {
+        (holder(&server) == "ctl-a").then_some(())
+    });
+    let b = Replica::start(&server, "ctl-b", &flags);
+    // One proxy on the leader, two on the other replica, one of which refuses.
+    let mut proxies = Vec::new();
+    for (replica, name, refusal) in [
+        (&a, "gw-1", None),
+        (&b, "gw-2", None),
+        (&b, "gw-3", Some("refused on ctl-b")),
+    ] {
+        let mut proxy = Proxy::connect(replica.push, name).await;
+        proxy.answer_config(refusal).await;
+        proxies.push(proxy);
+    }
+    let counted = wait_for("every replica's proxies counted", Duration::from_secs(30), || {
+        let o = object(&server, "virtualservice", "app");
+        (text(condition(&o, "Reconciled")?, "/message") == "2/3 proxies up to date.").then_some(o)
+    });
+    let programmed = text(condition(&counted, "Programmed").expect("Programmed"), "/message");
+    assert!(
+        programmed.starts_with("programmed on 2 of 3 proxies; refused by gw-3 (gw-3 refused version")
+            && programmed.ends_with("refused on ctl-b)"),
+        "{programmed}"
+    );
+    assert_eq!((a.leads(), b.leads()), (Some(true), Some(false)));
+    let report = server
+        .kubectl(
+            &[
+                "get",
+                "lease",
+                "strait-controller-report-ctl-b",
+                "-n",
+                "istio-system",
+                "-o",
+                "json",
+            ],
+            "",
+        )
+        .expect("ctl-b's report Lease");
+    assert!(report.contains("strait.io/programming"), "{report}");
+
+    // Killed, ctl-b renews its report no more: once it is stale, the leader
+    // counts its own proxy only.
+    let killed = Instant::now();
+    drop(b);
+    let alone = wait_for("ctl-b's proxies counted out", lease * 3, || {
+        let o = object(&server, "virtualservice", "app");
+        (text(condition(&o, "Reconciled")?, "/message") == "1/1 proxies up to date.").then_some(o)
+    });
+    assert!(killed.elapsed() > lease / 2, "a report stays counted while it is fresh");
+    assert_eq!(condition(&alone, "Reconciled").expect("Reconciled")["status"], "True");
+    assert_eq!(condition(&alone, "Programmed").expect("Programmed")["status"], "True");
+    drop(proxies);
+    drop(a);
+    server.stop().expect("the API server stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     let server = ApiServer::start().await.expect("the API server starts");
     let app = |destination: &str| vs("app", "app.example.com", destination);
@@ -379,6 +465,10 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     // A graceful stop lets go at once: ctl-c takes over well within the lease.
     let c = Replica::start(&server, "ctl-c", &flags);
     assert_eq!(c.leads(), Some(false));
+    wait_for("ctl-b's and ctl-c's reports", Duration::from_secs(10), || {
+        let reports = reports(&server);
+        (reports.contains("report-ctl-b") && reports.contains("report-ctl-c")).then_some(())
+    });
     let stopped = Instant::now();
     b.terminate();
     wait_for("ctl-c to take the Lease", lease, || {
@@ -389,6 +479,9 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
         took < lease / 2,
         "taken {took:?} after SIGTERM, the lease lasts {lease:?}"
     );
+    // Its report went with it.
+    let reports = reports(&server);
+    assert!(!reports.contains("ctl-b"), "{reports}");
     server
         .kubectl(&["apply", "-f", "-"], &app("backend.example.com"))
         .expect("applied");

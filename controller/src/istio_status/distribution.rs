@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::push::builds::documents_for;
 use crate::push::identity::ProxyRole;
@@ -50,23 +50,107 @@ pub struct Target {
     pub generation: Option<i64>,
 }
 
-/// How far one resource is programmed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Proxies named at most in each list (status messages name fewer).
+pub const NAMED: usize = 3;
+
+/// How far one resource is programmed (on this replica's proxies, or, added up,
+/// on all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Programming {
     /// Connected proxies that should run it.
     pub total: usize,
     /// Those running it.
     pub programmed: usize,
-    /// Those whose last answer refused it, by name.
-    pub refused: Vec<Refusal>,
-    /// Those whose configuration the controller cannot build, by name.
-    pub unbuilt: Vec<Refusal>,
-    /// Those that have not acknowledged it yet, by name.
-    pub pending: Vec<String>,
+    /// Those whose last answer refused it.
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub refused: Named<Refusal>,
+    /// Those whose configuration the controller cannot build.
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub unbuilt: Named<Refusal>,
+    /// Those that have not acknowledged it yet.
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub pending: Named<String>,
+}
+
+impl Programming {
+    /// Adds `other`'s proxies (another replica's) to these.
+    pub fn add(&mut self, other: &Programming) {
+        self.total += other.total;
+        self.programmed += other.programmed;
+        self.refused.add_all(&other.refused);
+        self.unbuilt.add_all(&other.unbuilt);
+        self.pending.add_all(&other.pending);
+    }
+}
+
+/// Proxies in one state: how many, and the first few by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named<T> {
+    /// How many.
+    pub count: usize,
+    /// The first `NAMED` by name: a proxy that reconnects changes nothing said.
+    pub first: Vec<T>,
+}
+
+impl<T> Default for Named<T> {
+    fn default() -> Self {
+        Named {
+            count: 0,
+            first: Vec::new(),
+        }
+    }
+}
+
+/// What names a proxy in a `Named` list.
+pub trait Proxy {
+    /// The proxy's id.
+    fn proxy(&self) -> &str;
+}
+
+impl Proxy for String {
+    fn proxy(&self) -> &str {
+        self
+    }
+}
+
+impl Proxy for Refusal {
+    fn proxy(&self) -> &str {
+        &self.proxy
+    }
+}
+
+impl<T: Proxy + Clone> Named<T> {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn add(&mut self, item: T) {
+        self.count += 1;
+        self.first.push(item);
+        self.trim();
+    }
+
+    fn add_all(&mut self, other: &Named<T>) {
+        self.count += other.count;
+        self.first.extend(other.first.iter().cloned());
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        self.first.sort_by(|a, b| a.proxy().cmp(b.proxy()));
+        self.first.truncate(NAMED);
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.first.iter().map(Proxy::proxy).collect()
+    }
 }
 
 /// A proxy that does not run a resource, and why.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
     /// The proxy's id.
     pub proxy: String,
@@ -166,25 +250,21 @@ pub fn distribution(state: &State, holdings: &[Holding], targets: &[Target]) -> 
                 if runs(h, &t.file, text) {
                     p.programmed += 1;
                 } else if let (SyncState::Nack, Some(nack)) = (h.status.sync, &h.status.last_nack) {
-                    p.refused.push(Refusal {
+                    p.refused.add(Refusal {
                         proxy: identity.id.clone(),
                         version: nack.version,
                         reason: nack.diagnostics.first().cloned().unwrap_or_default(),
                     });
                 } else if let Some(error) = h.status.build_errors.first() {
-                    p.unbuilt.push(Refusal {
+                    p.unbuilt.add(Refusal {
                         proxy: identity.id.clone(),
                         version: 0,
                         reason: error.clone(),
                     });
                 } else {
-                    p.pending.push(identity.id.clone());
+                    p.pending.add(identity.id.clone());
                 }
             }
-            // By name: a proxy that reconnects changes nothing said.
-            p.refused.sort_by(|a, b| a.proxy.cmp(&b.proxy));
-            p.unbuilt.sort_by(|a, b| a.proxy.cmp(&b.proxy));
-            p.pending.sort();
             p
         })
         .collect()
@@ -295,9 +375,9 @@ mod tests {
         ];
         let p = &distribution(&before, &holdings, &found)[0];
         assert_eq!((p.total, p.programmed), (3, 1), "{p:?}");
-        assert_eq!(p.refused.iter().map(|r| r.proxy.as_str()).collect::<Vec<_>>(), ["gw-b"]);
-        assert_eq!(p.refused[0].reason, "x.yaml:1:1: error[schema] refused");
-        assert_eq!(p.pending, ["sc-1"]);
+        assert_eq!(p.refused.names(), ["gw-b"]);
+        assert_eq!(p.refused.first[0].reason, "x.yaml:1:1: error[schema] refused");
+        assert_eq!(p.pending.names(), ["sc-1"]);
 
         // The resource changes: what gw-a acknowledged holds the old one.
         store.replace(
@@ -308,6 +388,22 @@ mod tests {
         let after = store.current();
         let p = &distribution(&after, &holdings, &targets(&after))[0];
         assert_eq!(p.programmed, 0, "{p:?}");
-        assert_eq!(p.pending, ["gw-a", "sc-1"]);
+        assert_eq!(p.pending.names(), ["gw-a", "sc-1"]);
+    }
+
+    #[test]
+    fn replicas_add_up_and_name_the_first_few() {
+        let pending = |names: &[&str]| {
+            let mut p = Programming::default();
+            for n in names {
+                p.total += 1;
+                p.pending.add(n.to_string());
+            }
+            p
+        };
+        let mut sum = pending(&["sc-9", "sc-2", "sc-5"]);
+        sum.add(&pending(&["sc-1", "sc-7"]));
+        assert_eq!((sum.total, sum.pending.count), (5, 5));
+        assert_eq!(sum.pending.names(), ["sc-1", "sc-2", "sc-5"]);
     }
 }

@@ -8,33 +8,59 @@
 //! - `distribution`: per resource, which connected proxies should run it and which
 //!   run it (pure, from the store's state and the push status).
 //! - `messages`: the findings per resource (pure).
-//! - `writer`: the leader's loop that writes what changed through each resource's
-//!   status subresource, batched, and never what is already there.
+//! - `reports`: each replica's count of its own proxies, in a Lease, for the
+//!   leader to add up.
+//! - `writer`: the loop that counts and publishes on every replica and, on the
+//!   leader, writes what changed through each resource's status subresource,
+//!   batched, and never what is already there.
 
 pub mod distribution;
 pub mod messages;
+pub mod reports;
 pub mod writer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use self::distribution::Programming;
+use self::distribution::{Named, Programming, Proxy};
+use self::reports::{Publisher, Reports};
 use crate::controller::Controller;
+use crate::leader::LeaderFlags;
 
 /// The least time between two rounds of status writes: changes in between are
 /// written together.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Writes status on the Istio resources of `client`'s cluster beside `controller`,
-/// while it leads (`Controller::leadership`).
-pub fn start(controller: &mut Controller, client: kube::Client) {
+/// Writes status on the Istio resources of `client`'s cluster beside `controller`
+/// while it leads (`Controller::leadership`), and meanwhile reports this replica's
+/// proxies (as `identity`, in a Lease of `namespace` held as `flags` say) to the
+/// replica that leads.
+pub fn start(
+    controller: &mut Controller,
+    client: kube::Client,
+    namespace: &str,
+    identity: String,
+    flags: &LeaderFlags,
+) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let reports = Arc::new(Reports::default());
+    controller.add_source(
+        "replica reports",
+        reports::watch_reports(leases.clone(), reports.clone(), controller.stop_signal()),
+    );
     let writer = writer::Writer {
         client,
         store: controller.store.clone(),
         registry: controller.status.clone(),
         leader: controller.leadership().subscribe(),
         interval: INTERVAL,
+        publisher: Publisher::new(leases.clone(), identity, flags.lease_duration, flags.lease_renew),
+        reports,
+        leases,
     };
     controller.add_source("status writer", writer.run(controller.stop_signal()));
 }
@@ -45,9 +71,6 @@ pub const RECONCILED: &str = "Reconciled";
 /// Strait's condition type: on how many of the proxies that should run the
 /// resource it is programmed (acknowledged), and which refused it.
 pub const PROGRAMMED: &str = "Programmed";
-
-/// Proxies named in a message at most; the others are counted.
-const NAMED: usize = 3;
 
 /// Diagnostic text quoted in a message at most, in characters.
 const QUOTED: usize = 200;
@@ -131,10 +154,11 @@ fn truth(b: bool) -> String {
     if b { "True" } else { "False" }.to_string()
 }
 
-/// `names` as a list of at most `NAMED`, the rest counted.
-fn named(names: &[String]) -> String {
-    let shown = names.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
-    match names.len().saturating_sub(NAMED) {
+/// The proxies of `list` by name, the ones not named counted.
+fn named<T: Proxy + Clone>(list: &Named<T>) -> String {
+    let names = list.names();
+    let shown = names.join(", ");
+    match list.count.saturating_sub(names.len()) {
         0 => shown,
         more => format!("{shown} and {more} more"),
     }
@@ -176,9 +200,8 @@ pub fn conditions(p: &Programming, generation: Option<i64>) -> Vec<Condition> {
         format!("programmed on {} of {} proxies", p.programmed, p.total)
     };
     if !p.refused.is_empty() {
-        let names: Vec<String> = p.refused.iter().map(|r| r.proxy.clone()).collect();
-        message.push_str(&format!("; refused by {}", named(&names)));
-        if let Some(first) = p.refused.first() {
+        message.push_str(&format!("; refused by {}", named(&p.refused)));
+        if let Some(first) = p.refused.first.first() {
             message.push_str(&format!(
                 " ({} refused version {}: {})",
                 first.proxy,
@@ -188,12 +211,11 @@ pub fn conditions(p: &Programming, generation: Option<i64>) -> Vec<Condition> {
         }
     }
     if !p.unbuilt.is_empty() {
-        let names: Vec<String> = p.unbuilt.iter().map(|r| r.proxy.clone()).collect();
         message.push_str(&format!(
             "; not sent to {}: the controller cannot build their configuration",
-            named(&names)
+            named(&p.unbuilt)
         ));
-        if let Some(first) = p.unbuilt.first() {
+        if let Some(first) = p.unbuilt.first.first() {
             message.push_str(&format!(" ({})", quoted(&first.reason)));
         }
     }
@@ -272,11 +294,14 @@ mod tests {
     #[test]
     fn conditions_say_how_many_proxies_run_it_and_who_refused() {
         let mut p = programming(3, 2);
-        p.refused.push(Refusal {
-            proxy: "gw-c".into(),
-            version: 7,
-            reason: "app.yaml:1:1: error[invalid-certificate] bad".into(),
-        });
+        p.refused = Named {
+            count: 1,
+            first: vec![Refusal {
+                proxy: "gw-c".into(),
+                version: 7,
+                reason: "app.yaml:1:1: error[invalid-certificate] bad".into(),
+            }],
+        };
         let c = conditions(&p, Some(4));
         assert_eq!(c[0].type_, "Reconciled");
         assert_eq!(c[0].status, "False");
@@ -294,7 +319,10 @@ mod tests {
         assert_eq!(none[1].status, "Unknown");
         assert_eq!(none[0].message.as_deref(), Some("0/0 proxies up to date."));
         let mut pending = programming(9, 3);
-        pending.pending = (1..=6).map(|i| format!("sc-{i}")).collect();
+        pending.pending = Named {
+            count: 6,
+            first: (1..=3).map(|i| format!("sc-{i}")).collect(),
+        };
         let c = conditions(&pending, None);
         assert_eq!(c[1].reason.as_deref(), Some("Pending"));
         assert!(

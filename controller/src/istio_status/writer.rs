@@ -1,21 +1,26 @@
-//! The status writer: while this replica leads (`leader`), it computes each Istio
-//! resource's status from the store's state and the push status, and writes what
-//! changed with a merge patch of `status` through the resource's status subresource
-//! (which never bumps its generation). Changes are gathered for `interval` and
-//! written in one round; a status equal to the last one written (or, at the start
-//! of a term, to the one stored) is not written again, times aside.
+//! The status writer. On every replica, it counts on how many of its own proxies
+//! each Istio resource is programmed and publishes that for the leader
+//! (`reports`). On the leader (`leader`), it adds up every replica's count, computes
+//! each resource's status, and writes what changed with a merge patch of `status`
+//! through the resource's status subresource (which never bumps its generation).
+//! Changes are gathered for `interval` and written in one round; a status equal to
+//! the last one written (or, at the start of a term, to the one stored) is not
+//! written again, times aside.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::distribution::{distribution, targets, Target};
+use super::distribution::{distribution, targets, Programming, Target};
 use super::messages::by_file;
+use super::reports::{add_up, delete_forgotten, Publisher, Report, Reports};
 use super::{conditions, IstioStatus, ValidationMessage};
 use crate::controller::until_stopped;
 use crate::push::status::Registry;
@@ -27,7 +32,8 @@ const CONCURRENT: usize = 8;
 /// The field manager the API server records for the writes.
 const MANAGER: &str = "strait-controller";
 
-/// Writes status on the Istio resources while `leader` is true.
+/// Counts this replica's proxies for the leader, and writes status while `leader`
+/// is true.
 pub struct Writer {
     /// The cluster.
     pub client: Client,
@@ -37,8 +43,14 @@ pub struct Writer {
     pub registry: Arc<Registry>,
     /// Whether this replica leads.
     pub leader: watch::Receiver<bool>,
-    /// The least time between two rounds of writes.
+    /// The least time between two rounds.
     pub interval: Duration,
+    /// This replica's report.
+    pub publisher: Publisher,
+    /// The replicas' reports (`reports::watch_reports` keeps them).
+    pub reports: Arc<Reports>,
+    /// The report Leases' namespace.
+    pub leases: Api<Lease>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -53,7 +65,8 @@ impl std::fmt::Debug for Writer {
 struct Prepared {
     version: u64,
     targets: Arc<Vec<Target>>,
-    messages: Arc<HashMap<String, Vec<ValidationMessage>>>,
+    /// Computed when first needed (by a leader).
+    messages: Option<Arc<HashMap<String, Vec<ValidationMessage>>>>,
 }
 
 /// One term's memory: what was written (or found stored), by document.
@@ -62,13 +75,6 @@ struct Term {
     written: HashMap<String, IstioStatus>,
     /// Kinds (by apiVersion and plural) whose stored statuses were read.
     listed: HashSet<(String, &'static str)>,
-    prepared: Option<Prepared>,
-}
-
-/// Resolves once `leader` is true (false: the election is gone). The guard
-/// `wait_for` returns is dropped here, as in `until_stopped`.
-async fn until_leading(leader: &mut watch::Receiver<bool>) -> bool {
-    leader.wait_for(|l| *l).await.is_ok()
 }
 
 fn now() -> String {
@@ -88,77 +94,95 @@ fn resource(t: &Target) -> ApiResource {
 }
 
 impl Writer {
-    /// Writes while leading, until `stop` turns true.
+    /// Counts, publishes and (leading) writes until `stop` turns true; then
+    /// withdraws this replica's report.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), std::convert::Infallible> {
-        loop {
-            let leading = tokio::select! {
-                _ = until_stopped(&mut stop) => return Ok(()),
-                leading = until_leading(&mut self.leader) => leading,
-            };
-            if !leading {
-                // The election is gone: nothing will make this replica lead.
-                until_stopped(&mut stop).await;
-                return Ok(());
-            }
-            log::info!("leading: writing status on the Istio resources");
-            self.lead(&mut stop).await;
-            if *stop.borrow() {
-                return Ok(());
-            }
-            log::info!("no longer leading: status is another replica's to write");
-        }
-    }
-
-    /// One term: rounds of writes until the lead or the controller stops.
-    async fn lead(&mut self, stop: &mut watch::Receiver<bool>) {
-        let mut term = Term::default();
+        let mut term: Option<Term> = None;
+        let mut prepared: Option<Prepared> = None;
         let mut states = self.store.subscribe();
         let mut changes = self.registry.changes();
+        let mut reports = self.reports.changes();
         loop {
             // Seen before the round: a change while it runs makes another.
             states.borrow_and_update();
             changes.borrow_and_update();
-            let complete = self.round(&mut term).await;
-            // A round that could not write everything is tried again after the
-            // interval; otherwise the next one waits for a change.
-            if complete {
-                tokio::select! {
-                    _ = until_stopped(stop) => return,
-                    _ = self.leader.changed() => {}
-                    _ = states.changed() => {}
-                    _ = changes.changed() => {}
+            reports.borrow_and_update();
+            let complete = self.round(&mut term, &mut prepared).await;
+            // The next round: on a change, when the report is to be renewed, when
+            // another replica's report goes stale, or to retry what failed.
+            let mut wake = self.publisher.due();
+            if term.is_some() {
+                if let Some(stale) = self.reports.next_expiry() {
+                    wake = wake.min(stale);
                 }
             }
-            if !*self.leader.borrow() {
-                return;
+            if !complete {
+                wake = wake.min(Instant::now() + self.interval);
             }
             tokio::select! {
-                _ = until_stopped(stop) => return,
+                _ = until_stopped(&mut stop) => break,
+                _ = self.leader.changed() => {}
+                _ = states.changed() => {}
+                _ = changes.changed() => {}
+                // Other replicas' reports matter to the leader only.
+                _ = reports.changed(), if term.is_some() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            tokio::select! {
+                _ = until_stopped(&mut stop) => break,
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
+        self.publisher.withdraw().await;
+        Ok(())
     }
 
-    /// Writes every status that differs from what is known; false when some write
-    /// failed (the round is to be tried again).
-    async fn round(&self, term: &mut Term) -> bool {
+    /// Counts this replica's proxies and publishes the count; leading, writes every
+    /// status that differs from what is known. False when some write failed (the
+    /// round is to be tried again).
+    async fn round(&mut self, term: &mut Option<Term>, prepared: &mut Option<Prepared>) -> bool {
         let state = self.store.current();
         // Version 0 is the store before its sources have loaded.
         if state.version == 0 {
             return true;
         }
-        let (targets, messages) = prepare(term, &state).await;
-        let mut complete = self.read_stored(term, &targets).await;
+        let targets = prepare_targets(prepared, &state).await;
         let holdings = self.registry.holdings();
-        let programming = {
+        let mut programming = {
             let (state, targets) = (state.clone(), targets.clone());
             tokio::task::spawn_blocking(move || distribution(&state, &holdings, &targets))
                 .await
                 .unwrap_or_default()
         };
+        self.publisher.publish(Report::new(&targets, &programming)).await;
+        if !*self.leader.borrow() {
+            if term.take().is_some() {
+                log::info!("no longer leading: status is another replica's to write");
+            }
+            return true;
+        }
+        let term = term.get_or_insert_with(|| {
+            log::info!("leading: writing status on the Istio resources");
+            Term::default()
+        });
+        add_up(&targets, &mut programming, &self.reports.fresh(self.publisher.name()));
+        delete_forgotten(&self.leases, &self.reports).await;
+        let messages = prepare_messages(prepared, &state).await;
+        self.write_all(term, &state, &targets, &programming, &messages).await
+    }
+
+    async fn write_all(
+        &self,
+        term: &mut Term,
+        state: &State,
+        targets: &[Target],
+        programming: &[Programming],
+        messages: &HashMap<String, Vec<ValidationMessage>>,
+    ) -> bool {
+        let mut complete = self.read_stored(term, targets).await;
         let now = now();
         let mut writes = Vec::new();
-        for (t, p) in targets.iter().zip(&programming) {
+        for (t, p) in targets.iter().zip(programming) {
             let desired = IstioStatus {
                 conditions: conditions(p, t.generation),
                 validation_messages: messages.get(&t.file).cloned().unwrap_or_default(),
@@ -263,25 +287,39 @@ async fn write(
     (t, status, outcome)
 }
 
-/// The targets and findings of `state`, computed once per version.
-async fn prepare(
-    term: &mut Term,
-    state: &Arc<State>,
-) -> (Arc<Vec<Target>>, Arc<HashMap<String, Vec<ValidationMessage>>>) {
-    if let Some(p) = term.prepared.as_ref().filter(|p| p.version == state.version) {
-        return (p.targets.clone(), p.messages.clone());
+/// The targets of `state`, computed once per version.
+async fn prepare_targets(prepared: &mut Option<Prepared>, state: &Arc<State>) -> Arc<Vec<Target>> {
+    if let Some(p) = prepared.as_ref().filter(|p| p.version == state.version) {
+        return p.targets.clone();
     }
     let computed = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || (targets(&state), by_file(&state.loaded, &state.mesh))).await
+        tokio::task::spawn_blocking(move || targets(&state)).await
     };
-    let (targets, messages) = computed.unwrap_or_default();
-    let prepared = Prepared {
+    let targets = Arc::new(computed.unwrap_or_default());
+    *prepared = Some(Prepared {
         version: state.version,
-        targets: Arc::new(targets),
-        messages: Arc::new(messages),
+        targets: targets.clone(),
+        messages: None,
+    });
+    targets
+}
+
+/// The findings of `state` (whose targets `prepared` holds), computed once per version.
+async fn prepare_messages(
+    prepared: &mut Option<Prepared>,
+    state: &Arc<State>,
+) -> Arc<HashMap<String, Vec<ValidationMessage>>> {
+    if let Some(messages) = prepared.as_ref().and_then(|p| p.messages.clone()) {
+        return messages;
+    }
+    let computed = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || by_file(&state.loaded, &state.mesh)).await
     };
-    let out = (prepared.targets.clone(), prepared.messages.clone());
-    term.prepared = Some(prepared);
-    out
+    let messages = Arc::new(computed.unwrap_or_default());
+    if let Some(p) = prepared.as_mut() {
+        p.messages = Some(messages.clone());
+    }
+    messages
 }
