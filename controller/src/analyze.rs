@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Serialize, Serializer};
 use strait_config::analyze::{Finding, Message};
 use strait_config::bundle::{load_dir, load_text, LoadError, Loaded};
+use strait_config::mesh::MeshConfig;
 use strait_config::{Code, Diagnostic, Scope, Severity};
 
 /// Where the resources come from.
@@ -37,7 +38,7 @@ pub enum Error {
 }
 
 /// An analyzer message code and name, e.g. `IST0101` `ReferencedResourceNotFound`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MessageCode {
     /// `IST0xxx` (Istio's) or `STR0xxx` (Strait's own).
     pub code: &'static str,
@@ -203,6 +204,27 @@ pub fn analyze(loaded: &Loaded, scope: &Scope) -> Vec<Report> {
     reports.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     reports.dedup();
     reports
+}
+
+/// Every finding about `loaded` that does not depend on a proxy's scope (each
+/// resource's own checks, and the analyzers for proxies running with `mesh`), with
+/// the message each is: what the controller writes in the resources' status.
+pub fn scope_free(loaded: &Loaded, mesh: &MeshConfig) -> Vec<(Diagnostic, MessageCode)> {
+    let mut diags = strait_config::pipeline::checks(loaded);
+    let findings = strait_config::analyze::analyze(&loaded.bundle, mesh);
+    diags.retain(|d| !findings.iter().any(|f| same_place(&f.diagnostic, d)));
+    diags
+        .into_iter()
+        .map(|d| {
+            let code = message_code(d.code);
+            (d, code)
+        })
+        .chain(
+            findings
+                .into_iter()
+                .map(|Finding { message, diagnostic }| (diagnostic, analyzer_code(message))),
+        )
+        .collect()
 }
 
 fn same_place(a: &Diagnostic, b: &Diagnostic) -> bool {

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::http::Pages;
+use crate::leader::{self, LeaderFlags, Leadership};
 use crate::push::metrics::Metrics;
 use crate::push::server::PushService;
 use crate::push::status::Registry;
@@ -71,6 +72,8 @@ pub struct Controller {
     tasks: JoinSet<Result<(), Error>>,
     /// The push service, for the TLS port to serve too (`push_service`).
     push_service: PushService,
+    /// Whether this replica leads (`elect`).
+    leadership: Leadership,
 }
 
 /// Resolves once `stop` turns true (or its sender is gone). The guard `wait_for`
@@ -139,7 +142,30 @@ impl Controller {
             stop,
             tasks,
             push_service,
+            leadership: Leadership::always(),
         })
+    }
+
+    /// Whether this replica leads: what only one replica may do (write status,
+    /// order certificates) waits for it. Always, unless `elect` was called.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+
+    /// Takes part in the election among replicas in `namespace` (the Lease
+    /// `strait-controller`) as `identity`, beside the servers; `leadership` follows
+    /// it from now on.
+    pub fn elect(
+        &mut self,
+        client: kube::Client,
+        namespace: &str,
+        identity: String,
+        flags: &LeaderFlags,
+    ) -> Result<Leadership, leader::Error> {
+        let (leadership, election) = leader::prepare(client, namespace, identity, flags, self.metrics.registry())?;
+        self.add_source("leader election", election.run(self.stop_signal()));
+        self.leadership = leadership.clone();
+        Ok(leadership)
     }
 
     /// The push service, sharing its builds, status and metrics with the plaintext

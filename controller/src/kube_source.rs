@@ -7,7 +7,9 @@
 //! that kind's documents only, each object serialized once, when it changes. An
 //! object is one document, `kubernetes/<Kind>/<namespace>/<name>` (cluster-scoped:
 //! `kubernetes/<Kind>/<name>`), its JSON as the API server serves it without
-//! `managedFields`. A custom kind is watched in one version the API server serves
+//! `managedFields` and `resourceVersion`, and for Istio's kinds without `status`:
+//! the status the controller writes there (`istio_status`) changes nothing the
+//! proxies are sent, and so publishes no new state. A custom kind is watched in one version the API server serves
 //! (the first of those Strait reads, newest first): the server converts objects
 //! written in any other version, as Istio's CRDs declare no conversion webhook.
 //!
@@ -68,6 +70,10 @@ pub const MESH_NAMESPACE: &str = "istio-system";
 
 /// The ConfigMap holding the mesh config (as istiod reads it, without a revision).
 pub const MESH_CONFIG_MAP: &str = "istio";
+
+/// The API groups whose objects carry Istio's status (networking.istio.io,
+/// security.istio.io): the controller's own writes there are not configuration.
+const ISTIO_GROUP_SUFFIX: &str = ".istio.io";
 
 /// How often a kind the API server does not serve (its CRD not installed) is
 /// looked for again.
@@ -365,6 +371,14 @@ impl Documents {
             kind: self.resource.kind.clone(),
         });
         object.metadata.managed_fields = None;
+        object.metadata.resource_version = None;
+        if let Some(data) = object
+            .data
+            .as_object_mut()
+            .filter(|_| self.resource.group.ends_with(ISTIO_GROUP_SUFFIX))
+        {
+            data.remove("status");
+        }
         let file = self.file(&object);
         match serde_json::to_string(&object) {
             Ok(text) => Some(Document { file, text }),
@@ -409,8 +423,9 @@ mod tests {
 
     fn object(namespace: Option<&str>, name: &str, host: &str) -> DynamicObject {
         let mut value = serde_json::json!({
-            "metadata": {"name": name, "resourceVersion": "7", "managedFields": [{"manager": "kubectl"}]},
+            "metadata": {"name": name, "resourceVersion": "7", "generation": 2, "managedFields": [{"manager": "kubectl"}]},
             "spec": {"hosts": [host]},
+            "status": {"observedGeneration": 2},
         });
         if let Some(ns) = namespace {
             value["metadata"]["namespace"] = ns.into();
@@ -456,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn a_document_is_the_object_with_its_type_and_without_managed_fields() {
+    fn a_document_is_the_object_with_its_type_without_bookkeeping_and_status() {
         let mut docs = Documents::new(vs_resource());
         docs.apply(Event::Apply(object(Some("shop"), "a", "a.example.com")));
         docs.apply(Event::Apply(object(None, "cluster-wide", "b.example.com")));
@@ -467,6 +482,10 @@ mod tests {
         assert_eq!(value["kind"], "VirtualService");
         assert_eq!(value["spec"]["hosts"][0], "a.example.com");
         assert!(value["metadata"].get("managedFields").is_none(), "{value}");
+        // What the controller's own status writes change is not configuration.
+        assert!(value["metadata"].get("resourceVersion").is_none(), "{value}");
+        assert!(value.get("status").is_none(), "{value}");
+        assert_eq!(value["metadata"]["generation"], 2, "{value}");
         let mut loaded = strait_config::Loaded::default();
         strait_config::bundle::load_text(&mut loaded, &list[1].file, &list[1].text);
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);

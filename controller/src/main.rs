@@ -2,7 +2,9 @@
 //! folder, builds each connected proxy's configuration with the pipeline the proxies
 //! use, and pushes it to them (port 15010); metrics and proxy status on port 15014;
 //! the sidecar injection webhook on port 15017. On a cluster, its CA signs workload
-//! certificates, served with the push service over TLS on port 15012.
+//! certificates, served with the push service over TLS on port 15012, and the
+//! replica holding the Lease `strait-controller` writes status on the Istio
+//! resources.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -56,6 +58,14 @@ struct Cli {
     /// The CA and the TLS port.
     #[command(flatten)]
     ca: strait_controller::ca::CaFlags,
+    /// The election among replicas (Kubernetes mode): the Lease strait-controller
+    /// in --namespace.
+    #[command(flatten)]
+    leader: strait_controller::leader::LeaderFlags,
+    /// Write status on the Istio resources (Kubernetes mode, by the leader):
+    /// Reconciled, Programmed, validationMessages.
+    #[arg(long, env = "STRAIT_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
+    write_status: bool,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +124,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     strait_controller::webhook::start(&cli.webhook, cli.bind_address, client.clone(), &mut controller).await?;
     if let Some(kube) = kube {
         controller.add_source("kubernetes", kube.run_until(controller.stop_signal()));
+    }
+    // Replicas all serve pushes; the one holding the Lease writes status.
+    if let Some(client) = &client {
+        let identity = strait_controller::leader::identity();
+        controller.elect(client.clone(), &cli.ca.namespace, identity.clone(), &cli.leader)?;
+        if cli.write_status {
+            strait_controller::istio_status::start(
+                &mut controller,
+                client.clone(),
+                &cli.ca.namespace,
+                identity,
+                &cli.leader,
+            );
+        }
     }
     // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).
     match &client {

@@ -322,6 +322,38 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     assert!(in_namespace("create", "secrets", "istio-system").starts_with("yes"));
     assert!(in_namespace("create", "secrets", "default").contains("no"));
     assert!(in_namespace("update", "configmaps/istio", "istio-system").contains("no"));
+    // Status on Istio's kinds, through their status subresource only.
+    let status = |verb: &str, resource: &str| {
+        server
+            .kubectl(
+                &[
+                    "auth",
+                    "can-i",
+                    verb,
+                    resource,
+                    "--subresource=status",
+                    "-A",
+                    "--as",
+                    account,
+                ],
+                "",
+            )
+            .unwrap_or_else(|e| e.to_string())
+    };
+    for resource in [
+        "virtualservices.networking.istio.io",
+        "serviceentries.networking.istio.io",
+        "authorizationpolicies.security.istio.io",
+    ] {
+        assert!(status("patch", resource).starts_with("yes"), "{resource}/status");
+    }
+    assert!(status("patch", "services").contains("no"));
+    assert!(can("patch", "virtualservices.networking.istio.io").contains("no"));
+    // The election's Leases, in istio-system only.
+    assert!(in_namespace("create", "leases.coordination.k8s.io", "istio-system").starts_with("yes"));
+    assert!(in_namespace("update", "leases.coordination.k8s.io/strait-controller", "istio-system").starts_with("yes"));
+    assert!(in_namespace("create", "leases.coordination.k8s.io", "default").contains("no"));
+    assert!(can("update", "leases.coordination.k8s.io").contains("no"));
     for (verb, resource) in [
         ("create", "virtualservices.networking.istio.io"),
         ("update", "gateways.networking.istio.io"),
@@ -383,6 +415,41 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     )
     .await
     .expect("the TLS port answers with a certificate of the published root");
+    // With these rights it holds the Lease and writes status.
+    wait_for("the Lease held", || {
+        server
+            .kubectl(
+                &[
+                    "get",
+                    "lease",
+                    "strait-controller",
+                    "-n",
+                    "istio-system",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ],
+                "",
+            )
+            .ok()
+            .filter(|holder| !holder.is_empty())
+    });
+    wait_for("status on the VirtualService", || {
+        server
+            .kubectl(
+                &[
+                    "get",
+                    "virtualservice",
+                    "app",
+                    "-n",
+                    "istio-system",
+                    "-o",
+                    "jsonpath={.status.conditions[0].type}",
+                ],
+                "",
+            )
+            .ok()
+            .filter(|t| t == "Reconciled")
+    });
     // It watches that ConfigMap (a watch by name): deleted, it comes back.
     server
         .kubectl(&["delete", "configmap", "istio-ca-root-cert", "-n", "default"], "")

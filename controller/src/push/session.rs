@@ -80,6 +80,9 @@ struct InFlight {
     deadline: Instant,
     /// The build it carried, for a configuration: once ACKed, the base of deltas.
     config: Option<Arc<Prepared>>,
+    /// The build the proxy runs once it ACKs (for status on the Istio resources):
+    /// this message's, or a later one equal to it.
+    runs: Arc<Prepared>,
 }
 
 /// One connected proxy's session.
@@ -185,7 +188,16 @@ impl Session {
         self.status.update(self.connection, |s| s.build_errors.clear());
         let next = next(&progress.sent, ready);
         let kind = match next {
-            Next::Nothing => return,
+            Next::Nothing => {
+                // Equal digests: the proxy runs (or, once it answers, will run) this
+                // build's configuration, though nothing is sent. Only an ACK can have
+                // answered the last message here: a NACK clears `sent`.
+                match progress.in_flight.as_mut() {
+                    Some(f) => f.runs = prepared.clone(),
+                    None => self.status.runs(self.connection, prepared.clone()),
+                }
+                return;
+            }
             Next::Endpoints(_) => ENDPOINTS,
             Next::Config(_) => CONFIG,
         };
@@ -230,6 +242,7 @@ impl Session {
             permit: place,
             deadline: Instant::now() + ANSWER_WAIT,
             config: (kind == CONFIG).then(|| prepared.clone()),
+            runs: prepared.clone(),
         });
         self.status.update(self.connection, |s| {
             s.last_sent = Some(status::Sent {
@@ -247,6 +260,7 @@ impl Session {
                     .update(self.connection, |s| s.last_acked = Some(ack.version));
                 if let Some(f) = progress.in_flight.take_if(|f| f.version == ack.version) {
                     self.metrics.convergence.observe(f.published.elapsed().as_secs_f64());
+                    self.status.runs(self.connection, f.runs);
                     if f.config.is_some() {
                         progress.acked = f.config;
                     }

@@ -1,15 +1,19 @@
 //! What the controller knows of each connected proxy: who it is, what it was sent,
 //! what it acknowledged or refused and why, and the errors that kept the controller
 //! from building its configuration. Served as JSON on `/debug/proxies` and shown by
-//! `straitctl proxy-status --controller`.
+//! `straitctl proxy-status --controller`. Beside it, the configuration each proxy
+//! runs as the controller built it, which status on the Istio resources reads
+//! (`istio_status`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
+use super::builds::Prepared;
 use super::identity::Identity;
 
 /// Whether a proxy runs what the controller last sent it.
@@ -69,6 +73,14 @@ pub struct ProxyStatus {
 }
 
 impl ProxyStatus {
+    /// A copy with its sync state judged.
+    fn judged(&self) -> ProxyStatus {
+        ProxyStatus {
+            sync: self.judge(),
+            ..self.clone()
+        }
+    }
+
     /// Its sync state from the rest.
     fn judge(&self) -> SyncState {
         let answered = self.last_acked.max(self.last_nack.as_ref().map(|n| n.version));
@@ -104,11 +116,40 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// One connected proxy: its status, and the build it runs.
+#[derive(Debug)]
+struct Entry {
+    status: ProxyStatus,
+    runs: Option<Arc<Prepared>>,
+}
+
+/// A connected proxy as status on the Istio resources sees it.
+#[derive(Debug, Clone)]
+pub struct Holding {
+    /// Its status, with its sync state.
+    pub status: ProxyStatus,
+    /// The build whose configuration it runs: the last it acknowledged, or a later
+    /// one equal to it (None: it acknowledged nothing yet on this connection).
+    pub runs: Option<Arc<Prepared>>,
+}
+
 /// The status of every connected proxy.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
-    proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
+    proxies: Mutex<BTreeMap<u64, Entry>>,
     next: AtomicU64,
+    /// Counts changes, so that readers wait for one rather than poll.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            proxies: Mutex::default(),
+            next: AtomicU64::new(0),
+            changes: watch::channel(0).0,
+        }
+    }
 }
 
 impl Registry {
@@ -125,34 +166,59 @@ impl Registry {
             build_errors: Vec::new(),
             sync: SyncState::Stale,
         };
-        self.lock().insert(connection, status);
+        self.lock().insert(connection, Entry { status, runs: None });
+        self.changed();
         connection
     }
 
     /// Changes what is known of `connection`.
     pub fn update(&self, connection: u64, change: impl FnOnce(&mut ProxyStatus)) {
-        if let Some(s) = self.lock().get_mut(&connection) {
-            change(s);
+        if let Some(e) = self.lock().get_mut(&connection) {
+            change(&mut e.status);
         }
+        self.changed();
+    }
+
+    /// Records that `connection`'s proxy runs the configuration of `build`.
+    pub fn runs(&self, connection: u64, build: Arc<Prepared>) {
+        if let Some(e) = self.lock().get_mut(&connection) {
+            e.runs = Some(build);
+        }
+        self.changed();
     }
 
     /// Forgets `connection`.
     pub fn disconnect(&self, connection: u64) {
         self.lock().remove(&connection);
+        self.changed();
     }
 
     /// Every connected proxy, with its sync state.
     pub fn list(&self) -> Vec<ProxyStatus> {
+        self.lock().values().map(|e| e.status.judged()).collect()
+    }
+
+    /// Every connected proxy with the build it runs.
+    pub fn holdings(&self) -> Vec<Holding> {
         self.lock()
             .values()
-            .map(|s| ProxyStatus {
-                sync: s.judge(),
-                ..s.clone()
+            .map(|e| Holding {
+                status: e.status.judged(),
+                runs: e.runs.clone(),
             })
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyStatus>> {
+    /// A counter that moves with every change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
