@@ -13,4 +13,6 @@ if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light haproxy >/dev/null
 fi
 cargo build --release --locked -p strait-gateway -p strait-loadtests --bins
-exec target/release/strait-bench --mode "${1:-quick}"
+target/release/strait-bench --mode "${1:-quick}"
+# The README's chart of the headline figures.
+python3 loadtests/chart.py
