@@ -190,6 +190,8 @@ pub struct SidecarSpec<'a> {
     pub labels: &'a str,
     /// `--threads` (worker threads per listener); the engine's default when `None`.
     pub threads: Option<usize>,
+    /// More flags for `run`.
+    pub extra: &'a [String],
     /// Core to pin it to.
     pub core: usize,
     /// Its log file.
@@ -259,6 +261,7 @@ impl Pod {
         if let Some(n) = s.threads {
             args.extend(["--threads".into(), n.to_string()]);
         }
+        args.extend(s.extra.iter().cloned());
         let process = self.ns.spawn(
             &format!("{} sidecar", self.name),
             s.core,
@@ -319,6 +322,9 @@ impl Pod {
                 stream.set_read_timeout(Some(Duration::from_secs(5)))?;
                 stream.write_all(request.as_bytes())?;
                 let raw = read_response(&mut stream)?;
+                if raw.is_empty() {
+                    return Err(std::io::Error::other("the connection was closed without a response"));
+                }
                 let text = String::from_utf8_lossy(&raw);
                 let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
                 let code = head

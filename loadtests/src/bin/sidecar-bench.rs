@@ -61,6 +61,10 @@ struct Cli {
     /// Where to write sidecar-latest.json and sidecar-latest.md.
     #[arg(long, default_value = "loadtests/results")]
     out: PathBuf,
+    /// A flag added to every sidecar's `strait-sidecar run` (repeatable), e.g.
+    /// `--sidecar-arg=--max-requests-per-connection=0`; the report lists them.
+    #[arg(long = "sidecar-arg", allow_hyphen_values = true, value_name = "FLAG")]
+    sidecar_args: Vec<String>,
 }
 
 struct Plan {
@@ -193,7 +197,7 @@ fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut results = Results::default();
-    let mut topology = build(&bin_dir)?;
+    let mut topology = build(&bin_dir, &cli.sidecar_args)?;
     eprintln!("pods ready ({:.0} s)", started.elapsed().as_secs_f64());
 
     // Idle: settled after start, before any request went through.
@@ -328,6 +332,7 @@ fn main() -> anyhow::Result<()> {
             "rates": plan.rates,
             "connections": plan.connections,
         },
+        "sidecar_args": cli.sidecar_args,
         "variants": VARIANTS.iter().map(|v| serde_json::json!({"threads": v.threads, "about": v.about})).collect::<Vec<_>>(),
         "checks": checks.iter().chain(&mtls).collect::<Vec<_>>(),
         "summary": results.summary(),
@@ -353,7 +358,7 @@ fn stop_if_interrupted() -> anyhow::Result<()> {
 }
 
 /// The pods, their configuration and certificates, the backends and the sidecars.
-fn build(bin_dir: &Path) -> anyhow::Result<Topology> {
+fn build(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Topology> {
     let dir = tempfile::tempdir()?;
     mesh::public_dir(dir.path())?;
     let config = dir.path().join("config");
@@ -461,6 +466,7 @@ fn build(bin_dir: &Path) -> anyhow::Result<Topology> {
                 service_account: &account,
                 labels: &labels,
                 threads: Some(variant.threads),
+                extra,
                 core: SIDECAR_CORE,
                 log: &log,
             })?);
@@ -721,6 +727,12 @@ Sidecars pinned to core 0; the load client and the backends to core 1. CPU is bo
     md.push_str("Settings compared:\n");
     for v in &VARIANTS {
         md.push_str(&format!("- threads {}: {}\n", v.threads, v.about));
+    }
+    if !cli.sidecar_args.is_empty() {
+        md.push_str(&format!(
+            "- every sidecar also ran with: `{}`\n",
+            cli.sidecar_args.join(" ")
+        ));
     }
     md.push('\n');
     md.push_str(&goals(results, &first));
