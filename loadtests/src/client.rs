@@ -157,8 +157,12 @@ async fn connection(spec: LoadSpec, index: usize, started: Instant) -> LoadResul
         let Some(c) = conn.as_mut() else { continue };
         let outcome = exchange(c.as_mut(), request.as_bytes(), &mut buf).await;
         previous_done = Instant::now();
+        if matches!(outcome, Ok((_, true))) {
+            // The server asked to close (a proxy's requests-per-connection limit).
+            conn = None;
+        }
         match outcome {
-            Ok(status) if (200..300).contains(&status) => {
+            Ok((status, _)) if (200..300).contains(&status) => {
                 result.ok += 1;
                 let us = u64::try_from(previous_done.duration_since(origin).as_micros()).unwrap_or(u64::MAX);
                 let _ = result.latency_us.record(us.max(1));
@@ -173,8 +177,9 @@ async fn connection(spec: LoadSpec, index: usize, started: Instant) -> LoadResul
     result
 }
 
-/// Sends one request and reads one response; returns its status.
-async fn exchange(conn: &mut dyn Io, request: &[u8], buf: &mut [u8]) -> std::io::Result<u16> {
+/// Sends one request and reads one response; returns its status and whether the
+/// server closes the connection after it (`connection: close`).
+async fn exchange(conn: &mut dyn Io, request: &[u8], buf: &mut [u8]) -> std::io::Result<(u16, bool)> {
     conn.write_all(request).await?;
     let mut filled = 0;
     loop {
@@ -194,6 +199,10 @@ async fn exchange(conn: &mut dyn Io, request: &[u8], buf: &mut [u8]) -> std::io:
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
                     .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
                     .ok_or_else(|| std::io::Error::other("response without content-length"))?;
+                let close = resp.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && std::str::from_utf8(h.value).is_ok_and(|v| v.trim().eq_ignore_ascii_case("close"))
+                });
                 let mut have = filled - head;
                 while have < length {
                     let want = (length - have).min(buf.len());
@@ -203,7 +212,7 @@ async fn exchange(conn: &mut dyn Io, request: &[u8], buf: &mut [u8]) -> std::io:
                     }
                     have += n;
                 }
-                return Ok(status);
+                return Ok((status, close));
             }
             Ok(httparse::Status::Partial) if filled < buf.len() => continue,
             Ok(httparse::Status::Partial) => return Err(std::io::Error::other("response head too large")),
@@ -252,5 +261,57 @@ mod tests {
         let r = run(&failing).await;
         assert_eq!((r.ok, r.errors > 40), (0, true), "non-2xx answers are errors");
         echo.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    /// Answers two requests per connection, the second with `connection: close`,
+    /// then closes, as a proxy at its requests-per-connection limit does.
+    async fn closing_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    for i in 0..2 {
+                        let mut seen = Vec::new();
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let close = if i == 1 { "connection: close\r\n" } else { "" };
+                        let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{close}\r\nok");
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closes_is_replaced_without_errors() {
+        let spec = LoadSpec {
+            addr: closing_server().await,
+            host: "backend".into(),
+            path: "/".into(),
+            headers: Vec::new(),
+            tls: None,
+            connections: 2,
+            rate: Some(200.0),
+            duration: Duration::from_millis(300),
+            new_connection_per_request: false,
+        };
+        let r = run(&spec).await;
+        assert_eq!(r.errors, 0, "a closed connection is not an error");
+        assert!(r.ok >= 55, "{} requests answered", r.ok);
     }
 }

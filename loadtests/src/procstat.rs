@@ -57,10 +57,50 @@ fn schedstat_ns(path: &Path) -> u64 {
 
 /// Resident memory of `pids`, in KiB.
 pub fn rss_kib(pids: &[u32]) -> u64 {
+    status_kib(pids, "VmRSS:")
+}
+
+/// The most resident memory each of `pids` has had (its high-water mark), summed, in KiB.
+pub fn peak_rss_kib(pids: &[u32]) -> u64 {
+    status_kib(pids, "VmHWM:")
+}
+
+/// Resident memory of `pids` split into private memory (RssAnon: heap, stacks) and
+/// file-backed pages (RssFile: mostly the executable, shared by every process that
+/// maps the same file), in KiB.
+pub fn rss_split_kib(pids: &[u32]) -> (u64, u64) {
+    (status_kib(pids, "RssAnon:"), status_kib(pids, "RssFile:"))
+}
+
+/// Busy time of CPU `core` since boot (user, nice, system, irq, softirq, steal), in
+/// nanoseconds, from /proc/stat; 10 ms resolution (its unit, USER_HZ, is 100 on Linux).
+pub fn core_busy_ns(core: usize) -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{core}");
+    let Some(line) = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+    else {
+        return 0;
+    };
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| ticks.get(*i))
+        .sum::<u64>()
+        * 10_000_000
+}
+
+fn status_kib(pids: &[u32], field: &str) -> u64 {
     pids.iter()
         .filter_map(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let line = status.lines().find(|l| l.starts_with(field))?;
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .sum()
@@ -95,6 +135,10 @@ mod tests {
         assert!(busy > 0);
         assert!(cpu_ns(&[me]) > 0);
         assert!(rss_kib(&[me]) > 1000);
+        assert!(peak_rss_kib(&[me]) >= rss_kib(&[me]));
+        let (anon, file) = rss_split_kib(&[me]);
+        assert!(anon > 0 && file > 0 && anon + file <= rss_kib(&[me]) + 64);
+        assert!(core_busy_ns(0) > 0);
         assert_eq!(tree(me)[0], me);
     }
 }
