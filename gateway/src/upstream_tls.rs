@@ -111,21 +111,7 @@ fn own_server_certificate(der: &[u8], sni: &str) -> bool {
             None => name == sni,
         }
     };
-    let sans: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let sans = crate::pem::dns_names(&cert);
     let named = if sans.is_empty() {
         cert.subject()
             .iter_common_name()
