@@ -47,9 +47,9 @@ const OTHER_WORK_WARNING_PCT: f64 = 10.0;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Mode {
-    /// About 2 minutes: 3 repetitions of 2 s.
+    /// About a minute: 3 repetitions of 2 s.
     Quick,
-    /// About 5 minutes: 5 repetitions of 5 s.
+    /// About 3 minutes: 5 repetitions of 5 s.
     Full,
 }
 
