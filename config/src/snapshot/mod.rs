@@ -38,6 +38,10 @@ pub struct Snapshot {
     /// Server certificates to obtain and renew with ACME.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub acme: Vec<crate::acme::ManagedCert>,
+    /// Answers to the ACME challenges a controller is being asked (gateways answer
+    /// them for it).
+    #[serde(skip_serializing_if = "crate::acme::Answers::is_empty")]
+    pub acme_answers: crate::acme::Answers,
     /// The cluster of the tracing provider's service when the registry defines it
     /// (spans go to its endpoints, as Istio resolves extension providers); None:
     /// the provider's host is resolved by DNS.

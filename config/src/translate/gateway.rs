@@ -249,11 +249,8 @@ impl Translator<'_, '_> {
 
     fn certificate(&mut self, gw_entry: &Entry, field: &str, server: &Server) -> Option<usize> {
         let tls = server.tls.as_ref()?;
-        let credential = tls
-            .credential_name
-            .as_deref()
-            .or(tls.credential_names.first().map(String::as_str));
-        let managed = self.acme_managed(gw_entry, field, server, credential);
+        let credential = crate::acme::credential(server);
+        let managed = self.acme_managed(gw_entry, field, server);
         let (key, source, from) = if let Some(name) = credential {
             let found = self.secret(&gw_entry.resource.namespace, name);
             let found = match (found, managed) {
@@ -320,67 +317,23 @@ impl Translator<'_, '_> {
 
     /// For a server of a Gateway annotated `strait.io/acme`, records the certificate
     /// to order and returns the names it covers.
-    fn acme_managed(
-        &mut self,
-        gw_entry: &Entry,
-        field: &str,
-        server: &Server,
-        credential: Option<&str>,
-    ) -> Option<Vec<String>> {
-        let issuer = gw_entry.resource.metadata.annotations.get(crate::acme::ANNOTATION)?;
-        let Some(credential) = credential else {
-            self.diags.push(gw_entry.diag(
-                Severity::Error,
-                Code::Required,
-                &format!("{field}.tls.credentialName"),
-                format!(
-                    "{}: the server needs a credentialName, the Secret the issued certificate is kept in",
-                    crate::acme::ANNOTATION
-                ),
-            ));
-            return None;
-        };
-        let ns = gw_entry.resource.namespace.as_str();
-        let hosts: Vec<String> = server
-            .hosts
-            .iter()
-            .map(|h| server_host(h, ns).1.to_ascii_lowercase())
-            .collect();
-        if let Some(wild) = hosts.iter().find(|h| h.contains('*')) {
-            self.diags.push(gw_entry.diag(
-                Severity::Error,
-                Code::InvalidValue,
-                &format!("{field}.hosts"),
-                format!(
-                    "{}: {wild} cannot be proven with HTTP-01 or TLS-ALPN-01; list exact names",
-                    crate::acme::ANNOTATION
-                ),
-            ));
-            return None;
-        }
-        let managed = crate::acme::ManagedCert {
-            issuer: issuer.clone(),
-            namespace: ns.to_string(),
-            credential_name: credential.to_string(),
-            hosts: hosts.clone(),
-            source: format!("Gateway {ns}/{} {field}", gw_entry.resource.name),
-        };
-        match self
-            .acme
-            .iter_mut()
-            .find(|m| m.namespace == ns && m.credential_name == credential)
-        {
-            // Servers sharing a credential share one certificate covering all their names.
-            Some(existing) => {
-                for h in &hosts {
-                    if !existing.hosts.contains(h) {
-                        existing.hosts.push(h.clone());
-                    }
-                }
+    fn acme_managed(&mut self, gw_entry: &Entry, field: &str, server: &Server) -> Option<Vec<String>> {
+        match crate::acme::requested(gw_entry, field, server)? {
+            Ok(managed) => {
+                let hosts = managed.hosts.clone();
+                crate::acme::merge(&mut self.acme, managed);
+                Some(hosts)
             }
-            None => self.acme.push(managed),
+            Err(refusal) => {
+                self.diags.push(gw_entry.diag(
+                    Severity::Error,
+                    refusal.code,
+                    &format!("{field}.{}", refusal.field),
+                    refusal.message,
+                ));
+                None
+            }
         }
-        Some(hosts)
     }
 
     /// PEM certificate and key of a TLS Secret, looked up in `ns` then in the proxy's namespace.

@@ -76,6 +76,10 @@ pub fn translate(compiled: &Compiled<'_>, scope: &Scope, version: u64) -> Result
         certificates: t.certificates,
         policies,
         acme: t.acme,
+        acme_answers: match scope.role {
+            Role::Gateway => crate::acme::answers_in(compiled.bundle),
+            Role::Sidecar => crate::acme::Answers::default(),
+        },
         tracing_cluster,
     };
     Ok(Translated {

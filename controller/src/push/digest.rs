@@ -87,6 +87,7 @@ pub fn config<'a>(
         certificates,
         policies,
         acme,
+        acme_answers,
         tracing_cluster,
     } = snapshot;
     let mut h = Hasher::new();
@@ -95,6 +96,8 @@ pub fn config<'a>(
     h.value(certificates)?;
     h.value(policies)?;
     h.value(acme)?;
+    // Its ALPN certificates are not serialized: the Secret's text (opaque) covers them.
+    h.value(acme_answers)?;
     h.value(tracing_cluster)?;
     for text in opaque {
         h.bytes(text.as_bytes());
