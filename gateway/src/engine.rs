@@ -112,6 +112,8 @@ impl Engine {
         // The parsed resources are gone by now; their pages need not stay resident.
         crate::memory::release_free_memory();
         let metrics = Metrics::new(&scope).map_err(|e| vec![engine_diag(format!("metrics: {e}"))])?;
+        let challenges = Arc::new(Challenges::new(settings.acme_store.clone()));
+        challenges.set_pushed(&runtime.snapshot.acme_answers);
         Ok(Arc::new(Engine {
             last_attempt: Mutex::new(LastAttempt {
                 accepted: true,
@@ -127,7 +129,7 @@ impl Engine {
             side_calls: Arc::new(SideCalls::default()),
             limiter: Limiter::default(),
             jwks,
-            challenges: Arc::new(Challenges::new(settings.acme_store.clone())),
+            challenges,
             metrics,
             connections: AtomicUsize::new(0),
             acme_failures: Mutex::default(),
@@ -227,6 +229,7 @@ impl Engine {
                     diagnostics: runtime.warnings.to_vec(),
                 };
                 self.next_version.store(version + 1, Ordering::Relaxed);
+                self.challenges.set_pushed(&runtime.snapshot.acme_answers);
                 self.current.store(Arc::new(runtime));
                 Ok(version)
             }

@@ -173,19 +173,4 @@ impl Pem {
 }
 
 /// The DNS names among a certificate's subjectAltNames, lowercase.
-pub fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
-    cert.subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use strait_acme::dns_names;

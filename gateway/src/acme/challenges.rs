@@ -1,11 +1,15 @@
-//! The answers to ACME challenges being validated, read by the listeners and shared
-//! with other replicas through the store.
+//! The answers to ACME challenges being validated, read by the listeners: those of
+//! this gateway's own orders (shared with other replicas through the store) and those
+//! a controller publishes with the configuration (it orders on a cluster).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use async_trait::async_trait;
 use rustls::sign::CertifiedKey;
+use strait_acme::{Answer, Responder, StoreError};
+use strait_config::acme::Answers;
 
 use crate::pem::Pem;
 
@@ -17,6 +21,14 @@ pub struct Challenges {
     store: PathBuf,
     http: RwLock<HashMap<String, String>>,
     alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    pushed: RwLock<Pushed>,
+}
+
+/// A controller's answers, with their TLS-ALPN-01 certificates compiled.
+#[derive(Debug, Default)]
+struct Pushed {
+    answers: Answers,
+    alpn: HashMap<String, Arc<CertifiedKey>>,
 }
 
 /// Whether `s` can be part of a file name: tokens are base64url, names DNS names.
@@ -34,6 +46,35 @@ impl Challenges {
             store,
             http: RwLock::default(),
             alpn: RwLock::default(),
+            pushed: RwLock::default(),
+        }
+    }
+
+    /// Takes the answers of the configuration being applied (a controller's orders).
+    /// A certificate that does not load is left out, with a warning: the CA then
+    /// fails that one validation, and the controller orders again.
+    pub fn set_pushed(&self, answers: &Answers) {
+        if self.pushed.read().is_ok_and(|p| p.answers == *answers) {
+            return;
+        }
+        let mut alpn = HashMap::new();
+        for (name, pem) in &answers.alpn {
+            let both = Pem {
+                name: format!("the controller's TLS-ALPN-01 certificate for {name}"),
+                bytes: pem.clone().into_bytes(),
+            };
+            match crate::certs::unchecked_key(&both, &both) {
+                Ok(key) => {
+                    alpn.insert(name.clone(), Arc::new(key));
+                }
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        if let Ok(mut p) = self.pushed.write() {
+            *p = Pushed {
+                answers: answers.clone(),
+                alpn,
+            };
         }
     }
 
@@ -50,6 +91,9 @@ impl Challenges {
         if let Some(answer) = self.http.read().ok()?.get(token) {
             return Some(answer.clone());
         }
+        if let Some(answer) = self.pushed.read().ok()?.answers.http.get(token) {
+            return Some(answer.clone());
+        }
         // Another replica's order.
         safe(token)
             .then(|| std::fs::read_to_string(self.http_file(token)).ok())
@@ -62,6 +106,9 @@ impl Challenges {
         if let Some(cert) = self.alpn.read().ok()?.get(&name) {
             return Some(cert.clone());
         }
+        if let Some(cert) = self.pushed.read().ok()?.alpn.get(&name) {
+            return Some(cert.clone());
+        }
         if !safe(&name) {
             return None;
         }
@@ -69,37 +116,64 @@ impl Challenges {
         crate::certs::unchecked_key(&pem, &pem).ok().map(Arc::new)
     }
 
-    pub(super) fn publish_http(&self, token: String, answer: String) -> std::io::Result<()> {
-        if safe(&token) {
-            write_private(&self.http_file(&token), answer.as_bytes())?;
+    fn publish_http(&self, token: &str, answer: &str) -> std::io::Result<()> {
+        if safe(token) {
+            write_private(&self.http_file(token), answer.as_bytes())?;
         }
         if let Ok(mut m) = self.http.write() {
-            m.insert(token, answer);
+            m.insert(token.to_string(), answer.to_string());
         }
         Ok(())
     }
 
-    pub(super) fn publish_alpn(&self, name: String, cert: (Arc<CertifiedKey>, String)) -> std::io::Result<()> {
-        if safe(&name) {
-            write_private(&self.alpn_file(&name), cert.1.as_bytes())?;
+    fn publish_alpn(&self, name: &str, pem: &str) -> Result<(), StoreError> {
+        let both = Pem {
+            name: format!("TLS-ALPN-01 certificate for {name}"),
+            bytes: pem.as_bytes().to_vec(),
+        };
+        let cert = crate::certs::unchecked_key(&both, &both).map_err(|e| StoreError(e.to_string()))?;
+        if safe(name) {
+            write_private(&self.alpn_file(name), pem.as_bytes())?;
         }
         if let Ok(mut m) = self.alpn.write() {
-            m.insert(name, cert.0);
+            m.insert(name.to_string(), Arc::new(cert));
         }
         Ok(())
     }
+}
 
-    pub(super) fn withdraw(&self, tokens: &[String], names: &[String]) {
-        if let Ok(mut m) = self.http.write() {
-            for t in tokens {
-                m.remove(t);
-                let _ = std::fs::remove_file(self.http_file(t));
+/// This gateway's own orders: answered by itself, and by the replicas sharing its
+/// store (they read the answers' files).
+#[async_trait]
+impl Responder for Challenges {
+    async fn publish(&self, answers: &[Answer]) -> Result<(), StoreError> {
+        for answer in answers {
+            match answer {
+                Answer::Http {
+                    token,
+                    key_authorization,
+                } => self.publish_http(token, key_authorization)?,
+                Answer::TlsAlpn { name, pem } => self.publish_alpn(name, pem)?,
             }
         }
-        if let Ok(mut m) = self.alpn.write() {
-            for n in names {
-                m.remove(n);
-                let _ = std::fs::remove_file(self.alpn_file(n));
+        Ok(())
+    }
+
+    async fn withdraw(&self, answers: &[Answer]) {
+        for answer in answers {
+            match answer {
+                Answer::Http { token, .. } => {
+                    if let Ok(mut m) = self.http.write() {
+                        m.remove(token);
+                    }
+                    let _ = std::fs::remove_file(self.http_file(token));
+                }
+                Answer::TlsAlpn { name, .. } => {
+                    if let Ok(mut m) = self.alpn.write() {
+                        m.remove(name);
+                    }
+                    let _ = std::fs::remove_file(self.alpn_file(name));
+                }
             }
         }
     }

@@ -5,17 +5,17 @@
 //! which the folder source reads with the configuration: new handshakes get the
 //! new certificate, open connections keep theirs.
 //!
-//! A certificate is renewed at two thirds of its lifetime (or inside the renewal
-//! window the CA suggests, where it offers ACME Renewal Information); a failure keeps
-//! the current certificate serving, is logged, and is retried with backoff (an hour
-//! after a rate-limit answer). Replicas sharing the store take turns through a lock
-//! file, and one that finds a fresh certificate already stored does not order again.
+//! The protocol, renewal and backoff are `strait_acme`'s; this module keeps the
+//! certificates and accounts in the store and answers the challenges. Replicas
+//! sharing the store take turns through a lock file, and one that finds a fresh
+//! certificate already stored does not order again. With a controller, the
+//! controller orders and the gateway answers the challenges it publishes.
 
 mod challenges;
 mod manager;
 
 pub use challenges::Challenges;
-pub use manager::{AcmeError, AcmeManager};
+pub use manager::AcmeManager;
 
 /// Path prefix of HTTP-01 validation requests.
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
