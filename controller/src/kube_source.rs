@@ -132,6 +132,11 @@ const WATCHED: &[Watched] = &[
         fields: Some("type=kubernetes.io/tls"),
         ..kind("", "Secret", &["v1"])
     },
+    // The answers to ACME challenges the leader publishes for every gateway.
+    Watched {
+        fields: Some("type=strait.io/acme-challenges"),
+        ..kind("", "Secret", &["v1"])
+    },
 ];
 
 /// Feeds a store from a Kubernetes API server.
@@ -229,7 +234,11 @@ async fn watch_kind(client: Client, store: Arc<Store>, watched: &'static Watched
     if let Some(fields) = watched.fields {
         config = config.fields(fields);
     }
-    let source = format!("kubernetes/{}", watched.kind);
+    // Two watches of one kind (Secrets of two types) feed the store apart.
+    let source = match watched.fields {
+        Some(fields) => format!("kubernetes/{}?{fields}", watched.kind),
+        None => format!("kubernetes/{}", watched.kind),
+    };
     let mut documents = Documents::new(resource);
     let mut events = pin!(watcher(api, config).default_backoff().ready_chunks(BATCH));
     while let Some(batch) = events.next().await {

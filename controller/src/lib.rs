@@ -1,5 +1,6 @@
 //! The controller crate's library: what `strait-controller` and `straitctl` share.
 
+pub mod acme;
 pub mod admin_client;
 pub mod analyze;
 pub mod ca;

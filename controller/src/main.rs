@@ -62,6 +62,9 @@ struct Cli {
     /// in --namespace.
     #[command(flatten)]
     leader: strait_controller::leader::LeaderFlags,
+    /// ACME on a cluster (Kubernetes mode, by the leader).
+    #[command(flatten)]
+    acme: strait_controller::acme::AcmeFlags,
     /// Write status on the Istio resources (Kubernetes mode, by the leader):
     /// Reconciled, Programmed, validationMessages.
     #[arg(long, env = "STRAIT_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -138,6 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &cli.leader,
             );
         }
+        // Certificates for Gateways annotated strait.io/acme, kept in their Secrets.
+        strait_controller::acme::start(&mut controller, client.clone(), &cli.ca.namespace, &cli.acme)?;
     }
     // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).
     match &client {

@@ -265,7 +265,9 @@ fn run_with_controller(cli: &Cli, address: &str) -> anyhow::Result<ExitCode> {
         log::warn!("{d}");
     }
     if !started.mesh.acme_issuers.is_empty() {
-        log::warn!("the mesh config names ACME issuers: ACME does not run with --controller yet");
+        log::info!(
+            "the mesh config names ACME issuers: with --controller, the controller orders the certificates (in Kubernetes mode) and this gateway answers the challenges it publishes"
+        );
     }
     // Settings read from the mesh config at start (limits, access log, tracing) stay
     // until a restart, as with --mesh-config.
