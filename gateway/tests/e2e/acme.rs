@@ -18,7 +18,7 @@ use tokio_rustls::rustls;
 use crate::support::*;
 
 /// Pebble and its DNS stand-in, killed when dropped.
-struct Pebble {
+pub(crate) struct Pebble {
     children: Vec<Child>,
     management: u16,
 }
@@ -35,7 +35,7 @@ impl Drop for Pebble {
 impl Pebble {
     /// Starts Pebble on `listen` with its challenges aimed at the gateway's ports, and a
     /// DNS server answering 127.0.0.1 for every name.
-    fn start(dir: &Path, listen: u16, http: u16, https: u16, validity_secs: u64) -> Pebble {
+    pub(crate) fn start(dir: &Path, listen: u16, http: u16, https: u16, validity_secs: u64) -> Pebble {
         let [management, dns, dns_mgmt] = free_ports::<3>();
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
@@ -83,7 +83,7 @@ impl Pebble {
     }
 
     /// The root Pebble issues under (a new one at every start).
-    async fn root(&self, tls_root: &TestCert) -> String {
+    pub(crate) async fn root(&self, tls_root: &TestCert) -> String {
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(tls_root.cert_pem.as_bytes()).expect("pem"))
             .resolve("localhost", ([127, 0, 0, 1], self.management).into())
@@ -102,7 +102,7 @@ impl Pebble {
     }
 }
 
-fn config(dir: &Path, acme_port: u16) -> (std::path::PathBuf, String) {
+pub(crate) fn config(dir: &Path, acme_port: u16) -> (std::path::PathBuf, String) {
     let mesh = format!(
         "acmeIssuers:\n- {{name: pebble-http, directory: 'https://localhost:{acme_port}/dir', email: ops@example.com, caCertificates: {}}}\n- {{name: pebble-alpn, directory: 'https://localhost:{acme_port}/dir', challenge: TLS-ALPN-01, caCertificates: {}}}\n",
         dir.join("pebble.pem").display(),
@@ -152,7 +152,7 @@ spec:
 }
 
 /// The certificate chain the gateway serves for `host`, verified against `root`.
-async fn served(port: u16, host: &str, root: &str) -> Result<Vec<u8>, String> {
+pub(crate) async fn served(port: u16, host: &str, root: &str) -> Result<Vec<u8>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut root.as_bytes()) {
         roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
@@ -174,7 +174,7 @@ async fn served(port: u16, host: &str, root: &str) -> Result<Vec<u8>, String> {
 
 /// Waits until `host` is served a certificate that verifies against `root` and
 /// differs from `not`.
-async fn wait_served(port: u16, host: &str, root: &str, not: Option<&[u8]>, within: Duration) -> Vec<u8> {
+pub(crate) async fn wait_served(port: u16, host: &str, root: &str, not: Option<&[u8]>, within: Duration) -> Vec<u8> {
     let deadline = Instant::now() + within;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -235,7 +235,7 @@ impl KeptConnection {
     }
 }
 
-fn serial(der: &[u8]) -> String {
+pub(crate) fn serial(der: &[u8]) -> String {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, c)| c.raw_serial_as_string())
         .unwrap_or_default()

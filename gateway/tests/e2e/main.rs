@@ -4,6 +4,7 @@
 
 mod access_log;
 mod acme;
+mod acme_kube;
 mod admin;
 mod authz;
 mod check;

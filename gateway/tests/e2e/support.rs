@@ -64,6 +64,11 @@ impl Gateway {
     /// it serves (it needs its first configuration for that).
     pub fn follow(controller: &str, name: &str, extra: &[&str]) -> Gateway {
         let [http, https] = free_ports::<2>();
+        Gateway::follow_on(controller, name, extra, http, https)
+    }
+
+    /// As `follow`, with the Gateways' ports 80 and 443 on `http` and `https`.
+    pub fn follow_on(controller: &str, name: &str, extra: &[&str], http: u16, https: u16) -> Gateway {
         let args = ["--controller", controller, "--proxy-id", name].map(std::ffi::OsStr::new);
         match Gateway::launch(&args, extra, http, https) {
             Ok(g) => g,
