@@ -1,7 +1,8 @@
 # One image with all of Strait's binaries: strait-gateway (ingress and egress
 # gateways), strait-controller, strait-sidecar (the injected strait-init and
 # strait-proxy containers) and straitctl. The charts and the sidecar injector name the
-# binary to run (`command:`), so there is no entrypoint.
+# binary to run (`command:`), so there is no entrypoint. strait-echo, the demo
+# backend, serves the examples (examples/canary) and the k6 scripts.
 #
 #   docker build -t ghcr.io/strait/strait:0.1.0 .
 #
@@ -20,7 +21,8 @@ COPY . .
 RUN cargo build --release --locked -p strait-gateway -p strait-sidecar -p strait-controller \
  && mkdir /out \
  && cp target/release/strait-gateway target/release/strait-sidecar \
-       target/release/strait-controller target/release/straitctl /out/
+       target/release/strait-controller target/release/straitctl \
+       target/release/strait-echo /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
