@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Puts Istio's CRDs into the strait-crds chart before it is packaged or installed
+# from a checkout: they come from the istio.io/api module pinned in tools/crds/go.mod
+# (scripts/kube-tools.sh extracts them into its cache, or $STRAIT_ISTIO_CRDS names
+# them), never from the repository, which commits only Strait's own RateLimit CRD.
+#   scripts/chart-crds.sh [CHART_DIR]        # default: charts/strait-crds
+#   helm package charts/strait-crds          # then, or helm install it
+# Idempotent: the copies are replaced each run (git ignores them).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+chart=${1:-$root/charts/strait-crds}
+[ -f "$chart/Chart.yaml" ] || { echo "chart-crds: $chart is not a chart (no Chart.yaml)" >&2; exit 2; }
+
+if [ -z "${STRAIT_ISTIO_CRDS:-}" ]; then
+  # shellcheck source=/dev/null
+  . <("$root/scripts/kube-tools.sh" --print-env)
+fi
+src=${STRAIT_ISTIO_CRDS:?}
+shopt -s nullglob
+files=("$src"/*.yaml)
+[ ${#files[@]} -gt 0 ] || { echo "chart-crds: no .yaml file in $src" >&2; exit 1; }
+
+mkdir -p "$chart/crds"
+rm -f "$chart"/crds/istio-*.yaml
+for f in "${files[@]}"; do
+  cp "$f" "$chart/crds/istio-$(basename "$f")"
+done
+echo "chart-crds: copied ${#files[@]} file(s) of Istio's CRDs from $src into $chart/crds" >&2
