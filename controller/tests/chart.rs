@@ -221,6 +221,18 @@ async fn the_controller_chart_renders_what_its_values_say() {
         "{}"
     );
 
+    // ACME's write access to Secrets is opt-in (acme.enabled, deploy/acme-rbac.yaml).
+    assert!(find(&docs, "ClusterRole", Some("strait-controller-acme")).is_none());
+    let acme = helm
+        .template(&chart, "istio-system", &["acme.enabled=true"])
+        .expect("renders");
+    let role = find(&acme, "ClusterRole", Some("strait-controller-acme")).expect("ACME's rights");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}])
+    );
+    assert!(find(&acme, "ClusterRoleBinding", Some("strait-controller-acme")).is_some());
+
     let injector = get(&docs, "MutatingWebhookConfiguration");
     assert_eq!(injector["metadata"]["name"], "strait-sidecar-injector");
     let webhooks = injector["webhooks"].as_array().expect("webhooks");

@@ -321,6 +321,12 @@ async fn read_access_to_what_it_watches_is_all_the_controller_needs() {
     };
     assert!(in_namespace("create", "secrets", "istio-system").starts_with("yes"));
     assert!(in_namespace("create", "secrets", "default").contains("no"));
+    // ACME on the cluster is opt-in: its own file grants writing certificate Secrets.
+    let acme = include_str!("../../deploy/acme-rbac.yaml");
+    server.kubectl(&["apply", "-f", "-"], acme).expect("applied");
+    assert!(in_namespace("patch", "secrets", "default").starts_with("yes"));
+    assert!(in_namespace("delete", "secrets", "istio-system").starts_with("yes"));
+    assert!(in_namespace("delete", "secrets", "default").contains("no"));
     assert!(in_namespace("update", "configmaps/istio", "istio-system").contains("no"));
     // Status on Istio's kinds, through their status subresource only.
     let status = |verb: &str, resource: &str| {
