@@ -504,3 +504,61 @@ fn listener(st: &[strait_config::compile::gateway_api::status::ResourceStatus]) 
     let gw = st.iter().find(|s| s.kind == "Gateway").expect("gateway");
     gw.status["listeners"][0].clone()
 }
+
+#[test]
+fn analyze_reports_what_status_would_say() {
+    use strait_config::analyze::{analyze, Message};
+    let y = infra()
+        + &route(
+            "not-found",
+            "  rules:\n  - backendRefs: [{name: nonexistent, port: 8080}]\n",
+        )
+        + &route(
+            "elsewhere",
+            "  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n",
+        )
+        .replace(
+            "[{name: same-namespace}]",
+            "[{name: same-namespace, sectionName: nope}]",
+        )
+        + &route(
+            "no-gateway",
+            "  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n",
+        )
+        .replace("[{name: same-namespace}]", "[{name: absent}]");
+    let l = loaded(&y);
+    let found: Vec<(Message, String, Option<String>)> = analyze(&l.bundle, &Default::default())
+        .into_iter()
+        .map(|f| {
+            (
+                f.message,
+                f.diagnostic.resource.map(|r| r.name).unwrap_or_default(),
+                f.diagnostic.field,
+            )
+        })
+        .collect();
+    assert!(
+        found.contains(&(
+            Message::GatewayRouteRefsNotResolved,
+            "not-found".into(),
+            Some("spec.rules".into())
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(
+            Message::GatewayRouteNotAccepted,
+            "elsewhere".into(),
+            Some("spec.parentRefs[0]".into())
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(
+            Message::ReferencedResourceNotFound,
+            "no-gateway".into(),
+            Some("spec.parentRefs[0]".into())
+        )),
+        "{found:?}"
+    );
+}
