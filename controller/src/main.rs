@@ -137,6 +137,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 identity,
                 &cli.leader,
             );
+            strait_controller::gateway_api_status::start(
+                &mut controller,
+                client.clone(),
+                strait_controller::istio_status::INTERVAL,
+            );
         }
     }
     // The CA and the TLS port: on a cluster only (TokenReview, the CA's Secret).
