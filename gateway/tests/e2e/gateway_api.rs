@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// One request of a table: (method, host, path, headers, backend that answers).
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 const NS: &str = "gateway-conformance-infra";
 
 /// GatewayClass `strait` and Gateway `same-namespace` with `listeners` (YAML list
@@ -74,7 +77,7 @@ async fn matching_and_precedence_as_the_conformance_cases() {
         );
     let (gw, _dir) = start_with(&[("gw.yaml", &config)]);
     let c = client(&[("example.com", gw.http), ("more.example.com", gw.http)], &[]);
-    let cases: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case<'_>] = &[
         ("GET", "example.com", "/", &[], "infra-backend-v1"),
         ("GET", "example.com", "/example", &[], "infra-backend-v1"),
         ("GET", "example.com", "/", &[("Version", "one")], "infra-backend-v1"),
