@@ -562,3 +562,39 @@ fn analyze_reports_what_status_would_say() {
         "{found:?}"
     );
 }
+
+#[test]
+fn cors_mirror_timeouts_and_retries_compile_into_the_route() {
+    let y = infra()
+        + &route(
+            "policy",
+            "  rules:\n  - filters:\n    - type: CORS\n      cors: {allowOrigins: ['https://*.example.com', 'https://app.example.org'], allowMethods: [GET, POST], allowCredentials: true, maxAge: 60}\n    - type: RequestMirror\n      requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}, percent: 25}\n    timeouts: {request: 10s, backendRequest: 2s}\n    retry: {attempts: 3, codes: [502]}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+        );
+    let s = snapshot(&y);
+    let route = &s.listener(80).expect("listener").virtual_hosts[0].routes[0];
+    let cors = route.policy.cors.as_ref().expect("CORS");
+    let allowed = |o: &str| {
+        cors.allow_origins
+            .iter()
+            .any(|m| strait_config::router::str_matches(m, o))
+    };
+    assert!(allowed("https://a.example.com"));
+    assert!(allowed("https://app.example.org"));
+    assert!(!allowed("https://a.example.net"));
+    assert!(cors.allow_credentials);
+    assert_eq!(cors.max_age.as_ref().map(|v| v.to_str().unwrap_or("")), Some("60"));
+    let Action::Forward(f) = &route.action else {
+        panic!("a forward")
+    };
+    assert_eq!(f.mirrors.len(), 1);
+    assert_eq!(f.mirrors[0].percent, 25.0);
+    assert!(s.clusters[f.mirrors[0].cluster].host.starts_with("infra-backend-v2."));
+    assert_eq!(route.policy.timeout, Some(std::time::Duration::from_secs(10)));
+    assert_eq!(
+        route.policy.retry.per_try_timeout,
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(route.policy.retry.attempts, 3);
+    assert!(route.policy.retry.retries_status(502, None));
+    assert!(!route.policy.retry.retries_status(503, None));
+}
