@@ -5,6 +5,8 @@
 //! at the level Istio gives them, so `analyze` can fail a CI run where a proxy would
 //! still start.
 
+mod gateway_api;
+
 use std::collections::BTreeMap;
 
 use crate::bundle::{Bundle, Entry};
@@ -24,6 +26,12 @@ pub enum Message {
     ConflictingMeshGatewayVirtualServiceHosts,
     /// A VirtualService host that a Gateway it binds to does not serve (Istio's IST0132).
     VirtualServiceHostNotFoundInGateway,
+    /// A Gateway API route that a parent Gateway does not accept (Accepted False).
+    GatewayRouteNotAccepted,
+    /// A Gateway API route with backends that do not resolve (ResolvedRefs False).
+    GatewayRouteRefsNotResolved,
+    /// A Gateway API listener that is not served (Programmed False).
+    GatewayListenerNotProgrammed,
 }
 
 /// One analyzer finding: the diagnostic, with Strait's code, and Istio's message.
@@ -51,6 +59,7 @@ pub fn analyze(bundle: &Bundle, mesh: &MeshConfig) -> Vec<Finding> {
         gateway_hosts(bundle, entry, vs, &mut out);
     }
     mesh_host_conflicts(&services, &mut out);
+    gateway_api::gateway_api(bundle, &mut out);
     out
 }
 

@@ -291,7 +291,7 @@ fn typed_entry(mut value: Value, origin: Origin, diags: &mut Vec<Diagnostic>) ->
             for key in obj.keys() {
                 local.push(unknown(&origin, r, key));
             }
-            typed_spec(&kind, &spec_value, &origin, r, &mut local)
+            typed_spec(&api_version, &kind, &spec_value, &origin, r, &mut local)
         }
         Body::TopLevel => {
             let body = Value::Object(std::mem::take(obj));
@@ -321,9 +321,23 @@ fn typed_entry(mut value: Value, origin: Origin, diags: &mut Vec<Diagnostic>) ->
     })
 }
 
-fn typed_spec(kind: &str, v: &Value, o: &Origin, r: Option<&ResourceRef>, d: &mut Vec<Diagnostic>) -> Option<Spec> {
+fn typed_spec(
+    api_version: &str,
+    kind: &str,
+    v: &Value,
+    o: &Origin,
+    r: Option<&ResourceRef>,
+    d: &mut Vec<Diagnostic>,
+) -> Option<Spec> {
     let p = "spec";
+    let gateway_api = api_version.starts_with("gateway.networking.k8s.io/");
     Some(match kind {
+        "Gateway" if gateway_api => Spec::KubeGateway(typed(v, p, o, r, d)?),
+        "GatewayClass" => Spec::GatewayClass(typed(v, p, o, r, d)?),
+        "HTTPRoute" => Spec::HttpRoute(typed(v, p, o, r, d)?),
+        "GRPCRoute" => Spec::GrpcRoute(typed(v, p, o, r, d)?),
+        "TLSRoute" => Spec::TlsRoute(typed(v, p, o, r, d)?),
+        "ReferenceGrant" => Spec::ReferenceGrant(typed(v, p, o, r, d)?),
         "Gateway" => Spec::Gateway(typed(v, p, o, r, d)?),
         "VirtualService" => Spec::VirtualService(typed(v, p, o, r, d)?),
         "RateLimit" => Spec::RateLimit(typed(v, p, o, r, d)?),

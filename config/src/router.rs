@@ -130,7 +130,7 @@ fn matches(m: &RequestMatch, port: u16, req: &RequestView<'_>, path: &str, query
         if !uri_matches(uri, path, m.ignore_uri_case) {
             return None;
         }
-        if let StrMatch::Prefix(p) = uri {
+        if let StrMatch::Prefix(p) | StrMatch::PathPrefix(p) = uri {
             prefix_len = Some(p.len());
         }
     }
@@ -193,9 +193,17 @@ pub fn str_matches(m: &StrMatch, value: &str) -> bool {
     match m {
         StrMatch::Exact(e) => value == e,
         StrMatch::Prefix(p) => value.starts_with(p.as_str()),
+        StrMatch::PathPrefix(p) => segment_prefix(p, value),
         StrMatch::Regex(r) => r.is_match(value),
         StrMatch::Present => true,
     }
+}
+
+/// Whether `path` starts with the segments of `prefix` (kept without its trailing
+/// `/`): the next byte after it is the end or a `/`.
+pub fn segment_prefix(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn uri_matches(m: &StrMatch, path: &str, ignore_case: bool) -> bool {
@@ -205,6 +213,9 @@ fn uri_matches(m: &StrMatch, path: &str, ignore_case: bool) -> bool {
     match m {
         StrMatch::Exact(e) => path.eq_ignore_ascii_case(e),
         StrMatch::Prefix(p) => path.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p)),
+        StrMatch::PathPrefix(p) => path.get(..p.len()).is_some_and(|head| {
+            head.eq_ignore_ascii_case(p) && path.get(p.len()..).is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        }),
         // Compiled case-insensitive at translation.
         StrMatch::Regex(r) => r.is_match(path),
         StrMatch::Present => true,
@@ -221,5 +232,24 @@ mod tests {
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
         with_host("App.Example.COM.:80", |h| assert_eq!(h, "app.example.com"));
+    }
+
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        let cases = [
+            ("/v2", "/v2", true),
+            ("/v2", "/v2/", true),
+            ("/v2", "/v2/example", true),
+            ("/v2", "/v2example", false),
+            ("/v2", "/v", false),
+            ("", "/", true),
+            ("", "/anything", true),
+            ("/a/b", "/a/b/c", true),
+            ("/a/b", "/a/bc", false),
+        ];
+        for (prefix, path, want) in cases {
+            assert_eq!(segment_prefix(prefix, path), want, "{prefix:?} on {path:?}");
+            assert_eq!(str_matches(&StrMatch::PathPrefix(prefix.into()), path), want);
+        }
     }
 }

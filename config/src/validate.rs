@@ -35,10 +35,11 @@ impl Validator<'_> {
     }
 
     fn duplicates(&mut self) {
-        let mut seen: HashMap<(&str, &str, &str), &Entry> = HashMap::new();
+        // Keyed by group too: Istio's Gateway and the Gateway API's may share a name.
+        let mut seen: HashMap<(&str, &str, &str, &str), &Entry> = HashMap::new();
         for e in &self.bundle.entries {
             let r = &e.resource;
-            if let Some(first) = seen.insert((r.kind(), &r.namespace, &r.name), e) {
+            if let Some(first) = seen.insert((r.group(), r.kind(), &r.namespace, &r.name), e) {
                 let msg = format!(
                     "{} {}/{} is also defined at {}:{}",
                     r.kind(),

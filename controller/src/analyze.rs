@@ -86,6 +86,10 @@ pub fn analyzer_code(message: Message) -> MessageCode {
             mc("IST0109", "ConflictingMeshGatewayVirtualServiceHosts")
         }
         Message::VirtualServiceHostNotFoundInGateway => mc("IST0132", "VirtualServiceHostNotFoundInGateway"),
+        // Istio reports these only in the resources' status; Strait also here.
+        Message::GatewayRouteNotAccepted => mc("STR0008", "GatewayRouteNotAccepted"),
+        Message::GatewayRouteRefsNotResolved => mc("STR0009", "GatewayRouteRefsNotResolved"),
+        Message::GatewayListenerNotProgrammed => mc("STR0010", "GatewayListenerNotProgrammed"),
     }
 }
 

@@ -97,6 +97,26 @@ struct Watched {
 }
 
 const NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+/// The Gateway API (`sigs.k8s.io/gateway-api`), whose CRDs a cluster may lack.
+const GATEWAY_API: &str = "gateway.networking.k8s.io";
+const GATEWAY_API_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha2"];
+
+const fn gateway_api(name: &'static str) -> Watched {
+    Watched {
+        optional: true,
+        ..kind(GATEWAY_API, name, GATEWAY_API_VERSIONS)
+    }
+}
+
+/// How documents of `group`'s `kind` are labelled: `Kind`, or `Kind.group` for the
+/// Gateway API, whose Gateway is not Istio's (nor written Istio's status).
+fn kind_label(group: &str, kind: &str) -> String {
+    if group == GATEWAY_API {
+        format!("{kind}.{group}")
+    } else {
+        kind.to_string()
+    }
+}
 const SECURITY: &[&str] = &["v1", "v1beta1"];
 
 const fn kind(group: &'static str, kind: &'static str, versions: &'static [&'static str]) -> Watched {
@@ -124,6 +144,12 @@ const WATCHED: &[Watched] = &[
         optional: true,
         ..kind("strait.io", "RateLimit", &["v1alpha1"])
     },
+    gateway_api("GatewayClass"),
+    gateway_api("Gateway"),
+    gateway_api("HTTPRoute"),
+    gateway_api("GRPCRoute"),
+    gateway_api("TLSRoute"),
+    gateway_api("ReferenceGrant"),
     kind("", "Service", &["v1"]),
     kind("discovery.k8s.io", "EndpointSlice", &["v1"]),
     kind("", "Pod", &["v1"]),
@@ -235,9 +261,10 @@ async fn watch_kind(client: Client, store: Arc<Store>, watched: &'static Watched
         config = config.fields(fields);
     }
     // Two watches of one kind (Secrets of two types) feed the store apart.
+    let kind = kind_label(watched.group, watched.kind);
     let source = match watched.fields {
-        Some(fields) => format!("kubernetes/{}?{fields}", watched.kind),
-        None => format!("kubernetes/{}", watched.kind),
+        Some(fields) => format!("kubernetes/{kind}?{fields}"),
+        None => format!("kubernetes/{kind}"),
     };
     let mut documents = Documents::new(resource);
     let mut events = pin!(watcher(api, config).default_backoff().ready_chunks(BATCH));
@@ -366,9 +393,10 @@ impl Documents {
 
     fn file(&self, object: &DynamicObject) -> String {
         let name = object.metadata.name.as_deref().unwrap_or_default();
+        let kind = kind_label(&self.resource.group, &self.resource.kind);
         match object.metadata.namespace.as_deref() {
-            Some(namespace) => format!("kubernetes/{}/{namespace}/{name}", self.resource.kind),
-            None => format!("kubernetes/{}/{name}", self.resource.kind),
+            Some(namespace) => format!("kubernetes/{kind}/{namespace}/{name}"),
+            None => format!("kubernetes/{kind}/{name}"),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod controller;
 pub mod controller_status;
 pub mod folder_source;
+pub mod gateway_api_status;
 pub mod http;
 pub mod inject;
 pub mod istio_status;

@@ -140,6 +140,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 identity,
                 &cli.leader,
             );
+            strait_controller::gateway_api_status::start(
+                &mut controller,
+                client.clone(),
+                strait_controller::istio_status::INTERVAL,
+            );
         }
         // Certificates for Gateways annotated strait.io/acme, kept in their Secrets.
         strait_controller::acme::start(&mut controller, client.clone(), &cli.ca.namespace, &cli.acme)?;

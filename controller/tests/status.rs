@@ -490,3 +490,135 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     drop(c);
     server.stop().expect("the API server stops cleanly");
 }
+
+/// `kubectl get kind name [-n namespace] -o json`.
+fn gateway_api_object(server: &ApiServer, kind: &str, namespace: Option<&str>, name: &str) -> Value {
+    let mut args = vec!["get", kind, name, "-o", "json"];
+    if let Some(ns) = namespace {
+        args.extend(["-n", ns]);
+    }
+    let json = server.kubectl(&args, "").expect("kubectl get");
+    serde_json::from_str(&json).expect("JSON")
+}
+
+/// (status, reason) of condition `kind` in `conditions`.
+fn gateway_api_condition(conditions: &Value, kind: &str) -> Option<(String, String)> {
+    let c = conditions.as_array()?.iter().find(|c| c["type"] == kind)?;
+    Some((text(c, "/status").to_string(), text(c, "/reason").to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_status_as_the_specification_asks() {
+    let server = ApiServer::start().await.expect("the API server starts");
+    let resources = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: strait}
+spec: {controllerName: strait.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: strait
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: infra}
+spec: {ports: [{name: http, port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: good, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: backend, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  rules: [{backendRefs: [{name: later, port: 8080}]}]
+"#;
+    server.kubectl(&["apply", "-f", "-"], resources).expect("applied");
+    let _controller = Replica::start(&server, "ctl-a", &[]);
+    let within = Duration::from_secs(30);
+    wait_for("GatewayClass Accepted", within, || {
+        let class = gateway_api_object(&server, "gatewayclass", None, "strait");
+        (gateway_api_condition(&class["status"]["conditions"], "Accepted")? == ("True".into(), "Accepted".into()))
+            .then_some(())
+    });
+    let gw = wait_for("Gateway status", within, || {
+        let gw = gateway_api_object(&server, "gateway", Some("infra"), "gw");
+        gw["status"]["listeners"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+            .then_some(gw)
+    });
+    assert_eq!(
+        gateway_api_condition(&gw["status"]["conditions"], "Accepted"),
+        Some(("True".into(), "ListenersNotValid".into()))
+    );
+    assert_eq!(
+        gateway_api_condition(&gw["status"]["conditions"], "Programmed"),
+        Some(("True".into(), "Programmed".into()))
+    );
+    let listeners = &gw["status"]["listeners"];
+    assert_eq!(listeners[0]["attachedRoutes"], 2, "{listeners:#}");
+    assert_eq!(
+        gateway_api_condition(&listeners[1]["conditions"], "Accepted"),
+        Some(("False".into(), "UnsupportedProtocol".into()))
+    );
+    let route = |name: &str| gateway_api_object(&server, "httproute", Some("infra"), name);
+    let good = wait_for("HTTPRoute good status", within, || {
+        let r = route("good");
+        r["status"]["parents"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+            .then_some(r)
+    });
+    let parent = &good["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "strait.io/gateway-controller");
+    assert_eq!(parent["parentRef"]["name"], "gw");
+    assert_eq!(
+        gateway_api_condition(&parent["conditions"], "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+    assert_eq!(
+        gateway_api_condition(&parent["conditions"], "ResolvedRefs"),
+        Some(("True".into(), "ResolvedRefs".into()))
+    );
+    let missing = wait_for("HTTPRoute missing status", within, || {
+        let r = route("missing");
+        gateway_api_condition(&r["status"]["parents"][0]["conditions"], "ResolvedRefs").map(|c| (c, r))
+    });
+    assert_eq!(missing.0, ("False".into(), "BackendNotFound".into()));
+    // Nothing changes: nothing is written again (the resourceVersion stays).
+    let version = text(&missing.1, "/metadata/resourceVersion").to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        text(&route("missing"), "/metadata/resourceVersion"),
+        version,
+        "status rewritten without a change"
+    );
+    // The Service appears: the reference resolves.
+    let later = "apiVersion: v1\nkind: Service\nmetadata: {name: later, namespace: infra}\nspec: {ports: [{name: http, port: 8080}]}\n";
+    server.kubectl(&["apply", "-f", "-"], later).expect("applied");
+    wait_for("ResolvedRefs True once the Service exists", within, || {
+        let r = route("missing");
+        (gateway_api_condition(&r["status"]["parents"][0]["conditions"], "ResolvedRefs")?
+            == ("True".into(), "ResolvedRefs".into()))
+            .then_some(())
+    });
+}

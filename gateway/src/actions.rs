@@ -252,7 +252,13 @@ fn location(r: &Redirect, scheme: &str, authority: &str, listener_port: u16, pat
     };
     let port = port.filter(|p| !matches!((new_scheme, p), ("http", 80) | ("https", 443)));
     let (orig_path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
-    let new_path = match (&r.uri, query) {
+    // The Gateway API's ReplacePrefixMatch: the request's path, its prefix replaced.
+    let replaced = r
+        .uri_regex
+        .as_ref()
+        .filter(|_| r.uri.is_none())
+        .map(|rr| rr.pattern.replace(orig_path, rr.replacement.as_str()).into_owned());
+    let new_path = match (r.uri.as_ref().or(replaced.as_ref()), query) {
         (Some(u), _) if u.contains('?') => u.clone(),
         (Some(u), Some(q)) => format!("{u}?{q}"),
         (Some(u), None) => u.clone(),
@@ -354,6 +360,7 @@ mod tests {
     fn redirect() -> Redirect {
         Redirect {
             uri: None,
+            uri_regex: None,
             authority: None,
             scheme: None,
             port: None,
@@ -397,6 +404,14 @@ mod tests {
         assert_eq!(
             location(&r, "http", "app.example.com:8080", 80, "/a"),
             "http://app.example.com:8080/a"
+        );
+        let r = Redirect {
+            uri_regex: Some(strait_config::snapshot::RegexRewrite::replace_prefix("/old", "/")),
+            ..redirect()
+        };
+        assert_eq!(
+            location(&r, "http", "app.example.com", 80, "/old/page?x=1"),
+            "http://app.example.com/page?x=1"
         );
     }
 }

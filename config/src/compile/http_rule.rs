@@ -407,6 +407,7 @@ impl Compiler<'_> {
         if let Some(r) = &rule.redirect {
             let derive = r.derive_port.as_deref() == Some("FROM_REQUEST_PORT");
             return Some(CompiledAction::Redirect(Redirect {
+                uri_regex: None,
                 uri: r.uri.clone(),
                 authority: r.authority.clone(),
                 scheme: r.scheme.clone(),

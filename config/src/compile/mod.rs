@@ -12,6 +12,7 @@ pub mod authz;
 pub mod cluster_policy;
 mod destination_rule;
 mod gateway;
+pub mod gateway_api;
 mod http_rule;
 pub mod jwt;
 mod peer_authentication;
@@ -55,6 +56,8 @@ pub struct Compiled<'a> {
     pub authorization: Vec<CompiledAuthorization<'a>>,
     /// RequestAuthentications, compiled.
     pub authentication: Vec<CompiledAuthentication<'a>>,
+    /// The Kubernetes Gateway API's resources, compiled and attached.
+    pub gateway_api: gateway_api::GatewayApi<'a>,
     /// Everything found, in no particular order.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -96,6 +99,7 @@ pub fn compile(bundle: &Bundle) -> Compiled<'_> {
             _ => {}
         }
     }
+    let gateway_api = c.gateway_api();
     Compiled {
         bundle,
         registry: c.registry,
@@ -103,6 +107,7 @@ pub fn compile(bundle: &Bundle) -> Compiled<'_> {
         cluster_policies,
         authorization,
         authentication,
+        gateway_api,
         diagnostics: c.diags,
     }
 }

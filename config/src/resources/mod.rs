@@ -1,5 +1,6 @@
 //! The resource kinds Strait understands, and the Kubernetes envelope around them.
 
+pub mod gateway_api;
 pub mod kube;
 pub mod networking;
 pub mod security;
@@ -59,6 +60,18 @@ pub enum Spec {
     Namespace(kube::NamespaceBody),
     /// strait.io RateLimit.
     RateLimit(strait::RateLimitSpec),
+    /// gateway.networking.k8s.io GatewayClass.
+    GatewayClass(gateway_api::GatewayClassSpec),
+    /// gateway.networking.k8s.io Gateway (Istio's Gateway is `Gateway`).
+    KubeGateway(gateway_api::KubeGatewaySpec),
+    /// gateway.networking.k8s.io HTTPRoute.
+    HttpRoute(gateway_api::HttpRouteSpec),
+    /// gateway.networking.k8s.io GRPCRoute.
+    GrpcRoute(gateway_api::GrpcRouteSpec),
+    /// gateway.networking.k8s.io TLSRoute.
+    TlsRoute(gateway_api::TlsRouteSpec),
+    /// gateway.networking.k8s.io ReferenceGrant.
+    ReferenceGrant(gateway_api::ReferenceGrantSpec),
 }
 
 /// Where a kind's body lives in the document.
@@ -79,12 +92,16 @@ pub(crate) fn kind_info(api_version: &str, kind: &str) -> Option<Body> {
     let istio_net = group == "networking.istio.io" && matches!(version, "v1" | "v1beta1" | "v1alpha3");
     let istio_sec = group == "security.istio.io" && matches!(version, "v1" | "v1beta1");
     let strait = group == "strait.io" && version == "v1alpha1";
+    let gateway_api = group == gateway_api::GROUP && matches!(version, "v1" | "v1beta1" | "v1alpha2");
     match kind {
         "Gateway" | "VirtualService" | "DestinationRule" | "ServiceEntry" | "WorkloadEntry" if istio_net => {
             Some(Body::Spec)
         }
         "RequestAuthentication" | "AuthorizationPolicy" | "PeerAuthentication" if istio_sec => Some(Body::Spec),
         "RateLimit" if strait => Some(Body::Spec),
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "ReferenceGrant" if gateway_api => {
+            Some(Body::Spec)
+        }
         "Service" if api_version == "v1" => Some(Body::Spec),
         "Secret" if api_version == "v1" => Some(Body::TopLevel),
         "EndpointSlice" if api_version == "discovery.k8s.io/v1" => Some(Body::TopLevel),
@@ -127,6 +144,17 @@ impl Resource {
             Spec::Pod(_) => "Pod",
             Spec::Namespace(_) => "Namespace",
             Spec::RateLimit(_) => "RateLimit",
+            Spec::GatewayClass(_) => "GatewayClass",
+            Spec::KubeGateway(_) => "Gateway",
+            Spec::HttpRoute(_) => "HTTPRoute",
+            Spec::GrpcRoute(_) => "GRPCRoute",
+            Spec::TlsRoute(_) => "TLSRoute",
+            Spec::ReferenceGrant(_) => "ReferenceGrant",
         }
+    }
+
+    /// The API group of its apiVersion (`""` for core kinds).
+    pub fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
     }
 }

@@ -336,6 +336,10 @@ pub enum StrMatch {
     Exact(String),
     /// Starts with (plain string).
     Prefix(String),
+    /// A path prefix by whole segments, as the Gateway API's PathPrefix: `/v2`
+    /// matches `/v2` and `/v2/x`, not `/v2x`. Kept without its trailing `/`; empty
+    /// is `/`, every path.
+    PathPrefix(String),
     /// Whole-value regex.
     /// Shared: identical patterns compile once, and a clone of a `Regex` would carry
     /// its own cache pool (about 2 KiB).
@@ -429,11 +433,42 @@ pub struct RegexRewrite {
     pub replacement: String,
 }
 
+impl RegexRewrite {
+    /// The Gateway API's ReplacePrefixMatch of path prefix `prefix` (matched by whole
+    /// segments) with `replacement`: `/prefix/one` -> `/one` makes `/prefix/one/two`
+    /// `/one/two`; a replacement ending in `/` swallows the `/` after the prefix, so
+    /// `/strip` -> `/` makes `/strip/three` `/three` and `/strip` `/`.
+    pub fn replace_prefix(prefix: &str, replacement: &str) -> RegexRewrite {
+        let prefix = prefix.trim_end_matches('/');
+        let (pattern, replacement) = if replacement.ends_with('/') {
+            (format!("^{}/*", regex::escape(prefix)), replacement.to_string())
+        } else {
+            (format!("^{}", regex::escape(prefix)), replacement.to_string())
+        };
+        RegexRewrite {
+            pattern: Arc::new(Regex::new(&pattern).expect("an anchored, escaped literal compiles")),
+            replacement: replacement.replace('$', "$$"),
+        }
+    }
+
+    /// The Gateway API's ReplaceFullPath: the whole path becomes `path`.
+    pub fn replace_full_path(path: &str) -> RegexRewrite {
+        RegexRewrite {
+            pattern: Arc::new(Regex::new("^.*").expect("a constant pattern compiles")),
+            replacement: path.replace('$', "$$"),
+        }
+    }
+}
+
 /// A redirect answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Redirect {
     /// New path (query kept unless it carries its own).
     pub uri: Option<String>,
+    /// New path made from the request's with a regex (the Gateway API's
+    /// ReplacePrefixMatch); `uri` wins when both are set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<RegexRewrite>,
     /// New authority.
     pub authority: Option<String>,
     /// New scheme.

@@ -302,7 +302,7 @@ impl Translator<'_, '_> {
     }
 
     /// The certificate `key` names, added on first use (servers share one).
-    fn add_certificate(&mut self, key: String, source: CertificateSource, anchor: Anchor) -> usize {
+    pub(super) fn add_certificate(&mut self, key: String, source: CertificateSource, anchor: Anchor) -> usize {
         if let Some(i) = self.cert_index.get(&key) {
             return *i;
         }

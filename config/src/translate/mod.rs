@@ -8,6 +8,7 @@
 
 mod clusters;
 mod gateway;
+mod gateway_api;
 mod policy;
 mod routes;
 mod sidecar;
@@ -48,7 +49,10 @@ pub fn translate(compiled: &Compiled<'_>, scope: &Scope, version: u64) -> Result
         acme: Vec::new(),
     };
     match scope.role {
-        Role::Gateway => t.gateways(),
+        Role::Gateway => {
+            t.gateways();
+            t.gateway_api();
+        }
         Role::Sidecar => t.sidecar(),
     }
     let tracing_cluster = t.tracing_cluster();

@@ -16,6 +16,7 @@ mod controller_kube;
 mod demo;
 mod egress;
 mod ext_authz;
+mod gateway_api;
 mod grpc;
 mod h2_floods;
 mod jwt;
