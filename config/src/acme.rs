@@ -16,7 +16,6 @@ use crate::hosts::server_host;
 use crate::resources::kube::secret_value;
 use crate::resources::networking::Server;
 use crate::resources::Spec;
-use crate::scope::ROOT_NAMESPACE;
 
 /// The Gateway annotation that asks for ACME certificates.
 pub const ANNOTATION: &str = "strait.io/acme";
@@ -200,16 +199,17 @@ impl Answers {
     }
 }
 
-/// The answers in `bundle`'s challenges Secret (only the root namespace's is trusted:
-/// an answer lets whoever wrote it obtain a certificate for the name).
-pub fn answers_in(bundle: &Bundle) -> Answers {
+/// The answers in `bundle`'s challenges Secret; only the one in `root_namespace` (the
+/// mesh's, where the controller runs) is trusted: an answer lets whoever wrote it
+/// obtain a certificate for the name.
+pub fn answers_in(bundle: &Bundle, root_namespace: &str) -> Answers {
     let mut answers = Answers::default();
     let secrets = bundle.of(|s| match s {
         Spec::Secret(b) => Some(b),
         _ => None,
     });
     for (entry, body) in secrets {
-        if entry.resource.namespace != ROOT_NAMESPACE
+        if entry.resource.namespace != root_namespace
             || entry.resource.name != CHALLENGES_SECRET
             || body.secret_type.as_deref() != Some(CHALLENGES_SECRET_TYPE)
         {
@@ -327,12 +327,12 @@ mod tests {
         let secret = |ns: &str, kind: &str| {
             format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {CHALLENGES_SECRET}, namespace: {ns}}}\ntype: {kind}\nstringData: {{http01.tok-1: tok-1.thumb, tlsalpn01.App.example.com: PEM, other: x}}\n")
         };
-        let a = answers_in(&bundle(&secret(ROOT_NAMESPACE, CHALLENGES_SECRET_TYPE)));
+        let a = answers_in(&bundle(&secret("istio-system", CHALLENGES_SECRET_TYPE)), "istio-system");
         assert_eq!(a.http.get("tok-1").map(String::as_str), Some("tok-1.thumb"));
         assert_eq!(a.alpn.get("app.example.com").map(String::as_str), Some("PEM"));
         assert_eq!(a.http.len() + a.alpn.len(), 2);
-        assert!(answers_in(&bundle(&secret("shop", CHALLENGES_SECRET_TYPE))).is_empty());
-        assert!(answers_in(&bundle(&secret(ROOT_NAMESPACE, "Opaque"))).is_empty());
+        assert!(answers_in(&bundle(&secret("shop", CHALLENGES_SECRET_TYPE)), "istio-system").is_empty());
+        assert!(answers_in(&bundle(&secret("istio-system", "Opaque")), "istio-system").is_empty());
     }
 
     #[test]

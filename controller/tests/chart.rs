@@ -97,10 +97,25 @@ fn packaged_crds_chart() -> tempfile::TempDir {
         .expect("cp");
     assert!(status.success());
     let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/chart-crds.sh"))
+        .arg("--gateway-api")
         .arg(dir.path())
         .output()
         .expect("run scripts/chart-crds.sh");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crds: Vec<String> = std::fs::read_dir(dir.path().join("crds"))
+        .expect("crds/")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    for wanted in [
+        "strait-ratelimits.yaml",
+        "istio-",
+        "gateway-api-gateway.networking.k8s.io_httproutes.yaml",
+    ] {
+        assert!(
+            crds.iter().any(|f| f.starts_with(wanted)),
+            "{wanted} not in crds/: {crds:?}"
+        );
+    }
     dir
 }
 

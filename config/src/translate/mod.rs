@@ -81,7 +81,7 @@ pub fn translate(compiled: &Compiled<'_>, scope: &Scope, version: u64) -> Result
         policies,
         acme: t.acme,
         acme_answers: match scope.role {
-            Role::Gateway => crate::acme::answers_in(compiled.bundle),
+            Role::Gateway => crate::acme::answers_in(compiled.bundle, crate::scope::ROOT_NAMESPACE),
             Role::Sidecar => crate::acme::Answers::default(),
         },
         tracing_cluster,
