@@ -36,8 +36,13 @@ done
 echo "chart-crds: copied ${#files[@]} file(s) of Istio's CRDs from $src into $chart/crds" >&2
 rm -f "$chart"/crds/gateway-api-*.yaml
 if $gateway_api; then
-  api=("${STRAIT_GATEWAY_API_CRDS:?}"/*.yaml)
-  [ ${#api[@]} -gt 0 ] || { echo "chart-crds: no .yaml file in $STRAIT_GATEWAY_API_CRDS" >&2; exit 1; }
+  # Only the CRDs: the module's ValidatingAdmissionPolicy (safe upgrades) is not a
+  # CRD, and Helm would apply it on every install.
+  api=()
+  for f in "${STRAIT_GATEWAY_API_CRDS:?}"/*.yaml; do
+    grep -q '^kind: CustomResourceDefinition' "$f" && ! grep -q '^kind: ValidatingAdmissionPolicy' "$f" && api+=("$f")
+  done
+  [ ${#api[@]} -gt 0 ] || { echo "chart-crds: no CRD in $STRAIT_GATEWAY_API_CRDS" >&2; exit 1; }
   for f in "${api[@]}"; do
     cp "$f" "$chart/crds/gateway-api-$(basename "$f")"
   done
