@@ -4,13 +4,14 @@
 //! port, the chain checked as a TLS peer checks it (rustls-webpki) against the root
 //! the controller published in the namespace's `istio-ca-root-cert` ConfigMap.
 
-use std::io::{Read, Write};
+mod common;
+
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::{Controller, Ports, Proxy, GATEWAY};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -22,29 +23,6 @@ use strait_push::proto;
 use x509_parser::extensions::GeneralName;
 
 const SERVER_NAME: &str = "strait-controller.istio-system.svc";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// `GET path` on a loopback port: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    ))
-}
 
 /// Polls `check` every 50 ms for up to 20 s.
 async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
@@ -58,72 +36,31 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
     }
 }
 
-/// A `strait-controller --kubeconfig` process, killed (by PID) when dropped.
-struct ControllerProcess {
-    child: Child,
-    http: u16,
-    push: u16,
-    secure: u16,
+/// Starts `strait-controller --kubeconfig` with `flags` besides its ports; does not
+/// wait.
+fn spawn(kubeconfig: &Path, flags: &[&str]) -> Controller {
+    let ports = Ports::free();
+    Controller::spawn(ports.command().arg("--kubeconfig").arg(kubeconfig).args(flags), ports)
 }
 
-impl ControllerProcess {
-    /// Starts it with `flags` besides its ports; does not wait.
-    fn spawn(kubeconfig: &Path, flags: &[&str]) -> ControllerProcess {
-        let (http, push, secure) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20"])
-            .arg(format!("--push-port={push}"))
-            .arg(format!("--metrics-port={http}"))
-            .arg(format!("--secure-port={secure}"))
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn strait-controller");
-        ControllerProcess {
-            child,
-            http,
-            push,
-            secure,
-        }
+/// Waits until `controller` has read the cluster and its TLS port accepts.
+async fn ready(mut controller: Controller) -> Controller {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(controller.is_ready() && TcpStream::connect(("127.0.0.1", controller.secure)).is_ok()) {
+        assert!(Instant::now() < deadline, "the controller did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    /// Waits until it has read the cluster and its TLS port accepts.
-    async fn ready(mut self) -> ControllerProcess {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = get(self.http, "/ready").is_some_and(|(s, _)| s == 200);
-            if ready && TcpStream::connect(("127.0.0.1", self.secure)).is_ok() {
-                return self;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("strait-controller exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "the controller did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn start(kubeconfig: &Path, flags: &[&str]) -> ControllerProcess {
-        ControllerProcess::spawn(kubeconfig, flags).ready().await
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.secure)
-    }
-
-    fn metrics(&self) -> String {
-        get(self.http, "/metrics").expect("metrics").1
-    }
+    controller
 }
 
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `strait-controller --kubeconfig` with `flags`; returns once it is ready.
+async fn start(kubeconfig: &Path, flags: &[&str]) -> Controller {
+    ready(spawn(kubeconfig, flags)).await
+}
+
+/// The address of `controller`'s TLS port.
+fn addr(controller: &Controller) -> String {
+    format!("127.0.0.1:{}", controller.secure)
 }
 
 /// The API server with namespaces `istio-system` and `shop`, and service accounts
@@ -249,9 +186,9 @@ fn tampered(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_gets_a_certificate_for_its_own_identity_only() {
     let server = cluster().await;
-    let controller = ControllerProcess::start(server.kubeconfig(), &["--max-workload-cert-ttl=48h"]).await;
+    let controller = start(server.kubeconfig(), &["--max-workload-cert-ttl=48h"]).await;
     let root = published_root(&server, "shop").await;
-    let ca = CaClient::connect(&controller.addr(), &root, SERVER_NAME)
+    let ca = CaClient::connect(&addr(&controller), &root, SERVER_NAME)
         .await
         .expect("the TLS port answers for its service name");
     let web = token(&server, "shop", "web", Some("istio-ca")).await;
@@ -353,9 +290,8 @@ async fn a_workload_gets_a_certificate_for_its_own_identity_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tls_port_serves_the_push_service_and_the_root_is_kept_in_every_namespace() {
     let server = cluster().await;
-    let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    server.kubectl(&["apply", "-f", "-"], gateway).expect("applied");
-    let controller = ControllerProcess::start(
+    server.kubectl(&["apply", "-f", "-"], GATEWAY).expect("applied");
+    let controller = start(
         server.kubeconfig(),
         &[
             "--tls-ip-addresses=127.0.0.1",
@@ -366,35 +302,11 @@ async fn the_tls_port_serves_the_push_service_and_the_root_is_kept_in_every_name
     let root = published_root(&server, "istio-system").await;
 
     // A proxy's Hello over TLS, checked under the IP address, gets its Config.
-    let channel = strait_push::tls::connect(&controller.addr(), &root, "127.0.0.1")
+    let channel = strait_push::tls::connect(&addr(&controller), &root, "127.0.0.1")
         .await
         .expect("TLS under the IP address");
-    let (hello, outbound) = tokio::sync::mpsc::channel(1);
-    hello
-        .send(proto::ProxyMessage {
-            kind: Some(proto::proxy_message::Kind::Hello(proto::Hello {
-                proxy_id: "gw-tls".into(),
-                role: proto::Role::Gateway.into(),
-                namespace: "istio-system".into(),
-                labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
-                ..Default::default()
-            })),
-        })
-        .await
-        .expect("queued");
-    let mut inbound = proto::push_client::PushClient::new(channel)
-        .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
-        .await
-        .expect("a stream over TLS")
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .expect("in time")
-        .expect("no error")
-        .and_then(|m| m.kind);
-    let Some(proto::controller_message::Kind::Config(config)) = first else {
-        panic!("a Config first: {first:?}");
-    };
+    let mut proxy = Proxy::over(channel, "gw-tls").await;
+    let config = proxy.config().await;
     assert!(
         config
             .documents
@@ -406,13 +318,13 @@ async fn the_tls_port_serves_the_push_service_and_the_root_is_kept_in_every_name
 
     // The certificate names the extra DNS names; not a name it lacks, and not for a
     // client trusting another root.
-    strait_push::tls::connect(&controller.addr(), &root, "strait.example")
+    strait_push::tls::connect(&addr(&controller), &root, "strait.example")
         .await
         .expect("an extra DNS name");
-    let wrong_name = strait_push::tls::connect(&controller.addr(), &root, "elsewhere.example").await;
+    let wrong_name = strait_push::tls::connect(&addr(&controller), &root, "elsewhere.example").await;
     assert!(wrong_name.is_err(), "a name the certificate lacks");
     let (other_root, _) = strait_controller::ca::authority::generate_root().expect("a root");
-    let wrong_root = strait_push::tls::connect(&controller.addr(), &other_root, SERVER_NAME).await;
+    let wrong_root = strait_push::tls::connect(&addr(&controller), &other_root, SERVER_NAME).await;
     assert!(wrong_root.is_err(), "a client trusting another root");
     // The plaintext port is still there.
     proto::push_client::PushClient::connect(format!("http://127.0.0.1:{}", controller.push))
@@ -455,9 +367,9 @@ async fn the_tls_port_serves_the_push_service_and_the_root_is_kept_in_every_name
 async fn replicas_share_one_root_and_a_restart_keeps_it() {
     let server = cluster().await;
     // Two replicas at once: both try to create istio-ca-secret; one wins.
-    let first = ControllerProcess::spawn(server.kubeconfig(), &[]);
-    let second = ControllerProcess::spawn(server.kubeconfig(), &[]);
-    let (first, second) = (first.ready().await, second.ready().await);
+    let first = spawn(server.kubeconfig(), &[]);
+    let second = spawn(server.kubeconfig(), &[]);
+    let (first, second) = (ready(first).await, ready(second).await);
     let secrets: Api<Secret> = Api::namespaced(server.client(), "istio-system");
     let secret = secrets.get("istio-ca-secret").await.expect("the CA's Secret");
     let data = secret.data.expect("data");
@@ -467,8 +379,8 @@ async fn replicas_share_one_root_and_a_restart_keeps_it() {
     assert_eq!(root, stored);
 
     let web = token(&server, "shop", "web", Some("istio-ca")).await;
-    let sign = async |controller: &ControllerProcess| {
-        let ca = CaClient::connect(&controller.addr(), &root, SERVER_NAME)
+    let sign = async |controller: &Controller| {
+        let ca = CaClient::connect(&addr(controller), &root, SERVER_NAME)
             .await
             .expect("TLS with the stored root");
         ca.sign(&web, &csr_for("shop", "web"), Duration::from_secs(600))
@@ -482,7 +394,7 @@ async fn replicas_share_one_root_and_a_restart_keeps_it() {
     }
 
     drop((first, second));
-    let restarted = ControllerProcess::start(server.kubeconfig(), &[]).await;
+    let restarted = start(server.kubeconfig(), &[]).await;
     let chain = sign(&restarted).await;
     assert_eq!(chain.last(), Some(&stored), "the same root after a restart");
     let after = secrets.get("istio-ca-secret").await.expect("the CA's Secret");
@@ -566,10 +478,10 @@ async fn a_plugged_in_cacerts_signs_as_its_intermediate() {
     let secrets: Api<Secret> = Api::namespaced(server.client(), "istio-system");
     secrets.create(&PostParams::default(), &cacerts).await.expect("cacerts");
 
-    let controller = ControllerProcess::start(server.kubeconfig(), &[]).await;
+    let controller = start(server.kubeconfig(), &[]).await;
     let published = published_root(&server, "shop").await;
     assert_eq!(published, root_pem, "the operator's root is published");
-    let ca = CaClient::connect(&controller.addr(), &published, SERVER_NAME)
+    let ca = CaClient::connect(&addr(&controller), &published, SERVER_NAME)
         .await
         .expect("the serving certificate chains to the operator's root");
     let web = token(&server, "shop", "web", Some("istio-ca")).await;

@@ -7,28 +7,21 @@
 //! own ServiceAccount (so with exactly the chart's RBAC), the webhook configurations
 //! the chart installed calling it, and `helm upgrade` / `helm uninstall`.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    controller_kubeconfig, files, free_port, http_get, json_of, lease_holder, wait_for, Controller, Ports, Proxy,
+};
 use serde_json::{json, Value};
 use strait_controller::testing::{ApiServer, Tools};
-use strait_push::proto;
-use strait_push::proto::controller_message::Kind as Incoming;
-use strait_push::proto::proxy_message::Kind as Outgoing;
 
 fn charts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `helm` with its own folders (no user's repositories or plugins).
@@ -489,152 +482,57 @@ fn certificate_names(pem: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// `GET path` on a loopback port: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    ))
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
+/// Starts `strait-controller` as the chart's Deployment starts it: with the installed
+/// Deployment's arguments and environment, but the ports moved to free ones
+/// (`webhook_port` for the webhooks, which the chart's `webhooks.url` points at), the
+/// files the pod would mount written from the chart's Secret into `mounts`, and the
+/// cluster reached through `kubeconfig` (the ServiceAccount's token) instead of the
+/// pod's own. Returns once it is ready.
+fn start_as_deployed(
+    deployment: &Value,
+    secret: &Value,
+    mounts: &Path,
+    kubeconfig: &Path,
+    webhook_port: u16,
+) -> Controller {
+    let ports = Ports::free();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::write(mounts.join(key), decode(&secret["data"][key])).expect("write");
     }
-}
-
-fn json_of(server: &ApiServer, args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["-o", "json"]);
-    let text = server.kubectl(&args, "").unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(&text).expect("JSON")
-}
-
-/// `strait-controller` started as the chart's Deployment starts it, killed on drop.
-struct ChartController {
-    child: Child,
-    push: u16,
-    metrics: u16,
-}
-
-impl ChartController {
-    /// Runs the binary with the installed Deployment's arguments and environment,
-    /// but: the ports moved to free ones (`webhook_port` for the webhooks, which the
-    /// chart's `webhooks.url` points at), the files the pod would mount written
-    /// from the chart's Secret into `mounts`, and the cluster reached through
-    /// `kubeconfig` (the ServiceAccount's token) instead of the pod's own.
-    fn start(
-        deployment: &Value,
-        secret: &Value,
-        mounts: &Path,
-        kubeconfig: &Path,
-        webhook_port: u16,
-    ) -> ChartController {
-        let (push, secure, metrics) = (free_port(), free_port(), free_port());
-        for key in ["tls.crt", "tls.key", "ca.crt"] {
-            std::fs::write(mounts.join(key), decode(&secret["data"][key])).expect("write");
-        }
-        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["command"], json!(["strait-controller"]));
-        let mut args: Vec<String> = Vec::new();
-        for arg in self::args(deployment) {
-            let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
-            let arg = match flag {
-                "--push-port" => format!("{flag}={push}"),
-                "--secure-port" => format!("{flag}={secure}"),
-                "--metrics-port" => format!("{flag}={metrics}"),
-                "--webhook-port" => format!("{flag}={webhook_port}"),
-                _ => arg.replace("/etc/strait/webhook", &mounts.to_string_lossy()),
-            };
-            args.push(arg);
-        }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_strait-controller"));
-        command
-            .args(&args)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["--bind-address", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // The environment the Deployment gives (downward API values filled in).
-        for var in container["env"].as_array().into_iter().flatten() {
-            let name = var["name"].as_str().unwrap_or_default();
-            let value = match (&var["value"], var["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
-                (Value::String(v), _) => v.clone(),
-                (_, Some("metadata.name")) => "strait-controller-test-0".into(),
-                (_, Some("metadata.namespace")) => "istio-system".into(),
-                other => panic!("an env var the test does not know how to fill: {other:?}"),
-            };
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("spawn strait-controller");
-        let mut controller = ChartController { child, push, metrics };
-        // Ready: every kind was listed, which a missing right would prevent.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(metrics, "/ready").is_none_or(|(s, _)| s != 200) {
-            if let Ok(Some(status)) = controller.child.try_wait() {
-                panic!("strait-controller exited: {status} (args {args:?})");
-            }
-            assert!(Instant::now() < deadline, "the controller did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        controller
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"], json!(["strait-controller"]));
+    let mut args: Vec<String> = Vec::new();
+    for arg in self::args(deployment) {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+        let arg = match flag {
+            "--push-port" => format!("{flag}={}", ports.push),
+            "--secure-port" => format!("{flag}={}", ports.secure),
+            "--metrics-port" => format!("{flag}={}", ports.http),
+            "--webhook-port" => format!("{flag}={webhook_port}"),
+            _ => arg.replace("/etc/strait/webhook", &mounts.to_string_lossy()),
+        };
+        args.push(arg);
     }
-}
-
-impl Drop for ChartController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    let mut command = Controller::binary();
+    command
+        .args(&args)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["--bind-address", "127.0.0.1"]);
+    // The environment the Deployment gives (downward API values filled in).
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().unwrap_or_default();
+        let value = match (&var["value"], var["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+            (Value::String(v), _) => v.clone(),
+            (_, Some("metadata.name")) => "strait-controller-test-0".into(),
+            (_, Some("metadata.namespace")) => "istio-system".into(),
+            other => panic!("an env var the test does not know how to fill: {other:?}"),
+        };
+        command.env(name, value);
     }
-}
-
-/// Connects to the push port as an ingress gateway of istio-system and returns the
-/// files of the first configuration.
-async fn first_push(port: u16) -> Vec<String> {
-    let (answers, outbound) = tokio::sync::mpsc::channel(4);
-    let hello = proto::Hello {
-        proxy_id: "gw-chart".into(),
-        role: proto::Role::Gateway.into(),
-        namespace: "istio-system".into(),
-        labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
-        ..Default::default()
-    };
-    answers
-        .send(proto::ProxyMessage {
-            kind: Some(Outgoing::Hello(hello)),
-        })
-        .await
-        .expect("queued");
-    let mut client = proto::push_client::PushClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connects");
-    let mut inbound = client
-        .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
-        .await
-        .expect("a stream")
-        .into_inner();
-    let message = tokio::time::timeout(Duration::from_secs(20), inbound.message())
-        .await
-        .expect("a message in time")
-        .expect("no error")
-        .and_then(|m| m.kind);
-    let Some(Incoming::Config(config)) = message else {
-        panic!("a full configuration first: {message:?}");
-    };
-    config.documents.iter().map(|d| d.file.clone()).collect()
+    let mut controller = Controller::spawn(&mut command, ports);
+    // Ready: every kind was listed, which a missing right would prevent.
+    controller.wait_ready(Duration::from_secs(60));
+    controller
 }
 
 const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"app.example.com\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: istio-system}\nspec:\n  hosts: [app.example.com]\n  gateways: [edge]\n  http:\n  - route: [{destination: {host: app.shop.svc.cluster.local, port: {number: 80}}}]\n";
@@ -744,21 +642,19 @@ async fn the_charts_install_into_a_real_api_server_and_the_controller_runs_with_
         .expect("applied");
 
     // Exactly the chart's rights: the token of its ServiceAccount (TokenRequest).
-    let token = server
-        .kubectl(&["create", "token", "strait-controller", "-n", "istio-system"], "")
-        .expect("a token");
-    let kubeconfig = server
-        .kubeconfig_with_token("strait-controller", token.trim())
-        .expect("a kubeconfig");
+    let kubeconfig = controller_kubeconfig(&server);
     let mounts = tempfile::tempdir().expect("a folder");
-    let controller = ChartController::start(&deployment, &secret, mounts.path(), &kubeconfig, webhook_port);
+    let controller = start_as_deployed(&deployment, &secret, mounts.path(), &kubeconfig, webhook_port);
 
     // It serves a push with the cluster's resources and the chart's mesh config.
-    let files = first_push(controller.push).await;
+    let mut proxy = Proxy::connect(controller.push, "gw-chart").await;
+    let config = proxy.config().await;
+    let files = files(&config);
     assert!(
-        files.contains(&"kubernetes/VirtualService/istio-system/app".to_string()),
+        files.contains(&"kubernetes/VirtualService/istio-system/app"),
         "{files:?}"
     );
+    drop(proxy);
     // It keeps both webhook configurations' caBundle: the chart's CA.
     let ca = secret["data"]["ca.crt"].clone();
     wait_for("the caBundles", Duration::from_secs(30), || {
@@ -805,21 +701,7 @@ async fn the_charts_install_into_a_real_api_server_and_the_controller_runs_with_
             .ok()
     });
     let holder = wait_for("the Lease", Duration::from_secs(30), || {
-        server
-            .kubectl(
-                &[
-                    "get",
-                    "lease",
-                    "strait-controller",
-                    "-n",
-                    "istio-system",
-                    "-o",
-                    "jsonpath={.spec.holderIdentity}",
-                ],
-                "",
-            )
-            .ok()
-            .filter(|h| !h.is_empty())
+        Some(lease_holder(&server)).filter(|h| !h.is_empty())
     });
     assert_eq!(holder, "strait-controller-test-0");
     wait_for("status on the VirtualService", Duration::from_secs(30), || {
@@ -829,7 +711,7 @@ async fn the_charts_install_into_a_real_api_server_and_the_controller_runs_with_
             .filter(|c| !c.is_empty())
             .map(drop)
     });
-    assert!(http_get(controller.metrics, "/metrics").is_some_and(|(s, b)| s == 200 && b.contains("pilot_xds")));
+    assert!(http_get(controller.http, "/metrics").is_some_and(|(s, b)| s == 200 && b.contains("pilot_xds")));
 
     // A gateway beside it.
     let gateway_chart = charts().join("strait-gateway").to_string_lossy().into_owned();

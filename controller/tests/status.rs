@@ -3,190 +3,81 @@
 //! test ACK or NACK, `kubectl get -o json` reads what the leader wrote, and
 //! replicas are killed (SIGKILL) or stopped (SIGTERM) to see the Lease change hands.
 
-use std::io::Read;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{
+    http_get, json_of, lease_holder, virtual_service as vs, wait_for, Controller, Ports, Proxy, BACKEND, GATEWAY,
+    ISTIO_SYSTEM,
+};
 use serde_json::Value;
 use strait_controller::testing::ApiServer;
 use strait_push::proto;
-use strait_push::proto::controller_message::Kind as Incoming;
 use strait_push::proto::proxy_message::Kind as Outgoing;
-use tokio::sync::mpsc;
 
-const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n";
-
-const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-
-const BACKEND: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: backend, namespace: istio-system}\nspec:\n  hosts: [backend.example.com]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: 10.0.0.1}]\n";
-
-/// A VirtualService on the gateway for `host`, routed to `destination`.
-fn vs(name: &str, host: &str, destination: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  hosts: [{host}]\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: {destination}}}}}]\n")
+/// Starts one `strait-controller` replica on the test's API server, named `name`
+/// (`POD_NAME`), with `flags`; returns once it is ready (it has read the cluster).
+fn replica(server: &ApiServer, name: &str, flags: &[&str]) -> Controller {
+    let ports = Ports::free();
+    let mut command = ports.command();
+    command
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(flags)
+        .env("POD_NAME", name);
+    let mut replica = Controller::spawn(&mut command, ports);
+    replica.wait_ready(Duration::from_secs(30));
+    replica
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// `strait_controller_leader` on a replica's metrics port.
+fn leads(replica: &Controller) -> Option<bool> {
+    let (_, metrics) = http_get(replica.http, "/metrics")?;
+    let line = metrics.lines().find(|l| l.starts_with("strait_controller_leader "))?;
+    Some(line.ends_with(" 1"))
 }
 
-/// `GET path` on a controller's HTTP port: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    ))
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(100));
+/// Connects a proxy named `name` to each controller and answers its first
+/// configuration: ACK, or NACK with the refusal.
+async fn connect_proxies(proxies: &[(&Controller, &str, Option<&str>)]) -> Vec<Proxy> {
+    let mut connected = Vec::new();
+    for (controller, name, refusal) in proxies {
+        let mut proxy = Proxy::connect(controller.push, name).await;
+        answer_config(&mut proxy, *refusal).await;
+        connected.push(proxy);
     }
+    connected
 }
 
-/// One `strait-controller` replica on the test's API server, named `POD_NAME`.
-struct Replica {
-    child: Child,
-    push: u16,
-    http: u16,
+/// Waits (at most `within`) until the Reconciled condition of VirtualService `name`
+/// says `message`; returns the VirtualService.
+fn wait_for_reconciled(server: &ApiServer, name: &str, message: &str, within: Duration) -> Value {
+    wait_for(&format!("{name}'s status to say {message:?}"), within, || {
+        let o = object(server, "virtualservice", name);
+        (text(condition(&o, "Reconciled")?, "/message") == message).then_some(o)
+    })
 }
 
-impl Replica {
-    /// Starts it with `flags`; returns once it is ready (it has read the cluster).
-    fn start(server: &ApiServer, name: &str, flags: &[&str]) -> Replica {
-        let (push, http, secure) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
-            .arg("--kubeconfig")
-            .arg(server.kubeconfig())
-            .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20"])
-            .arg(format!("--push-port={push}"))
-            .arg(format!("--metrics-port={http}"))
-            .arg(format!("--secure-port={secure}"))
-            .args(flags)
-            .env("POD_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn strait-controller");
-        let replica = Replica { child, push, http };
-        wait_for("the controller ready", Duration::from_secs(30), || {
-            get(http, "/ready").filter(|(s, _)| *s == 200)
-        });
-        replica
-    }
-
-    /// `strait_controller_leader` on its metrics port.
-    fn leads(&self) -> Option<bool> {
-        let (_, metrics) = get(self.http, "/metrics")?;
-        let line = metrics.lines().find(|l| l.starts_with("strait_controller_leader "))?;
-        Some(line.ends_with(" 1"))
-    }
-
-    /// Sends it SIGTERM (a graceful stop) and waits for it to exit.
-    fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().expect("waits").is_none() {
-            assert!(Instant::now() < deadline, "the controller did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A gateway of istio-system on a controller's push port, answering as the test says.
-struct Proxy {
-    inbound: tonic::Streaming<proto::ControllerMessage>,
-    answers: mpsc::Sender<proto::ProxyMessage>,
-}
-
-impl Proxy {
-    async fn connect(port: u16, name: &str) -> Proxy {
-        let (answers, outbound) = mpsc::channel(4);
-        let hello = proto::Hello {
-            proxy_id: name.into(),
-            role: proto::Role::Gateway.into(),
-            namespace: "istio-system".into(),
-            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
-            ..Default::default()
-        };
-        answers
-            .send(proto::ProxyMessage {
-                kind: Some(Outgoing::Hello(hello)),
-            })
-            .await
-            .expect("queued");
-        let mut client = proto::push_client::PushClient::connect(format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("connects");
-        let inbound = client
-            .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
-            .await
-            .expect("a stream")
-            .into_inner();
-        Proxy { inbound, answers }
-    }
-
-    /// Reads the first configuration and answers it: ACK, or NACK with `refusal`.
-    async fn answer_config(&mut self, refusal: Option<&str>) {
-        let message = tokio::time::timeout(Duration::from_secs(20), self.inbound.message())
-            .await
-            .expect("a configuration in time")
-            .expect("no error")
-            .and_then(|m| m.kind);
-        let Some(Incoming::Config(config)) = message else {
-            panic!("a configuration first: {message:?}");
-        };
-        assert!(!config.more, "one part");
-        let answer = match refusal {
-            None => Outgoing::Ack(proto::Ack {
-                version: config.version,
-            }),
-            Some(why) => Outgoing::Nack(proto::Nack {
-                version: config.version,
-                diagnostics: vec![why.into()],
-            }),
-        };
-        self.answers
-            .send(proto::ProxyMessage { kind: Some(answer) })
-            .await
-            .expect("open");
-    }
+/// Reads `proxy`'s first configuration and answers it: ACK, or NACK with `refusal`.
+async fn answer_config(proxy: &mut Proxy, refusal: Option<&str>) {
+    let config = proxy.config().await;
+    assert!(!config.more, "one part");
+    let answer = match refusal {
+        None => Outgoing::Ack(proto::Ack {
+            version: config.version,
+        }),
+        Some(why) => Outgoing::Nack(proto::Nack {
+            version: config.version,
+            diagnostics: vec![why.into()],
+        }),
+    };
+    proxy.answer(answer).await;
 }
 
 /// The object `kind name` of istio-system, as `kubectl get -o json` shows it.
 fn object(server: &ApiServer, kind: &str, name: &str) -> Value {
-    let json = server
-        .kubectl(&["get", kind, name, "-n", "istio-system", "-o", "json"], "")
-        .expect("kubectl get");
-    serde_json::from_str(&json).expect("JSON")
+    json_of(server, &["get", kind, name, "-n", "istio-system"])
 }
 
 fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
@@ -198,24 +89,6 @@ fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// The Lease's holder, "" when it has none (or there is no Lease).
-fn holder(server: &ApiServer) -> String {
-    server
-        .kubectl(
-            &[
-                "get",
-                "lease",
-                "strait-controller",
-                "-n",
-                "istio-system",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-            "",
-        )
-        .unwrap_or_default()
 }
 
 /// The replicas' report Leases, by name.
@@ -242,27 +115,21 @@ async fn status_says_where_a_resource_is_programmed_and_what_analysis_found() {
     let server = ApiServer::start().await.expect("the API server starts");
     let good = vs("good", "good.example.com", "backend.example.com");
     let bad = vs("bad", "bad.example.com", "nowhere.example.com");
-    let applied = [NAMESPACE, GATEWAY, BACKEND, &good, &bad].join("\n---\n");
+    let applied = [ISTIO_SYSTEM, GATEWAY, BACKEND, &good, &bad].join("\n---\n");
     server.kubectl(&["apply", "-f", "-"], &applied).expect("applied");
-    let controller = Replica::start(&server, "ctl-a", &[]);
-    let mut proxies = Vec::new();
-    for (name, refusal) in [
-        ("gw-1", None),
-        ("gw-2", None),
+    let controller = replica(&server, "ctl-a", &[]);
+    let proxies = connect_proxies(&[
+        (&controller, "gw-1", None),
+        (&controller, "gw-2", None),
         (
+            &controller,
             "gw-3",
             Some("kubernetes/VirtualService/istio-system/good:1:1: error[invalid-value] refused here"),
         ),
-    ] {
-        let mut proxy = Proxy::connect(controller.push, name).await;
-        proxy.answer_config(refusal).await;
-        proxies.push(proxy);
-    }
+    ])
+    .await;
 
-    let good = wait_for("the good one's status to count 2 of 3", Duration::from_secs(30), || {
-        let o = object(&server, "virtualservice", "good");
-        (text(condition(&o, "Reconciled")?, "/message") == "2/3 proxies up to date.").then_some(o)
-    });
+    let good = wait_for_reconciled(&server, "good", "2/3 proxies up to date.", Duration::from_secs(30));
     let reconciled = condition(&good, "Reconciled").expect("Reconciled");
     assert_eq!(reconciled["status"], "False", "{good:#}");
     let programmed = condition(&good, "Programmed").expect("Programmed");
@@ -323,61 +190,44 @@ async fn status_says_where_a_resource_is_programmed_and_what_analysis_found() {
 async fn the_leader_counts_the_proxies_of_every_replica() {
     let server = ApiServer::start().await.expect("the API server starts");
     let app = vs("app", "app.example.com", "backend.example.com");
-    let applied = [NAMESPACE, GATEWAY, BACKEND, &app].join("\n---\n");
+    let applied = [ISTIO_SYSTEM, GATEWAY, BACKEND, &app].join("\n---\n");
     server.kubectl(&["apply", "-f", "-"], &applied).expect("applied");
     let lease = Duration::from_secs(6);
     let flags = ["--lease-duration=6s", "--lease-renew=2s"];
-    let a = Replica::start(&server, "ctl-a", &flags);
+    let a = replica(&server, "ctl-a", &flags);
     wait_for("ctl-a to hold the Lease", Duration::from_secs(20), || {
-        (holder(&server) == "ctl-a").then_some(())
+        (lease_holder(&server) == "ctl-a").then_some(())
     });
-    let b = Replica::start(&server, "ctl-b", &flags);
+    let b = replica(&server, "ctl-b", &flags);
     // One proxy on the leader, two on the other replica, one of which refuses.
-    let mut proxies = Vec::new();
-    for (replica, name, refusal) in [
+    let proxies = connect_proxies(&[
         (&a, "gw-1", None),
         (&b, "gw-2", None),
         (&b, "gw-3", Some("refused on ctl-b")),
-    ] {
-        let mut proxy = Proxy::connect(replica.push, name).await;
-        proxy.answer_config(refusal).await;
-        proxies.push(proxy);
-    }
-    let counted = wait_for("every replica's proxies counted", Duration::from_secs(30), || {
-        let o = object(&server, "virtualservice", "app");
-        (text(condition(&o, "Reconciled")?, "/message") == "2/3 proxies up to date.").then_some(o)
-    });
+    ])
+    .await;
+    // Every replica's proxies counted.
+    let counted = wait_for_reconciled(&server, "app", "2/3 proxies up to date.", Duration::from_secs(30));
     let programmed = text(condition(&counted, "Programmed").expect("Programmed"), "/message");
     assert!(
         programmed.starts_with("programmed on 2 of 3 proxies; refused by gw-3 (gw-3 refused version")
             && programmed.ends_with("refused on ctl-b)"),
         "{programmed}"
     );
-    assert_eq!((a.leads(), b.leads()), (Some(true), Some(false)));
-    let report = server
-        .kubectl(
-            &[
-                "get",
-                "lease",
-                "strait-controller-report-ctl-b",
-                "-n",
-                "istio-system",
-                "-o",
-                "json",
-            ],
-            "",
-        )
-        .expect("ctl-b's report Lease");
+    assert_eq!((leads(&a), leads(&b)), (Some(true), Some(false)));
+    let report = json_of(
+        &server,
+        &["get", "lease", "strait-controller-report-ctl-b", "-n", "istio-system"],
+    )
+    .to_string();
     assert!(report.contains("strait.io/programming"), "{report}");
 
     // Killed, ctl-b renews its report no more: once it is stale, the leader
     // counts its own proxy only.
     let killed = Instant::now();
     drop(b);
-    let alone = wait_for("ctl-b's proxies counted out", lease * 3, || {
-        let o = object(&server, "virtualservice", "app");
-        (text(condition(&o, "Reconciled")?, "/message") == "1/1 proxies up to date.").then_some(o)
-    });
+    // ctl-b's proxies counted out.
+    let alone = wait_for_reconciled(&server, "app", "1/1 proxies up to date.", lease * 3);
     assert!(killed.elapsed() > lease / 2, "a report stays counted while it is fresh");
     assert_eq!(condition(&alone, "Reconciled").expect("Reconciled")["status"], "True");
     assert_eq!(condition(&alone, "Programmed").expect("Programmed")["status"], "True");
@@ -390,21 +240,21 @@ async fn the_leader_counts_the_proxies_of_every_replica() {
 async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     let server = ApiServer::start().await.expect("the API server starts");
     let app = |destination: &str| vs("app", "app.example.com", destination);
-    let applied = [NAMESPACE, GATEWAY, BACKEND, &app("backend.example.com")].join("\n---\n");
+    let applied = [ISTIO_SYSTEM, GATEWAY, BACKEND, &app("backend.example.com")].join("\n---\n");
     server.kubectl(&["apply", "-f", "-"], &applied).expect("applied");
     // A short lease, to see it expire.
     let lease = Duration::from_secs(6);
     let flags = ["--lease-duration=6s", "--lease-renew=2s"];
-    let a = Replica::start(&server, "ctl-a", &flags);
+    let a = replica(&server, "ctl-a", &flags);
     wait_for("ctl-a to hold the Lease", Duration::from_secs(20), || {
-        (holder(&server) == "ctl-a").then_some(())
+        (lease_holder(&server) == "ctl-a").then_some(())
     });
-    let b = Replica::start(&server, "ctl-b", &flags);
+    let b = replica(&server, "ctl-b", &flags);
     // Exactly one leads, and keeps leading while it renews.
     for _ in 0..3 {
         std::thread::sleep(Duration::from_secs(1));
-        assert_eq!(holder(&server), "ctl-a");
-        assert_eq!((a.leads(), b.leads()), (Some(true), Some(false)));
+        assert_eq!(lease_holder(&server), "ctl-a");
+        assert_eq!((leads(&a), leads(&b)), (Some(true), Some(false)));
     }
     // The leader writes status; the follower does not.
     let observed = |generation: i64| {
@@ -415,22 +265,17 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
         }
     };
     wait_for("status of generation 1", Duration::from_secs(20), observed(1));
-    let managed = server
-        .kubectl(
-            &[
-                "get",
-                "virtualservice",
-                "app",
-                "-n",
-                "istio-system",
-                "-o",
-                "json",
-                "--show-managed-fields",
-            ],
-            "",
-        )
-        .expect("kubectl get");
-    let first: Value = serde_json::from_str(&managed).expect("JSON");
+    let first = json_of(
+        &server,
+        &[
+            "get",
+            "virtualservice",
+            "app",
+            "-n",
+            "istio-system",
+            "--show-managed-fields",
+        ],
+    );
     let fields: Vec<&str> = first["metadata"]["managedFields"]
         .as_array()
         .into_iter()
@@ -444,14 +289,14 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     let killed = Instant::now();
     drop(a);
     wait_for("ctl-b to take the Lease", lease * 2, || {
-        (holder(&server) == "ctl-b").then_some(())
+        (lease_holder(&server) == "ctl-b").then_some(())
     });
     let took = killed.elapsed();
     assert!(
         took <= lease + Duration::from_millis(1500),
         "taken {took:?} after the kill, the lease lasts {lease:?}"
     );
-    assert_eq!(b.leads(), Some(true));
+    assert_eq!(leads(&b), Some(true));
     // And writes status: a change is followed.
     server
         .kubectl(&["apply", "-f", "-"], &app("other.example.com"))
@@ -463,8 +308,8 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     );
 
     // A graceful stop lets go at once: ctl-c takes over well within the lease.
-    let c = Replica::start(&server, "ctl-c", &flags);
-    assert_eq!(c.leads(), Some(false));
+    let c = replica(&server, "ctl-c", &flags);
+    assert_eq!(leads(&c), Some(false));
     wait_for("ctl-b's and ctl-c's reports", Duration::from_secs(10), || {
         let reports = reports(&server);
         (reports.contains("report-ctl-b") && reports.contains("report-ctl-c")).then_some(())
@@ -472,7 +317,7 @@ async fn one_replica_leads_and_another_takes_over_when_it_goes() {
     let stopped = Instant::now();
     b.terminate();
     wait_for("ctl-c to take the Lease", lease, || {
-        (holder(&server) == "ctl-c").then_some(())
+        (lease_holder(&server) == "ctl-c").then_some(())
     });
     let took = stopped.elapsed();
     assert!(

@@ -11,13 +11,16 @@
 //!   field and message, a valid one is stored, and with the controller down
 //!   resources are stored unchecked (failurePolicy Ignore).
 
+mod common;
+
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{controller_kubeconfig, free_port, json_of, wait_for, Controller, Ports, ISTIO_SYSTEM};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
 use strait_controller::testing::ApiServer;
@@ -25,13 +28,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEBHOOK_CONFIG: &str = "strait-sidecar-injector";
 const VALIDATION_CONFIG: &str = "strait-validator";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A CA and a serving certificate it signed for 127.0.0.1, as files.
 struct TestCa {
@@ -79,39 +75,19 @@ impl TestCa {
     }
 }
 
-/// A `strait-controller` process, killed on drop.
-struct Controller(Child);
-
-impl Controller {
-    fn start(args: &[String], webhook_port: u16) -> Controller {
-        let child = Command::new(env!("CARGO_BIN_EXE_strait-controller"))
-            // The CA's TLS port would be 15012 in every test at once: off here.
-            .args(["--bind-address", "127.0.0.1", "--debounce-ms", "20", "--secure-port=0"])
-            .arg(format!("--push-port={}", free_port()))
-            .arg(format!("--metrics-port={}", free_port()))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn strait-controller");
-        let mut controller = Controller(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, webhook_port)).is_err() {
-            if let Ok(Some(status)) = controller.0.try_wait() {
-                panic!("strait-controller exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "the webhook port never opened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        controller
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `strait-controller` with `args`; returns once its webhook port accepts.
+fn start_controller(args: &[String], webhook_port: u16) -> Controller {
+    // The CA's TLS port would be 15012 in every test at once: off here.
+    let ports = Ports {
+        secure: 0,
+        ..Ports::free()
+    };
+    let mut controller = Controller::spawn(ports.command().args(args), ports);
+    wait_for("the webhook port open", Duration::from_secs(30), || {
+        controller.assert_running();
+        TcpStream::connect((Ipv4Addr::LOCALHOST, webhook_port)).ok()
+    });
+    controller
 }
 
 /// An API server whose injection webhook is a running controller.
@@ -127,14 +103,13 @@ impl Injecting {
         let server = ApiServer::start().await.expect("the API server starts");
         let ca = TestCa::new();
         let webhook_port = free_port();
-        let istio_system = "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n";
         let rbac = include_str!("../../deploy/controller-rbac.yaml");
         let webhook = include_str!("../../deploy/injection-webhook.yaml");
         let validation = include_str!("../../deploy/validation-webhook.yaml");
         server
             .kubectl(
                 &["apply", "-f", "-"],
-                &[istio_system, rbac, webhook, validation].join("\n---\n"),
+                &[ISTIO_SYSTEM, rbac, webhook, validation].join("\n---\n"),
             )
             .expect("applied");
         // No Service reaches the test's loopback: the webhooks call the controller
@@ -144,12 +119,7 @@ impl Injecting {
             ("validatingwebhookconfiguration", VALIDATION_CONFIG, "validate", 1),
         ] {
             let url = format!("https://127.0.0.1:{webhook_port}/{path}");
-            let config: Value = serde_json::from_str(
-                &server
-                    .kubectl(&["get", kind, name, "-o", "json"], "")
-                    .expect("the configuration"),
-            )
-            .expect("JSON");
+            let config = json_of(&server, &["get", kind, name]);
             let count = config["webhooks"].as_array().map_or(0, Vec::len);
             assert_eq!(count, webhooks, "{config}");
             let patch: Vec<Value> = (0..count)
@@ -170,15 +140,10 @@ impl Injecting {
                 .expect("patched");
         }
         // The controller runs with exactly the rights deploy/controller-rbac.yaml gives.
-        let token = server
-            .kubectl(&["create", "token", "strait-controller", "-n", "istio-system"], "")
-            .expect("a token");
-        let kubeconfig = server
-            .kubeconfig_with_token("strait-controller", token.trim())
-            .expect("a kubeconfig");
+        let kubeconfig = controller_kubeconfig(&server);
         let mut args = vec![format!("--kubeconfig={}", kubeconfig.display())];
         args.extend(ca.flags(webhook_port));
-        let controller = Controller::start(&args, webhook_port);
+        let controller = start_controller(&args, webhook_port);
         let injecting = Injecting {
             server,
             ca,
@@ -192,18 +157,13 @@ impl Injecting {
     /// Waits until the controller has written the CA into every webhook.
     fn wait_for_ca_bundle(&self) {
         let expected = self.ca.bundle_field();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        wait_for("the caBundle in every webhook", Duration::from_secs(30), || {
             let mut bundles = Vec::new();
             for (kind, name) in [
                 ("mutatingwebhookconfiguration", WEBHOOK_CONFIG),
                 ("validatingwebhookconfiguration", VALIDATION_CONFIG),
             ] {
-                let config = self
-                    .server
-                    .kubectl(&["get", kind, name, "-o", "json"], "")
-                    .expect("the configuration");
-                let config: Value = serde_json::from_str(&config).expect("JSON");
+                let config = json_of(&self.server, &["get", kind, name]);
                 bundles.extend(
                     config["webhooks"]
                         .as_array()
@@ -212,15 +172,8 @@ impl Injecting {
                         .map(|w| w["clientConfig"]["caBundle"].clone()),
                 );
             }
-            if bundles.len() == 4 && bundles.iter().all(|b| *b == expected) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the controller never set the caBundle: {bundles:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (bundles.len() == 4 && bundles.iter().all(|b| *b == expected)).then_some(())
+        });
     }
 
     fn namespace(&self, name: &str, labels: &str) {
@@ -238,11 +191,7 @@ impl Injecting {
         self.server
             .kubectl(&["apply", "-f", "-"], &yaml)
             .unwrap_or_else(|e| panic!("pod {namespace}/{name}: {e}"));
-        let stored = self
-            .server
-            .kubectl(&["get", "pod", name, "-n", namespace, "-o", "json"], "")
-            .expect("the pod");
-        serde_json::from_str(&stored).expect("JSON")
+        json_of(&self.server, &["get", "pod", name, "-n", namespace])
     }
 
     fn stop(mut self) {
@@ -426,12 +375,7 @@ spec:
         .kubectl(&["apply", "-f", "-"], &injected)
         .expect("kubectl takes it");
 
-    let stored: Value = serde_json::from_str(
-        &server
-            .kubectl(&["get", "deployment", "web", "-n", "shop", "-o", "json"], "")
-            .expect("the Deployment"),
-    )
-    .expect("JSON");
+    let stored = json_of(&server, &["get", "deployment", "web", "-n", "shop"]);
     let spec = &stored["spec"]["template"]["spec"];
     assert_eq!(init_container_names(spec), ["strait-init", "strait-proxy"], "{stored}");
     let proxy = init_container(spec, "strait-proxy");
@@ -474,7 +418,7 @@ async fn garbage_gets_a_400_and_the_webhook_keeps_serving() {
     let port = free_port();
     let mut args = vec![format!("--config-dir={}", config.path().display())];
     args.extend(ca.flags(port));
-    let controller = Controller::start(&args, port);
+    let controller = start_controller(&args, port);
 
     let good = review("shop", json!({})).to_string();
     let cases: &[(&str, &[u8], u16, &str)] = &[

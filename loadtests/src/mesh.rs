@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, IsCa, KeyPair, SanType};
 
-use crate::netns::{Netns, NetnsError, Process};
+use crate::netns::{self, Netns, NetnsError, Process};
 
 /// The proxy's uid and gid, which the capture rules exempt.
 pub const PROXY_UID: u32 = 1337;
@@ -27,6 +27,9 @@ pub enum MeshError {
     /// A namespace or process could not be set up.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// A namespace could not be set up or entered.
+    #[error(transparent)]
+    Namespace(#[from] strait_netns::Error),
     /// A certificate could not be made.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -61,9 +64,6 @@ pub enum MeshError {
         /// Its log.
         log: String,
     },
-    /// The bridge has no addresses left.
-    #[error("no addresses left on the bridge")]
-    Full,
 }
 
 /// Writes `bytes` to `path`, readable by the proxy's uid.
@@ -133,38 +133,20 @@ impl Ca {
 }
 
 /// The bridge the pods are plugged into, in a namespace of its own.
-pub struct Bridge {
-    next: u8,
-    switch: Netns,
-}
+pub struct Bridge(netns::Bridge);
 
 impl Bridge {
     /// An empty bridge.
     pub fn new() -> Result<Bridge, MeshError> {
-        let switch = Netns::add("switch")?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
-        Ok(Bridge { next: 2, switch })
+        Ok(Bridge(netns::Bridge::new(netns::name("switch"), SUBNET)?))
     }
 
     /// A pod named `name` on the bridge, with a default route through its interface
     /// so that connections to service addresses (which no one owns) reach its capture
     /// rules.
     pub fn pod(&mut self, name: &str) -> Result<Pod, MeshError> {
-        if self.next == 255 {
-            return Err(MeshError::Full);
-        }
-        let ns = Netns::add(name)?;
-        let ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], self.next);
-        let veth = format!("v{}", self.next);
-        self.next += 1;
-        self.switch.ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ])?;
-        self.switch.ip(&["link", "set", &veth, "master", "br0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&["route", "add", "default", "dev", "eth0"])?;
+        let ns = Netns::add(netns::name(name))?;
+        let ip = self.0.plug(&ns)?;
         Ok(Pod {
             processes: Vec::new(),
             ns,
@@ -222,7 +204,7 @@ impl Pod {
         port: u16,
         log: &Path,
     ) -> Result<usize, MeshError> {
-        let process = self.ns.spawn(name, core, program, args, &[], log)?;
+        let process = netns::spawn(&self.ns, name, core, program, args, &[], log)?;
         self.processes.push(process);
         let index = self.processes.len() - 1;
         self.wait(index, Duration::from_secs(20), |pod| {
@@ -262,7 +244,8 @@ impl Pod {
             args.extend(["--threads".into(), n.to_string()]);
         }
         args.extend(s.extra.iter().cloned());
-        let process = self.ns.spawn(
+        let process = netns::spawn(
+            &self.ns,
             &format!("{} sidecar", self.name),
             s.core,
             Path::new("setpriv"),

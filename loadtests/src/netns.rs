@@ -7,14 +7,20 @@
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+
+pub use strait_netns::{run, Bridge, Netns};
 
 /// Every namespace made here is named `PREFIX<pid>-<name>`.
 pub const PREFIX: &str = "sbench-";
 
-/// Errors running the namespace tools or entering a namespace.
+/// Errors running the namespace tools, entering a namespace or starting a process
+/// in one.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
+    /// The namespace tools failed.
+    #[error(transparent)]
+    Netns(#[from] strait_netns::Error),
     /// A program could not be started at all.
     #[error("cannot run {program} (is it installed?): {source}")]
     Spawn {
@@ -22,16 +28,6 @@ pub enum NetnsError {
         program: String,
         /// Why.
         source: std::io::Error,
-    },
-    /// A program ran and failed.
-    #[error("{command} failed ({status}): {stderr}")]
-    Failed {
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// What it said.
-        stderr: String,
     },
     /// A log file could not be created.
     #[error("cannot create {path}: {source}")]
@@ -41,140 +37,55 @@ pub enum NetnsError {
         /// Why.
         source: std::io::Error,
     },
-    /// The thread could not join the namespace.
-    #[error("cannot enter network namespace {name}: {source}")]
-    Enter {
-        /// The namespace.
-        name: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The thread in the namespace panicked.
-    #[error("the thread in network namespace {0} panicked")]
-    Panicked(String),
 }
 
-/// Runs `program args` to completion; a failure carries its stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<Output, NetnsError> {
-    let output = Command::new(program)
+/// The full name of this run's namespace `name`: `PREFIX<pid>-<name>`.
+pub fn name(name: &str) -> String {
+    format!("{PREFIX}{}-{name}", std::process::id())
+}
+
+/// Starts `program args` inside `ns`, pinned to `core`, with `env` added, its output
+/// in `log`. It runs in a process group of its own, so a Ctrl-C at the terminal
+/// reaches only the harness, which then stops it in order.
+pub fn spawn(
+    ns: &Netns,
+    name: &str,
+    core: usize,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Process, NetnsError> {
+    let out = File::create(log).map_err(|source| NetnsError::Log {
+        path: log.into(),
+        source,
+    })?;
+    let err = out.try_clone().map_err(|source| NetnsError::Log {
+        path: log.into(),
+        source,
+    })?;
+    // taskset and `ip netns exec` both exec in place: the child's pid is the program's.
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(core.to_string())
+        .args(["ip", "netns", "exec", &ns.name])
+        .arg(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .output()
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
         .map_err(|source| NetnsError::Spawn {
-            program: program.into(),
+            program: program.display().to_string(),
             source,
         })?;
-    if !output.status.success() {
-        return Err(NetnsError::Failed {
-            command: format!("{program} {}", args.join(" ")),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(output)
-}
-
-/// A named network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    /// Its name (`ip netns` lists it).
-    pub name: String,
-}
-
-impl Netns {
-    /// Creates `PREFIX<pid>-<name>` with its loopback up.
-    pub fn add(name: &str) -> Result<Netns, NetnsError> {
-        let full = format!("{PREFIX}{}-{name}", std::process::id());
-        run("ip", &["netns", "add", &full])?;
-        let ns = Netns { name: full };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// `ip -n <ns> args`.
-    pub fn ip(&self, args: &[&str]) -> Result<Output, NetnsError> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend(args);
-        run("ip", &all)
-    }
-
-    /// Runs `program args` inside the namespace to completion; a failure is an error.
-    pub fn exec(&self, program: &str, args: &[&str]) -> Result<Output, NetnsError> {
-        let mut all = vec!["netns", "exec", self.name.as_str(), program];
-        all.extend(args);
-        run("ip", &all)
-    }
-
-    /// Starts `program args` inside the namespace, pinned to `core`, with `env` added,
-    /// its output in `log`. It runs in a process group of its own, so a Ctrl-C at the
-    /// terminal reaches only the harness, which then stops it in order.
-    pub fn spawn(
-        &self,
-        name: &str,
-        core: usize,
-        program: &Path,
-        args: &[String],
-        env: &[(String, String)],
-        log: &Path,
-    ) -> Result<Process, NetnsError> {
-        let out = File::create(log).map_err(|source| NetnsError::Log {
-            path: log.into(),
-            source,
-        })?;
-        let err = out.try_clone().map_err(|source| NetnsError::Log {
-            path: log.into(),
-            source,
-        })?;
-        // taskset and `ip netns exec` both exec in place: the child's pid is the program's.
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(core.to_string())
-            .args(["ip", "netns", "exec", &self.name])
-            .arg(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| NetnsError::Spawn {
-                program: program.display().to_string(),
-                source,
-            })?;
-        Ok(Process {
-            name: name.into(),
-            child,
-            log: log.into(),
-        })
-    }
-
-    /// Runs `f` on a new thread that has joined the namespace (sockets it opens live
-    /// there; it keeps this process's uid, so a pod's capture rules apply to it).
-    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
-        let path = format!("/var/run/netns/{}", self.name);
-        let name = self.name.clone();
-        let thread = std::thread::spawn(move || -> Result<T, NetnsError> {
-            let enter_error = |source| NetnsError::Enter {
-                name: name.clone(),
-                source,
-            };
-            let file = File::open(&path).map_err(enter_error)?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| enter_error(std::io::Error::from(e)))?;
-            Ok(f())
-        });
-        thread.join().map_err(|_| NetnsError::Panicked(self.name.clone()))?
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
+    Ok(Process {
+        name: name.into(),
+        child,
+        log: log.into(),
+    })
 }
 
 /// A process started in a namespace, killed (with its descendants) on drop.

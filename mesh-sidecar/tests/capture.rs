@@ -10,7 +10,7 @@ mod netns;
 
 use std::process::Output;
 
-use netns::{ask, ask_as, serve, Pods, Reply, Server, PEER_IP, PEER_IP6, PEER_OTHER_IP, POD_IP, POD_IP6};
+use netns::{ask, ask_as, exec, nat, serve, Pods, Reply, Server, PEER_IP, PEER_IP6, PEER_OTHER_IP, POD_IP, POD_IP6};
 
 /// The pod's capture listeners, bound to all addresses as the sidecar's are.
 fn capture_listeners(pods: &Pods) -> Vec<Server> {
@@ -217,38 +217,39 @@ fn init_twice_equals_once_and_cleanup_restores_the_nat_table() {
     let _servers = (capture_listeners(&pods), peer_services(&pods, &[8080]));
     // Someone else's rules (a CNI's) are there before and stay.
     for chain in ["PREROUTING", "OUTPUT"] {
-        let output = pods.pod.exec(
+        let output = exec(
+            &pods.pod,
             "iptables",
             &["-t", "nat", "-A", chain, "-p", "udp", "--dport", "9999", "-j", "RETURN"],
         );
         assert!(output.status.success(), "{}", stderr(&output));
     }
-    let before = pods.pod.nat("iptables-save");
+    let before = nat(&pods.pod, "iptables-save");
 
     pods.init_ok(&[]);
-    let once = pods.pod.nat("iptables-save");
+    let once = nat(&pods.pod, "iptables-save");
     assert!(once.contains("-A OUTPUT -p tcp -j ISTIO_OUTPUT"), "{once}");
     pods.init_ok(&[]);
-    assert_eq!(pods.pod.nat("iptables-save"), once, "init twice");
+    assert_eq!(nat(&pods.pod, "iptables-save"), once, "init twice");
     assert_eq!(once.matches("-j ISTIO_OUTPUT").count(), 1, "{once}");
     assert!(once.contains("--dport 9999"), "the other rules stay: {once}");
 
     // Re-running with other options replaces the rules, as one run with them would.
     let other = ["--include-inbound-ports", "", "--exclude-outbound-ports", "9090"];
     pods.init_ok(&other);
-    let replaced = pods.pod.nat("iptables-save");
+    let replaced = nat(&pods.pod, "iptables-save");
     assert!(!replaced.contains("-j ISTIO_INBOUND"), "{replaced}");
     pods.init_ok(&["--cleanup"]);
-    assert_eq!(pods.pod.nat("iptables-save"), before, "cleanup");
+    assert_eq!(nat(&pods.pod, "iptables-save"), before, "cleanup");
     pods.init_ok(&other);
     assert_eq!(
-        pods.pod.nat("iptables-save"),
+        nat(&pods.pod, "iptables-save"),
         replaced,
         "one run with the other options"
     );
 
     pods.init_ok(&["--cleanup"]);
-    assert_eq!(pods.pod.nat("iptables-save"), before, "cleanup");
+    assert_eq!(nat(&pods.pod, "iptables-save"), before, "cleanup");
     assert_eq!(
         ask(&pods.pod, &format!("{PEER_IP}:8080")),
         format!("direct to {PEER_IP}:8080")
@@ -256,13 +257,13 @@ fn init_twice_equals_once_and_cleanup_restores_the_nat_table() {
     // Nothing left to remove: still fine.
     let again = pods.init_ok(&["--cleanup"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to clean up"));
-    assert_eq!(pods.pod.nat("iptables-save"), before);
+    assert_eq!(nat(&pods.pod, "iptables-save"), before);
 }
 
 #[test]
 fn dry_run_prints_the_rules_and_applies_nothing() {
     let pods = Pods::new();
-    let before = pods.pod.nat("iptables-save");
+    let before = nat(&pods.pod, "iptables-save");
     let output = pods.init_ok(&["--dry-run"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -277,7 +278,7 @@ fn dry_run_prints_the_rules_and_applies_nothing() {
         !stdout.contains("IPv6"),
         "an IPv4-only pod gets no IPv6 rules: {stdout}"
     );
-    assert_eq!(pods.pod.nat("iptables-save"), before);
+    assert_eq!(nat(&pods.pod, "iptables-save"), before);
 }
 
 #[test]
@@ -288,7 +289,7 @@ fn a_dual_stack_pod_is_captured_over_ipv6_too() {
     servers.push(serve(&pods.pod, "[::]:15006", Reply::Capture));
     servers.push(serve(&pods.peer, "[::]:8080", Reply::Direct));
     servers.push(serve(&pods.pod, "[::]:8080", Reply::Direct));
-    let before = pods.pod.nat("ip6tables-save");
+    let before = nat(&pods.pod, "ip6tables-save");
     pods.init_ok(&["--exclude-outbound-cidrs", "fd20::2/128"]);
 
     assert_eq!(
@@ -311,7 +312,7 @@ fn a_dual_stack_pod_is_captured_over_ipv6_too() {
     );
 
     pods.init_ok(&["--cleanup"]);
-    assert_eq!(pods.pod.nat("ip6tables-save"), before);
+    assert_eq!(nat(&pods.pod, "ip6tables-save"), before);
 }
 
 #[test]
@@ -329,9 +330,7 @@ fn without_ip6tables_a_dual_stack_pod_gets_ipv4_capture_and_a_warning() {
         std::os::unix::fs::symlink(real, bin.path().join(tool)).expect("a symlink");
     }
     let path = format!("PATH={}", bin.path().display());
-    let output = pods
-        .pod
-        .exec("env", &[&path, env!("CARGO_BIN_EXE_strait-sidecar"), "init"]);
+    let output = exec(&pods.pod, "env", &[&path, env!("CARGO_BIN_EXE_strait-sidecar"), "init"]);
 
     assert!(output.status.success(), "{}", stderr(&output));
     let stderr = stderr(&output);
@@ -343,7 +342,7 @@ fn without_ip6tables_a_dual_stack_pod_gets_ipv4_capture_and_a_warning() {
         ask(&pods.pod, &format!("{PEER_IP}:8080")),
         format!("captured by 15001 for {PEER_IP}:8080")
     );
-    assert!(!pods.pod.nat("ip6tables-save").contains("ISTIO"));
+    assert!(!nat(&pods.pod, "ip6tables-save").contains("ISTIO"));
 }
 
 #[test]
@@ -351,7 +350,8 @@ fn a_failing_iptables_is_reported_with_its_own_words() {
     let pods = Pods::new();
     // Without root's capabilities, iptables refuses.
     let binary = env!("CARGO_BIN_EXE_strait-sidecar");
-    let output = pods.pod.exec(
+    let output = exec(
+        &pods.pod,
         "setpriv",
         &["--reuid=1337", "--regid=1337", "--clear-groups", binary, "init"],
     );

@@ -79,9 +79,11 @@ impl Drop for Process {
 
 /// Forwards connections accepted at `port` of a namespace's address to
 /// 127.0.0.1:`to` of the host (where the controller listens).
-fn forward(ns: &mesh_net::Netns, ip: &str, port: u16, to: u16) {
+fn forward(ns: &strait_netns::Netns, ip: &str, port: u16, to: u16) {
     let addr = format!("{ip}:{port}");
-    let listener = ns.enter(move || TcpListener::bind(addr).expect("forwarder listener"));
+    let listener = ns
+        .enter(move || TcpListener::bind(addr).expect("forwarder listener"))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             std::thread::spawn(move || {
@@ -257,9 +259,7 @@ impl Cluster {
         assert_eq!(proxy["restartPolicy"], "Always", "a native sidecar: {proxy}");
         let volumes = self.volumes(pod_json, netns);
         let (program, args) = command(init, &volumes);
-        let out = netns
-            .ns
-            .exec(&program, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = netns.exec(&program, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "strait-init {args:?}: {}",
@@ -296,9 +296,7 @@ impl Cluster {
         );
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
-            let out = netns
-                .ns
-                .exec("curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+            let out = netns.exec("curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
             if out.stdout == b"200" {
                 return;
             }
@@ -495,7 +493,7 @@ async fn injected_pods_talk_over_mtls_with_certificates_from_the_controller() {
         code,
         "200",
         "a -> b: {body}\na's clusters: {}\na:\n{}\nb:\n{}\ncontroller:\n{}",
-        String::from_utf8_lossy(&a.ns.exec("curl", &["-s", "http://127.0.0.1:15000/clusters"]).stdout),
+        String::from_utf8_lossy(&a.exec("curl", &["-s", "http://127.0.0.1:15000/clusters"]).stdout),
         a.log(),
         b.log(),
         cluster.controller_log()

@@ -21,25 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, IsCa, KeyPair, SanType};
+use strait_netns::{Bridge, Netns};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_strait-sidecar");
 /// The proxy's uid and gid, which the capture rules exempt.
 pub const PROXY_UID: u32 = 1337;
-
-/// Runs a command to completion; its failure fails the test with its stderr.
-pub fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// The mesh's CA: a root that signs each workload's SPIFFE certificate.
 pub struct Ca {
@@ -95,67 +81,6 @@ pub fn public_dir(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// A named network namespace, deleted on drop.
-pub struct Netns {
-    /// Its name.
-    pub name: String,
-}
-
-impl Netns {
-    fn add(name: String) -> Netns {
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend(args);
-        run("ip", &all);
-    }
-
-    /// Runs a program inside the namespace, whatever its outcome.
-    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
-    }
-
-    /// Starts a program inside the namespace.
-    pub fn spawn(&self, program: &str, args: &[&str], log: &Path) -> Child {
-        let out = std::fs::File::create(log).expect("log file");
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn")
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("netns file");
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
-}
-
 /// One pod: its namespace, address, and what runs in it.
 pub struct Pod {
     /// The namespace.
@@ -181,14 +106,14 @@ impl Drop for Pod {
 /// The pods of one test, on one bridge.
 pub struct Net {
     tag: String,
-    switch: Netns,
-    next: u8,
+    bridge: Bridge,
+    pods: usize,
     /// A folder for the test's files.
     pub dir: tempfile::TempDir,
 }
 
 /// The /24 the pods are on (a private range no CI network uses).
-const SUBNET: &str = "10.211.0";
+const SUBNET: [u8; 3] = [10, 211, 0];
 
 impl Net {
     /// An empty bridge.
@@ -198,15 +123,13 @@ impl Net {
             "the mesh tests need root and network namespaces (`ip netns`, iptables): run them as root, as CI does"
         );
         let tag = format!("{:x}", std::process::id() ^ fastrand_u32());
-        let switch = Netns::add(format!("sw-{tag}"));
-        switch.ip(&["link", "add", "br0", "type", "bridge"]);
-        switch.ip(&["link", "set", "br0", "up"]);
+        let bridge = Bridge::new(format!("sw-{tag}"), SUBNET).unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("tempdir");
         public_dir(dir.path());
         Net {
             tag,
-            switch,
-            next: 2,
+            bridge,
+            pods: 0,
             dir,
         }
     }
@@ -214,17 +137,9 @@ impl Net {
     /// A pod named `name` (no sidecar yet), with a default route on the bridge so
     /// that connections to service addresses reach its capture rules.
     pub fn pod(&mut self, name: &str) -> Pod {
-        let ns = Netns::add(format!("p{}-{}", self.next, self.tag));
-        let ip = format!("{SUBNET}.{}", self.next);
-        let veth = format!("v{}", self.next);
-        self.next += 1;
-        self.switch.ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ]);
-        self.switch.ip(&["link", "set", &veth, "master", "br0", "up"]);
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["route", "add", "default", "dev", "eth0"]);
+        self.pods += 1;
+        let ns = Netns::add(format!("p{}-{}", self.pods + 1, self.tag)).unwrap_or_else(|e| panic!("{e}"));
+        let ip = self.bridge.plug(&ns).unwrap_or_else(|e| panic!("{e}")).to_string();
         Pod {
             ns,
             ip,
@@ -240,20 +155,11 @@ impl Net {
         let file = self.dir.path().join(format!("capture-{port}.pcap"));
         let path = file.to_string_lossy().to_string();
         let filter = format!("tcp port {port}");
-        let mut dump = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.switch.name,
-                "tcpdump",
-                "-i",
-                "any",
-                "--immediate-mode",
-                "-U",
-                "-w",
-                &path,
-                &filter,
-            ])
+        let mut dump = self
+            .bridge
+            .switch()
+            .command("tcpdump")
+            .args(["-i", "any", "--immediate-mode", "-U", "-w", &path, &filter])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -306,7 +212,8 @@ impl Pod {
         let stop = self.stop.clone();
         let listener = self
             .ns
-            .enter(move || TcpListener::bind(("0.0.0.0", port)).expect("app listener"));
+            .enter(move || TcpListener::bind(("0.0.0.0", port)).expect("app listener"))
+            .unwrap_or_else(|e| panic!("{e}"));
         listener.set_nonblocking(true).expect("nonblocking");
         let flaky = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::spawn(move || {
@@ -328,7 +235,7 @@ impl Pod {
     pub fn sidecar(&mut self, init: &[&str], s: &Sidecar<'_>) {
         let mut args = vec!["init"];
         args.extend(init);
-        let out = self.ns.exec(BINARY, &args);
+        let out = self.exec(BINARY, &args);
         assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
         let uid = format!("--reuid={PROXY_UID}");
         let gid = format!("--regid={PROXY_UID}");
@@ -358,7 +265,7 @@ impl Pod {
         if let Some(mesh) = &mesh {
             run.extend(["--mesh-config", mesh.as_str()]);
         }
-        let child = self.ns.spawn("setpriv", &run, &self.log);
+        let child = self.spawn("setpriv", &run);
         self.children.push(child);
         self.wait_ready();
     }
@@ -366,7 +273,7 @@ impl Pod {
     /// Starts `program` with `args` in the pod, its output to the pod's log; it is
     /// killed with the pod.
     pub fn start(&mut self, program: &str, args: &[&str]) {
-        let child = self.ns.spawn(program, args, &self.log);
+        let child = self.spawn(program, args);
         self.children.push(child);
     }
 
@@ -380,7 +287,7 @@ impl Pod {
             "{} is not built: run the tests with `cargo test --workspace` (or build strait-gateway first)",
             gateway.display()
         );
-        let child = self.ns.spawn(
+        let child = self.spawn(
             &gateway.to_string_lossy(),
             &[
                 "--config-dir",
@@ -390,16 +297,33 @@ impl Pod {
                 "--threads",
                 "1",
             ],
-            &self.log,
         );
         self.children.push(child);
         self.wait_ready();
     }
 
+    /// Runs a program inside the pod, whatever its outcome.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        self.ns.output(program, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a program inside the pod, its output to the pod's log.
+    fn spawn(&self, program: &str, args: &[&str]) -> Child {
+        let out = std::fs::File::create(&self.log).expect("log file");
+        self.ns
+            .command(program)
+            .args(args)
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = self.ns.exec(
+            let out = self.exec(
                 "curl",
                 &[
                     "-s",
@@ -427,7 +351,7 @@ impl Pod {
     pub fn curl(&self, args: &[&str]) -> (String, String) {
         let mut all = vec!["-s", "-m", "5", "-w", "\n%{http_code}"];
         all.extend(args);
-        let out = self.ns.exec("curl", &all);
+        let out = self.exec("curl", &all);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         match text.rsplit_once('\n') {
             Some((body, code)) => (code.to_string(), body.to_string()),
@@ -438,7 +362,7 @@ impl Pod {
 
     /// The sidecar's metrics text.
     pub fn metrics(&self) -> String {
-        let out = self.ns.exec("curl", &["-s", "http://127.0.0.1:15020/stats/prometheus"]);
+        let out = self.exec("curl", &["-s", "http://127.0.0.1:15020/stats/prometheus"]);
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 

@@ -7,17 +7,16 @@
 //! client under another uid/gid runs as a small perl script (perl-base is essential
 //! on Debian) under `setpriv`.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::sched::{setns, CloneFlags};
 use socket2::{Domain, SockRef, Socket, Type};
+pub use strait_netns::Netns;
 
 /// The pod's address on its veth (a /16 shared with the peer).
 pub const POD_IP: &str = "10.200.0.1";
@@ -41,88 +40,44 @@ pub fn require_root() {
     );
 }
 
-/// Runs a command to completion; its failure fails the test with its stderr.
-fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+/// A namespace named `name`; its making failing fails the test.
+fn add(name: String) -> Netns {
+    Netns::add(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `ip -n NAME ARGS`; its failure fails the test.
+fn ip(ns: &Netns, args: &[&str]) {
+    ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs a program inside `ns` (`ip netns exec`), whatever its outcome.
+pub fn exec(ns: &Netns, program: &str, args: &[&str]) -> Output {
+    ns.output(program, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `f` on a thread inside `ns`; sockets it makes stay in it.
+fn enter<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    ns.enter(f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The nat table of `ns` as iptables-save (or ip6tables-save) prints it, without
+/// the lines that change from one save to the next (dates, counters).
+pub fn nat(ns: &Netns, save: &str) -> String {
+    let output = exec(ns, save, &["-t", "nat"]);
     assert!(
         output.status.success(),
-        "{program} {args:?} failed ({}): {}",
-        output.status,
+        "{save}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    output
-}
-
-/// A named network namespace (`ip netns add`), deleted on drop.
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn add(name: String) -> Netns {
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NAME ...`.
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend(args);
-        run("ip", &all);
-    }
-
-    /// Runs a program inside the namespace (`ip netns exec`), whatever its outcome.
-    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ip netns exec {program}: {e}"))
-    }
-
-    /// The nat table as iptables-save (or ip6tables-save) prints it, without the
-    /// lines that change from one save to the next (dates, counters).
-    pub fn nat(&self, save: &str) -> String {
-        let output = self.exec(save, &["-t", "nat"]);
-        assert!(
-            output.status.success(),
-            "{save}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .map(|line| match line.find(" [") {
-                Some(at) if line.starts_with(':') => &line[..at],
-                _ => line,
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Runs `f` on a thread inside the namespace; sockets it makes stay in it.
-    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            setns(ns, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| match line.find(" [") {
+            Some(at) if line.starts_with(':') => &line[..at],
+            _ => line,
         })
-        .join()
-        .unwrap_or_else(|_| panic!("a thread in namespace {} panicked", self.name))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace removes its veth end and rules with it.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A pod and a peer joined by a veth pair (`eth0` on both sides).
@@ -141,27 +96,32 @@ impl Pods {
         require_root();
         let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let pods = Pods {
-            pod: Netns::add(format!("strait-pod-{id}")),
-            peer: Netns::add(format!("strait-peer-{id}")),
+            pod: add(format!("strait-pod-{id}")),
+            peer: add(format!("strait-peer-{id}")),
         };
-        pods.pod.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &pods.peer.name,
-        ]);
-        pods.pod.ip(&["addr", "add", &format!("{POD_IP}/16"), "dev", "eth0"]);
-        pods.peer.ip(&["addr", "add", &format!("{PEER_IP}/16"), "dev", "eth0"]);
-        pods.peer
-            .ip(&["addr", "add", &format!("{PEER_OTHER_IP}/16"), "dev", "eth0"]);
-        pods.pod.ip(&["link", "set", "eth0", "up"]);
-        pods.peer.ip(&["link", "set", "eth0", "up"]);
+        ip(
+            &pods.pod,
+            &[
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &pods.peer.name,
+            ],
+        );
+        ip(&pods.pod, &["addr", "add", &format!("{POD_IP}/16"), "dev", "eth0"]);
+        ip(&pods.peer, &["addr", "add", &format!("{PEER_IP}/16"), "dev", "eth0"]);
+        ip(
+            &pods.peer,
+            &["addr", "add", &format!("{PEER_OTHER_IP}/16"), "dev", "eth0"],
+        );
+        ip(&pods.pod, &["link", "set", "eth0", "up"]);
+        ip(&pods.peer, &["link", "set", "eth0", "up"]);
         pods
     }
 
@@ -169,10 +129,14 @@ impl Pods {
     pub fn dual_stack() -> Pods {
         let pods = Pods::new();
         // nodad: usable at once, not after duplicate address detection.
-        pods.pod
-            .ip(&["addr", "add", &format!("{POD_IP6}/64"), "dev", "eth0", "nodad"]);
-        pods.peer
-            .ip(&["addr", "add", &format!("{PEER_IP6}/64"), "dev", "eth0", "nodad"]);
+        ip(
+            &pods.pod,
+            &["addr", "add", &format!("{POD_IP6}/64"), "dev", "eth0", "nodad"],
+        );
+        ip(
+            &pods.peer,
+            &["addr", "add", &format!("{PEER_IP6}/64"), "dev", "eth0", "nodad"],
+        );
         pods
     }
 
@@ -180,7 +144,7 @@ impl Pods {
     pub fn init(&self, args: &[&str]) -> Output {
         let mut all = vec!["init"];
         all.extend(args);
-        self.pod.exec(BINARY, &all)
+        exec(&self.pod, BINARY, &all)
     }
 
     /// Runs `strait-sidecar init ARGS` in the pod; its failure fails the test.
@@ -225,7 +189,7 @@ impl Drop for Server {
 /// beside an IPv4 one on the same port) and answers each connection once.
 pub fn serve(ns: &Netns, addr: &str, reply: Reply) -> Server {
     let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let listener = ns.enter(move || bind(addr));
+    let listener = enter(ns, move || bind(addr));
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     let thread = std::thread::spawn(move || {
@@ -285,7 +249,7 @@ fn answer(mut stream: TcpStream, reply: Reply) {
 /// the error.
 pub fn ask(ns: &Netns, addr: &str) -> String {
     let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    ns.enter(move || {
+    enter(ns, move || {
         let mut stream = match TcpStream::connect_timeout(&addr, TIMEOUT) {
             Ok(stream) => stream,
             Err(e) => return format!("error: connect {addr}: {e}"),
@@ -327,7 +291,7 @@ pub fn ask_as(ns: &Netns, uid: u32, gid: u32, host: &str, port: u16, source: Opt
         &port,
     ];
     args.extend(source);
-    let output = ns.exec("timeout", &args);
+    let output = exec(ns, "timeout", &args);
     if output.status.success() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     } else {
