@@ -397,7 +397,7 @@ spec:
   rules: [{backendRefs: [{name: later, port: 8080}]}]
 "#;
     server.kubectl(&["apply", "-f", "-"], resources).expect("applied");
-    let _controller = Replica::start(&server, "ctl-a", &[]);
+    let _controller = replica(&server, "ctl-a", &[]);
     let within = Duration::from_secs(30);
     wait_for("GatewayClass Accepted", within, || {
         let class = gateway_api_object(&server, "gatewayclass", None, "strait");
