@@ -281,12 +281,7 @@ async fn run(
                 }
                 match apply(&client, &d.namespace, &objects).await {
                     Ok(()) => {
-                        log::info!(
-                            "Gateway {}/{}: deployed as {}",
-                            d.namespace,
-                            d.name,
-                            d.object_name()
-                        );
+                        log::info!("Gateway {}/{}: deployed as {}", d.namespace, d.name, d.object_name());
                         applied.insert(key, objects);
                     }
                     Err(e) => log::warn!("Gateway {}/{}: deploying {}: {e}", d.namespace, d.name, d.object_name()),
@@ -302,7 +297,11 @@ async fn run(
     }
 }
 
-async fn apply(client: &Client, namespace: &str, [account, deployment, service]: &[Value; 3]) -> Result<(), kube::Error> {
+async fn apply(
+    client: &Client,
+    namespace: &str,
+    [account, deployment, service]: &[Value; 3],
+) -> Result<(), kube::Error> {
     let params = PatchParams::apply(MANAGER).force();
     let name = |v: &Value| v["metadata"]["name"].as_str().unwrap_or_default().to_string();
     Api::<ServiceAccount>::namespaced(client.clone(), namespace)
@@ -337,9 +336,17 @@ mod tests {
     fn gateways_of_strait_classes_are_deployed_unless_by_hand() {
         let yaml = [
             CLASSES.to_string(),
-            gateway("web", "strait", "  infrastructure: {labels: {team: shop}, annotations: {a: b}}\n"),
+            gateway(
+                "web",
+                "strait",
+                "  infrastructure: {labels: {team: shop}, annotations: {a: b}}\n",
+            ),
             gateway("theirs", "other", ""),
-            gateway("manual", "strait", "  addresses: [{type: Hostname, value: gw.edge.svc.cluster.local}]\n"),
+            gateway(
+                "manual",
+                "strait",
+                "  addresses: [{type: Hostname, value: gw.edge.svc.cluster.local}]\n",
+            ),
         ]
         .concat();
         let list = deployed(&bundle(&yaml));

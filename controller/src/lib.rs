@@ -8,6 +8,7 @@ pub mod controller;
 pub mod controller_status;
 pub mod folder_source;
 pub mod gateway_api_status;
+pub mod gateway_deployment;
 pub mod http;
 pub mod inject;
 pub mod istio_status;

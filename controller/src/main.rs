@@ -62,6 +62,9 @@ struct Cli {
     /// in --namespace.
     #[command(flatten)]
     leader: strait_controller::leader::LeaderFlags,
+    /// Gateways deployed for Gateway API Gateways (Kubernetes mode, by the leader).
+    #[command(flatten)]
+    deploy: strait_controller::gateway_deployment::DeployFlags,
     /// ACME on a cluster (Kubernetes mode, by the leader).
     #[command(flatten)]
     acme: strait_controller::acme::AcmeFlags,
@@ -145,6 +148,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client.clone(),
                 strait_controller::istio_status::INTERVAL,
             );
+        }
+        if cli.deploy.deploy_gateways {
+            strait_controller::gateway_deployment::start(
+                &mut controller,
+                client.clone(),
+                &cli.deploy,
+                &cli.webhook.inject.proxy_image,
+            )?;
         }
         // Certificates for Gateways annotated strait.io/acme, kept in their Secrets.
         strait_controller::acme::start(&mut controller, client.clone(), &cli.ca.namespace, &cli.acme)?;

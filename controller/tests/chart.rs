@@ -240,6 +240,17 @@ async fn the_controller_chart_renders_what_its_values_say() {
         json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}])
     );
     assert!(find(&acme, "ClusterRoleBinding", Some("strait-controller-acme")).is_some());
+    // So are the rights of automated deployment, with the flag that uses them.
+    assert!(has(&args, "--deploy-gateways=false"));
+    assert!(find(&docs, "ClusterRole", Some("strait-controller-gateway-deployment")).is_none());
+    let deploying = helm
+        .template(&chart, "istio-system", &["gatewayAPI.deploy=true"])
+        .expect("renders");
+    assert!(has(
+        &crate::args(get(&deploying, "Deployment")),
+        "--deploy-gateways=true"
+    ));
+    assert!(find(&deploying, "ClusterRole", Some("strait-controller-gateway-deployment")).is_some());
 
     let injector = get(&docs, "MutatingWebhookConfiguration");
     assert_eq!(injector["metadata"]["name"], "strait-sidecar-injector");
