@@ -214,9 +214,16 @@ pub fn act<'r>(
             let picked = f.pick_index().and_then(|i| Some((i, f.destinations.get(i)?)));
             let cluster = picked.and_then(|(_, d)| runtime.snapshot.clusters.get(d.cluster));
             ctx.destination = picked.map(|(i, _)| i);
-            if cluster.is_some_and(|c| c.kind == ClusterKind::Blackhole) {
-                ctx.flags.add(Flags::NO_ROUTE);
-                return Err(Reply::new(502, b"").into());
+            match cluster.map(|c| c.kind) {
+                Some(ClusterKind::Blackhole) => {
+                    ctx.flags.add(Flags::NO_ROUTE);
+                    return Err(Reply::new(502, b"").into());
+                }
+                Some(ClusterKind::InvalidBackend) => {
+                    ctx.flags.add(Flags::NO_ROUTE);
+                    return Err(Reply::new(500, b"").into());
+                }
+                _ => {}
             }
             // A sidecar's passthrough and inbound clusters have one address: where the
             // client was going.

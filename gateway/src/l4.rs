@@ -144,7 +144,7 @@ async fn connect(
     );
     let timeout = cluster.policy.connect_timeout.unwrap_or(to.connect_timeout);
     match cluster.kind {
-        ClusterKind::Blackhole => return None,
+        ClusterKind::Blackhole | ClusterKind::InvalidBackend => return None,
         ClusterKind::OriginalDestination | ClusterKind::LocalWorkload => {
             let address = to.original?;
             let mut peer = pingora::upstreams::peer::HttpPeer::new(address, false, String::new());

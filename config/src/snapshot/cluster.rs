@@ -43,6 +43,9 @@ pub enum ClusterKind {
     LocalWorkload,
     /// A host outside the registry under REGISTRY_ONLY: requests get 502.
     Blackhole,
+    /// The share of a Gateway API rule's backends that do not resolve: requests get
+    /// 500 (connections are closed), as the specification asks.
+    InvalidBackend,
 }
 
 impl Cluster {

@@ -7,17 +7,20 @@
 use std::collections::BTreeMap;
 
 use crate::compile::gateway_api::{
-    CompiledGateway, CompiledListener, CompiledRoute, GatewayRule, ListenerProtocol, Precedence, RouteKind,
+    is_invalid, CompiledGateway, CompiledListener, CompiledRoute, GatewayRule, ListenerProtocol, Precedence, RouteKind,
 };
 use crate::compile::virtual_service::CompiledAction;
 use crate::diag::{Code, Severity};
 use crate::resources::gateway_api::GATEWAY_NAME_LABEL;
 use crate::snapshot::{
-    Action, CertificateSource, Forward, L4Route, Listener, Mirror, Protocol, Route, TlsServer, VirtualHost,
-    WeightedCluster,
+    Action, CertificateSource, ClusterKind, Forward, L4Route, Listener, Mirror, Protocol, Route, TlsServer,
+    VirtualHost, WeightedCluster,
 };
 
 use super::Translator;
+
+/// The cluster of the invalid backendRefs' share of a rule: requests get 500.
+pub const INVALID_BACKEND_CLUSTER: &str = "InvalidBackendCluster";
 
 /// Where a route sorts in its virtual host: precedence, creation time,
 /// `namespace/name`, rule and match index.
@@ -238,7 +241,11 @@ impl Translator<'_, '_> {
         destinations
             .iter()
             .map(|d| {
-                let cluster = self.cluster(route.entry, &d.field, &d.target, port);
+                let cluster = if is_invalid(d) {
+                    self.special_cluster(INVALID_BACKEND_CLUSTER, ClusterKind::InvalidBackend)
+                } else {
+                    self.cluster(route.entry, &d.field, &d.target, port)
+                };
                 if h2 {
                     // GRPCRoute backends speak HTTP/2 (cleartext unless TLS is set).
                     if let Some(c) = self.clusters.get_mut(cluster) {

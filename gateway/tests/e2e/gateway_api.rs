@@ -112,7 +112,7 @@ async fn filters_redirects_rewrites_and_invalid_backends() {
         + &services
         + &http_route(
             "filters",
-            "  rules:\n  - matches: [{path: {type: PathPrefix, value: /headers}}]\n    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites}], add: [{name: X-Header-Add, value: add-appends}], remove: [X-Header-Remove]}\n    - type: ResponseHeaderModifier\n      responseHeaderModifier: {set: [{name: X-Response-Set, value: set}]}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]\n    filters: [{type: URLRewrite, urlRewrite: {hostname: rewritten.example.com, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]\n    backendRefs: [{name: infra-backend-v2, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /full/one}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}}]\n    backendRefs: [{name: infra-backend-v3, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-scheme}}]\n    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-host}}]\n    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org}}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-prefix}}]\n    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-port}}]\n    filters: [{type: RequestRedirect, requestRedirect: {port: 8083}}]\n  - matches: [{path: {type: PathPrefix, value: /invalid}}]\n    backendRefs: [{name: does-not-exist, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /weighted}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080, weight: 0}, {name: infra-backend-v2, port: 8080, weight: 1}]\n",
+            "  rules:\n  - matches: [{path: {type: PathPrefix, value: /headers}}]\n    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites}], add: [{name: X-Header-Add, value: add-appends}], remove: [X-Header-Remove]}\n    - type: ResponseHeaderModifier\n      responseHeaderModifier: {set: [{name: X-Response-Set, value: set}]}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]\n    filters: [{type: URLRewrite, urlRewrite: {hostname: rewritten.example.com, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]\n    backendRefs: [{name: infra-backend-v2, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /full/one}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}}]\n    backendRefs: [{name: infra-backend-v3, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-scheme}}]\n    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-host}}]\n    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org}}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-prefix}}]\n    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}}]\n  - matches: [{path: {type: PathPrefix, value: /redirect-port}}]\n    filters: [{type: RequestRedirect, requestRedirect: {port: 8083}}]\n  - matches: [{path: {type: PathPrefix, value: /invalid}}]\n    backendRefs: [{name: does-not-exist, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /partly-invalid}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080}, {name: does-not-exist, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /weighted}}]\n    backendRefs: [{name: infra-backend-v1, port: 8080, weight: 0}, {name: infra-backend-v2, port: 8080, weight: 1}]\n",
         );
     let (gw, _dir) = start_with(&[("gw.yaml", &config)]);
     let c = no_redirects(&["example.com"], gw.http);
@@ -181,6 +181,21 @@ async fn filters_redirects_rewrites_and_invalid_backends() {
     // HTTPRouteInvalidBackendRefNotFound: 500; weight 0 gets nothing.
     let resp = c.get(url("/invalid")).send().await.expect("get");
     assert_eq!(resp.status(), 500);
+    // One valid and one invalid backend, equal weights: the invalid one's share gets
+    // 500, the rest reaches the valid one (60 requests: both kinds, surely).
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..60 {
+        let (status, body) = get_json(&c, &url("/partly-invalid"), &[]).await;
+        match status {
+            200 => {
+                assert_eq!(body["name"].as_str(), Some("infra-backend-v1"));
+                ok += 1;
+            }
+            500 => failed += 1,
+            other => panic!("/partly-invalid answered {other}"),
+        }
+    }
+    assert!(ok >= 10 && failed >= 10, "{ok} answered, {failed} got 500");
     for _ in 0..10 {
         let (status, body) = get_json(&c, &url("/weighted"), &[]).await;
         assert_eq!((status, body["name"].as_str()), (200, Some("infra-backend-v2")));

@@ -23,6 +23,16 @@ use crate::snapshot::{HeaderOps, RequestMatch, RoutePolicy};
 use super::virtual_service::{CompiledAction, CompiledDestination};
 use super::Compiler;
 
+/// The host of a backendRef that does not resolve: not a DNS name, so it names no
+/// service. Translation sends its share of the rule's traffic to a cluster that
+/// answers 500.
+pub const INVALID_BACKEND: &str = "<invalid backendRef>";
+
+/// Whether a compiled destination is an invalid backendRef's share.
+pub fn is_invalid(d: &CompiledDestination) -> bool {
+    d.target.host == INVALID_BACKEND
+}
+
 /// The Gateway API resources of a bundle, compiled.
 #[derive(Debug, Default)]
 pub struct GatewayApi<'a> {

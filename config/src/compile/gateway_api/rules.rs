@@ -22,7 +22,7 @@ use crate::snapshot::{
 };
 
 use super::filters::{merge, Filters};
-use super::{ref_namespace, CompiledRoute, GatewayRule, Precedence, RouteKind};
+use super::{is_invalid, ref_namespace, CompiledRoute, GatewayRule, Precedence, RouteKind, INVALID_BACKEND};
 
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -393,7 +393,7 @@ impl<'a> Compiler<'a> {
             CompiledAction::DirectResponse(internal_error())
         } else if let Some(r) = filters.redirect {
             CompiledAction::Redirect(r)
-        } else if destinations.is_empty() {
+        } else if destinations.iter().all(is_invalid) {
             CompiledAction::DirectResponse(internal_error())
         } else {
             CompiledAction::Forward(CompiledForward {
@@ -467,12 +467,19 @@ impl<'a> Compiler<'a> {
                     ),
                 }
             }
-            let Some(target) = self.backend_target(e, &bf, &b.backend, kind, unresolved) else {
-                continue;
-            };
             if weight <= 0 {
+                // Still checked: its status reports it.
+                let _ = self.backend_target(e, &bf, &b.backend, kind, unresolved);
                 continue;
             }
+            // The share of one that does not resolve gets 500 (the spec's words).
+            let target = self
+                .backend_target(e, &bf, &b.backend, kind, unresolved)
+                .unwrap_or_else(|| Target {
+                    host: INVALID_BACKEND.to_string(),
+                    port: None,
+                    subset: None,
+                });
             out.push(CompiledDestination {
                 field: bf,
                 target,
