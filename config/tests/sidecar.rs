@@ -444,3 +444,58 @@ fn a_tracing_provider_resolves_through_the_registry_or_says_it_is_found_nowhere(
         unknown.warnings
     );
 }
+
+/// GAMMA: an HTTPRoute whose parent is the Service `reviews`, in the Service's
+/// namespace (a producer route) or in the client's (a consumer route).
+fn gamma_snapshot(route_ns: &str, client_ns: &str) -> Snapshot {
+    let route = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: shop}}\nspec:\n  clusterIP: 10.96.0.8\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: ratings-1, namespace: shop, labels: {{kubernetes.io/service-name: ratings}}}}\nports: [{{name: http, port: 9080}}]\nendpoints: [{{addresses: [10.1.0.9]}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: reviews-gamma, namespace: {route_ns}}}\nspec:\n  parentRefs: [{{group: '', kind: Service, name: reviews, namespace: shop, port: 9080}}]\n  rules:\n  - name: to-ratings\n    matches: [{{headers: [{{name: x-gamma, value: \"1\"}}]}}]\n    backendRefs: [{{name: ratings, namespace: shop, port: 9080}}]\n  - name: default\n    matches: [{{path: {{type: PathPrefix, value: /}}}}]\n    backendRefs: [{{name: reviews, namespace: shop, port: 9080}}]\n"
+    );
+    let grant = if route_ns == "shop" {
+        String::new()
+    } else {
+        format!("---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: from-{route_ns}, namespace: shop}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: {route_ns}}}]\n  to: [{{group: '', kind: Service}}]\n")
+    };
+    let mut loaded = Loaded::default();
+    load_text(&mut loaded, "mesh.yaml", MESH);
+    load_text(&mut loaded, "gamma.yaml", &format!("{route}{grant}"));
+    let mut scope = sidecar(OutboundMode::AllowAny);
+    scope.workload.namespace = client_ns.into();
+    match build(&loaded, &scope, 1) {
+        Ok(built) => built.snapshot,
+        Err(e) => panic!("{e:#?}"),
+    }
+}
+
+#[test]
+fn gamma_http_routes_with_a_service_parent_take_that_service_s_traffic() {
+    let ratings = "outbound|9080||ratings.shop.svc.cluster.local";
+    let reviews = "outbound|9080||reviews.shop.svc.cluster.local";
+    // A producer route (the Service's namespace) applies to every client, instead
+    // of the mesh VirtualService for the same service.
+    for client in ["shop", "web"] {
+        let s = gamma_snapshot("shop", client);
+        let host = "reviews.shop.svc.cluster.local";
+        assert_eq!(
+            route(&s, 9080, host, &[("x-gamma", "1")]),
+            ("to-ratings".to_string(), ratings.to_string()),
+            "client in {client}"
+        );
+        assert_eq!(route(&s, 9080, host, &[]), ("default".to_string(), reviews.to_string()));
+    }
+    // A consumer route (another namespace) applies to its own namespace's clients
+    // only; the others keep the VirtualService.
+    let s = gamma_snapshot("web", "web");
+    assert_eq!(
+        route(&s, 9080, "reviews.shop.svc.cluster.local", &[("x-gamma", "1")]).1,
+        ratings
+    );
+    let s = gamma_snapshot("web", "shop");
+    assert_eq!(
+        route(&s, 9080, "reviews", &[("x-gamma", "1")]),
+        (
+            "rest".to_string(),
+            "outbound|9080|v1|reviews.shop.svc.cluster.local".to_string()
+        )
+    );
+}

@@ -11,7 +11,9 @@ use crate::compile::gateway_api::{
 };
 use crate::compile::virtual_service::CompiledAction;
 use crate::diag::{Code, Severity};
+use crate::hosts::fqdn;
 use crate::resources::gateway_api::GATEWAY_NAME_LABEL;
+use crate::resources::Spec;
 use crate::snapshot::{
     Action, CertificateSource, ClusterKind, Forward, L4Route, Listener, Mirror, Protocol, Route, TlsServer,
     VirtualHost, WeightedCluster,
@@ -260,5 +262,41 @@ impl Translator<'_, '_> {
                 }
             })
             .collect()
+    }
+
+    /// GAMMA: the routes of the HTTPRoutes and GRPCRoutes whose parentRef is the
+    /// Service `service` (on `port`, or on every port when the ref names none), in
+    /// the API's precedence. A route in the Service's namespace applies to every
+    /// client (a producer route); one elsewhere only to clients of its own namespace
+    /// (a consumer route).
+    pub(super) fn gamma_routes(
+        &mut self,
+        service: &crate::registry::ServiceView<'_>,
+        port: u16,
+        client_ns: &str,
+    ) -> Vec<Route> {
+        let compiled = self.compiled;
+        let mut found: Vec<(SortKey, Route)> = Vec::new();
+        for route in &compiled.gateway_api.routes {
+            let parents = match &route.entry.resource.spec {
+                Spec::HttpRoute(r) => &r.parent_refs,
+                Spec::GrpcRoute(r) => &r.parent_refs,
+                _ => continue,
+            };
+            let route_ns = route.entry.resource.namespace.as_str();
+            let names_it = parents.iter().any(|p| {
+                let ns = p.namespace.as_deref().unwrap_or(route_ns);
+                p.kind.as_deref() == Some("Service")
+                    && p.group.as_deref().unwrap_or("").is_empty()
+                    && fqdn(&p.name, ns) == service.host
+                    && p.port.is_none_or(|p| p == i64::from(port))
+                    && (route_ns == service.namespace || route_ns == client_ns)
+            });
+            if names_it {
+                found.extend(self.gw_routes(route, port));
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.into_iter().map(|(_, r)| r).collect()
     }
 }

@@ -112,10 +112,15 @@ impl Translator<'_, '_> {
                 })
                 .collect();
             let mut routes = Vec::new();
-            for vs in &bound {
+            // GAMMA: HTTPRoutes whose parent is this Service take its traffic from
+            // the VirtualServices (a request no rule matches gets 404).
+            let gamma = self.gamma_routes(service, port, &client_ns);
+            let gamma_bound = !gamma.is_empty();
+            routes.extend(gamma);
+            for vs in bound.iter().filter(|_| !gamma_bound) {
                 routes.extend(self.routes(vs, &on_mesh, port));
             }
-            if bound.is_empty() {
+            if bound.is_empty() && !gamma_bound {
                 let target = Target {
                     host: service.host.to_string(),
                     port: Some(i64::from(port)),
