@@ -250,3 +250,162 @@ async fn https_listeners_serve_their_certificate_refs() {
         .expect("get");
     assert_eq!(resp.status(), 421);
 }
+
+/// The shadow's count of requests for `key` (its echo counts them), waiting for
+/// copies in flight.
+async fn copies_of(shadow: &strait_gateway::echo::EchoServer, key: &str, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let url = format!("http://{}/?key={key}&peek=1", shadow.addr);
+        let body: serde_json::Value = reqwest::get(url).await.expect("shadow").json().await.expect("json");
+        let seen = body["seen"].as_u64().expect("seen");
+        if seen >= want || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_mirror_and_cors_filters() {
+    let (servers, services) = backends().await;
+    let config = gateway(HTTP_LISTENER)
+        + &services
+        + &http_route(
+            "mirror-and-cors",
+            "  rules:\n  - matches: [{path: {type: PathPrefix, value: /mirror}}]\n    filters:\n    - type: RequestMirror\n      requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /cors}}]\n    filters:\n    - type: CORS\n      cors: {allowOrigins: ['https://www.example.com'], allowMethods: [GET, PUT], allowHeaders: [x-header-1], maxAge: 3600}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+        );
+    let (gw, _dir) = start_with(&[("gateway-api.yaml", &config)]);
+    let c = no_redirects(&["example.com"], gw.http);
+    let url = |p: &str| format!("http://example.com:{}{p}", gw.http);
+
+    // HTTPRouteRequestMirror: v1 answers, v2 gets a copy.
+    for _ in 0..3 {
+        let (status, body) = get_json(&c, &url("/mirror?key=mirrored"), &[]).await;
+        assert_eq!((status, body["name"].as_str()), (200, Some("infra-backend-v1")));
+    }
+    assert_eq!(
+        copies_of(&servers[1], "mirrored", 3).await,
+        3,
+        "every request copied to v2"
+    );
+
+    // HTTPRouteCORS: a preflight from an allowed origin is answered by the gateway,
+    // one from another origin is not allowed; a simple request gets the header.
+    let preflight = |origin: &str| {
+        c.request(reqwest::Method::OPTIONS, url("/cors"))
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    let allowed = preflight("https://www.example.com").await.expect("preflight");
+    assert_eq!(allowed.status(), 200);
+    let h = allowed.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://www.example.com");
+    assert!(h["access-control-allow-methods"].to_str().unwrap_or("").contains("PUT"));
+    assert_eq!(h["access-control-max-age"], "3600");
+    let refused = preflight("https://evil.example.org").await.expect("preflight");
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    let simple = c
+        .get(url("/cors"))
+        .header("origin", "https://www.example.com")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(simple.status(), 200);
+    assert_eq!(
+        simple.headers()["access-control-allow-origin"],
+        "https://www.example.com"
+    );
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_routes_pass_tls_through_by_sni() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+
+    let (cert_a, cert_b) = (TestCert::new(&["a.example.com"]), TestCert::new(&["b.example.com"]));
+    let ports = [
+        crate::l4::backend("tls-a", Some(&cert_a)).await,
+        crate::l4::backend("tls-b", Some(&cert_b)).await,
+    ];
+    let mut config = gateway("  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TLSRoute}]}}\n");
+    for (name, port) in ["tls-a", "tls-b"].iter().zip(ports) {
+        config.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  ports: [{{name: tls, port: 443, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {NS}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: tls, port: {port}}}]\n"
+        ));
+    }
+    for (name, host) in [("tls-a", "a.example.com"), ("tls-b", "b.example.com")] {
+        config.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: [{host}]\n  rules: [{{backendRefs: [{{name: {name}, port: 443}}]}}]\n"
+        ));
+    }
+    let (gw, _dir) = start_with(&[("gw.yaml", &config)]);
+    // End to end TLS: the client verifies each backend's own certificate.
+    for (sni, cert, name) in [("a.example.com", &cert_a, "tls-a"), ("b.example.com", &cert_b, "tls-b")] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(cert.der.clone()))
+            .expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.https))
+            .await
+            .expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(rustls::pki_types::ServerName::try_from(sni).expect("name"), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS to {sni} through the gateway: {e}\n{}", gw.log()));
+        assert_eq!(crate::l4::talk(tls).await, (name.to_string(), "ping".to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_match_service_and_method() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("strait.Test", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream_from(listener)),
+    );
+    let config = gateway(HTTP_LISTENER)
+        + &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: health, namespace: {NS}}}\nspec:\n  ports: [{{name: grpc, port: 9000, targetPort: {port}, appProtocol: grpc}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: health-1, namespace: {NS}, labels: {{kubernetes.io/service-name: health}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: grpc, port: {port}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: health, namespace: {NS}}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: [grpc.example.com]\n  rules:\n  - matches: [{{method: {{service: grpc.health.v1.Health, method: Check}}}}]\n    backendRefs: [{{name: health, port: 9000}}]\n"
+        );
+    let (gw, _dir) = start_with(&[("gw.yaml", &config)]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))
+        .expect("endpoint")
+        .origin("http://grpc.example.com".parse().expect("origin"))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("h2c connection to the gateway");
+    let mut client = HealthClient::new(channel);
+    // The matched method reaches the server over HTTP/2, its status in trailers.
+    let served = client
+        .check(HealthCheckRequest {
+            service: "strait.Test".into(),
+        })
+        .await
+        .expect("Check through the GRPCRoute");
+    assert_eq!(served.into_inner().status, 1);
+    // Another method of the service matches no rule: the gateway refuses it.
+    let watch = client
+        .watch(HealthCheckRequest {
+            service: "strait.Test".into(),
+        })
+        .await;
+    assert!(watch.is_err(), "Watch matches no rule");
+}

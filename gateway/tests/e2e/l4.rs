@@ -48,7 +48,7 @@ spec:
 "#;
 
 /// A backend that greets with its name, then echoes lines; over TLS when given a certificate.
-async fn backend(name: &'static str, cert: Option<&TestCert>) -> u16 {
+pub(crate) async fn backend(name: &'static str, cert: Option<&TestCert>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let acceptor = cert.map(|c| {
@@ -101,7 +101,7 @@ async fn greet_and_echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
 }
 
 /// Greeting, then one echoed line.
-async fn talk<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) -> (String, String) {
+pub(crate) async fn talk<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) -> (String, String) {
     let mut io = BufReader::new(io);
     let mut name = String::new();
     io.read_line(&mut name).await.expect("greeting");
