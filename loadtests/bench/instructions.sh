@@ -6,11 +6,15 @@
 # request, about half of it, is the same for every proxy: see loadtests/README.md).
 #   loadtests/bench/instructions.sh            # bare Pingora, Strait, nginx
 #   REQUESTS=5000 loadtests/bench/instructions.sh
+#   ONLY=strait KEEP=/tmp/cg loadtests/bench/instructions.sh   # one target; keep its
+#     callgrind profile of the measured stretch (KEEP/strait.out) for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REQUESTS=${REQUESTS:-2000}
+ONLY=${ONLY:-}
+KEEP=${KEEP:-}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-cargo build --release --locked -q -p strait-gateway -p strait-loadtests --bins
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q -p strait-gateway -p strait-loadtests --bins
 B=target/release
 W=$(mktemp -d)
 PIDS=()
@@ -32,6 +36,7 @@ disown $!
 count() {
   local name=$1 p=$2 host=$3 path=$4
   shift 5
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return; fi
   valgrind --tool=callgrind --callgrind-out-file="$W/$name.out" "$@" >"$W/$name.log" 2>&1 &
   local vp=$!
   disown "$vp"
@@ -50,6 +55,10 @@ count() {
   local total
   total=$(grep '^totals:' "$W/$name.out.2" | cut -d' ' -f2)
   printf '| %s | %s | %s |\n' "$name" "$((total / REQUESTS))" "$(tr -s ' \n' ' ' < "$W/$name.codes")"
+  if [ -n "$KEEP" ]; then
+    mkdir -p "$KEEP"
+    cp "$W/$name.out.2" "$KEEP/$name.out"
+  fi
 }
 
 echo "| target | instructions/request | status codes |"
