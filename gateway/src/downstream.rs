@@ -15,7 +15,7 @@ use strait_config::path::Normalization;
 
 use crate::client_auth::PeerIdentity;
 use crate::reply::Reply;
-use crate::request::{path_and_query, scheme, X_FORWARDED_FOR};
+use crate::request::{path_and_query, X_FORWARDED_FOR};
 
 /// Request limits enforced before routing.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,8 @@ pub enum Underscores {
 /// `x-request-id`.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Applies the header limits: names with underscores as `limits.underscores` says,
 /// then the count and size of the headers (431). A refused request's connection is
@@ -134,7 +136,9 @@ pub fn forwarding_headers(
             upstream.insert_header("x-forwarded-for", xff)?;
         }
     }
-    upstream.insert_header("x-forwarded-proto", scheme(tls))?;
+    // Static values: a `&str` would be validated and copied into a new buffer each time.
+    let proto = if tls { HTTPS } else { HTTP };
+    upstream.insert_header("x-forwarded-proto", proto)?;
     // Envoy's SANITIZE_SET: only the gateway speaks of the client's certificate.
     match client_cert.and_then(|p| p.xfcc.clone()) {
         Some(xfcc) => {

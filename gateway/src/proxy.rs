@@ -111,6 +111,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new(&self.shared, self.port)
     }
 
+    /// No downstream modules: Pingora's default adds its response compression module,
+    /// disabled (level 0), which Strait never enables, and which would still be
+    /// built and consulted on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         crate::conn::head_received();
         session.set_read_timeout(Some(self.limits.stream_idle_timeout));

@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use http::header::HeaderName;
+use http::header::{self, HeaderName};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::flags::Flags;
 use crate::metrics::RequestRecord;
 use crate::reply::details;
-use crate::request::{authority, connection_sni, connection_tls, is_grpc, path_and_query};
+use crate::request::{authority, connection_sni, connection_tls, is_grpc, path_and_query, X_FORWARDED_FOR};
 use crate::trace::{self, RequestSpan, Tracer};
 
 /// Starts the request's span when tracing is on, continuing the client's trace.
@@ -48,6 +48,8 @@ pub fn note_grpc_status(headers: &http::HeaderMap, ctx: &mut RequestCtx) {
 // every response is looked at.
 /// `grpc-status`.
 pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `x-envoy-downstream-service-cluster`.
+const X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER: HeaderName = HeaderName::from_static("x-envoy-downstream-service-cluster");
 
 /// The `grpc-status` of a header or trailer block.
 fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
@@ -110,7 +112,7 @@ fn trace_record<'a>(
     record: &RequestRecord,
 ) -> trace::Record<'a> {
     let req = session.req_header();
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let header = |name: &HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     trace::Record {
         operation,
         method: req.method.as_str(),
@@ -134,8 +136,8 @@ fn trace_record<'a>(
         upstream_address: upstream,
         peer_address: "",
         request_id: "",
-        user_agent: header("user-agent"),
-        downstream_cluster: header("x-envoy-downstream-service-cluster"),
+        user_agent: header(&header::USER_AGENT),
+        downstream_cluster: header(&X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER),
         end: SystemTime::now(),
     }
 }
@@ -171,7 +173,7 @@ fn finish_span(tracer: &Tracer, span: RequestSpan, session: &ServerSession, ctx:
 /// Writes the request's access log line.
 fn log_entry(log: &AccessLog, session: &ServerSession, ctx: &RequestCtx, record: &RequestRecord) {
     let req = session.req_header();
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let place = ctx.place();
     let cluster = place.cluster(&ctx.runtime);
     let upstream_host = ctx.upstream_endpoint();
@@ -194,9 +196,9 @@ fn log_entry(log: &AccessLog, session: &ServerSession, ctx: &RequestCtx, record:
         bytes_received: record.request_bytes,
         bytes_sent: record.response_bytes,
         duration: record.duration.as_millis() as u64,
-        x_forwarded_for: header("x-forwarded-for"),
-        user_agent: header("user-agent"),
-        request_id: header("x-request-id").or_else(|| made_up.to_str().ok()),
+        x_forwarded_for: header(&X_FORWARDED_FOR),
+        user_agent: header(&header::USER_AGENT),
+        request_id: header(&X_REQUEST_ID).or_else(|| made_up.to_str().ok()),
         authority: Some(authority(req)).filter(|a| !a.is_empty()),
         upstream_host,
         upstream_cluster: cluster.map(|c| c.name.as_str()),

@@ -90,7 +90,7 @@ pub fn peer(
     let mut peer = HttpPeer::new(address, tls.is_some(), tls.map_or_else(String::new, |t| t.sni.clone()));
     if let Some(t) = tls {
         t.apply(&mut peer);
-    } else if let Some(cert) = identity.current() {
+    } else if let Some(cert) = workload_cert(identity) {
         let info = endpoint.and_then(|i| runtime.cluster_endpoints(cluster)?.endpoints.get(i));
         if c.policy.mesh_tls.to(info) {
             mesh_tls(&mut peer, c, &cert);
@@ -112,6 +112,15 @@ pub fn peer(
         peer.options.max_h2_streams = 100;
     }
     Some(peer)
+}
+
+/// The proxy's workload certificate. Generation 0 means none was ever set (an edge
+/// gateway): the swap, and its per-thread bookkeeping, are skipped on every request.
+fn workload_cert(identity: &Identity) -> Option<std::sync::Arc<WorkloadCert>> {
+    if identity.generation() == 0 {
+        return None;
+    }
+    identity.current()
 }
 
 /// The mesh's mTLS on `peer`: the workload's certificate, the mesh's roots, and

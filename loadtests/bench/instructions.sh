@@ -6,11 +6,16 @@
 # request, about half of it, is the same for every proxy: see loadtests/README.md).
 #   loadtests/bench/instructions.sh            # bare Pingora, Strait, nginx
 #   REQUESTS=5000 loadtests/bench/instructions.sh
+#   ONLY=strait KEEP=/tmp/cg loadtests/bench/instructions.sh   # one target; keep its
+#     callgrind profile of the measured stretch (KEEP/strait.out) for callgrind_top.py
+# A run of every target writes its table to loadtests/results/instructions.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REQUESTS=${REQUESTS:-2000}
+ONLY=${ONLY:-}
+KEEP=${KEEP:-}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-cargo build --release --locked -q -p strait-gateway -p strait-loadtests --bins
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q -p strait-gateway -p strait-loadtests --bins
 B=target/release
 W=$(mktemp -d)
 PIDS=()
@@ -32,6 +37,7 @@ disown $!
 count() {
   local name=$1 p=$2 host=$3 path=$4
   shift 5
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return; fi
   valgrind --tool=callgrind --callgrind-out-file="$W/$name.out" "$@" >"$W/$name.log" 2>&1 &
   local vp=$!
   disown "$vp"
@@ -49,11 +55,14 @@ count() {
   kill -9 "$vp"
   local total
   total=$(grep '^totals:' "$W/$name.out.2" | cut -d' ' -f2)
-  printf '| %s | %s | %s |\n' "$name" "$((total / REQUESTS))" "$(tr -s ' \n' ' ' < "$W/$name.codes")"
+  printf '| %s | %s | %s |\n' "$name" "$((total / REQUESTS))" "$(tr -s ' \n' ' ' < "$W/$name.codes")" | tee -a "$W/table"
+  if [ -n "$KEEP" ]; then
+    mkdir -p "$KEEP"
+    cp "$W/$name.out.2" "$KEEP/$name.out"
+  fi
 }
 
-echo "| target | instructions/request | status codes |"
-echo "|---|---|---|"
+printf '| target | instructions/request | status codes |\n|---|---|---|\n' | tee "$W/table"
 P=$(port)
 count pingora-bare "$P" app.example.com / -- $B/pingora-bare --listen "127.0.0.1:$P" --upstream "127.0.0.1:$BACKEND"
 
@@ -88,4 +97,18 @@ http {
 }
 EOF
   count nginx "$P" app.example.com / -- nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" -e "$W/nginx/stderr.log"
+fi
+
+if [ -z "$ONLY" ]; then
+  {
+    echo "## Instructions per request (callgrind, $(date -u '+%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
+      "Linux $(uname -r). $(valgrind --version); $(nginx -v 2>&1 || true); Cargo.lock sha256 $(sha256sum Cargo.lock | cut -c1-12)."
+    echo
+    echo "User-space instructions per proxied request: $REQUESTS keep-alive requests on one connection" \
+      "after 300 of warm-up, tiny responses, HTTP/1.1, one worker (loadtests/bench/instructions.sh)."
+    echo
+    cat "$W/table"
+  } > loadtests/results/instructions.md
 fi

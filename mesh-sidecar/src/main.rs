@@ -7,6 +7,7 @@ mod run;
 /// jemalloc, as the gateway: freed memory goes back to the OS (a sidecar per pod).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+strait_gateway::jemalloc_options!();
 
 use std::process::ExitCode;
 

@@ -20,6 +20,7 @@ use strait_push::proto;
 /// glibc keeps the fragmented heap at its load-time peak.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+strait_gateway::jemalloc_options!();
 
 /// Strait edge/egress gateway: serves Istio Gateway and VirtualService resources.
 #[derive(Parser, Debug)]

@@ -34,6 +34,7 @@ struct Cli {
 /// what Strait does per request.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+strait_gateway::jemalloc_options!();
 
 struct Bare {
     upstream: SocketAddr,
