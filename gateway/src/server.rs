@@ -240,6 +240,20 @@ impl Gateway {
         } else {
             add_gateway_listeners(&mut server, &conf, &engine, serving, &mut bound_addresses)?;
         }
+        // Ready means the admin and metrics ports answer too: Pingora binds each
+        // service's listener on its own thread, the health port's maybe first.
+        let probe = if serving.bind.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            serving.bind
+        };
+        let mut ready_on = bound_addresses.clone();
+        ready_on.extend(
+            [serving.admin_port, serving.metrics_port]
+                .into_iter()
+                .filter(|p| *p != 0)
+                .map(|p| SocketAddr::new(probe, p)),
+        );
         for (port, endpoints) in [
             (serving.admin_port, Endpoints::Admin),
             (serving.health_port, Endpoints::Health),
@@ -252,7 +266,7 @@ impl Gateway {
                 shared: engine.clone(),
                 endpoints,
                 config_dir: config_dir.map(|d| d.display().to_string()),
-                listeners: crate::admin::Listening::new(bound_addresses.clone()),
+                listeners: crate::admin::Listening::new(ready_on.clone()),
             };
             let mut service = Service::new(
                 format!("{endpoints:?} :{port}"),
