@@ -369,17 +369,7 @@ async fn grpc_routes_match_service_and_method() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("strait.Test", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream_from(listener)),
-    );
+    let port = crate::grpc::health_server().await;
     let config = gateway(HTTP_LISTENER)
         + &format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: health, namespace: {NS}}}\nspec:\n  ports: [{{name: grpc, port: 9000, targetPort: {port}, appProtocol: grpc}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: health-1, namespace: {NS}, labels: {{kubernetes.io/service-name: health}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: grpc, port: {port}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: health, namespace: {NS}}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: [grpc.example.com]\n  rules:\n  - matches: [{{method: {{service: grpc.health.v1.Health, method: Check}}}}]\n    backendRefs: [{{name: health, port: 9000}}]\n"

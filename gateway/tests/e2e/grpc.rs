@@ -40,8 +40,9 @@ async fn check(
     client.check(request).await.map(|r| r.into_inner().status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_calls_and_grpc_statuses() {
+/// A gRPC server on loopback with the standard health service, `strait.Test`
+/// serving; returns its port.
+pub(crate) async fn health_server() -> u16 {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("strait.Test", tonic_health::ServingStatus::Serving)
@@ -53,6 +54,12 @@ async fn grpc_calls_and_grpc_statuses() {
             .add_service(health)
             .serve_with_incoming(tokio_stream_from(listener)),
     );
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_and_grpc_statuses() {
+    let port = health_server().await;
     let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let config = http_gateway(&["grpc.example.com"])
         + CONFIG
