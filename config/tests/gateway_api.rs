@@ -598,3 +598,27 @@ fn cors_mirror_timeouts_and_retries_compile_into_the_route() {
     assert!(route.policy.retry.retries_status(502, None));
     assert!(!route.policy.retry.retries_status(503, None));
 }
+
+#[test]
+fn a_mesh_route_reports_its_service_parent() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec:\n  ports: [{name: http, port: 9080}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: reviews, namespace: shop}\nspec:\n  parentRefs: [{group: '', kind: Service, name: reviews, port: 9080}]\n  rules: [{backendRefs: [{name: reviews, port: 9080}, {name: gone, port: 9080}]}]\n";
+    let st = statuses(yaml);
+    let route = st
+        .iter()
+        .find(|s| s.name == "reviews")
+        .expect("a status for the mesh route");
+    let parent = &route.status["parents"][0];
+    assert_eq!(
+        parent["parentRef"],
+        serde_json::json!({"group": "", "kind": "Service", "name": "reviews", "port": 9080})
+    );
+    assert_eq!(parent["controllerName"], "strait.io/gateway-controller");
+    assert_eq!(
+        route_condition(&st, "reviews", "Accepted"),
+        ("True".into(), "Accepted".into())
+    );
+    assert_eq!(
+        route_condition(&st, "reviews", "ResolvedRefs"),
+        ("False".into(), "BackendNotFound".into())
+    );
+}

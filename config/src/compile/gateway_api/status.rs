@@ -6,7 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::bundle::Entry;
-use crate::resources::gateway_api::{CONTROLLER_NAME, GROUP};
+use crate::resources::gateway_api::{ParentRef, CONTROLLER_NAME, GROUP};
+use crate::resources::Spec;
 
 use super::{Condition, GatewayApi, ListenerProtocol};
 
@@ -85,14 +86,31 @@ pub fn status(api: &GatewayApi<'_>, now: &str) -> Vec<ResourceStatus> {
         });
     }
     for route in &api.routes {
-        if route.parents.is_empty() {
+        let e = route.entry;
+        let services = service_parents(e);
+        if route.parents.is_empty() && services.is_empty() {
             continue;
         }
-        let e = route.entry;
         let resolved = match &route.unresolved {
             None => Condition::ok("ResolvedRefs", "ResolvedRefs"),
             Some((reason, message)) => Condition::not("ResolvedRefs", reason, message.clone()),
         };
+        // GAMMA: a Service parent is the mesh's, programmed in the sidecars.
+        let mesh = Condition {
+            message: "programmed in the sidecars of the mesh".into(),
+            ..Condition::ok("Accepted", "Accepted")
+        };
+        let in_mesh = services.into_iter().map(|p| {
+            let mut parent_ref = serde_json::to_value(p).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut parent_ref {
+                m.retain(|_, v| !v.is_null());
+            }
+            json!({
+                "parentRef": parent_ref,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": [cond(e, &mesh), cond(e, &resolved)],
+            })
+        });
         let parents: Vec<Value> = route
             .parents
             .iter()
@@ -109,6 +127,7 @@ pub fn status(api: &GatewayApi<'_>, now: &str) -> Vec<ResourceStatus> {
                     "conditions": [cond(e, &p.accepted), cond(e, &resolved)],
                 })
             })
+            .chain(in_mesh)
             .collect();
         out.push(ResourceStatus {
             kind: route.kind.name(),
@@ -118,6 +137,19 @@ pub fn status(api: &GatewayApi<'_>, now: &str) -> Vec<ResourceStatus> {
         });
     }
     out
+}
+
+/// A route's parentRefs to Services (GAMMA).
+fn service_parents(e: &Entry) -> Vec<&ParentRef> {
+    let parents = match &e.resource.spec {
+        Spec::HttpRoute(r) => &r.parent_refs,
+        Spec::GrpcRoute(r) => &r.parent_refs,
+        _ => return Vec::new(),
+    };
+    parents
+        .iter()
+        .filter(|p| p.kind.as_deref() == Some("Service") && p.group.as_deref().unwrap_or("").is_empty())
+        .collect()
 }
 
 fn condition(e: &Entry, c: &Condition, now: &str) -> Value {
