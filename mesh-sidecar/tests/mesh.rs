@@ -309,6 +309,45 @@ fn a_virtual_service_splits_retries_and_times_out_between_sidecars() {
     assert!(shop.b2.is_some());
 }
 
+/// Services `b-v1` and `b-v2`, one pod each, and an HTTPRoute whose parent is the
+/// Service `b` (GAMMA): a header sends to v2, the rest splits 80/20.
+fn gamma(shop: &Shop) -> String {
+    let b2 = shop.b2.as_ref().expect("b2");
+    let mut out = String::new();
+    for (version, ip, vip) in [("v1", &shop.b.ip, "10.96.0.11"), ("v2", &b2.ip, "10.96.0.12")] {
+        out.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: b-{version}, namespace: shop}}\nspec:\n  clusterIP: {vip}\n  ports: [{{name: http, port: 8080, targetPort: 8080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: b-{version}-1, namespace: shop, labels: {{kubernetes.io/service-name: b-{version}}}}}\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [{ip}]}}]\n---\n"
+        ));
+    }
+    out.push_str("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: b, namespace: shop}\nspec:\n  parentRefs: [{group: '', kind: Service, name: b, port: 8080}]\n  rules:\n  - matches: [{headers: [{name: x-canary, value: '1'}]}]\n    backendRefs: [{name: b-v2, port: 8080}]\n  - backendRefs: [{name: b-v1, port: 8080, weight: 80}, {name: b-v2, port: 8080, weight: 20}]\n");
+    out
+}
+
+#[test]
+fn a_gamma_http_route_on_the_service_splits_between_sidecars() {
+    let shop = shop(true);
+    put(&shop.config, "gamma.yaml", &gamma(&shop));
+    let mut many: Vec<String> = vec!["--resolve".into(), format!("b:8080:{B_VIP}")];
+    many.extend((0..100).map(|i| format!("http://b:8080/split/{i}")));
+    let (_, bodies) = shop.a.curl(&args(&many));
+    let v1 = bodies.matches("app=b-v1\n").count();
+    let v2 = bodies.matches("app=b-v2\n").count();
+    assert_eq!(v1 + v2, 100, "every request answered: {v1} + {v2}\n{}", shop.a.log());
+    assert!(
+        (60..=95).contains(&v1) && v2 >= 5,
+        "an 80/20 split: v1 {v1}, v2 {v2}\n{}",
+        shop.a.log()
+    );
+    let mut canary = vec!["-H".to_string(), "x-canary: 1".to_string()];
+    canary.extend(many.iter().take(12).cloned());
+    let (_, bodies) = shop.a.curl(&args(&canary));
+    assert_eq!(
+        bodies.matches("app=b-v2\n").count(),
+        10,
+        "the header rule goes to v2 only"
+    );
+}
+
 #[test]
 fn a_rotated_certificate_drops_no_request() {
     let shop = shop(false);
