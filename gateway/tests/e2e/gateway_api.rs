@@ -366,7 +366,6 @@ async fn tls_routes_pass_tls_through_by_sni() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_routes_match_service_and_method() {
-    use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
     let port = crate::grpc::health_server().await;
@@ -375,14 +374,7 @@ async fn grpc_routes_match_service_and_method() {
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: health, namespace: {NS}}}\nspec:\n  ports: [{{name: grpc, port: 9000, targetPort: {port}, appProtocol: grpc}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: health-1, namespace: {NS}, labels: {{kubernetes.io/service-name: health}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: grpc, port: {port}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: health, namespace: {NS}}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: [grpc.example.com]\n  rules:\n  - matches: [{{method: {{service: grpc.health.v1.Health, method: Check}}}}]\n    backendRefs: [{{name: health, port: 9000}}]\n"
         );
     let (gw, _dir) = start_with(&[("gw.yaml", &config)]);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))
-        .expect("endpoint")
-        .origin("http://grpc.example.com".parse().expect("origin"))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("h2c connection to the gateway");
-    let mut client = HealthClient::new(channel);
+    let mut client = crate::grpc::health_client(gw.http).await;
     // The matched method reaches the server over HTTP/2, its status in trailers.
     let served = client
         .check(HealthCheckRequest {

@@ -57,6 +57,18 @@ pub(crate) async fn health_server() -> u16 {
     port
 }
 
+/// A health client over h2c to the gateway on `port`, for grpc.example.com.
+pub(crate) async fn health_client(port: u16) -> HealthClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .origin("http://grpc.example.com".parse().expect("origin"))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("h2c connection to the gateway");
+    HealthClient::new(channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_and_grpc_statuses() {
     let port = health_server().await;
@@ -67,14 +79,7 @@ async fn grpc_calls_and_grpc_statuses() {
         + &service_entry("stuck.internal", "GRPC", &[stuck.local_addr().expect("addr").port()]);
     let (gw, _dir) = start_with(&[("grpc.yaml", &config)]);
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.http))
-        .expect("endpoint")
-        .origin("http://grpc.example.com".parse().expect("origin"))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("h2c connection to the gateway");
-    let mut client = HealthClient::new(channel);
+    let mut client = health_client(gw.http).await;
 
     // A unary call end to end; the status arrives in trailers.
     assert_eq!(check(&mut client, "ok", "strait.Test").await.expect("serving"), 1);
