@@ -55,6 +55,26 @@ pub enum Error {
     },
 }
 
+/// The field manager the API server records for everything the controller writes
+/// (status, Secrets, deployed gateways): one name, so its writes never conflict
+/// with each other.
+pub const FIELD_MANAGER: &str = "strait-controller";
+
+/// Writes `body` as object `name` through `api` by server-side apply under
+/// `FIELD_MANAGER`, taking over the fields it sets: what the controller sets is its
+/// own, what others add (an HPA's replicas, annotations) stays.
+pub async fn apply<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    body: &(impl serde::Serialize + std::fmt::Debug),
+) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &kube::api::Patch::Apply(body)).await.map(drop)
+}
+
 /// A running controller.
 #[derive(Debug)]
 pub struct Controller {

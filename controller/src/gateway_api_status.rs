@@ -16,11 +16,8 @@ use strait_config::compile::gateway_api::status::{status, ResourceStatus};
 use strait_config::resources::gateway_api::{CONTROLLER_NAME, GROUP};
 use tokio::sync::watch;
 
-use crate::controller::{until_stopped, Controller};
+use crate::controller::{until_stopped, Controller, FIELD_MANAGER};
 use crate::store::{State, Store};
-
-/// The field manager the API server records for the writes.
-const MANAGER: &str = "strait-controller";
 
 /// Writes Gateway API status beside `controller` while it leads.
 pub fn start(controller: &mut Controller, client: Client, interval: Duration) {
@@ -122,7 +119,7 @@ impl Writer {
         } else {
             Api::namespaced_with(self.client.clone(), &r.namespace, &resource)
         };
-        let params = PatchParams::apply(MANAGER);
+        let params = PatchParams::apply(FIELD_MANAGER);
         let patch = json!({"status": status});
         api.patch_status(&r.name, &PatchParams { force: false, ..params }, &Patch::Merge(&patch))
             .await

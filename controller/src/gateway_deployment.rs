@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::Client;
 use serde_json::{json, Value};
 use strait_config::bundle::Bundle;
@@ -30,9 +30,6 @@ use tokio::sync::watch;
 use crate::controller::{until_stopped, Controller};
 use crate::leader::Leadership;
 use crate::store::Store;
-
-/// The field manager the API server records for the writes.
-const MANAGER: &str = "strait-controller";
 
 /// Label on every object made here.
 pub const MANAGED_LABEL: &str = "gateway.strait.io/managed";
@@ -302,18 +299,13 @@ async fn apply(
     namespace: &str,
     [account, deployment, service]: &[Value; 3],
 ) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(MANAGER).force();
     let name = |v: &Value| v["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .patch(&name(account), &params, &Patch::Apply(account))
-        .await?;
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .patch(&name(deployment), &params, &Patch::Apply(deployment))
-        .await?;
-    Api::<Service>::namespaced(client.clone(), namespace)
-        .patch(&name(service), &params, &Patch::Apply(service))
-        .await?;
-    Ok(())
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    crate::controller::apply(&accounts, &name(account), account).await?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    crate::controller::apply(&deployments, &name(deployment), deployment).await?;
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    crate::controller::apply(&services, &name(service), service).await
 }
 
 #[cfg(test)]

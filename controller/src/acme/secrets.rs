@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta};
 use strait_acme::{first_certificate, Answer, Lock, Responder, Store, StoreError};
 use strait_config::acme::{
     ManagedCert, ANNOTATION, CHALLENGES_SECRET, CHALLENGES_SECRET_TYPE, HTTP01_KEY, TLS_ALPN01_KEY,
@@ -17,9 +17,6 @@ use strait_config::acme::{
 use strait_config::scope::ROOT_NAMESPACE;
 
 use crate::leader::Leadership;
-
-/// The field manager the API server records for the writes.
-const MANAGER: &str = "strait-controller";
 
 /// The annotation on the Secrets Strait issued (`strait.io/acme-managed: "true"`):
 /// only those are replaced; a Secret someone else made is left alone.
@@ -65,12 +62,10 @@ fn secret(namespace: &str, name: &str, kind: &str, data: BTreeMap<String, ByteSt
     }
 }
 
-/// Writes `secret` as this controller's (server-side apply: its keys and
-/// annotation are the controller's, other fields stay).
+/// Writes `secret` as this controller's (its keys and annotation are the controller's,
+/// other fields stay).
 async fn apply(api: &Api<Secret>, secret: &Secret) -> Result<(), kube::Error> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let params = PatchParams::apply(MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(secret)).await.map(drop)
+    crate::controller::apply(api, secret.metadata.name.as_deref().unwrap_or_default(), secret).await
 }
 
 /// Accounts and certificates in Secrets; orders only while this replica leads.

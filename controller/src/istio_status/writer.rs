@@ -22,15 +22,12 @@ use super::distribution::{distribution, targets, Programming, Target};
 use super::messages::by_file;
 use super::reports::{add_up, delete_forgotten, Publisher, Report, Reports};
 use super::{conditions, IstioStatus, ValidationMessage};
-use crate::controller::until_stopped;
+use crate::controller::{until_stopped, FIELD_MANAGER};
 use crate::push::status::Registry;
 use crate::store::{State, Store};
 
 /// Patches in flight at once.
 const CONCURRENT: usize = 8;
-
-/// The field manager the API server records for the writes.
-const MANAGER: &str = "strait-controller";
 
 /// Counts this replica's proxies for the leader, and writes status while `leader`
 /// is true.
@@ -277,7 +274,7 @@ async fn write(
     }
     let api = Api::<DynamicObject>::namespaced_with(client, &t.namespace, &resource(&t));
     let params = PatchParams {
-        field_manager: Some(MANAGER.into()),
+        field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
     let outcome = api
