@@ -59,13 +59,9 @@ impl Challenges {
         }
         let mut alpn = HashMap::new();
         for (name, pem) in &answers.alpn {
-            let both = Pem {
-                name: format!("the controller's TLS-ALPN-01 certificate for {name}"),
-                bytes: pem.clone().into_bytes(),
-            };
-            match crate::certs::unchecked_key(&both, &both) {
+            match challenge_key(&format!("the controller's TLS-ALPN-01 certificate for {name}"), pem) {
                 Ok(key) => {
-                    alpn.insert(name.clone(), Arc::new(key));
+                    alpn.insert(name.clone(), key);
                 }
                 Err(e) => log::warn!("{e}"),
             }
@@ -127,16 +123,13 @@ impl Challenges {
     }
 
     fn publish_alpn(&self, name: &str, pem: &str) -> Result<(), StoreError> {
-        let both = Pem {
-            name: format!("TLS-ALPN-01 certificate for {name}"),
-            bytes: pem.as_bytes().to_vec(),
-        };
-        let cert = crate::certs::unchecked_key(&both, &both).map_err(|e| StoreError(e.to_string()))?;
+        let cert = challenge_key(&format!("TLS-ALPN-01 certificate for {name}"), pem)
+            .map_err(|e| StoreError(e.to_string()))?;
         if safe(name) {
             write_private(&self.alpn_file(name), pem.as_bytes())?;
         }
         if let Ok(mut m) = self.alpn.write() {
-            m.insert(name.to_string(), Arc::new(cert));
+            m.insert(name.to_string(), cert);
         }
         Ok(())
     }
@@ -177,6 +170,16 @@ impl Responder for Challenges {
             }
         }
     }
+}
+
+/// A TLS-ALPN-01 challenge certificate and its key, one PEM text, as the listeners
+/// serve it; `what` names it in errors.
+fn challenge_key(what: &str, pem: &str) -> Result<Arc<CertifiedKey>, crate::pem::PemError> {
+    let both = Pem {
+        name: what.to_string(),
+        bytes: pem.as_bytes().to_vec(),
+    };
+    crate::certs::unchecked_key(&both, &both).map(Arc::new)
 }
 
 /// Writes a file readable by its owner only, replacing it in one step.
