@@ -242,11 +242,7 @@ impl Gateway {
         }
         // Ready means the admin and metrics ports answer too: Pingora binds each
         // service's listener on its own thread, the health port's maybe first.
-        let probe = if serving.bind.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            serving.bind
-        };
+        let probe = probe_address(serving.bind);
         let mut ready_on = bound_addresses.clone();
         ready_on.extend(
             [serving.admin_port, serving.metrics_port]
@@ -371,12 +367,7 @@ fn add_gateway_listeners(
         let port = listener.port;
         let bound = serving.port_map.get(&port).copied().unwrap_or(port);
         let addr = SocketAddr::new(serving.bind, bound).to_string();
-        let probe = if serving.bind.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            serving.bind
-        };
-        bound_addresses.push(SocketAddr::new(probe, bound));
+        bound_addresses.push(SocketAddr::new(probe_address(serving.bind), bound));
         if matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
             let app = L4App {
                 shared: engine.clone(),
@@ -504,6 +495,16 @@ fn add_capture_listeners(
         SocketAddr::new(local, ports.outbound),
         SocketAddr::new(local, ports.inbound),
     ]
+}
+
+/// Where readiness checks that a listener bound to `bind` accepts: loopback for
+/// every address.
+fn probe_address(bind: IpAddr) -> IpAddr {
+    if bind.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        bind
+    }
 }
 
 /// Loads the configuration from the folder and builds the server that serves it,
