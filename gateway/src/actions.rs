@@ -81,6 +81,16 @@ pub fn route<'l>(
     Ok(m)
 }
 
+/// The (virtual host, route) a request would match before its JWT is checked:
+/// for choosing its path, never for serving it.
+pub(crate) fn find_route(listener: &Listener, session: &ServerSession, tls: bool) -> Option<(usize, usize)> {
+    let view = request_view(session.req_header(), scheme(tls), None);
+    match listener.route(&view) {
+        Routed::Matched(m) => Some((m.vhost_index, m.route_index)),
+        Routed::NoHost | Routed::NoRoute(_) => None,
+    }
+}
+
 /// Takes a token from the route's rate limit bucket for this request's key (429
 /// when none is left); what is left goes into the response's headers. `hops` are
 /// the trusted proxies in front of the gateway, for a limit keyed by client.

@@ -14,6 +14,7 @@ use crate::client_auth::TlsInfo;
 use crate::conn::{self, ConnState};
 use crate::engine::{ConnectionGuard, Engine};
 use crate::h2_front;
+use crate::lean_path::{Front, LeanPath};
 use crate::proxy::Gateway;
 use crate::relay_stream::RelayStream;
 use crate::tls_front::TlsFront;
@@ -32,32 +33,52 @@ pub struct EdgeApp {
     /// Requests one connection may carry (0: no limit); then HTTP/1 clients get
     /// `Connection: close` and HTTP/2 clients a GOAWAY.
     pub max_requests_per_connection: u32,
+    /// The lean HTTP/1 path (None: every request takes Pingora's proxy).
+    pub lean: Option<LeanPath>,
 }
 
 impl EdgeApp {
-    /// The requests of an HTTP/1 connection, one after the other while it is kept alive.
-    async fn serve_http1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
-        let mut session = ServerSession::new_http1(stream);
-        // Pingora applies the keep-alive timeout to every read of a request's head;
-        // the head as a whole has its deadline in the stream (`RelayStream`).
-        session.set_keepalive(if *shutdown.borrow() || self.shared.is_draining() {
-            None
-        } else {
-            Some(self.header_timeout_secs)
-        });
-        if self.max_requests_per_connection > 0 {
-            session.set_keepalive_reuses_remaining(Some(self.max_requests_per_connection - 1));
+    /// Sets up the session of a request: for the connection's first, the keep-alive
+    /// timeout and the requests left; for later ones, no keep-alive once draining.
+    fn configure(&self, session: &mut ServerSession, first: bool, shutdown: &ShutdownWatch) {
+        if first {
+            // Pingora applies the keep-alive timeout to every read of a request's
+            // head; the head as a whole has its deadline in the stream (`RelayStream`).
+            session.set_keepalive(if *shutdown.borrow() || self.shared.is_draining() {
+                None
+            } else {
+                Some(self.header_timeout_secs)
+            });
+            if self.max_requests_per_connection > 0 {
+                session.set_keepalive_reuses_remaining(Some(self.max_requests_per_connection - 1));
+            }
+        } else if self.shared.is_draining() {
+            // The response asks the client to close; its next request goes elsewhere.
+            session.set_keepalive(None);
         }
+    }
+
+    /// The requests of an HTTP/1 connection, one after the other while it is kept alive.
+    async fn serve_http1(self: &Arc<Self>, stream: Stream, conn: &ConnState, shutdown: &ShutdownWatch) {
+        if let Some(lean) = &self.lean {
+            let configure = |session: &mut ServerSession, first: bool| self.configure(session, first, shutdown);
+            let front = Front {
+                proxy: &self.proxy,
+                lean,
+                conn,
+                configure: &configure,
+            };
+            return front.serve(stream, shutdown).await;
+        }
+        let mut session = ServerSession::new_http1(stream);
+        self.configure(&mut session, true, shutdown);
         let mut result = self.proxy.process_new_http(session, shutdown).await;
         while let Some((stream, settings)) = result.map(|r| r.consume()) {
             let mut session = ServerSession::new_http1(stream);
             if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
             }
-            if self.shared.is_draining() {
-                // The response asks the client to close; its next request goes elsewhere.
-                session.set_keepalive(None);
-            }
+            self.configure(&mut session, false, shutdown);
             result = self.proxy.process_new_http(session, shutdown).await;
         }
     }
@@ -108,7 +129,7 @@ impl ServerApp for EdgeApp {
         }
         let state = Arc::new(ConnState::default());
         let stream: Stream = Box::new(RelayStream::with_head_deadline(stream, state.clone(), head_timeout));
-        conn::scope(state, self.serve_http1(stream, shutdown)).await;
+        conn::scope(state.clone(), self.serve_http1(stream, &state, shutdown)).await;
         None
     }
 

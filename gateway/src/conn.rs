@@ -3,7 +3,9 @@
 //! its requests (each request's task carries its connection's).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::BytesMut;
 
 /// Streams after which the early-reset ratio is judged (Envoy's
 /// `overload.premature_reset_total_stream_count`).
@@ -21,6 +23,11 @@ pub struct ConnState {
     in_request: AtomicBool,
     /// Request heads read on the connection so far.
     heads: AtomicU32,
+    /// Keep the bytes of each request head (`head`) while it is read.
+    keep_heads: AtomicBool,
+    /// The bytes read since the current request's head began: the lean path hands
+    /// a request it does not serve to Pingora's proxy, which parses them again.
+    head: Mutex<BytesMut>,
 }
 
 impl ConnState {
@@ -65,6 +72,33 @@ impl ConnState {
     /// Request heads read so far.
     pub fn heads(&self) -> u32 {
         self.heads.load(Ordering::Relaxed)
+    }
+}
+
+impl ConnState {
+    /// From now on, keeps the bytes of each request head as it is read.
+    pub fn keep_heads(&self) {
+        self.keep_heads.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes bytes read from the client: kept while a head is being read.
+    pub(crate) fn note_read(&self, bytes: &[u8]) {
+        if self.keep_heads.load(Ordering::Relaxed) && !self.in_request() {
+            self.head
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+        }
+    }
+
+    /// Forgets what was kept: the next bytes read start a new head.
+    pub fn clear_head(&self) {
+        self.head.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// The bytes read since `clear_head`, taken out.
+    pub fn take_head(&self) -> BytesMut {
+        self.head.lock().unwrap_or_else(PoisonError::into_inner).split()
     }
 }
 

@@ -6,7 +6,8 @@
 //!   requests read, compiled before a swap: `certs`, `upstream_tls`, `client_auth`,
 //!   `jwks`, `upstreams`), `sources` (where configuration comes from: the folder),
 //!   `shutdown`, `server` (the Pingora server for the gateway role).
-//! - Connection fronts: `app` (HTTP/1 sessions), `tls_front`, `h2_front`,
+//! - Connection fronts: `app` (HTTP/1 sessions: `lean_path` over `idle_pool` and
+//!   `hop_by_hop` for the routes `route_paths` gives it), `tls_front`, `h2_front`,
 //!   `relay_stream` (head deadline, TLS flushes), `l4`, with the per-connection `conn`.
 //! - The request path: `proxy` (Pingora's phases as lists of steps) over `context`,
 //!   `request`, `reply`, `downstream`, `authz` (`authn`, `ext_authz`), `actions`,
@@ -38,9 +39,12 @@ pub mod ext_authz;
 pub mod flags;
 pub mod h2_front;
 pub mod header_ops;
+pub mod hop_by_hop;
 pub mod identity;
+pub mod idle_pool;
 pub mod jwks;
 pub mod l4;
+pub mod lean_path;
 pub mod memory;
 pub mod metrics;
 pub mod mirror;
@@ -53,6 +57,7 @@ pub mod request;
 pub mod request_copy;
 pub mod retry;
 pub mod rfc3339;
+pub mod route_paths;
 pub mod runtime;
 pub mod serve_args;
 pub mod server;

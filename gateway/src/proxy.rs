@@ -37,6 +37,7 @@ use crate::telemetry;
 use crate::upstream;
 
 /// The proxy for one listener.
+#[derive(Clone)]
 pub struct Gateway {
     /// Engine engine state.
     pub shared: Arc<Engine>,

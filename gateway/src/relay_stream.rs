@@ -142,6 +142,9 @@ impl AsyncRead for RelayStream {
         let this = &mut *self;
         if let Some(head) = this.head.as_mut() {
             let read_something = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+            if read_something {
+                head.conn.note_read(&buf.filled()[before..]);
+            }
             if head.expired(cx, read_something, read.is_pending()) {
                 // The connection ends without an answer, as with a silent client.
                 let limit = head.limit;

@@ -15,6 +15,7 @@ use crate::certs::{compile_certificates, CompiledCert};
 use crate::client_auth::{self, ClientAuthTable};
 use crate::jwks::{JwksStore, RemoteJwks};
 use crate::metrics::Destination;
+use crate::route_paths::ListenerPath;
 use crate::upstream_tls::{self, CompiledUpstreamTls};
 use crate::upstreams::Upstreams;
 
@@ -43,6 +44,8 @@ pub struct Runtime {
     pub client_auth: Arc<ClientAuthTable>,
     /// Metric labels and handles per cluster (index-aligned, then one for none).
     pub destinations: Arc<Vec<Destination>>,
+    /// Which path serves each listener's HTTP/1 requests (index-aligned).
+    pub paths: Arc<Vec<ListenerPath>>,
 }
 
 impl Runtime {
@@ -67,6 +70,7 @@ impl Runtime {
                 upstream_tls: Arc::new(upstream_tls),
                 jwks: Arc::new(snapshot.policies.iter().map(|p| jwks.attach(&p.jwt)).collect()),
                 destinations: Arc::new(crate::metrics::destinations(&snapshot)),
+                paths: Arc::new(crate::route_paths::compile(&snapshot)),
                 client_auth: Arc::new(client_auth),
                 snapshot: Arc::new(snapshot),
                 certs: Arc::new(certs),
@@ -97,6 +101,7 @@ impl Runtime {
             jwks: self.jwks.clone(),
             client_auth: self.client_auth.clone(),
             destinations: self.destinations.clone(),
+            paths: self.paths.clone(),
         }
     }
 

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Worker threads per listener (default: one per core).
     #[arg(long, env = "STRAIT_THREADS")]
     pub threads: Option<usize>,
+    /// The path of HTTP/1 requests: `lean` (pingora-core sessions directly, for the
+    /// routes it serves) or `full` (Pingora's proxy for every request).
+    #[arg(long, env = "STRAIT_HTTP1_PATH", value_enum, default_value = "lean")]
+    pub http1_path: crate::lean_path::Http1Path,
 }
 
 impl ServeArgs {
@@ -88,6 +92,7 @@ impl ServeArgs {
             }),
             tracing: mesh.tracing.clone(),
             capture: Default::default(),
+            http1_path: self.http1_path,
         }
     }
 

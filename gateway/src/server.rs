@@ -27,6 +27,7 @@ use crate::downstream::Limits;
 use crate::engine::{Engine, EngineSettings};
 use crate::jwks::JwksFetcher;
 use crate::l4::L4App;
+use crate::lean_path::{Http1Path, LeanPath};
 use crate::shutdown::Drain;
 use crate::sources::folder::{self, FolderSource};
 use crate::tls_front::TlsFront;
@@ -82,6 +83,8 @@ pub struct Serving {
     pub tracing: Option<strait_config::tracing::Tracing>,
     /// A sidecar's capture ports: outbound and inbound (Istio's 15001 and 15006).
     pub capture: CapturePorts,
+    /// The path of HTTP/1 requests.
+    pub http1_path: Http1Path,
 }
 
 /// Where a sidecar's iptables rules send the pod's traffic.
@@ -390,7 +393,7 @@ fn add_gateway_listeners(
             limits: serving.limits,
             captured: false,
         };
-        let mut proxy = pingora::proxy::http_proxy(conf, gateway);
+        let mut proxy = pingora::proxy::http_proxy(conf, gateway.clone());
         proxy.h2_options = Some(h2_options(&serving.limits));
         if !tls {
             // h2c with prior knowledge; `EdgeApp` hands only such connections over.
@@ -399,6 +402,7 @@ fn add_gateway_listeners(
             proxy.server_options = Some(options);
         }
         let mut app = EdgeApp {
+            lean: lean_path(conf, serving, &gateway),
             proxy: Arc::new(proxy),
             header_timeout_secs: serving.header_timeout_secs,
             tls: None,
@@ -430,6 +434,19 @@ fn add_gateway_listeners(
     Ok(())
 }
 
+/// The lean HTTP/1 path of a listener served by `gateway` (None with
+/// `--http1-path full`).
+fn lean_path(conf: &Arc<ServerConf>, serving: &Serving, gateway: &crate::proxy::Gateway) -> Option<LeanPath> {
+    (serving.http1_path == Http1Path::Lean).then(|| LeanPath {
+        gateway: Arc::new(gateway.clone()),
+        connector: pingora::connectors::TransportConnector::new(Some(
+            pingora::connectors::ConnectorOptions::from_server_conf(conf),
+        )),
+        pool: Default::default(),
+        max_retries: conf.max_retries,
+    })
+}
+
 /// A sidecar's two capture listeners (on every address: the rules redirect to
 /// them). Returns where they accept connections.
 fn add_capture_listeners(
@@ -446,12 +463,14 @@ fn add_capture_listeners(
             limits: serving.limits,
             captured: true,
         };
+        let lean = lean_path(conf, serving, &gateway);
         let mut proxy = pingora::proxy::http_proxy(conf, gateway);
         proxy.h2_options = Some(h2_options(&serving.limits));
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = true;
         proxy.server_options = Some(options);
         Arc::new(EdgeApp {
+            lean,
             proxy: Arc::new(proxy),
             header_timeout_secs: serving.header_timeout_secs,
             tls: None,

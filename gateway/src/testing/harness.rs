@@ -127,6 +127,7 @@ impl Harness {
             access_log: None,
             tracing: None,
             capture: Default::default(),
+            http1_path: crate::lean_path::Http1Path::from_env(),
         };
         let gateway =
             Gateway::new(engine.clone(), &serving, None).unwrap_or_else(|e| panic!("the server cannot be built: {e}"));
