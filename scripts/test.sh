@@ -25,6 +25,13 @@ grep -h 'built .* in [0-9]*s$' target/kube-tools.log >&2 || true
 set +e
 cargo test --workspace --locked 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
+# The gateway's engine and end-to-end suites (the hardening cases among them) once
+# more with every HTTP/1 request on Pingora's proxy: the lean path (the default) and
+# the full path are held to the same rules.
+echo "== the gateway's suites again with STRAIT_HTTP1_PATH=full" | tee -a target/test-output.log
+STRAIT_HTTP1_PATH=full cargo test --locked -p strait-gateway --test engine --test e2e 2>&1 | tee -a target/test-output.log
+full=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$full
 set -e
 # One total for the whole workspace (cargo prints one line per test binary).
 awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}' target/test-output.log

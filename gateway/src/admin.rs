@@ -226,6 +226,11 @@ impl AdminApp {
                 shared.inflight.load(Ordering::Relaxed) as u64,
             ),
             ("server.certificates".into(), runtime.certs.len() as u64),
+            ("http1.lean_rq_total".into(), shared.http1_lean.load(Ordering::Relaxed)),
+            (
+                "http1.handed_over_rq_total".into(),
+                shared.http1_handed_over.load(Ordering::Relaxed),
+            ),
         ];
         let now = crate::upstreams::now_ms();
         for c in &runtime.upstreams.clusters {

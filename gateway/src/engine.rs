@@ -72,6 +72,10 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Client connections open.
     pub connections: AtomicUsize,
+    /// HTTP/1 requests the lean path served.
+    pub http1_lean: AtomicU64,
+    /// HTTP/1 requests the lean path handed to Pingora's proxy.
+    pub http1_handed_over: AtomicU64,
     /// ACME orders that failed, by (issuer, host): the certificate's first name.
     pub acme_failures: Mutex<std::collections::BTreeMap<(String, String), u64>>,
     /// The access log, when the mesh config turns it on.
@@ -132,6 +136,8 @@ impl Engine {
             challenges,
             metrics,
             connections: AtomicUsize::new(0),
+            http1_lean: AtomicU64::new(0),
+            http1_handed_over: AtomicU64::new(0),
             acme_failures: Mutex::default(),
             access_log: std::sync::OnceLock::new(),
             tracer: std::sync::OnceLock::new(),

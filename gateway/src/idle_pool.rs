@@ -26,10 +26,32 @@ struct Idle {
     until: Instant,
 }
 
+/// The keys are hashes already (`Peer::reuse_hash`): hashing them again is waste.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ByPeer = HashMap<u64, Vec<Idle>, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Idle connections by `Peer::reuse_hash`.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<HashMap<u64, Vec<Idle>>>,
+    idle: Mutex<ByPeer>,
     sweeping: AtomicBool,
 }
 
@@ -40,7 +62,7 @@ impl std::fmt::Debug for IdlePool {
 }
 
 impl IdlePool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByPeer> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -12,6 +12,7 @@
 //! full path: the connection front hands the request to `HttpProxy`, which reads its
 //! head again from the bytes the connection kept (`ConnState::take_head`).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header;
@@ -36,6 +37,7 @@ use crate::proxy::Gateway;
 use crate::request::{original_destination, outbound_listener};
 use crate::route_paths::ListenerPath;
 use crate::runtime::Runtime;
+use crate::{reply, telemetry, upstream};
 
 /// Which path HTTP/1 requests take (`--http1-path`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -114,9 +116,13 @@ impl Front<'_> {
                     return;
                 }
             }
+            let shared = &self.lean.gateway.shared;
             let next = if self.is_lean(&session) {
-                serve_request(self.lean, session).await
+                shared.http1_lean.fetch_add(1, Ordering::Relaxed);
+                let reuse = serve_request(self.lean, &mut session).await;
+                next_request(session, reuse).await
             } else {
+                shared.http1_handed_over.fetch_add(1, Ordering::Relaxed);
                 self.hand_over(session, shutdown).await
             };
             let Some(next) = next else { return };
@@ -188,52 +194,50 @@ fn mixed_route_is_lean(runtime: &Runtime, listener: usize, lean: &[Vec<bool>], s
     }
 }
 
-/// Serves one request on the lean path; the connection if it may carry another.
-async fn serve_request(lean: &LeanPath, mut session: Session) -> Option<ReusedHttpStream> {
+/// Serves one request on the lean path, and logs it; whether its connection may
+/// carry another.
+async fn serve_request(lean: &LeanPath, session: &mut Session) -> bool {
     let gateway = &*lean.gateway;
     let mut ctx = gateway.new_ctx();
-    match gateway.request_filter(&mut session, &mut ctx).await {
-        Ok(true) => return finish(gateway, session, &mut ctx, true, None).await,
-        Ok(false) => {}
+    let (reuse, error) = match gateway.request_steps(session, &mut ctx).await {
+        Ok(true) => (true, None),
+        Ok(false) => proxy(lean, session, &mut ctx).await,
         Err(e) => {
-            let reuse = gateway
-                .fail_to_proxy(&mut session, &e, &mut ctx)
-                .await
-                .can_reuse_downstream;
-            return finish(gateway, session, &mut ctx, reuse, Some(e)).await;
+            let answered = reply::fail(session, &e, &mut ctx).await;
+            (answered.can_reuse_downstream, Some(e))
         }
+    };
+    telemetry::finish(&gateway.shared, session, error.as_deref(), &mut ctx);
+    if let Some(e) = error {
+        session.downstream_session.on_proxy_failure(e);
     }
+    reuse
+}
+
+/// The tries of a request, and the answer to its last error.
+async fn proxy(lean: &LeanPath, session: &mut Session, ctx: &mut RequestCtx) -> (bool, Option<Box<Error>>) {
     let mut tries = 0;
     let (mut reuse, error) = loop {
         tries += 1;
-        let (reuse, error) = one_try(lean, &mut session, &mut ctx).await;
+        let (reuse, error) = one_try(lean, session, ctx).await;
         match error {
             Some(e) if e.retry() && tries < lean.max_retries => continue,
             error => break (reuse, error),
         }
     };
     if let Some(e) = &error {
-        let answered = gateway.fail_to_proxy(&mut session, e, &mut ctx).await;
+        let answered = reply::fail(session, e, ctx).await;
         reuse = reuse && answered.can_reuse_downstream;
-        if !gateway.suppress_error_log(&session, &ctx, e) {
+        if !lean.gateway.suppress_error_log(session, ctx, e) {
             log::error!("Fail to proxy: {e}, status: {}, tries: {tries}", answered.error_code);
         }
     }
-    finish(gateway, session, &mut ctx, reuse, error).await
+    (reuse, error)
 }
 
-/// Logs the request and, when the connection may carry another, readies it.
-async fn finish(
-    gateway: &Gateway,
-    mut session: Session,
-    ctx: &mut RequestCtx,
-    reuse: bool,
-    error: Option<Box<Error>>,
-) -> Option<ReusedHttpStream> {
-    gateway.logging(&mut session, error.as_deref(), ctx).await;
-    if let Some(e) = error {
-        session.downstream_session.on_proxy_failure(e);
-    }
+/// The connection of a finished request, readied for the next one when it may
+/// carry it.
+async fn next_request(session: Session, reuse: bool) -> Option<ReusedHttpStream> {
     if !reuse {
         return None;
     }
@@ -247,7 +251,7 @@ async fn finish(
 /// the request path's policy).
 async fn one_try(lean: &LeanPath, session: &mut Session, ctx: &mut RequestCtx) -> (bool, Option<Box<Error>>) {
     let gateway = &*lean.gateway;
-    let peer = match gateway.upstream_peer(session, ctx).await {
+    let peer = match upstream::peer(&gateway.shared, session, gateway.limits.connect_timeout, ctx).await {
         Ok(peer) => peer,
         Err(e) => return (false, Some(e)),
     };
@@ -263,10 +267,7 @@ async fn one_try(lean: &LeanPath, session: &mut Session, ctx: &mut RequestCtx) -
     upstream.read_timeout = peer.options.read_timeout;
     upstream.write_timeout = peer.options.write_timeout;
     let fd = upstream.stream().id();
-    if let Err(e) = gateway
-        .connected_to_upstream(session, reused, &peer, fd, Some(upstream.digest()), ctx)
-        .await
-    {
+    if let Err(e) = Gateway::connected_steps(ctx, fd, reused, Some(upstream.digest())) {
         return (false, Some(e));
     }
     match exchange(gateway, session, &mut upstream, ctx).await {
@@ -307,7 +308,7 @@ async fn exchange(
     let mut req: RequestHeader = session.req_header().clone();
     req.set_version(Version::HTTP_11);
     hop_by_hop::strip(&mut req)?;
-    gateway.upstream_request_filter(session, &mut req, ctx).await?;
+    gateway.upstream_request_steps(session, &mut req, ctx).await?;
     let has_body = !session.downstream_session.is_body_empty();
     if has_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
         req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
@@ -333,7 +334,7 @@ async fn exchange(
             }
         }
     };
-    gateway.upstream_response_filter(session, &mut resp, ctx).await?;
+    upstream::answered(&resp, ctx)?;
     let no_body = session.req_header().method == http::Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
     if !no_body
         && !resp.headers.contains_key(header::TRANSFER_ENCODING)
@@ -344,7 +345,7 @@ async fn exchange(
         resp.set_version(Version::HTTP_11);
         resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }
-    gateway.response_filter(session, &mut resp, ctx).await?;
+    Gateway::response_steps(&mut resp, ctx)?;
     let down = downstream(session)?;
     down.write_response_header(resp).await.map_err(|e| e.into_down())?;
     while let Some(chunk) = upstream.read_body_ref().await.map_err(|e| e.into_up())? {
@@ -362,7 +363,7 @@ async fn send_body(
     upstream: &mut UpstreamSession,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    let shared = gateway.shared.clone();
+    let side_calls = &gateway.shared.side_calls;
     let down = downstream(session)?;
     if ctx.attempts.tries > 1 {
         if let Some(kept) = down.get_retry_buffer() {
@@ -374,7 +375,7 @@ async fn send_body(
     loop {
         let chunk = down.read_body_bytes().await.map_err(|e| e.into_down())?;
         if ctx.mirror.is_some() {
-            crate::mirror::feed(&shared.side_calls, chunk.as_ref(), chunk.is_none(), ctx);
+            crate::mirror::feed(side_calls, chunk.as_ref(), chunk.is_none(), ctx);
         }
         let Some(chunk) = chunk else { return Ok(()) };
         upstream.write_body(&chunk).await.map_err(|e| e.into_up())?;

@@ -102,6 +102,70 @@ impl Gateway {
         actions::https_redirect(&m, session.req_header(), self.tls)?;
         actions::act(&m, runtime, session.req_header(), self.tls, self.port, ctx)
     }
+
+    /// `request_filter`: the steps before a request may go upstream; true when
+    /// the gateway answered it itself.
+    pub(crate) async fn request_steps(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::conn::head_received();
+        session.set_read_timeout(Some(self.limits.stream_idle_timeout));
+        session.set_write_timeout(Some(self.limits.stream_idle_timeout));
+        telemetry::start_span(&self.shared, session.req_header(), ctx);
+        // A handle of its own: the route borrows from it while the context changes.
+        let runtime = ctx.runtime.clone();
+        match self.admit(session, ctx, &runtime).await {
+            Ok(()) => Ok(false),
+            // Boxed: writing a local reply is a large future, and most requests never
+            // reply locally; inline, it would be copied with request_filter's every time.
+            Err(Halt::Reply(reply)) => Box::pin(reply::send(session, reply)).await,
+            Err(Halt::Error(e)) => Err(e),
+        }
+    }
+
+    /// `upstream_request_filter`: rewrites, forwarding headers, the request id,
+    /// trace context, and the mirror's start.
+    pub(crate) async fn upstream_request_steps(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        actions::rewrite_request(ctx, upstream)?;
+        downstream::forwarding_headers(upstream, peer_ip(session), self.tls, connection_peer(session))?;
+        let keep_id = self.shared.access_log.get().is_some() || ctx.span.is_some();
+        if let Some(id) = downstream::ensure_request_id(upstream, keep_id)? {
+            ctx.request_id = Some(id);
+        }
+        upstream::last_on_connection(ctx, upstream)?;
+        telemetry::inject_span(ctx, upstream);
+        mirror::start(
+            &self.shared.dns,
+            &self.shared.side_calls,
+            &self.shared.identity,
+            session,
+            upstream,
+            ctx,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// `connected_to_upstream`: the connection's request count, the pinned
+    /// certificate check.
+    pub(crate) fn connected_steps(
+        ctx: &mut RequestCtx,
+        fd: std::os::unix::io::RawFd,
+        reused: bool,
+        digest: Option<&pingora::protocols::Digest>,
+    ) -> Result<()> {
+        upstream::connected(ctx, fd, reused);
+        upstream::check_server(ctx, digest)
+    }
+
+    /// `response_filter`: the answer's gRPC status, the response's header operations.
+    pub(crate) fn response_steps(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        telemetry::note_grpc_status(&resp.headers, ctx);
+        actions::response_headers(ctx, resp)
+    }
 }
 
 #[async_trait]
@@ -118,19 +182,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        crate::conn::head_received();
-        session.set_read_timeout(Some(self.limits.stream_idle_timeout));
-        session.set_write_timeout(Some(self.limits.stream_idle_timeout));
-        telemetry::start_span(&self.shared, session.req_header(), ctx);
-        // A handle of its own: the route borrows from it while the context changes.
-        let runtime = ctx.runtime.clone();
-        match self.admit(session, ctx, &runtime).await {
-            Ok(()) => Ok(false),
-            // Boxed: writing a local reply is a large future, and most requests never
-            // reply locally; inline, it would be copied with request_filter's every time.
-            Err(Halt::Reply(reply)) => Box::pin(reply::send(session, reply)).await,
-            Err(Halt::Error(e)) => Err(e),
-        }
+        self.request_steps(session, ctx).await
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -146,8 +198,7 @@ impl ProxyHttp for Gateway {
         digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream::connected(ctx, fd, reused);
-        upstream::check_server(ctx, digest)
+        Self::connected_steps(ctx, fd, reused, digest)
     }
 
     fn fail_to_connect(
@@ -186,24 +237,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        actions::rewrite_request(ctx, upstream)?;
-        downstream::forwarding_headers(upstream, peer_ip(session), self.tls, connection_peer(session))?;
-        let keep_id = self.shared.access_log.get().is_some() || ctx.span.is_some();
-        if let Some(id) = downstream::ensure_request_id(upstream, keep_id)? {
-            ctx.request_id = Some(id);
-        }
-        upstream::last_on_connection(ctx, upstream)?;
-        telemetry::inject_span(ctx, upstream);
-        mirror::start(
-            &self.shared.dns,
-            &self.shared.side_calls,
-            &self.shared.identity,
-            session,
-            upstream,
-            ctx,
-        )
-        .await;
-        Ok(())
+        self.upstream_request_steps(session, upstream, ctx).await
     }
 
     async fn request_body_filter(
@@ -245,7 +279,6 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        telemetry::note_grpc_status(&resp.headers, ctx);
-        actions::response_headers(ctx, resp)
+        Self::response_steps(resp, ctx)
     }
 }

@@ -95,4 +95,10 @@ spec:
         let paths = compile(&built.snapshot);
         assert_eq!(paths, [ListenerPath::Mixed(vec![vec![false, true]])]);
     }
+
+    #[test]
+    fn a_table_of_http1_routes_is_lean_without_a_second_match() {
+        let snapshot = strait_config::testing::large_snapshot(3, 4, 8080);
+        assert_eq!(compile(&snapshot), [ListenerPath::Lean]);
+    }
 }

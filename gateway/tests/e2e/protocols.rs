@@ -1,5 +1,6 @@
 //! Protocols through the gateway: WebSocket upgrades, and HTTP/2 to upstreams
-//! whose port says HTTP2/GRPC or whose DestinationRule asks for the upgrade.
+//! whose port says HTTP2/GRPC or whose DestinationRule asks for the upgrade; one
+//! connection moving between the lean HTTP/1 path and Pingora's proxy.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -83,4 +84,121 @@ async fn websocket_session(port: u16) -> Result<(), String> {
     let reply = ws.next().await.ok_or("no reply")?.map_err(|e| e.to_string())?;
     assert_eq!(reply.into_data().as_ref(), &[0u8, 1, 2, 255]);
     ws.close(None).await.map_err(|e| e.to_string())
+}
+
+/// One answer read off a raw HTTP/1 connection: status and body (Content-Length
+/// or chunked).
+fn read_answer(reader: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header");
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            break;
+        }
+        if let Some(v) = header.strip_prefix("content-length:") {
+            length = v.trim().parse().expect("length");
+        }
+        chunked |= header.starts_with("transfer-encoding:") && header.contains("chunked");
+    }
+    let mut body = Vec::new();
+    if !chunked {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).expect("body");
+        return (status, body);
+    }
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("chunk size");
+        let size = usize::from_str_radix(line.trim_end(), 16).expect("hex size");
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).expect("chunk");
+        if size == 0 {
+            return (status, body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// Requests of one keep-alive connection go lean (HTTP/1 upstream) or to
+/// Pingora's proxy (HTTP/2 upstream) route by route, each with its body, and the
+/// connection carries on after either; `/stats` counts which path served them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_moves_between_the_lean_and_the_full_path() {
+    use std::io::Write;
+    let backend = echo("paths", "v1").await;
+    let port = backend.addr.port();
+    let config = http_gateway(&["app.example.com"])
+        + CONFIG
+        + &service_entry("plain.internal", "HTTP", &[port])
+        + &service_entry("h2.internal", "HTTP2", &[port])
+        + &service_entry("upgraded.internal", "HTTP", &[port]);
+    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
+    let http_port = gw.http;
+    let answers = tokio::task::spawn_blocking(move || {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let mut writer = stream.try_clone().expect("clone");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut answers = Vec::new();
+        for (method, path, body) in [
+            ("GET", "/plain", ""),
+            ("GET", "/h2", ""),
+            ("POST", "/plain", "hello"),
+            ("POST", "/upgraded", "twelve bytes"),
+            ("GET", "/plain", ""),
+        ] {
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            writer.write_all(request.as_bytes()).expect("write");
+            let (status, answer) = read_answer(&mut reader);
+            let json: serde_json::Value = serde_json::from_slice(&answer).expect("echo's JSON");
+            answers.push((status, json["protocol"].clone(), json["body_bytes"].clone()));
+        }
+        answers
+    })
+    .await
+    .expect("client");
+    let expected = [
+        ("HTTP/1.1", 0),
+        ("HTTP/2.0", 0),
+        ("HTTP/1.1", 5),
+        ("HTTP/2.0", 12),
+        ("HTTP/1.1", 0),
+    ];
+    for (i, ((status, protocol, bytes), (want_protocol, want_bytes))) in answers.iter().zip(expected).enumerate() {
+        assert_eq!(*status, 200, "request {i}: {}", gw.log());
+        assert_eq!(protocol, want_protocol, "request {i}");
+        assert_eq!(bytes, &serde_json::json!(want_bytes), "request {i}");
+    }
+    let stats = reqwest::get(format!("http://127.0.0.1:{}/stats", gw.admin))
+        .await
+        .expect("stats")
+        .text()
+        .await
+        .expect("text");
+    let count = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+    };
+    // `STRAIT_HTTP1_PATH=full` runs the suite on Pingora's proxy alone.
+    let lean = std::env::var("STRAIT_HTTP1_PATH").as_deref() != Ok("full");
+    let (want_lean, want_handed) = if lean { (3, 2) } else { (0, 0) };
+    assert_eq!(count("http1.lean_rq_total"), want_lean);
+    assert_eq!(count("http1.handed_over_rq_total"), want_handed);
 }
