@@ -60,14 +60,34 @@ impl Http1Path {
     }
 }
 
+/// What the lean paths of one server's listeners share: one connector (its TLS
+/// settings, the system's roots among them, are loaded once per server, not per
+/// listener) and one pool of idle connections.
+#[derive(Clone)]
+pub struct LeanUpstreams {
+    /// Connects to upstreams (TCP, TLS with the peer's settings).
+    pub connector: Arc<TransportConnector>,
+    /// Idle upstream connections.
+    pub pool: Arc<IdlePool>,
+}
+
+impl LeanUpstreams {
+    /// A connector with the server's options, and an empty pool.
+    pub fn new(conf: &pingora::server::configuration::ServerConf) -> LeanUpstreams {
+        let options = pingora::connectors::ConnectorOptions::from_server_conf(conf);
+        LeanUpstreams {
+            connector: Arc::new(TransportConnector::new(Some(options))),
+            pool: Default::default(),
+        }
+    }
+}
+
 /// What the lean path shares across the requests of a listener.
 pub struct LeanPath {
     /// The request path's steps.
     pub gateway: Arc<Gateway>,
-    /// Connects to upstreams (TCP, TLS with the peer's settings).
-    pub connector: TransportConnector,
-    /// Idle upstream connections.
-    pub pool: Arc<IdlePool>,
+    /// The server's connector and pool.
+    pub upstreams: LeanUpstreams,
     /// Tries per request at most (Pingora's `max_retries`).
     pub max_retries: usize,
 }
@@ -256,9 +276,9 @@ async fn one_try(lean: &LeanPath, session: &mut Session, ctx: &mut RequestCtx) -
         Err(e) => return (false, Some(e)),
     };
     let key = peer.reuse_hash();
-    let (stream, reused) = match lean.pool.take(key) {
+    let (stream, reused) = match lean.upstreams.pool.take(key) {
         Some(stream) => (stream, true),
-        None => match lean.connector.new_stream(&*peer).await {
+        None => match lean.upstreams.connector.new_stream(&*peer).await {
             Ok(stream) => (stream, false),
             Err(e) => return (false, Some(gateway.fail_to_connect(session, &peer, ctx, e).into_up())),
         },
@@ -274,16 +294,13 @@ async fn one_try(lean: &LeanPath, session: &mut Session, ctx: &mut RequestCtx) -
         Ok(()) => {
             upstream.respect_keepalive();
             if let Some(stream) = upstream.reuse().await {
-                lean.pool.put(key, stream, peer.options.idle_timeout);
+                lean.upstreams.pool.put(key, stream, peer.options.idle_timeout);
             }
             (true, None)
         }
-        Err(mut e) => {
-            if matches!(e.retry, pingora::RetryType::ReusedOnly) {
-                e.retry.decide_reuse(reused);
-            }
-            (true, Some(gateway.error_while_proxy(&peer, session, e, ctx, reused)))
-        }
+        // A connection the upstream closed while pooled: the request path's retry
+        // policy sees the error as Pingora's proxy hands it over (`ReusedOnly`).
+        Err(e) => (true, Some(gateway.error_while_proxy(&peer, session, e, ctx, reused))),
     }
 }
 

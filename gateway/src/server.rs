@@ -27,7 +27,7 @@ use crate::downstream::Limits;
 use crate::engine::{Engine, EngineSettings};
 use crate::jwks::JwksFetcher;
 use crate::l4::L4App;
-use crate::lean_path::{Http1Path, LeanPath};
+use crate::lean_path::{Http1Path, LeanPath, LeanUpstreams};
 use crate::shutdown::Drain;
 use crate::sources::folder::{self, FolderSource};
 use crate::tls_front::TlsFront;
@@ -237,11 +237,19 @@ impl Gateway {
         server.bootstrap();
         let conf = server.configuration.clone();
 
+        let lean = (serving.http1_path == Http1Path::Lean).then(|| LeanUpstreams::new(&conf));
         let mut bound_addresses = Vec::new();
         if engine.scope.role == strait_config::Role::Sidecar {
-            bound_addresses = add_capture_listeners(&mut server, &conf, &engine, serving);
+            bound_addresses = add_capture_listeners(&mut server, &conf, &engine, serving, lean.as_ref());
         } else {
-            add_gateway_listeners(&mut server, &conf, &engine, serving, &mut bound_addresses)?;
+            add_gateway_listeners(
+                &mut server,
+                &conf,
+                &engine,
+                serving,
+                lean.as_ref(),
+                &mut bound_addresses,
+            )?;
         }
         // Ready means the admin and metrics ports answer too: Pingora binds each
         // service's listener on its own thread, the health port's maybe first.
@@ -364,6 +372,7 @@ fn add_gateway_listeners(
     conf: &Arc<ServerConf>,
     engine: &Arc<Engine>,
     serving: &Serving,
+    lean: Option<&LeanUpstreams>,
     bound_addresses: &mut Vec<SocketAddr>,
 ) -> Result<(), StartError> {
     for listener in &engine.current().snapshot.listeners {
@@ -402,7 +411,7 @@ fn add_gateway_listeners(
             proxy.server_options = Some(options);
         }
         let mut app = EdgeApp {
-            lean: lean_path(conf, serving, &gateway),
+            lean: lean_path(conf, lean, &gateway),
             proxy: Arc::new(proxy),
             header_timeout_secs: serving.header_timeout_secs,
             tls: None,
@@ -436,13 +445,14 @@ fn add_gateway_listeners(
 
 /// The lean HTTP/1 path of a listener served by `gateway` (None with
 /// `--http1-path full`).
-fn lean_path(conf: &Arc<ServerConf>, serving: &Serving, gateway: &crate::proxy::Gateway) -> Option<LeanPath> {
-    (serving.http1_path == Http1Path::Lean).then(|| LeanPath {
+fn lean_path(
+    conf: &Arc<ServerConf>,
+    lean: Option<&LeanUpstreams>,
+    gateway: &crate::proxy::Gateway,
+) -> Option<LeanPath> {
+    lean.map(|upstreams| LeanPath {
         gateway: Arc::new(gateway.clone()),
-        connector: pingora::connectors::TransportConnector::new(Some(
-            pingora::connectors::ConnectorOptions::from_server_conf(conf),
-        )),
-        pool: Default::default(),
+        upstreams: upstreams.clone(),
         max_retries: conf.max_retries,
     })
 }
@@ -454,6 +464,7 @@ fn add_capture_listeners(
     conf: &Arc<ServerConf>,
     engine: &Arc<Engine>,
     serving: &Serving,
+    lean: Option<&LeanUpstreams>,
 ) -> Vec<SocketAddr> {
     let http = |port: u16| {
         let gateway = crate::proxy::Gateway {
@@ -463,7 +474,7 @@ fn add_capture_listeners(
             limits: serving.limits,
             captured: true,
         };
-        let lean = lean_path(conf, serving, &gateway);
+        let lean = lean_path(conf, lean, &gateway);
         let mut proxy = pingora::proxy::http_proxy(conf, gateway);
         proxy.h2_options = Some(h2_options(&serving.limits));
         let mut options = pingora::apps::HttpServerOptions::default();
