@@ -30,16 +30,20 @@ spec:
     connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websockets_and_http2_upstreams() {
-    let backend = echo("ws-backend", "v1").await;
-    let port = backend.addr.port();
+/// A gateway with `CONFIG`'s three routes, all to the backend on `port`.
+fn start_protocols(port: u16) -> (Gateway, tempfile::TempDir) {
     let config = http_gateway(&["app.example.com"])
         + CONFIG
         + &service_entry("plain.internal", "HTTP", &[port])
         + &service_entry("h2.internal", "HTTP2", &[port])
         + &service_entry("upgraded.internal", "HTTP", &[port]);
-    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
+    start_with(&[("app.yaml", &config)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_and_http2_upstreams() {
+    let backend = echo("ws-backend", "v1").await;
+    let (gw, _dir) = start_protocols(backend.addr.port());
     let c = client(&[("app.example.com", gw.http)], &[]);
     let url = |p: &str| format!("http://app.example.com:{}{p}", gw.http);
 
@@ -136,13 +140,7 @@ fn read_answer(reader: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, Ve
 async fn one_connection_moves_between_the_lean_and_the_full_path() {
     use std::io::Write;
     let backend = echo("paths", "v1").await;
-    let port = backend.addr.port();
-    let config = http_gateway(&["app.example.com"])
-        + CONFIG
-        + &service_entry("plain.internal", "HTTP", &[port])
-        + &service_entry("h2.internal", "HTTP2", &[port])
-        + &service_entry("upgraded.internal", "HTTP", &[port]);
-    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
+    let (gw, _dir) = start_protocols(backend.addr.port());
     let http_port = gw.http;
     let answers = tokio::task::spawn_blocking(move || {
         let stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect");
