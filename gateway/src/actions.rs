@@ -352,6 +352,7 @@ pub fn rewrite_request(ctx: &RequestCtx, upstream: &mut RequestHeader) -> Result
 /// chosen destination, then the headers the gateway adds (CORS, external
 /// authorization, rate limit, a new hash cookie).
 pub fn response_headers(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+    header_ops::server_header(resp)?;
     if let Some(route) = ctx.route() {
         header_ops::apply_response(resp, &route.response_headers)?;
     }

@@ -33,3 +33,13 @@ pub fn apply_response(resp: &mut ResponseHeader, ops: &HeaderOps) -> Result<()> 
     }
     Ok(())
 }
+
+/// The `server` header every answer carries, the upstream's replaced, as Envoy's
+/// default (`server_header_transformation: OVERWRITE`) replaces it with its name.
+const SERVER_NAME: http::HeaderValue = http::HeaderValue::from_static("strait");
+
+/// Sets the answer's `server` header (a route's header operations may still
+/// change it).
+pub fn server_header(resp: &mut ResponseHeader) -> Result<()> {
+    resp.insert_header(http::header::SERVER, SERVER_NAME)
+}

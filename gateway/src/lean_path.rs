@@ -130,7 +130,7 @@ impl Front<'_> {
                 Ok(false) => return,
                 Err(e) => {
                     if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        let _ = session.downstream_session.respond_error(400).await;
+                        let _ = reply::error_answer(&mut session, 400, bytes::Bytes::new()).await;
                     }
                     session.downstream_session.shutdown().await;
                     return;

@@ -111,7 +111,8 @@ pub async fn send(session: &mut Session, reply: Reply<'_>) -> Result<bool> {
     if status >= 400 && is_grpc(session.req_header()) {
         return respond_grpc(session, status, &body).await;
     }
-    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+    let mut resp = ResponseHeader::build(status, Some(5 + headers.len()))?;
+    header_ops::server_header(&mut resp)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if !body.is_empty() {
         resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
@@ -128,6 +129,17 @@ pub async fn send(session: &mut Session, reply: Reply<'_>) -> Result<bool> {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(true)
+}
+
+/// Pingora's error answer (no caching, the connection closed after it) with the
+/// gateway's `server` header instead of Pingora's.
+pub(crate) async fn error_answer(session: &mut Session, code: u16, body: Bytes) -> Result<()> {
+    let mut resp = pingora::protocols::http::ServerSession::generate_error(code);
+    header_ops::server_header(&mut resp)?;
+    if !body.is_empty() {
+        resp.set_content_length(body.len())?;
+    }
+    session.write_error_response(resp, body).await
 }
 
 /// Envoy's mapping of an HTTP status to a gRPC status for local replies.
@@ -319,7 +331,7 @@ pub async fn fail(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> Fai
         let sent = if is_grpc(session.req_header()) {
             respond_grpc(session, code, &body).await.map(|_| ())
         } else {
-            session.respond_error_with_body(code, body).await
+            error_answer(session, code, body).await
         };
         if let Err(err) = sent {
             log::debug!("could not send {code} downstream: {err}");

@@ -200,3 +200,57 @@ async fn one_connection_moves_between_the_lean_and_the_full_path() {
     assert_eq!(count("http1.lean_rq_total"), want_lean);
     assert_eq!(count("http1.handed_over_rq_total"), want_handed);
 }
+
+/// Every answer carries `date` and the gateway's `server` (the upstream's
+/// replaced, as Envoy replaces it): proxied, local (404) and error (503) answers,
+/// and, on the lean path, a request whose head cannot be parsed (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_date_and_the_gateways_server_header() {
+    let backend = echo("server-header", "v1").await;
+    let config = http_gateway(&["app.example.com", "down.example.com"])
+        + &virtual_service("down", &["down.example.com"], &["gw"], &route_to("down.internal"))
+        + &virtual_service("app", &["app.example.com"], &["gw"], &route_to("plain.internal"))
+        + &service_entry("plain.internal", "HTTP", &[backend.addr.port()])
+        // Nothing listens on port 1: connecting fails, the gateway answers 503.
+        + &service_entry("down.internal", "HTTP", &[1]);
+    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
+    let c = client(
+        &[
+            ("app.example.com", gw.http),
+            ("down.example.com", gw.http),
+            ("other.example.com", gw.http),
+        ],
+        &[],
+    );
+    for (host, status) in [
+        ("app.example.com", 200),
+        ("other.example.com", 404),
+        ("down.example.com", 503),
+    ] {
+        let resp = c
+            .get(format!("http://{host}:{}/?server=upstream", gw.http))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), status, "{host}: {}", gw.log());
+        assert_eq!(resp.headers()["server"], "strait", "{host}");
+        assert!(resp.headers().contains_key("date"), "{host}");
+    }
+    let raw = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\nBad Header: x\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    // With every request on Pingora's proxy (`STRAIT_HTTP1_PATH=full`), a head
+    // Pingora cannot parse is answered by Pingora itself (`server: Pingora`).
+    if std::env::var("STRAIT_HTTP1_PATH").as_deref() != Ok("full") {
+        assert!(raw.to_ascii_lowercase().contains("\r\nserver: strait\r\n"), "{raw}");
+    }
+}
