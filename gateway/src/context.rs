@@ -131,12 +131,7 @@ impl RequestCtx {
     /// configuration running now.
     pub(crate) fn new(shared: &Arc<Engine>, port: u16) -> RequestCtx {
         let runtime = shared.current();
-        let listener = runtime
-            .snapshot
-            .listeners
-            .iter()
-            .position(|l| l.port == port)
-            .unwrap_or(usize::MAX);
+        let listener = runtime.listener_of_port(port);
         RequestCtx {
             runtime,
             _inflight: InflightGuard::new(shared),

@@ -10,8 +10,9 @@ use pingora::prelude::*;
 /// More names than any client lists; bounds the work one header can cause.
 const MAX_NOMINATIONS: usize = 32;
 
-/// Always connection-specific, listed in `Connection` or not.
-const STANDARD: [HeaderName; 10] = [
+/// Always connection-specific, listed in `Connection` or not. A static, not a
+/// const: a const would be built anew wherever it is used, once per header name looked at.
+static STANDARD: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -169,12 +169,7 @@ impl Front<'_> {
         let listener = if gateway.captured && gateway.port == 0 {
             outbound_listener(&runtime, original_destination(session))
         } else {
-            runtime
-                .snapshot
-                .listeners
-                .iter()
-                .position(|l| l.port == gateway.port)
-                .unwrap_or(usize::MAX)
+            runtime.listener_of_port(gateway.port)
         };
         match runtime.paths.get(listener) {
             // No listener: the lean path answers 404 as the full one would.

@@ -105,6 +105,15 @@ impl Runtime {
         }
     }
 
+    /// The index of the listener of Gateway port `port` (`usize::MAX`: none).
+    pub fn listener_of_port(&self, port: u16) -> usize {
+        self.snapshot
+            .listeners
+            .iter()
+            .position(|l| l.port == port)
+            .unwrap_or(usize::MAX)
+    }
+
     /// The endpoints of cluster `cluster`.
     pub fn cluster_endpoints(&self, cluster: usize) -> Option<&ClusterEndpoints> {
         self.endpoints.clusters.get(cluster)

@@ -5,6 +5,8 @@
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use strait_gateway::lean_path::Http1Path;
+
 use crate::support::*;
 
 const CONFIG: &str = r#"---
@@ -195,7 +197,7 @@ async fn one_connection_moves_between_the_lean_and_the_full_path() {
             .unwrap_or_else(|| panic!("no {name} in {stats}"))
     };
     // `STRAIT_HTTP1_PATH=full` runs the suite on Pingora's proxy alone.
-    let lean = std::env::var("STRAIT_HTTP1_PATH").as_deref() != Ok("full");
+    let lean = Http1Path::from_env() == Http1Path::Lean;
     let (want_lean, want_handed) = if lean { (3, 2) } else { (0, 0) };
     assert_eq!(count("http1.lean_rq_total"), want_lean);
     assert_eq!(count("http1.handed_over_rq_total"), want_handed);
@@ -250,7 +252,7 @@ async fn answers_carry_date_and_the_gateways_server_header() {
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     // With every request on Pingora's proxy (`STRAIT_HTTP1_PATH=full`), a head
     // Pingora cannot parse is answered by Pingora itself (`server: Pingora`).
-    if std::env::var("STRAIT_HTTP1_PATH").as_deref() != Ok("full") {
+    if Http1Path::from_env() == Http1Path::Lean {
         assert!(raw.to_ascii_lowercase().contains("\r\nserver: strait\r\n"), "{raw}");
     }
 }
