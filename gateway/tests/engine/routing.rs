@@ -22,10 +22,15 @@ impl Demo {
         let v2 = echo("v2", "v2").await;
         let example =
             |f: &str| std::fs::read_to_string(examples().join("app-example-com").join(f)).expect("read example");
+        // Through placeholders: replaced one after the other, a backend's port that
+        // contains a later example port (stable on 39002) would be rewritten again.
         let se = example("serviceentry.yaml")
-            .replace("9001", &stable.addr.port().to_string())
-            .replace("9002", &canary.addr.port().to_string())
-            .replace("9003", &v2.addr.port().to_string());
+            .replace("9001", "{stable}")
+            .replace("9002", "{canary}")
+            .replace("9003", "{v2}")
+            .replace("{stable}", &stable.addr.port().to_string())
+            .replace("{canary}", &canary.addr.port().to_string())
+            .replace("{v2}", &v2.addr.port().to_string());
         let cert = TestCert::new(&["app.example.com"]);
         let files = [
             ("gateway.yaml", example("gateway.yaml")),
