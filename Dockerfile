@@ -13,16 +13,17 @@
 
 FROM rust:1.95-bookworm AS build
 # Pingora's build needs cmake; protobuf is compiled in Rust (protox), no protoc.
+# scripts/dist.sh measures the function order under valgrind (python3 for its tools).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake valgrind python3 openssl curl \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p strait-gateway -p strait-sidecar -p strait-controller \
+RUN scripts/dist.sh -p strait-gateway -p strait-sidecar -p strait-controller \
  && mkdir /out \
- && cp target/release/strait-gateway target/release/strait-sidecar \
-       target/release/strait-controller target/release/straitctl \
-       target/release/strait-echo /out/
+ && cp target/dist/strait-gateway target/dist/strait-sidecar \
+       target/dist/strait-controller target/dist/straitctl \
+       target/dist/strait-echo /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -15,8 +15,8 @@ REQUESTS=${REQUESTS:-2000}
 ONLY=${ONLY:-}
 KEEP=${KEEP:-}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q -p strait-gateway -p strait-loadtests --bins
-B=target/release
+[ -n "${NO_BUILD:-}" ] || scripts/dist.sh -p strait-gateway -p strait-sidecar -p strait-loadtests --bins
+B=target/dist
 W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
@@ -107,7 +107,8 @@ if [ -z "$ONLY" ]; then
       "Linux $(uname -r). $(valgrind --version); $(nginx -v 2>&1 || true); Cargo.lock sha256 $(sha256sum Cargo.lock | cut -c1-12)."
     echo
     echo "User-space instructions per proxied request: $REQUESTS keep-alive requests on one connection" \
-      "after 300 of warm-up, tiny responses, HTTP/1.1, one worker (loadtests/bench/instructions.sh)."
+      "after 300 of warm-up, tiny responses, HTTP/1.1, one worker (loadtests/bench/instructions.sh)." \
+      "Both Pingora-based proxies built with the \`dist\` profile (scripts/dist.sh; whole-program LTO), Strait with its function order too."
     echo
     cat "$W/table"
   } > loadtests/results/instructions.md

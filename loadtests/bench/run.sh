@@ -6,13 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup.sh
-if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v valgrind >/dev/null; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light haproxy >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light haproxy valgrind >/dev/null
 fi
-cargo build --release --locked -p strait-gateway -p strait-loadtests --bins
-target/release/strait-bench --mode "${1:-quick}"
+# The binaries as they ship (scripts/dist.sh), bare Pingora and the harness included.
+scripts/dist.sh -p strait-gateway -p strait-sidecar -p strait-loadtests --bins
+target/dist/strait-bench --mode "${1:-quick}"
 # The README's chart of the headline figures.
 python3 loadtests/chart.py

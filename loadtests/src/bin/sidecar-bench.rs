@@ -192,7 +192,7 @@ fn main() -> anyhow::Result<()> {
     for bin in ["strait-sidecar", "bench-backend"] {
         if !bin_dir.join(bin).exists() {
             bail!(
-                "{bin} is not built in {}: cargo build --release -p strait-sidecar -p strait-loadtests",
+                "{bin} is not built in {}: scripts/dist.sh -p strait-gateway -p strait-sidecar -p strait-loadtests --bins",
                 bin_dir.display()
             );
         }
