@@ -43,6 +43,21 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The metrics port's page once `ready` holds for it (or after 5 s, for the test's
+/// assertions to report). A request is counted when it ends, which can be just after
+/// its client has read the whole answer, as with Envoy.
+async fn scrape_until(port: u16, ready: impl Fn(&str) -> bool) -> String {
+    let url = format!("http://127.0.0.1:{port}/stats/prometheus");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = reqwest::get(&url).await.expect("scrape").text().await.expect("body");
+        if ready(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Istio's label names, all of which every request sample carries.
 const ISTIO_LABELS: [&str; 21] = [
     "reporter",
@@ -137,10 +152,12 @@ impl KnownTraffic {
         }
     }
 
-    /// What the metrics port shows now.
+    /// What the metrics port shows once the last request (the gRPC check) is counted.
     async fn scrape(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/stats/prometheus", self.gw.metrics);
-        reqwest::get(&url).await.expect("scrape").text().await.expect("body")
+        scrape_until(self.gw.metrics, |text| {
+            sample(text, "istio_requests_total", &[("request_protocol", "grpc")]).is_some()
+        })
+        .await
     }
 }
 
@@ -311,8 +328,7 @@ spec:
     }
     assert_eq!(get_json(&c, &url, &[("x-version", "v2")]).await.0, 200);
 
-    let scrape = format!("http://127.0.0.1:{}/stats/prometheus", gw.metrics);
-    let text = reqwest::get(&scrape).await.expect("scrape").text().await.expect("body");
+    let text = scrape_until(gw.metrics, |text| text.contains("destination_workload=\"reviews-v2\"")).await;
     let requests = |workload: &str| {
         sample(
             &text,
