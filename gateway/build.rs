@@ -2,7 +2,7 @@
 //! `STRAIT_LINK_ORDER` names that list (lld's `--symbol-ordering-file`). The code a
 //! proxy runs is then packed into a few hundred pages instead of being spread over the
 //! whole text section, where every page fault maps 64 KiB around it: the gateway's
-//! idle resident memory drops by about a third. Other builds link as usual.
+//! idle resident memory drops from about 15 to about 11 MiB. Other builds link as usual.
 //! mesh-sidecar's manifest names this file as its build script too.
 
 fn main() {
