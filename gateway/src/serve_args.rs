@@ -69,6 +69,8 @@ impl ServeArgs {
             metrics_port: self.metrics_port,
             drain,
             header_timeout_secs: self.request_header_timeout.max(1),
+            // A binary runs one server.
+            work_stealing: false,
             threads: self
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

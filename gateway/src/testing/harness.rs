@@ -118,6 +118,8 @@ impl Harness {
             drain: Duration::from_secs(10),
             header_timeout_secs: 10,
             threads: 2,
+            // Tests run many servers in one process (see `Serving::work_stealing`).
+            work_stealing: true,
             limits: Limits {
                 normalization: mesh.path_normalization,
                 trusted_hops: mesh.num_trusted_proxies,
