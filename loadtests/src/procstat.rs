@@ -35,24 +35,44 @@ fn parent(pid: u32) -> Option<u32> {
 
 /// CPU time (user + system) of all threads of `pids`, in nanoseconds.
 pub fn cpu_ns(pids: &[u32]) -> u64 {
-    pids.iter()
-        .map(|pid| {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-                return 0;
-            };
-            tasks
-                .flatten()
-                .map(|t| schedstat_ns(&t.path().join("schedstat")))
-                .sum::<u64>()
-        })
-        .sum()
+    schedstat(pids).0
 }
 
-fn schedstat_ns(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// What all threads of `pids` did while nothing was asked of them, over `span`: CPU
+/// microseconds per second, and times a thread was scheduled per second (its
+/// wake-ups: a timer thread ticking every 10 ms shows as 100).
+pub fn idle_activity(pids: &[u32], span: std::time::Duration) -> (f64, f64) {
+    let (cpu_before, runs_before) = schedstat(pids);
+    std::thread::sleep(span);
+    let (cpu_after, runs_after) = schedstat(pids);
+    let secs = span.as_secs_f64();
+    (
+        cpu_after.saturating_sub(cpu_before) as f64 / 1000.0 / secs,
+        runs_after.saturating_sub(runs_before) as f64 / secs,
+    )
+}
+
+/// Run time in nanoseconds and times scheduled, summed over the threads of `pids`.
+fn schedstat(pids: &[u32]) -> (u64, u64) {
+    let mut total = (0, 0);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let (ns, runs) = thread_schedstat(&t.path().join("schedstat"));
+            total.0 += ns;
+            total.1 += runs;
+        }
+    }
+    total
+}
+
+/// A thread's schedstat: nanoseconds on the CPU, nanoseconds waiting to run, times run.
+fn thread_schedstat(path: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+    (fields.next().unwrap_or(0), fields.nth(1).unwrap_or(0))
 }
 
 /// Resident memory of `pids`, in KiB.

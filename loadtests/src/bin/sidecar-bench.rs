@@ -22,7 +22,9 @@ use strait_loadtests::client::{run, LoadResult, LoadSpec};
 use strait_loadtests::interrupt;
 use strait_loadtests::mesh::{self, Bridge, Ca, Pod, PodSpec, ServiceSpec, SidecarSpec};
 use strait_loadtests::netns::{self, Netns};
-use strait_loadtests::procstat::{core_busy_ns, cpu_ns, peak_rss_kib, rss_kib, rss_split_kib, settled_rss_kib};
+use strait_loadtests::procstat::{
+    core_busy_ns, cpu_ns, idle_activity, peak_rss_kib, rss_kib, rss_split_kib, settled_rss_kib,
+};
 use strait_loadtests::report::{Results, Table};
 
 /// Core the sidecars run on; the load client and the backends use the other.
@@ -213,6 +215,25 @@ fn main() -> anyhow::Result<()> {
             results.add("rss_file_mib", &label, "idle", file as f64 / 1024.0);
         }
         stop_if_interrupted()?;
+    }
+    // Every sidecar idle at once: what a pod pays while nothing happens.
+    let samplers: Vec<_> = topology
+        .pairs
+        .iter()
+        .flat_map(|pair| {
+            ["client", "server"]
+                .iter()
+                .zip(pair.sidecar_pids())
+                .map(|(side, pids)| (pair.sidecar_label(side), pids))
+                .collect::<Vec<_>>()
+        })
+        .map(|(label, pids)| std::thread::spawn(move || (label, idle_activity(&pids, Duration::from_secs(5)))))
+        .collect();
+    for sampler in samplers {
+        if let Ok((label, (cpu, runs))) = sampler.join() {
+            results.add("idle_cpu_us_per_s", &label, "idle", cpu);
+            results.add("idle_runs_per_s", &label, "idle", runs);
+        }
     }
     let checks = check_paths(&mut topology, &mut results)?;
     let load_before = loadavg();
@@ -815,6 +836,18 @@ Sidecars pinned to core 0; the load client and the backends to core 1. CPU is bo
             points: vec!["idle".into()],
         },
         Table {
+            metric: "idle_cpu_us_per_s",
+            title: "Idle CPU of one sidecar, every thread, over 5 s before any request",
+            unit: "us per second",
+            points: vec!["idle".into()],
+        },
+        Table {
+            metric: "idle_runs_per_s",
+            title: "Idle wake-ups of one sidecar (times a thread was scheduled), over 5 s before any request",
+            unit: "per second",
+            points: vec!["idle".into()],
+        },
+        Table {
             metric: "other_core0_pct",
             title: "Core 0 (sidecars) busy with other work during the run: other processes, interrupts",
             unit: "% of the core",
@@ -858,6 +891,11 @@ fn goals(results: &Results, point: &str) -> String {
             mb(lo),
             mb(hi),
             verdict(mb(hi) < GOAL_IDLE_MB)
+        ));
+    }
+    if let (Some((lo, hi)), Some((wlo, whi))) = (range("idle_cpu_us_per_s", "idle"), range("idle_runs_per_s", "idle")) {
+        md.push_str(&format!(
+            "| idle CPU, one sidecar | {lo:.0}-{hi:.0} us per second, {wlo:.0}-{whi:.0} wake-ups per second | | |\n"
         ));
     }
     if let (Some((lo, hi)), Some((alo, ahi))) = (range("rss_mib", point), range("rss_anon_mib", point)) {

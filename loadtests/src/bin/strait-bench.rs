@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use strait_loadtests::client::{run, LoadSpec};
-use strait_loadtests::procstat::{cpu_ns, rss_kib, settled_rss_kib};
+use strait_loadtests::procstat::{cpu_ns, idle_activity, rss_kib, settled_rss_kib};
 use strait_loadtests::report::{Results, Table};
 use strait_loadtests::targets::{self, Env, Target};
 
@@ -37,6 +37,9 @@ struct Cli {
     #[arg(long, default_value = "examples/app-example-com")]
     examples: PathBuf,
 }
+
+/// How long idle proxies are watched.
+const IDLE_SPAN: Duration = Duration::from_secs(5);
 
 struct Plan {
     duration: Duration,
@@ -212,6 +215,22 @@ fn main() -> anyhow::Result<()> {
     for t in all.iter().filter(|t| t.is_proxy()) {
         results.add("rss_mib", &t.name, "after load", rss_kib(&t.pids()) as f64 / 1024.0);
     }
+    // Every proxy idle at once, after serving: what a proxy costs while nothing happens.
+    let idle: Vec<_> = all
+        .iter()
+        .filter(|t| t.is_proxy())
+        .map(|t| (t.name.clone(), t.pids()))
+        .collect();
+    let samplers: Vec<_> = idle
+        .into_iter()
+        .map(|(name, pids)| std::thread::spawn(move || (name, idle_activity(&pids, IDLE_SPAN))))
+        .collect();
+    for sampler in samplers {
+        if let Ok((name, (cpu, runs))) = sampler.join() {
+            results.add("idle_cpu_us_per_s", &name, "after load", cpu);
+            results.add("idle_runs_per_s", &name, "after load", runs);
+        }
+    }
     let elapsed = started.elapsed();
     drop(all);
     let _ = backend.kill();
@@ -267,6 +286,18 @@ fn main() -> anyhow::Result<()> {
             title: "Resident memory",
             unit: "MiB",
             points: vec!["idle".into(), "after load".into()],
+        },
+        Table {
+            metric: "idle_cpu_us_per_s",
+            title: "Idle: CPU used per second with no traffic, every thread (over 5 s)",
+            unit: "us/s",
+            points: vec!["after load".into()],
+        },
+        Table {
+            metric: "idle_runs_per_s",
+            title: "Idle: wake-ups per second with no traffic, every thread (times scheduled, over 5 s)",
+            unit: "per s",
+            points: vec!["after load".into()],
         },
     ];
     let machine = machine();
