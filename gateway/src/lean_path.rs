@@ -317,7 +317,7 @@ async fn exchange(
     upstream: &mut UpstreamSession,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    let mut req: RequestHeader = session.req_header().clone();
+    let mut req = upstream_head(session.req_header());
     req.set_version(Version::HTTP_11);
     hop_by_hop::strip(&mut req)?;
     gateway.upstream_request_steps(session, &mut req, ctx).await?;
@@ -338,7 +338,7 @@ async fn exchange(
         // A client that goes away meanwhile ends the request (`DC`), as on the full path.
         let down = downstream(session)?;
         tokio::select! {
-            resp = read_answer(upstream) => resp?,
+            resp = read_answer(upstream) => client_head(resp?)?,
             gone = down.read_body_or_idle(true) => {
                 return Err(gone.err().unwrap_or_else(|| {
                     Error::explain(ErrorType::ConnectionClosed, "client sent data while waiting for the answer")
@@ -392,6 +392,48 @@ async fn send_body(
         let Some(chunk) = chunk else { return Ok(()) };
         upstream.write_body(&chunk).await.map_err(|e| e.into_up())?;
     }
+}
+
+/// Room for the headers added to a head: `x-forwarded-for`, `x-forwarded-proto` and
+/// `x-request-id` upstream; `server`, `date` and `connection` (Pingora's) downstream,
+/// and `transfer-encoding` either way.
+const ROOM: usize = 4;
+
+/// The upstream request's head: the client's, with room for the headers the gateway
+/// adds and no record of the case the client wrote its header names in. Pingora keeps
+/// that record in a second header map, which every insertion also updates and grows;
+/// without it, header names go upstream in their canonical form (lowercase, or
+/// Title-Case for the standard ones), as Envoy sends them lowercase. A target the URI
+/// does not round-trip (absolute-form, not UTF-8) keeps the copy as the client sent it.
+fn upstream_head(req: &RequestHeader) -> RequestHeader {
+    let from_uri = req.raw_path_is_utf8()
+        && req
+            .uri
+            .path_and_query()
+            .is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
+    if !from_uri {
+        return req.clone();
+    }
+    let mut parts = req.as_owned_parts();
+    parts.headers.reserve(ROOM);
+    RequestHeader::from(parts)
+}
+
+/// The head for the client, made from the upstream's answer as `upstream_head` makes
+/// the upstream request's: room for the added headers, no case record. A reason
+/// phrase other than the status code's own is kept.
+fn client_head(resp: Box<ResponseHeader>) -> Result<Box<ResponseHeader>> {
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    let mut parts = http::response::Parts::from(*resp);
+    parts.headers.reserve(ROOM);
+    let mut head = ResponseHeader::from(parts);
+    if reason.is_some() {
+        head.set_reason_phrase(reason.as_deref())?;
+    }
+    Ok(Box::new(head))
 }
 
 /// The upstream's final answer; informational ones (100, 103) are not relayed.

@@ -256,3 +256,71 @@ async fn answers_carry_date_and_the_gateways_server_header() {
         assert!(raw.to_ascii_lowercase().contains("\r\nserver: strait\r\n"), "{raw}");
     }
 }
+
+/// A backend that answers one request with `answer` and hands over the head it read.
+fn raw_backend(answer: &'static [u8]) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+        let _ = s.write_all(answer);
+        // Held open until the gateway closes it, as a kept-alive upstream would be.
+        let _ = s.read(&mut byte);
+    });
+    (port, rx)
+}
+
+/// What the gateway adds to the upstream request (`x-forwarded-for`,
+/// `x-forwarded-proto`, `x-request-id`) and to the answer (`server`, `date`) goes out
+/// with the client's own headers intact, and an upstream's own reason phrase reaches
+/// the client, on the lean path and Pingora's proxy alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_headers_and_the_upstreams_reason_phrase() {
+    let (port, heads) = raw_backend(b"HTTP/1.1 200 Fine By Me\r\nContent-Length: 2\r\nX-Upstream-Said: so\r\n\r\nok");
+    let config = http_gateway(&["app.example.com"])
+        + &virtual_service("app", &["app.example.com"], &["gw"], &route_to("plain.internal"))
+        + &service_entry("plain.internal", "HTTP", &[port]);
+    let (gw, _dir) = start_with(&[("app.yaml", &config)]);
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /path?q=1 HTTP/1.1\r\nHost: app.example.com\r\nX-Tenant: t1\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        (answer, gw)
+    })
+    .await
+    .expect("client");
+    let (answer, gw) = answer;
+    assert!(answer.starts_with("HTTP/1.1 200 Fine By Me\r\n"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    for line in ["\r\nx-upstream-said: so\r\n", "\r\nserver: strait\r\n", "\r\ndate: "] {
+        assert!(lower.contains(line), "{line:?} in {answer}");
+    }
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    let head = heads
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("no request upstream: {}", gw.log()));
+    assert!(head.starts_with("GET /path?q=1 HTTP/1.1\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    for line in [
+        "\r\nhost: app.example.com\r\n",
+        "\r\nx-tenant: t1\r\n",
+        "\r\nx-forwarded-for: 192.0.2.7, 127.0.0.1\r\n",
+        "\r\nx-forwarded-proto: http\r\n",
+        "\r\nx-request-id: ",
+    ] {
+        assert!(lower.contains(line), "{line:?} in {head}");
+    }
+}
