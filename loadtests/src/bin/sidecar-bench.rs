@@ -895,7 +895,7 @@ fn goals(results: &Results, point: &str) -> String {
     }
     if let (Some((lo, hi)), Some((wlo, whi))) = (range("idle_cpu_us_per_s", "idle"), range("idle_runs_per_s", "idle")) {
         md.push_str(&format!(
-            "| idle CPU, one sidecar | {lo:.0}-{hi:.0} us per second, {wlo:.0}-{whi:.0} wake-ups per second | | |\n"
+            "| idle CPU, one sidecar | {lo:.0}-{hi:.0} us per second, {wlo:.1}-{whi:.1} wake-ups per second | | |\n"
         ));
     }
     if let (Some((lo, hi)), Some((alo, ahi))) = (range("rss_mib", point), range("rss_anon_mib", point)) {
