@@ -38,18 +38,25 @@ pub fn cpu_ns(pids: &[u32]) -> u64 {
     schedstat(pids).0
 }
 
-/// What all threads of `pids` did while nothing was asked of them, over `span`: CPU
-/// microseconds per second, and times a thread was scheduled per second (its
-/// wake-ups: a timer thread ticking every 10 ms shows as 100).
-pub fn idle_activity(pids: &[u32], span: std::time::Duration) -> (f64, f64) {
-    let (cpu_before, runs_before) = schedstat(pids);
+/// What the threads of each group of processes did while nothing was asked of them,
+/// watched together over `span`: per group, CPU microseconds per second and times a
+/// thread was scheduled per second (its wake-ups: a timer thread ticking every 10 ms
+/// shows as 100).
+pub fn idle_activity(groups: &[Vec<u32>], span: std::time::Duration) -> Vec<(f64, f64)> {
+    let before: Vec<_> = groups.iter().map(|pids| schedstat(pids)).collect();
     std::thread::sleep(span);
-    let (cpu_after, runs_after) = schedstat(pids);
     let secs = span.as_secs_f64();
-    (
-        cpu_after.saturating_sub(cpu_before) as f64 / 1000.0 / secs,
-        runs_after.saturating_sub(runs_before) as f64 / secs,
-    )
+    groups
+        .iter()
+        .zip(before)
+        .map(|(pids, (cpu_before, runs_before))| {
+            let (cpu_after, runs_after) = schedstat(pids);
+            (
+                cpu_after.saturating_sub(cpu_before) as f64 / 1000.0 / secs,
+                runs_after.saturating_sub(runs_before) as f64 / secs,
+            )
+        })
+        .collect()
 }
 
 /// Run time in nanoseconds and times scheduled, summed over the threads of `pids`.
@@ -160,5 +167,30 @@ mod tests {
         assert!(anon > 0 && file > 0 && anon + file <= rss_kib(&[me]) + 64);
         assert!(core_busy_ns(0) > 0);
         assert_eq!(tree(me)[0], me);
+    }
+
+    #[test]
+    fn idle_activity_tells_a_sleeping_process_from_a_busy_one() {
+        let mut sleeper = std::process::Command::new("sleep").arg("5").spawn().expect("sleep");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = stop.clone();
+        let spinner = std::thread::spawn(move || {
+            while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let groups = [vec![sleeper.id()], vec![std::process::id()]];
+        let measured = idle_activity(&groups, std::time::Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = spinner.join();
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        let [(sleeping_cpu, sleeping_runs), (busy_cpu, _)] = measured[..] else {
+            panic!("{measured:?}")
+        };
+        // Microseconds per second: the sleeper next to nothing, the spinner a good part of a
+        // core (at least a tenth, on a loaded machine).
+        assert!(sleeping_cpu < 50_000.0 && sleeping_runs < 20.0, "{measured:?}");
+        assert!(busy_cpu > 100_000.0, "{measured:?}");
     }
 }

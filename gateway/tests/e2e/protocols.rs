@@ -238,23 +238,28 @@ async fn answers_carry_date_and_the_gateways_server_header() {
         assert_eq!(resp.headers()["server"], "strait", "{host}");
         assert!(resp.headers().contains_key("date"), "{host}");
     }
-    let raw = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\nBad Header: x\r\n\r\n")
-            .expect("write");
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer
-    };
+    let raw = exchange(
+        gw.http,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\nBad Header: x\r\n\r\n",
+    );
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     // With every request on Pingora's proxy (`STRAIT_HTTP1_PATH=full`), a head
     // Pingora cannot parse is answered by Pingora itself (`server: Pingora`).
     if Http1Path::from_env() == Http1Path::Lean {
         assert!(raw.to_ascii_lowercase().contains("\r\nserver: strait\r\n"), "{raw}");
     }
+}
+
+/// Sends `request` on a new connection to `port` and reads until it is closed (5 s at most).
+fn exchange(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
 }
 
 /// A backend that answers one request with `answer` and hands over the head it read.
@@ -289,20 +294,10 @@ async fn added_headers_and_the_upstreams_reason_phrase() {
         + &virtual_service("app", &["app.example.com"], &["gw"], &route_to("plain.internal"))
         + &service_entry("plain.internal", "HTTP", &[port]);
     let (gw, _dir) = start_with(&[("app.yaml", &config)]);
-    let answer = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.http)).expect("connect");
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"GET /path?q=1 HTTP/1.1\r\nHost: app.example.com\r\nX-Tenant: t1\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n")
-            .expect("write");
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        (answer, gw)
-    })
-    .await
-    .expect("client");
-    let (answer, gw) = answer;
+    let answer = exchange(
+        gw.http,
+        b"GET /path?q=1 HTTP/1.1\r\nHost: app.example.com\r\nX-Tenant: t1\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 200 Fine By Me\r\n"), "{answer}");
     let lower = answer.to_ascii_lowercase();
     for line in ["\r\nx-upstream-said: so\r\n", "\r\nserver: strait\r\n", "\r\ndate: "] {

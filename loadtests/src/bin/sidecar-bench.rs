@@ -217,23 +217,19 @@ fn main() -> anyhow::Result<()> {
         stop_if_interrupted()?;
     }
     // Every sidecar idle at once: what a pod pays while nothing happens.
-    let samplers: Vec<_> = topology
+    let (labels, pids): (Vec<String>, Vec<Vec<u32>>) = topology
         .pairs
         .iter()
         .flat_map(|pair| {
             ["client", "server"]
-                .iter()
+                .into_iter()
                 .zip(pair.sidecar_pids())
                 .map(|(side, pids)| (pair.sidecar_label(side), pids))
-                .collect::<Vec<_>>()
         })
-        .map(|(label, pids)| std::thread::spawn(move || (label, idle_activity(&pids, Duration::from_secs(5)))))
-        .collect();
-    for sampler in samplers {
-        if let Ok((label, (cpu, runs))) = sampler.join() {
-            results.add("idle_cpu_us_per_s", &label, "idle", cpu);
-            results.add("idle_runs_per_s", &label, "idle", runs);
-        }
+        .unzip();
+    for (label, (cpu, runs)) in labels.iter().zip(idle_activity(&pids, Duration::from_secs(5))) {
+        results.add("idle_cpu_us_per_s", label, "idle", cpu);
+        results.add("idle_runs_per_s", label, "idle", runs);
     }
     let checks = check_paths(&mut topology, &mut results)?;
     let load_before = loadavg();

@@ -216,20 +216,11 @@ fn main() -> anyhow::Result<()> {
         results.add("rss_mib", &t.name, "after load", rss_kib(&t.pids()) as f64 / 1024.0);
     }
     // Every proxy idle at once, after serving: what a proxy costs while nothing happens.
-    let idle: Vec<_> = all
-        .iter()
-        .filter(|t| t.is_proxy())
-        .map(|t| (t.name.clone(), t.pids()))
-        .collect();
-    let samplers: Vec<_> = idle
-        .into_iter()
-        .map(|(name, pids)| std::thread::spawn(move || (name, idle_activity(&pids, IDLE_SPAN))))
-        .collect();
-    for sampler in samplers {
-        if let Ok((name, (cpu, runs))) = sampler.join() {
-            results.add("idle_cpu_us_per_s", &name, "after load", cpu);
-            results.add("idle_runs_per_s", &name, "after load", runs);
-        }
+    let proxies: Vec<&Target> = all.iter().filter(|t| t.is_proxy()).collect();
+    let pids: Vec<Vec<u32>> = proxies.iter().map(|t| t.pids()).collect();
+    for (t, (cpu, runs)) in proxies.iter().zip(idle_activity(&pids, IDLE_SPAN)) {
+        results.add("idle_cpu_us_per_s", &t.name, "after load", cpu);
+        results.add("idle_runs_per_s", &t.name, "after load", runs);
     }
     let elapsed = started.elapsed();
     drop(all);
