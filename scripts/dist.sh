@@ -65,16 +65,7 @@ train() {
   cp examples/app-example-com/*.yaml "$W/conf/"
   rm -f "$W"/conf/*generated*
   sed -i "s/900[123]/$echo_port/" "$W/conf/serviceentry.yaml"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=app.example.com" -addext "subjectAltName=DNS:app.example.com" \
-    -keyout "$W/tls.key" -out "$W/tls.crt" 2>/dev/null
-  {
-    printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: app-example-com-tls, namespace: default}\n'
-    printf 'type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n'
-    sed 's/^/    /' "$W/tls.crt"
-    echo "  tls.key: |"
-    sed 's/^/    /' "$W/tls.key"
-  } >"$W/conf/secret.yaml"
+  scripts/example-secret.sh "$W" 2 >"$W/conf/secret.yaml"
   profile_start gateway "$health" "$B/strait-gateway" --config-dir "$W/conf" \
     --bind-address 127.0.0.1 --namespace default "--port-map=80=$http,443=$https" \
     "--admin-port=$admin" "--health-port=$health" "--metrics-port=$metrics" --threads=1
@@ -83,7 +74,7 @@ train() {
   for _ in $(seq 200); do urls+=("http://127.0.0.1:$http/"); done
   # curl writes every answer but the first to stdout.
   curl -sf -o /dev/null -H "Host: app.example.com" "${urls[@]}" >/dev/null
-  local tls=(--cacert "$W/tls.crt" --resolve "app.example.com:$https:127.0.0.1")
+  local tls=(--cacert "$W/app.example.com.crt" --resolve "app.example.com:$https:127.0.0.1")
   urls=()
   for _ in $(seq 50); do urls+=("https://app.example.com:$https/"); done
   curl -sf -o /dev/null --http1.1 "${tls[@]}" "${urls[@]}" >/dev/null
