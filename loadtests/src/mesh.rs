@@ -1,7 +1,8 @@
 //! A small mesh out of network namespaces: pods on a bridge that lives in a namespace
 //! of its own (nothing of the host's network changes), each pod a namespace with an
 //! address, its application and, where asked, `strait-sidecar init` and
-//! `strait-sidecar run` under the proxy's uid, as an injected pod has them. Workload
+//! `strait-sidecar run` under the proxy's uid, as an injected pod has them (or another
+//! proxy behind the same capture rules, for comparison). Workload
 //! certificates come from a CA made here, written in Istio's file-mounted layout; the
 //! configuration is a folder of Services, EndpointSlices, Pods and PeerAuthentications.
 
@@ -218,12 +219,8 @@ impl Pod {
     /// the sidecar's index in `processes`.
     pub fn sidecar(&mut self, s: &SidecarSpec<'_>) -> Result<usize, MeshError> {
         let binary = s.binary.to_string_lossy().to_string();
-        self.ns.exec(&binary, &["init"])?;
+        self.capture(s.binary)?;
         let mut args: Vec<String> = vec![
-            format!("--reuid={PROXY_UID}"),
-            format!("--regid={PROXY_UID}"),
-            "--clear-groups".into(),
-            binary,
             "run".into(),
             "--config-dir".into(),
             s.config_dir.to_string_lossy().into(),
@@ -244,22 +241,59 @@ impl Pod {
             args.extend(["--threads".into(), n.to_string()]);
         }
         args.extend(s.extra.iter().cloned());
-        let process = netns::spawn(
-            &self.ns,
-            &format!("{} sidecar", self.name),
-            s.core,
-            Path::new("setpriv"),
-            &args,
-            &[],
-            s.log,
-        )?;
-        self.processes.push(process);
-        let index = self.processes.len() - 1;
+        let index = self.as_proxy(&format!("{} sidecar", self.name), s.core, &binary, args, s.log)?;
         self.wait(index, Duration::from_secs(30), |pod| {
             pod.get(SocketAddr::from(([127, 0, 0, 1], 15021)), "/healthz/ready")
                 .is_ok_and(|(code, _)| code == 200)
         })?;
         Ok(index)
+    }
+
+    /// `strait-sidecar init`: the pod's traffic captured as Istio's defaults do
+    /// (outbound to 15001, inbound to 15006, the proxy's uid exempt).
+    pub fn capture(&mut self, sidecar: &Path) -> Result<(), MeshError> {
+        self.ns.exec(&sidecar.to_string_lossy(), &["init"])?;
+        Ok(())
+    }
+
+    /// Runs another proxy (`program args`) in the pod under the proxy's uid, so
+    /// [`Pod::capture`]'s rules leave its own connections alone, and waits until it
+    /// accepts on 127.0.0.1:`port`. Returns its index in `processes`.
+    pub fn proxy(
+        &mut self,
+        name: &str,
+        core: usize,
+        program: &Path,
+        args: Vec<String>,
+        port: u16,
+        log: &Path,
+    ) -> Result<usize, MeshError> {
+        let index = self.as_proxy(name, core, &program.to_string_lossy(), args, log)?;
+        self.wait(index, Duration::from_secs(20), |pod| {
+            pod.connects(SocketAddr::from(([127, 0, 0, 1], port)))
+        })?;
+        Ok(index)
+    }
+
+    /// Starts `program args` under the proxy's uid and gid, pinned to `core`.
+    fn as_proxy(
+        &mut self,
+        name: &str,
+        core: usize,
+        program: &str,
+        args: Vec<String>,
+        log: &Path,
+    ) -> Result<usize, MeshError> {
+        let mut all = vec![
+            format!("--reuid={PROXY_UID}"),
+            format!("--regid={PROXY_UID}"),
+            "--clear-groups".into(),
+            program.into(),
+        ];
+        all.extend(args);
+        let process = netns::spawn(&self.ns, name, core, Path::new("setpriv"), &all, &[], log)?;
+        self.processes.push(process);
+        Ok(self.processes.len() - 1)
     }
 
     /// Polls `ready` until it holds, failing early when process `index` exits.

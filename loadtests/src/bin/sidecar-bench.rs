@@ -32,6 +32,9 @@ const SIDECAR_CORE: usize = 0;
 const CLIENT_CORE: usize = 1;
 /// The service's (and the backends') port.
 const PORT: u16 = 8080;
+/// Where the capture rules send a pod's outbound and inbound connections.
+const OUTBOUND_PORT: u16 = 15001;
+const INBOUND_PORT: u16 = 15006;
 /// The Kubernetes namespace of the pods.
 const NAMESPACE: &str = "bench";
 
@@ -102,9 +105,46 @@ const VARIANTS: [Variant; 2] = [
     },
 ];
 
+/// What carries a pair's traffic.
+#[derive(Clone, Copy)]
+enum Proxies {
+    /// Strait's sidecars in one setting.
+    Strait(&'static Variant),
+    /// nginx in both pods, behind the same capture rules: the same-machine reference
+    /// for the cost of a plain HTTP/1 proxy pair with mTLS between its halves.
+    Nginx,
+}
+
+impl Proxies {
+    /// Short name in pod and service names.
+    fn key(self) -> &'static str {
+        match self {
+            Proxies::Strait(v) => v.key,
+            Proxies::Nginx => "ng",
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Proxies::Strait(v) => format!("mesh, threads {}", v.threads),
+            Proxies::Nginx => NGINX_PAIR.into(),
+        }
+    }
+
+    fn side_label(self, side: &str) -> String {
+        match self {
+            Proxies::Strait(v) => format!("{side} sidecar, threads {}", v.threads),
+            Proxies::Nginx => format!("{side} nginx (reference)"),
+        }
+    }
+}
+
+/// The reference pair's label in the report.
+const NGINX_PAIR: &str = "nginx pair (reference)";
+
 /// Two meshed pods and the service that leads from one to the other.
 struct Pair {
-    variant: &'static Variant,
+    proxies: Proxies,
     client: Pod,
     server: Pod,
     vip: Ipv4Addr,
@@ -116,15 +156,15 @@ struct Pair {
 
 impl Pair {
     fn label(&self) -> String {
-        format!("mesh, threads {}", self.variant.threads)
+        self.proxies.label()
     }
 
     fn sidecar_label(&self, side: &str) -> String {
-        format!("{side} sidecar, threads {}", self.variant.threads)
+        self.proxies.side_label(side)
     }
 
     fn host(&self) -> String {
-        format!("backend-{}:{PORT}", self.variant.key)
+        format!("backend-{}:{PORT}", self.proxies.key())
     }
 
     fn sidecar_pids(&self) -> [Vec<u32>; 2] {
@@ -201,7 +241,16 @@ fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut results = Results::default();
-    let mut topology = build(&bin_dir, &cli.sidecar_args)?;
+    let nginx = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nginx {
+        results
+            .notes
+            .push("nginx is not installed (apt-get install nginx-light): no reference pair".into());
+    }
+    let mut topology = build(&bin_dir, &cli.sidecar_args, nginx)?;
     eprintln!("pods ready ({:.0} s)", started.elapsed().as_secs_f64());
 
     // Idle: settled after start, before any request went through.
@@ -353,6 +402,7 @@ fn main() -> anyhow::Result<()> {
         },
         "sidecar_args": cli.sidecar_args,
         "variants": VARIANTS.iter().map(|v| serde_json::json!({"threads": v.threads, "about": v.about})).collect::<Vec<_>>(),
+        "reference": nginx.then(nginx_version),
         "checks": checks.iter().chain(&mtls).collect::<Vec<_>>(),
         "summary": results.summary(),
         "samples": results.samples,
@@ -377,47 +427,52 @@ fn stop_if_interrupted() -> anyhow::Result<()> {
 }
 
 /// The pods, their configuration and certificates, the backends and the sidecars.
-fn build(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Topology> {
+fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topology> {
     let dir = tempfile::tempdir()?;
     mesh::public_dir(dir.path())?;
     let config = dir.path().join("config");
     mesh::public_dir(&config)?;
     let mut bridge = Bridge::new()?;
+    let mut kinds: Vec<Proxies> = VARIANTS.iter().map(Proxies::Strait).collect();
+    if nginx {
+        kinds.push(Proxies::Nginx);
+    }
     let mut pods = Vec::new();
-    for v in &VARIANTS {
+    for (i, kind) in kinds.iter().enumerate() {
         pods.push((
-            v,
-            bridge.pod(&format!("client-{}", v.key))?,
-            bridge.pod(&format!("server-{}", v.key))?,
+            *kind,
+            bridge.pod(&format!("client-{}", kind.key()))?,
+            bridge.pod(&format!("server-{}", kind.key()))?,
+            Ipv4Addr::new(10, 96, 0, 10 + i as u8),
         ));
     }
     let direct_client = bridge.pod("direct-client")?;
     let mut direct_server = bridge.pod("direct-server")?;
 
-    let services: Vec<(String, String)> = VARIANTS
+    // The mesh's resources, for Strait's pairs (nginx proxies to a fixed address).
+    let names: Vec<(String, String, String, String)> = pods
         .iter()
-        .map(|v| (format!("backend-{}", v.key), format!("server-{}", v.key)))
-        .collect();
-    let vips: Vec<Ipv4Addr> = (0..VARIANTS.len())
-        .map(|i| Ipv4Addr::new(10, 96, 0, 10 + i as u8))
-        .collect();
-    let service_specs: Vec<ServiceSpec<'_>> = services
-        .iter()
-        .zip(&vips)
-        .zip(&pods)
-        .map(|(((name, server), vip), (_, _, pod))| ServiceSpec {
-            name,
-            vip: *vip,
-            port: PORT,
-            endpoints: vec![(server.as_str(), pod.ip)],
+        .filter(|(kind, ..)| matches!(kind, Proxies::Strait(_)))
+        .map(|(kind, ..)| {
+            let key = kind.key();
+            (
+                format!("backend-{key}"),
+                format!("server-{key}"),
+                format!("app: client-{key}"),
+                format!("app: backend-{key}"),
+            )
         })
         .collect();
-    let labels: Vec<(String, String)> = VARIANTS
-        .iter()
-        .map(|v| (format!("app: client-{}", v.key), format!("app: backend-{}", v.key)))
-        .collect();
+    let strait_pods = pods.iter().filter(|(kind, ..)| matches!(kind, Proxies::Strait(_)));
+    let mut service_specs = Vec::new();
     let mut pod_specs = Vec::new();
-    for ((_, client, server), (client_labels, server_labels)) in pods.iter().zip(&labels) {
+    for ((_, client, server, vip), (service, server_name, client_labels, server_labels)) in strait_pods.zip(&names) {
+        service_specs.push(ServiceSpec {
+            name: service,
+            vip: *vip,
+            port: PORT,
+            endpoints: vec![(server_name.as_str(), server.ip)],
+        });
         pod_specs.push(PodSpec {
             name: &client.name,
             ip: client.ip,
@@ -455,7 +510,7 @@ fn build(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Topology> {
     )?;
     let ca = Ca::new()?;
     let mut pairs = Vec::new();
-    for ((variant, mut client, mut server), vip) in pods.into_iter().zip(vips) {
+    for (kind, mut client, mut server, vip) in pods {
         server.app(
             &format!("{} backend", server.name),
             CLIENT_CORE,
@@ -464,35 +519,66 @@ fn build(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Topology> {
             PORT,
             &dir.path().join(format!("{}-backend.log", server.name)),
         )?;
+        let server_ip = server.ip;
         let mut indices = Vec::new();
         for (pod, app) in [
-            (&mut server, format!("backend-{}", variant.key)),
-            (&mut client, format!("client-{}", variant.key)),
+            (&mut server, format!("backend-{}", kind.key())),
+            (&mut client, format!("client-{}", kind.key())),
         ] {
             let identity = dir.path().join(format!("identity-{}", pod.name));
             ca.issue(
                 &identity,
                 &format!("spiffe://cluster.local/ns/{NAMESPACE}/sa/{}", pod.name),
             )?;
-            let log = dir.path().join(format!("{}-sidecar.log", pod.name));
-            let labels = format!("app={app}");
-            let account = pod.name.clone();
-            indices.push(pod.sidecar(&SidecarSpec {
-                binary: &sidecar,
-                config_dir: &config,
-                identity_dir: &identity,
-                namespace: NAMESPACE,
-                service_account: &account,
-                labels: &labels,
-                threads: Some(variant.threads),
-                extra,
-                core: SIDECAR_CORE,
-                log: &log,
-            })?);
+            let log = dir.path().join(format!("{}-proxy.log", pod.name));
+            let index = match kind {
+                Proxies::Strait(variant) => {
+                    let labels = format!("app={app}");
+                    let account = pod.name.clone();
+                    pod.sidecar(&SidecarSpec {
+                        binary: &sidecar,
+                        config_dir: &config,
+                        identity_dir: &identity,
+                        namespace: NAMESPACE,
+                        service_account: &account,
+                        labels: &labels,
+                        threads: Some(variant.threads),
+                        extra,
+                        core: SIDECAR_CORE,
+                        log: &log,
+                    })?
+                }
+                Proxies::Nginx => {
+                    let home = dir.path().join(format!("nginx-{}", pod.name));
+                    std::fs::create_dir_all(&home)?;
+                    // nginx writes its pid file, logs and buffers there as the proxy's uid.
+                    std::os::unix::fs::chown(&home, Some(mesh::PROXY_UID), Some(mesh::PROXY_UID))?;
+                    let inbound = pod.ip == server_ip;
+                    let conf = nginx_conf(&home, &identity, if inbound { None } else { Some(server_ip) });
+                    let path = home.join("nginx.conf");
+                    mesh::write_public(&path, conf.as_bytes())?;
+                    pod.capture(&sidecar)?;
+                    let args = ["-c", &path.to_string_lossy(), "-p", &home.to_string_lossy(), "-e"]
+                        .into_iter()
+                        .map(String::from)
+                        .chain([home.join("stderr.log").to_string_lossy().into_owned()])
+                        .collect();
+                    let port = if inbound { INBOUND_PORT } else { OUTBOUND_PORT };
+                    pod.proxy(
+                        &format!("{} nginx", pod.name),
+                        SIDECAR_CORE,
+                        Path::new("nginx"),
+                        args,
+                        port,
+                        &log,
+                    )?
+                }
+            };
+            indices.push(index);
             stop_if_interrupted()?;
         }
         pairs.push(Pair {
-            variant,
+            proxies: kind,
             client,
             server,
             vip,
@@ -508,6 +594,69 @@ fn build(bin_dir: &Path, extra: &[String]) -> anyhow::Result<Topology> {
         _bridge: bridge,
         _dir: dir,
     })
+}
+
+/// nginx as a sidecar, one worker, keep-alive both ways: inbound (`upstream` None)
+/// terminates mTLS on 15006 (a client certificate of the mesh's CA required) and
+/// passes to the app on 127.0.0.1; outbound takes the captured plaintext on 15001 and
+/// speaks mTLS to `upstream`'s port 8080 (which that pod's rules send to its 15006).
+/// It does not check the server's name: nginx matches DNS names, and the workload
+/// certificates carry only a SPIFFE URI; that is once per connection, not per request.
+fn nginx_conf(home: &Path, identity: &Path, upstream: Option<Ipv4Addr>) -> String {
+    let (cert, key, root) = (
+        identity.join("cert-chain.pem"),
+        identity.join("key.pem"),
+        identity.join("root-cert.pem"),
+    );
+    let (listen, target, tls) = match upstream {
+        None => (
+            format!(
+                "listen {INBOUND_PORT} ssl;\n    ssl_protocols TLSv1.3;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_client_certificate {};\n    ssl_verify_client on;",
+                cert.display(),
+                key.display(),
+                root.display()
+            ),
+            format!("127.0.0.1:{PORT}"),
+            String::new(),
+        ),
+        Some(ip) => (
+            format!("listen {OUTBOUND_PORT};"),
+            format!("{ip}:{PORT}"),
+            format!(
+                "\n      proxy_ssl_protocols TLSv1.3;\n      proxy_ssl_certificate {};\n      proxy_ssl_certificate_key {};\n      proxy_ssl_session_reuse on;",
+                cert.display(),
+                key.display()
+            ),
+        ),
+    };
+    let scheme = if upstream.is_some() { "https" } else { "http" };
+    format!(
+        r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 10000000;
+  upstream next {{ server {target}; keepalive 64; keepalive_requests 10000000; }}
+  server {{
+    {listen}
+    location / {{
+      proxy_pass {scheme}://next;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";{tls}
+    }}
+  }}
+}}
+"#,
+        d = home.display(),
+    )
 }
 
 /// Before measuring: each path answers, and the servers' sidecars refuse plaintext
@@ -588,6 +737,11 @@ fn check_paths(t: &mut Topology, results: &mut Results) -> anyhow::Result<Vec<St
 fn check_mutual_tls(t: &Topology, results: &mut Results) -> anyhow::Result<Vec<String>> {
     let mut checks = Vec::new();
     for pair in &t.pairs {
+        if matches!(pair.proxies, Proxies::Nginx) {
+            // No metrics to count with; its server side takes no connection without a
+            // client certificate of the mesh's CA (`ssl_verify_client on`).
+            continue;
+        }
         let metrics = pair
             .server
             .metrics()
@@ -747,6 +901,12 @@ Sidecars pinned to core 0; the load client and the backends to core 1. CPU is bo
     for v in &VARIANTS {
         md.push_str(&format!("- threads {}: {}\n", v.threads, v.about));
     }
+    if median(results, "pair_cpu_us", NGINX_PAIR, &first).is_some() {
+        md.push_str(&format!(
+            "- {NGINX_PAIR}: nginx ({}) in place of both sidecars, one worker each, pinned and captured the same way (15001 in, mTLS 1.3 with the same workload certificates, 15006 out, keep-alive both ways). It proxies to a fixed address, with no routing, original destination, metrics, policy or added headers: the cost of the plain proxying and TLS on this machine, the floor a sidecar builds on\n",
+            nginx_version()
+        ));
+    }
     if !cli.sidecar_args.is_empty() {
         md.push_str(&format!(
             "- every sidecar also ran with: `{}`\n",
@@ -756,14 +916,12 @@ Sidecars pinned to core 0; the load client and the backends to core 1. CPU is bo
     md.push('\n');
     md.push_str(&goals(results, &first));
 
-    let mesh: Vec<String> = VARIANTS
-        .iter()
-        .map(|v| format!("mesh, threads {}", v.threads))
-        .collect();
+    let kinds: Vec<Proxies> = VARIANTS.iter().map(Proxies::Strait).chain([Proxies::Nginx]).collect();
+    let mesh: Vec<String> = kinds.iter().map(|k| k.label()).collect();
     let mut sidecars = Vec::new();
-    for v in &VARIANTS {
+    for kind in &kinds {
         for side in ["client", "server"] {
-            sidecars.push(format!("{side} sidecar, threads {}", v.threads));
+            sidecars.push(kind.side_label(side));
         }
     }
     let mut rss_points = vec!["idle".to_string()];
@@ -865,51 +1023,73 @@ Sidecars pinned to core 0; the load client and the backends to core 1. CPU is bo
 
 /// The goals table for the first setting (threads 1) at the first rate (1,000 rps).
 fn goals(results: &Results, point: &str) -> String {
-    let t = |threads: usize| format!("mesh, threads {threads}");
-    let side = |s: &str, threads: usize| format!("{s} sidecar, threads {threads}");
+    let strait = Proxies::Strait(&VARIANTS[0]);
     let v = VARIANTS[0].threads;
     let mb = |mib: f64| mib * 1024.0 * 1024.0 / 1e6;
     let verdict = |ok: bool| if ok { "met" } else { "missed" };
-    let mut md = format!("### Against the goals (threads {v}, {point}, mTLS)\n\n| measure | Strait | goal | Istio (Envoy sidecar) |\n|---|---|---|---|\n");
-    let range = |metric: &str, point: &str| -> Option<(f64, f64)> {
+    let mut md = format!("### Against the goals (threads {v}, {point}, mTLS)\n\n| measure | Strait | goal | {NGINX_PAIR}, same run | Istio (Envoy sidecar) |\n|---|---|---|---|---|\n");
+    // The lowest and highest of the two sides' medians.
+    let range = |kind: Proxies, metric: &str, point: &str| -> Option<(f64, f64)> {
         let values: Vec<f64> = ["client", "server"]
             .iter()
-            .filter_map(|s| median(results, metric, &side(s, v), point))
+            .filter_map(|s| median(results, metric, &kind.side_label(s), point))
             .collect();
         Some((
             values.iter().copied().reduce(f64::min)?,
             values.iter().copied().reduce(f64::max)?,
         ))
     };
-    if let (Some((lo, hi)), Some((alo, ahi))) = (range("rss_mib", "idle"), range("rss_anon_mib", "idle")) {
-        md.push_str(&format!(
-            "| idle memory, one sidecar | RSS {lo:.1}-{hi:.1} MiB ({:.1}-{:.1} MB), of it private {alo:.1}-{ahi:.1} MiB | < {GOAL_IDLE_MB:.0} MB: {} (RSS) | ztunnel {ISTIO_ZTUNNEL_MB:.0} MB (per node) |\n",
-            mb(lo),
-            mb(hi),
-            verdict(mb(hi) < GOAL_IDLE_MB)
-        ));
-    }
-    if let (Some((lo, hi)), Some((wlo, whi))) = (range("idle_cpu_us_per_s", "idle"), range("idle_runs_per_s", "idle")) {
-        md.push_str(&format!(
-            "| idle CPU, one sidecar | {lo:.0}-{hi:.0} us per second, {wlo:.1}-{whi:.1} wake-ups per second | | |\n"
-        ));
-    }
-    if let (Some((lo, hi)), Some((alo, ahi))) = (range("rss_mib", point), range("rss_anon_mib", point)) {
-        md.push_str(&format!(
-            "| memory under load, one sidecar | RSS {lo:.1}-{hi:.1} MiB ({:.1}-{:.1} MB), of it private {alo:.1}-{ahi:.1} MiB | | {ISTIO_ENVOY_MB_PER_1K:.0} MB per 1k rps |\n",
+    let memory = |kind: Proxies, point: &str| -> Option<String> {
+        let (lo, hi) = range(kind, "rss_mib", point)?;
+        let (alo, ahi) = range(kind, "rss_anon_mib", point)?;
+        Some(format!(
+            "RSS {lo:.1}-{hi:.1} MiB ({:.1}-{:.1} MB), of it private {alo:.1}-{ahi:.1} MiB",
             mb(lo),
             mb(hi)
+        ))
+    };
+    let idle_cpu = |kind: Proxies| -> Option<String> {
+        let (lo, hi) = range(kind, "idle_cpu_us_per_s", "idle")?;
+        let (wlo, whi) = range(kind, "idle_runs_per_s", "idle")?;
+        Some(format!(
+            "{lo:.0}-{hi:.0} us per second, {wlo:.1}-{whi:.1} wake-ups per second"
+        ))
+    };
+    let pair = |kind: Proxies, metric: &str| median(results, metric, &kind.label(), point);
+    let reference = |cell: Option<String>| cell.unwrap_or_default();
+    if let Some(cell) = memory(strait, "idle") {
+        let over = range(strait, "rss_mib", "idle").is_some_and(|(_, hi)| mb(hi) >= GOAL_IDLE_MB);
+        md.push_str(&format!(
+            "| idle memory, one sidecar | {cell} | < {GOAL_IDLE_MB:.0} MB: {} (RSS) | {} | ztunnel {ISTIO_ZTUNNEL_MB:.0} MB (per node) |\n",
+            verdict(!over),
+            reference(memory(Proxies::Nginx, "idle"))
         ));
     }
-    if let Some(cpu) = median(results, "pair_cpu_us", &t(v), point) {
+    if let Some(cell) = idle_cpu(strait) {
         md.push_str(&format!(
-            "| CPU per request, the pair | {cpu:.0} us | < {GOAL_PAIR_CPU_US:.0} us: {} | {:.0} us (2 x {ISTIO_ENVOY_VCPU_PER_1K:.2} vCPU per 1k rps) |\n",
+            "| idle CPU, one sidecar | {cell} | | {} | |\n",
+            reference(idle_cpu(Proxies::Nginx))
+        ));
+    }
+    if let Some(cell) = memory(strait, point) {
+        md.push_str(&format!(
+            "| memory under load, one sidecar | {cell} | | {} | {ISTIO_ENVOY_MB_PER_1K:.0} MB per 1k rps |\n",
+            reference(memory(Proxies::Nginx, point))
+        ));
+    }
+    if let Some(cpu) = pair(strait, "pair_cpu_us") {
+        let nginx = pair(Proxies::Nginx, "pair_cpu_us");
+        md.push_str(&format!(
+            "| CPU per request, the pair | {cpu:.0} us{} | < {GOAL_PAIR_CPU_US:.0} us: {} | {} | {:.0} us (2 x {ISTIO_ENVOY_VCPU_PER_1K:.2} vCPU per 1k rps) |\n",
+            nginx.map(|n| format!(" ({:.2}x nginx)", cpu / n)).unwrap_or_default(),
             verdict(cpu < GOAL_PAIR_CPU_US),
+            reference(nginx.map(|n| format!("{n:.0} us"))),
             2.0 * ISTIO_ENVOY_VCPU_PER_1K * 1000.0
         ));
         md.push_str(&format!(
-            "| vCPU per 1k rps, one sidecar (mean of the two) | {:.3} | | {ISTIO_ENVOY_VCPU_PER_1K:.2} |\n",
-            cpu / 2.0 / 1000.0
+            "| vCPU per 1k rps, one sidecar (mean of the two) | {:.3} | | {} | {ISTIO_ENVOY_VCPU_PER_1K:.2} |\n",
+            cpu / 2.0 / 1000.0,
+            reference(nginx.map(|n| format!("{:.3}", n / 2.0 / 1000.0)))
         ));
     }
     for (label, metric) in [
@@ -917,7 +1097,7 @@ fn goals(results: &Results, point: &str) -> String {
         ("p90", "added_p90_us"),
         ("p99", "added_p99_us"),
     ] {
-        if let Some(us) = median(results, metric, &t(v), point) {
+        if let Some(us) = pair(strait, metric) {
             let goal = if label == "p99" {
                 format!("< {GOAL_ADDED_P99_MS} ms: {}", verdict(us / 1000.0 < GOAL_ADDED_P99_MS))
             } else {
@@ -929,8 +1109,9 @@ fn goals(results: &Results, point: &str) -> String {
                 String::new()
             };
             md.push_str(&format!(
-                "| added latency {label}, both sidecars | {:.3} ms | {goal} | {istio} |\n",
-                us / 1000.0
+                "| added latency {label}, both sidecars | {:.3} ms | {goal} | {} | {istio} |\n",
+                us / 1000.0,
+                reference(pair(Proxies::Nginx, metric).map(|n| format!("{:.3} ms", n / 1000.0)))
             ));
         }
     }
@@ -962,6 +1143,21 @@ fn pin_to_client_core() -> anyhow::Result<()> {
     interrupt::forward_to(child.id());
     let status = child.wait()?;
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// `nginx -v`'s version, e.g. `nginx/1.22.1`.
+fn nginx_version() -> String {
+    Command::new("nginx")
+        .arg("-v")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stderr).into_owned();
+            text.split_whitespace()
+                .find(|w| w.starts_with("nginx/"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "nginx".into())
 }
 
 fn machine() -> serde_json::Value {
