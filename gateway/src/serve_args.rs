@@ -10,6 +10,10 @@ use strait_config::mesh::MeshConfig;
 use crate::downstream::{Limits, Underscores};
 use crate::server::Serving;
 
+/// The gateway's default for `--max-requests-per-connection`: nginx's
+/// `keepalive_requests`, so a client's connection is rebalanced now and then.
+pub const GATEWAY_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+
 /// Flags shared by the proxies' binaries (each also readable from its env var).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -40,10 +44,11 @@ pub struct ServeArgs {
     /// Seconds a request may see no traffic (reading or writing) before it is ended.
     #[arg(long, env = "STRAIT_STREAM_IDLE_TIMEOUT", default_value_t = 300)]
     pub stream_idle_timeout: u64,
-    /// Requests one client connection may carry, HTTP/1 or HTTP/2 (nginx's
-    /// `keepalive_requests`); then the client is asked to reconnect. 0: no limit.
-    #[arg(long, env = "STRAIT_MAX_REQUESTS_PER_CONNECTION", default_value_t = 1000)]
-    pub max_requests_per_connection: u32,
+    /// Requests one client connection may carry, HTTP/1 or HTTP/2; then the client is
+    /// asked to reconnect. 0: no limit. Default: 1000 for the gateway (nginx's
+    /// `keepalive_requests`), no limit for a sidecar (as Envoy's sidecars).
+    #[arg(long, env = "STRAIT_MAX_REQUESTS_PER_CONNECTION")]
+    pub max_requests_per_connection: Option<u32>,
     /// Seconds between fetches of a RequestAuthentication's jwksUri (Istio's default:
     /// 20 minutes); a failed fetch is retried sooner, with backoff.
     #[arg(long, env = "STRAIT_JWKS_REFRESH_INTERVAL", default_value_t = 1200)]
@@ -83,7 +88,9 @@ impl ServeArgs {
                 trusted_hops: mesh.num_trusted_proxies,
                 ..Limits::default()
             },
-            max_requests_per_connection: self.max_requests_per_connection,
+            max_requests_per_connection: self
+                .max_requests_per_connection
+                .unwrap_or(GATEWAY_MAX_REQUESTS_PER_CONNECTION),
             access_log: mesh.access_log_file.clone().map(|f| {
                 let encoding = if mesh.access_log_json {
                     crate::access_log::Encoding::Json

@@ -136,6 +136,9 @@ fn serving(args: &RunArgs, mesh: &strait_config::mesh::MeshConfig) -> Serving {
         outbound: args.outbound_port,
         inbound: args.inbound_port,
     };
+    // Envoy's sidecars set no limit: on the inbound side, each reconnection a limit
+    // asks of a peer's sidecar costs a new mutual TLS handshake on both ends.
+    serving.max_requests_per_connection = args.serve.max_requests_per_connection.unwrap_or(0);
     serving
 }
 

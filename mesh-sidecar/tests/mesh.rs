@@ -243,6 +243,52 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The TLS handshakes begun in a packet capture: the distinct client randoms of its
+/// ClientHellos (a packet may be captured on more than one interface).
+fn client_hellos(pcap: &[u8]) -> usize {
+    // Record: handshake (0x16), version 3.x, length; message: ClientHello (1), length
+    // (3 bytes), legacy version 3.3; then the 32-byte random.
+    let randoms: std::collections::BTreeSet<&[u8]> = (0..pcap.len().saturating_sub(43))
+        .filter(|&i| {
+            let w = &pcap[i..i + 11];
+            w[0] == 0x16 && w[1] == 0x03 && w[5] == 0x01 && w[9] == 0x03 && w[10] == 0x03
+        })
+        .map(|i| &pcap[i + 11..i + 43])
+        .collect();
+    randoms.len()
+}
+
+#[test]
+fn a_mesh_connection_carries_more_than_a_thousand_requests() {
+    // Envoy's sidecars set no limit; the gateway's (1,000, nginx's) would make the
+    // peer's sidecar open a new mutual TLS connection every thousand requests.
+    let shop = shop(false);
+    let mut many: Vec<String> = vec![
+        "-s".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code} %{num_connects}\n".into(),
+        "--resolve".into(),
+        format!("b:8080:{B_VIP}"),
+    ];
+    many.extend((0..1001).map(|i| format!("http://b:8080/n/{i}")));
+    let (out, pcap) = shop.net.capture(8080, || shop.a.exec("curl", &args(&many)));
+    let lines = String::from_utf8_lossy(&out.stdout).to_string();
+    let answered = lines.lines().filter(|l| l.starts_with("200 ")).count();
+    assert_eq!(answered, 1001, "every request answered\n{}", shop.a.log());
+    let connects: u32 = lines
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
+        .sum();
+    assert_eq!(connects, 1, "the application's one connection to its sidecar was kept");
+    assert_eq!(
+        client_hellos(&pcap),
+        1,
+        "one mutual TLS connection from a's sidecar to b's carried every request"
+    );
+}
+
 const ROUTES: &str = r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: b, namespace: shop}
