@@ -310,7 +310,36 @@ pub fn nginx(env: &Env) -> Result<Target, TargetError> {
     let d = env.dir.join("nginx");
     let cert = env.write("certs/tls.crt", &env.cert_pem)?;
     let key = env.write("certs/tls.key", &env.key_pem)?;
-    let conf = format!(
+    let conf = nginx_conf(
+        &d,
+        &env.backend.to_string(),
+        &format!(
+            "listen {http};\n    listen {https} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        ),
+        "http",
+        "",
+    );
+    let path = env.write("nginx/nginx.conf", &conf)?;
+    let args = vec![
+        "-c".to_string(),
+        path.display().to_string(),
+        "-p".into(),
+        d.display().to_string(),
+        "-e".into(),
+        d.join("stderr.log").display().to_string(),
+    ];
+    Target::proxy("nginx", http, Some(https)).launch(env, Path::new("nginx"), &args)
+}
+
+/// An nginx configuration for the benchmarks: one worker in the foreground, its files
+/// under `dir`, no access log, keep-alive without a request limit both towards the
+/// clients and towards `upstream` (`host:port`, reached over `scheme`). `listen` is
+/// the server block's listening (and TLS) lines, `proxy_extra` more lines for its one
+/// location (the upstream TLS, say).
+pub fn nginx_conf(dir: &Path, upstream: &str, listen: &str, scheme: &str, proxy_extra: &str) -> String {
+    format!(
         r#"worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
@@ -324,35 +353,19 @@ http {{
   uwsgi_temp_path {d}/uwsgi;
   scgi_temp_path {d}/scgi;
   keepalive_requests 10000000;
-  upstream backend {{ server {backend}; keepalive 128; keepalive_requests 10000000; }}
+  upstream backend {{ server {upstream}; keepalive 128; keepalive_requests 10000000; }}
   server {{
-    listen {http};
-    listen {https} ssl;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
+    {listen}
     location / {{
-      proxy_pass http://backend;
+      proxy_pass {scheme}://backend;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection "";{proxy_extra}
     }}
   }}
 }}
 "#,
-        d = d.display(),
-        backend = env.backend,
-        cert = cert.display(),
-        key = key.display(),
-    );
-    let path = env.write("nginx/nginx.conf", &conf)?;
-    let args = vec![
-        "-c".to_string(),
-        path.display().to_string(),
-        "-p".into(),
-        d.display().to_string(),
-        "-e".into(),
-        d.join("stderr.log").display().to_string(),
-    ];
-    Target::proxy("nginx", http, Some(https)).launch(env, Path::new("nginx"), &args)
+        d = dir.display(),
+    )
 }
 
 /// haproxy from Debian, one thread, connection reuse.

@@ -26,6 +26,7 @@ use strait_loadtests::procstat::{
     core_busy_ns, cpu_ns, idle_activity, peak_rss_kib, rss_kib, rss_split_kib, settled_rss_kib,
 };
 use strait_loadtests::report::{Results, Table};
+use strait_loadtests::targets;
 
 /// Core the sidecars run on; the load client and the backends use the other.
 const SIDECAR_CORE: usize = 0;
@@ -554,7 +555,7 @@ fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topolo
                     // nginx writes its pid file, logs and buffers there as the proxy's uid.
                     std::os::unix::fs::chown(&home, Some(mesh::PROXY_UID), Some(mesh::PROXY_UID))?;
                     let inbound = pod.ip == server_ip;
-                    let conf = nginx_conf(&home, &identity, if inbound { None } else { Some(server_ip) });
+                    let conf = sidecar_nginx_conf(&home, &identity, if inbound { None } else { Some(server_ip) });
                     let path = home.join("nginx.conf");
                     mesh::write_public(&path, conf.as_bytes())?;
                     pod.capture(&sidecar)?;
@@ -602,7 +603,7 @@ fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topolo
 /// speaks mTLS to `upstream`'s port 8080 (which that pod's rules send to its 15006).
 /// It does not check the server's name: nginx matches DNS names, and the workload
 /// certificates carry only a SPIFFE URI; that is once per connection, not per request.
-fn nginx_conf(home: &Path, identity: &Path, upstream: Option<Ipv4Addr>) -> String {
+fn sidecar_nginx_conf(home: &Path, identity: &Path, upstream: Option<Ipv4Addr>) -> String {
     let (cert, key, root) = (
         identity.join("cert-chain.pem"),
         identity.join("key.pem"),
@@ -630,33 +631,7 @@ fn nginx_conf(home: &Path, identity: &Path, upstream: Option<Ipv4Addr>) -> Strin
         ),
     };
     let scheme = if upstream.is_some() { "https" } else { "http" };
-    format!(
-        r#"worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  keepalive_requests 10000000;
-  upstream next {{ server {target}; keepalive 64; keepalive_requests 10000000; }}
-  server {{
-    {listen}
-    location / {{
-      proxy_pass {scheme}://next;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";{tls}
-    }}
-  }}
-}}
-"#,
-        d = home.display(),
-    )
+    targets::nginx_conf(home, &target, &listen, scheme, &tls)
 }
 
 /// Before measuring: each path answers, and the servers' sidecars refuse plaintext
