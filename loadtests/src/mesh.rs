@@ -2,9 +2,9 @@
 //! of its own (nothing of the host's network changes), each pod a namespace with an
 //! address, its application and, where asked, `strait-sidecar init` and
 //! `strait-sidecar run` under the proxy's uid, as an injected pod has them (or another
-//! proxy behind the same capture rules, for comparison). Workload
-//! certificates come from a CA made here, written in Istio's file-mounted layout; the
-//! configuration is a folder of Services, EndpointSlices, Pods and PeerAuthentications.
+//! proxy behind the same capture rules, for comparison). Workload certificates come
+//! from a CA made here, written in Istio's file-mounted layout; the configuration is a
+//! folder of Services, EndpointSlices, Pods and PeerAuthentications.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -6,7 +6,9 @@
 //! the capture rules and both sidecars) and, for the direct path, from a pod without
 //! a sidecar to a pod without one running the same backend. Sidecars run on core 0,
 //! the load client and the backends on core 1; points are measured in interleaved
-//! repetitions and reported as medians with their range.
+//! repetitions and reported as medians with their range. When nginx is installed, a
+//! third pair of pods runs it in the sidecars' place (same capture rules, mTLS between
+//! its halves): the same-machine reference for what a pair of proxies costs here.
 //!
 //! Needs root (network namespaces, iptables in them). Everything it creates is
 //! removed when it ends, also on error or Ctrl-C.
