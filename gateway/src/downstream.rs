@@ -121,9 +121,9 @@ pub fn normalize_path(normalization: Normalization, req: &mut RequestHeader) -> 
     }
 }
 
-/// Writes the forwarding headers of an upstream request: the peer appended to
-/// `x-forwarded-for`, `x-forwarded-proto`, and `x-forwarded-client-cert` from the
-/// connection's client certificate only.
+/// Writes the forwarding headers of an upstream request: the peer, when given,
+/// appended to `x-forwarded-for`, `x-forwarded-proto`, and `x-forwarded-client-cert`
+/// from the connection's client certificate only.
 pub fn forwarding_headers(
     upstream: &mut RequestHeader,
     peer: Option<IpAddr>,

@@ -54,6 +54,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Whether this is a sidecar's inbound listener (captured, with a port of its own).
+    fn inbound(&self) -> bool {
+        self.captured && self.port != 0
+    }
+
     /// The port the client connected to: the original destination's for captured
     /// connections, else the local one (the listener's Gateway port when unknown).
     fn destination_port(&self, session: &Session) -> u16 {
@@ -130,7 +135,10 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         actions::rewrite_request(ctx, upstream)?;
-        downstream::forwarding_headers(upstream, peer_ip(session), self.tls, connection_peer(session))?;
+        // A sidecar's inbound listener leaves `x-forwarded-for` as it came, as Istio's
+        // (`use_remote_address: false`): the client's sidecar already wrote its address.
+        let peer = if self.inbound() { None } else { peer_ip(session) };
+        downstream::forwarding_headers(upstream, peer, self.tls, connection_peer(session))?;
         let keep_id = self.shared.access_log.get().is_some() || ctx.span.is_some();
         if let Some(id) = downstream::ensure_request_id(upstream, keep_id)? {
             ctx.request_id = Some(id);

@@ -171,6 +171,14 @@ fn a_calls_b_across_both_sidecars_over_mutual_tls() {
             && body.contains("URI=spiffe://cluster.local/ns/shop/sa/a"),
         "b's sidecar saw a's SPIFFE identity and told the application: {body}"
     );
+    // Written once, by a's sidecar: b's inbound leaves it as it came (Istio's too).
+    let forwarded_for: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    assert_eq!(forwarded_for, [shop.a.ip.as_str()], "{body}");
     // Between the pods: TLS records (handshake 0x16 0x03), never the request.
     // More than the file's header: the exchange itself was recorded.
     assert!(
