@@ -206,10 +206,17 @@ fn names(der: &[u8]) -> Option<CertNames> {
 
 /// The identity a client certificate (DER) names, already verified by the caller.
 pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
-    identity(der, names(der)?)
+    identity(der, names(der)?, None)
 }
 
-fn identity(der: &[u8], names: CertNames) -> Option<PeerIdentity> {
+/// As [`peer_identity`], for a proxy whose own certificate names `by` (its SPIFFE
+/// ID): its `x-forwarded-client-cert` starts with `By=`, as Envoy writes it when the
+/// proxy's certificate has a URI name (Istio's sidecars).
+pub fn peer_identity_by(der: &[u8], by: &str) -> Option<PeerIdentity> {
+    identity(der, names(der)?, Some(by))
+}
+
+fn identity(der: &[u8], names: CertNames, by: Option<&str>) -> Option<PeerIdentity> {
     let principal = names
         .uris
         .iter()
@@ -220,7 +227,11 @@ fn identity(der: &[u8], names: CertNames) -> Option<PeerIdentity> {
         .or(names.common_name)?;
     let digest = ring::digest::digest(&ring::digest::SHA256, der);
     let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let mut xfcc = format!("Hash={hash};Subject=\"{}\"", names.subject.replace('"', "\\\""));
+    let mut xfcc = by.map(|b| format!("By={b};")).unwrap_or_default();
+    xfcc.push_str(&format!(
+        "Hash={hash};Subject=\"{}\"",
+        names.subject.replace('"', "\\\"")
+    ));
     for u in &names.uris {
         xfcc.push_str(&format!(";URI={u}"));
     }
@@ -313,7 +324,7 @@ pub fn inspect(snapshot: &Snapshot, table: &ClientAuthTable, port: u16, tls: &Tl
         info.refused = Some("client certificate names none of the server's subjectAltNames".into());
         return info;
     }
-    let Some(peer) = identity(leaf, cert_names) else {
+    let Some(peer) = identity(leaf, cert_names, None) else {
         info.refused = Some("client certificate names no identity".into());
         return info;
     };

@@ -168,6 +168,7 @@ fn a_calls_b_across_both_sidecars_over_mutual_tls() {
     assert!(body.contains("GET /hello"), "{body}");
     assert!(
         body.to_ascii_lowercase().contains("x-forwarded-client-cert: ")
+            && body.contains("By=spiffe://cluster.local/ns/shop/sa/b;Hash=")
             && body.contains("URI=spiffe://cluster.local/ns/shop/sa/a"),
         "b's sidecar saw a's SPIFFE identity and told the application: {body}"
     );
