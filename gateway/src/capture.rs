@@ -219,10 +219,10 @@ impl Inbound {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), MESH_TCP_ALPN.to_vec()];
         // Pingora's settings carry the callback that records the peer's identity;
         // the rustls acceptor is ours, for the ALPN list Pingora cannot express.
-        let by = PeerInfo {
+        let info = PeerInfo {
             by: cert.spiffe_id.clone(),
         };
-        let mut settings = TlsSettings::with_callbacks(Box::new(by)).ok()?;
+        let mut settings = TlsSettings::with_callbacks(Box::new(info)).ok()?;
         settings.set_cert_resolver(resolver);
         let mut acceptor = settings.build();
         acceptor.acceptor = pingora::tls::TlsAcceptor::from(Arc::new(config));
@@ -387,7 +387,7 @@ impl TlsAccept for PeerInfo {
         let peer = tls
             .peer_cert_chain_der()
             .and_then(|chain| chain.first())
-            .and_then(|leaf| crate::client_auth::peer_identity_by(leaf, &self.by));
+            .and_then(|leaf| crate::client_auth::peer_identity(leaf, &self.by));
         Some(Arc::new(TlsInfo {
             sni: tls.server_name().map(str::to_ascii_lowercase),
             peer,

@@ -204,15 +204,11 @@ fn names(der: &[u8]) -> Option<CertNames> {
     Some(out)
 }
 
-/// The identity a client certificate (DER) names, already verified by the caller.
-pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
-    identity(der, names(der)?, None)
-}
-
-/// As [`peer_identity`], for a proxy whose own certificate names `by` (its SPIFFE
-/// ID): its `x-forwarded-client-cert` starts with `By=`, as Envoy writes it when the
-/// proxy's certificate has a URI name (Istio's sidecars).
-pub fn peer_identity_by(der: &[u8], by: &str) -> Option<PeerIdentity> {
+/// The identity a client certificate (DER) names, already verified by the caller,
+/// for a proxy whose own certificate names `by` (its SPIFFE ID): its
+/// `x-forwarded-client-cert` starts with `By=`, as Envoy writes it when the proxy's
+/// certificate has a URI name (Istio's sidecars).
+pub fn peer_identity(der: &[u8], by: &str) -> Option<PeerIdentity> {
     identity(der, names(der)?, Some(by))
 }
 
