@@ -244,16 +244,13 @@ fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut results = Results::default();
-    let nginx = Command::new("nginx")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !nginx {
+    let nginx = nginx_version();
+    if nginx.is_none() {
         results
             .notes
             .push("nginx is not installed (apt-get install nginx-light): no reference pair".into());
     }
-    let mut topology = build(&bin_dir, &cli.sidecar_args, nginx)?;
+    let mut topology = build(&bin_dir, &cli.sidecar_args, nginx.is_some())?;
     eprintln!("pods ready ({:.0} s)", started.elapsed().as_secs_f64());
 
     // Idle: settled after start, before any request went through.
@@ -392,7 +389,7 @@ fn main() -> anyhow::Result<()> {
     let measured_for = measuring.elapsed();
     drop(topology);
 
-    let md = markdown(&cli, &plan, &results, started.elapsed(), measured_for);
+    let md = markdown(&cli, &plan, &results, nginx.as_deref(), started.elapsed(), measured_for);
     let json = serde_json::json!({
         "mode": format!("{:?}", cli.mode).to_lowercase(),
         "machine": machine(),
@@ -405,7 +402,7 @@ fn main() -> anyhow::Result<()> {
         },
         "sidecar_args": cli.sidecar_args,
         "variants": VARIANTS.iter().map(|v| serde_json::json!({"threads": v.threads, "about": v.about})).collect::<Vec<_>>(),
-        "reference": nginx.then(nginx_version),
+        "reference": nginx,
         "checks": checks.iter().chain(&mtls).collect::<Vec<_>>(),
         "summary": results.summary(),
         "samples": results.samples,
@@ -453,9 +450,12 @@ fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topolo
     let mut direct_server = bridge.pod("direct-server")?;
 
     // The mesh's resources, for Strait's pairs (nginx proxies to a fixed address).
-    let names: Vec<(String, String, String, String)> = pods
+    let strait_pods: Vec<_> = pods
         .iter()
         .filter(|(kind, ..)| matches!(kind, Proxies::Strait(_)))
+        .collect();
+    let names: Vec<(String, String, String, String)> = strait_pods
+        .iter()
         .map(|(kind, ..)| {
             let key = kind.key();
             (
@@ -466,10 +466,11 @@ fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topolo
             )
         })
         .collect();
-    let strait_pods = pods.iter().filter(|(kind, ..)| matches!(kind, Proxies::Strait(_)));
     let mut service_specs = Vec::new();
     let mut pod_specs = Vec::new();
-    for ((_, client, server, vip), (service, server_name, client_labels, server_labels)) in strait_pods.zip(&names) {
+    for ((_, client, server, vip), (service, server_name, client_labels, server_labels)) in
+        strait_pods.iter().zip(&names)
+    {
         service_specs.push(ServiceSpec {
             name: service,
             vip: *vip,
@@ -524,9 +525,9 @@ fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topolo
         )?;
         let server_ip = server.ip;
         let mut indices = Vec::new();
-        for (pod, app) in [
-            (&mut server, format!("backend-{}", kind.key())),
-            (&mut client, format!("client-{}", kind.key())),
+        for (pod, app, inbound) in [
+            (&mut server, format!("backend-{}", kind.key()), true),
+            (&mut client, format!("client-{}", kind.key()), false),
         ] {
             let identity = dir.path().join(format!("identity-{}", pod.name));
             ca.issue(
@@ -556,7 +557,6 @@ fn build(bin_dir: &Path, extra: &[String], nginx: bool) -> anyhow::Result<Topolo
                     std::fs::create_dir_all(&home)?;
                     // nginx writes its pid file, logs and buffers there as the proxy's uid.
                     std::os::unix::fs::chown(&home, Some(mesh::PROXY_UID), Some(mesh::PROXY_UID))?;
-                    let inbound = pod.ip == server_ip;
                     let conf = sidecar_nginx_conf(&home, &identity, if inbound { None } else { Some(server_ip) });
                     let path = home.join("nginx.conf");
                     mesh::write_public(&path, conf.as_bytes())?;
@@ -853,7 +853,15 @@ fn median(results: &Results, metric: &str, target: &str, point: &str) -> Option<
     results.summary().get(metric)?.get(target)?.get(point).map(|s| s.median)
 }
 
-fn markdown(cli: &Cli, plan: &Plan, results: &Results, took: Duration, measured_for: Duration) -> String {
+/// The report; `nginx` is the reference pair's version, when it ran.
+fn markdown(
+    cli: &Cli,
+    plan: &Plan,
+    results: &Results,
+    nginx: Option<&str>,
+    took: Duration,
+    measured_for: Duration,
+) -> String {
     let m = machine();
     let rates: Vec<String> = plan.rates.iter().map(|r| format!("{r:.0} rps")).collect();
     let first = rates.first().cloned().unwrap_or_default();
@@ -878,10 +886,9 @@ Sidecars pinned to core 0; the load client and the backends to core 1. CPU is bo
     for v in &VARIANTS {
         md.push_str(&format!("- threads {}: {}\n", v.threads, v.about));
     }
-    if median(results, "pair_cpu_us", NGINX_PAIR, &first).is_some() {
+    if let (Some(version), Some(_)) = (nginx, median(results, "pair_cpu_us", NGINX_PAIR, &first)) {
         md.push_str(&format!(
-            "- {NGINX_PAIR}: nginx ({}) in place of both sidecars, one worker each, pinned and captured the same way (15001 in, mTLS 1.3 with the same workload certificates, 15006 out, keep-alive both ways). It proxies to a fixed address, with no routing, original destination, metrics, policy or added headers: the cost of the plain proxying and TLS on this machine, the floor a sidecar builds on\n",
-            nginx_version()
+            "- {NGINX_PAIR}: nginx ({version}) in place of both sidecars, one worker each, pinned and captured the same way (15001 in, mTLS 1.3 with the same workload certificates, 15006 out, keep-alive both ways). It proxies to a fixed address, with no routing, original destination, metrics, policy or added headers: the cost of the plain proxying and TLS on this machine, the floor a sidecar builds on\n"
         ));
     }
     if !cli.sidecar_args.is_empty() {
@@ -1122,19 +1129,20 @@ fn pin_to_client_core() -> anyhow::Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-/// `nginx -v`'s version, e.g. `nginx/1.22.1`.
-fn nginx_version() -> String {
-    Command::new("nginx")
+/// `nginx -v`'s version, e.g. `nginx/1.22.1`; None when nginx does not run.
+fn nginx_version() -> Option<String> {
+    let out = Command::new("nginx")
         .arg("-v")
         .output()
         .ok()
-        .and_then(|o| {
-            let text = String::from_utf8_lossy(&o.stderr).into_owned();
-            text.split_whitespace()
-                .find(|w| w.starts_with("nginx/"))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "nginx".into())
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    Some(
+        text.split_whitespace()
+            .find(|w| w.starts_with("nginx/"))
+            .unwrap_or("nginx")
+            .to_string(),
+    )
 }
 
 fn machine() -> serde_json::Value {
